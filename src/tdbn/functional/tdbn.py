@@ -1,0 +1,86 @@
+"""Threshold-dependent batch normalization, tdBN (paper Eq. 5-8, Alg. 1).
+
+For each channel k the statistics are taken over time, batch and space together (the ``T*N*H*W`` values
+of that channel; Eq. 6-7, biased variance as in Eq. 8)::
+
+    x_hat = alpha * v_th * (x - mean_k) / sqrt(var_k + eps)      (Eq. 5)
+    y     = lambda_k * x_hat + beta_k                            (Eq. 8)
+
+Merging T into the batch dimension turns this into ordinary per-channel batch normalization of a
+``[T*N, C, ...]`` tensor whose affine weight is ``lambda * alpha * v_th``: the scale is applied in the
+forward pass, so ``lambda`` itself starts at 1 and its gradient is the paper's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+
+def td_batch_norm(
+    x: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    *,
+    alpha: float,
+    v_th: float,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> Tensor:
+    """tdBN of ``x`` shaped ``[T, N, C, ...]``; statistics per channel over all other dimensions."""
+    scale = alpha * v_th
+    w = x.new_full((x.shape[2],), scale) if weight is None else weight * scale
+    y = F.batch_norm(x.flatten(0, 1), running_mean, running_var, w, bias, training, momentum, eps)
+    return y.view(x.shape)
+
+
+def sync_td_batch_norm(
+    x: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    *,
+    alpha: float,
+    v_th: float,
+    momentum: float,
+    eps: float,
+    group: "dist.ProcessGroup | None" = None,
+) -> Tensor:
+    """tdBN in training mode with statistics reduced over all processes of ``group`` (sync-BN).
+
+    Works with every backend (gloo on CPU, NCCL on CUDA): two differentiable all-reduces, one for the
+    per-channel sums and counts, one for the centred sums of squares, so the result equals tdBN of the
+    concatenated global batch.
+    """
+    from torch.distributed.nn.functional import all_reduce
+
+    C = x.shape[2]
+    dims = [d for d in range(x.dim()) if d != 2]
+    count = x.new_tensor([x.numel() / C])
+    s1 = torch.cat([x.sum(dims), count])
+    s1 = all_reduce(s1, group=group)
+    n = s1[-1]
+    mean = s1[:-1] / n
+    shape = [1, 1, C] + [1] * (x.dim() - 3)
+    xc = x - mean.view(shape)
+    var = all_reduce(xc.square().sum(dims), group=group) / n  # biased (Eq. 8)
+    invstd = torch.rsqrt(var + eps)
+    scale = alpha * v_th
+    w = invstd * scale if weight is None else invstd * (weight * scale)
+    y = xc * w.view(shape)
+    if bias is not None:
+        y = y + bias.view(shape)
+    if running_mean is not None and running_var is not None:
+        with torch.no_grad():
+            nn_ = float(n)
+            unbiased = var.detach() * (nn_ / max(nn_ - 1.0, 1.0))
+            running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
+            running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
+    return y

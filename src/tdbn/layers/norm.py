@@ -1,0 +1,117 @@
+"""Threshold-dependent batch normalization modules, tdBN (paper Eq. 5-8)."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..functional.tdbn import sync_td_batch_norm, td_batch_norm
+
+
+class _TdBatchNorm(nn.Module):
+    _layout = ""
+    _ndim = 0
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        alpha: float = 1.0,
+        v_th: float = 0.5,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+    ):
+        super().__init__()
+        if num_features <= 0:
+            raise ValueError(f"num_features must be positive, got {num_features}")
+        if not v_th > 0:
+            raise ValueError(f"v_th must be > 0, got {v_th}")
+        if not alpha > 0:
+            raise ValueError(f"alpha must be > 0, got {alpha}")
+        self.num_features = int(num_features)
+        self.alpha = float(alpha)
+        self.v_th = float(v_th)
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        # lambda (init 1) and beta (init 0) of Eq. 8
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        # set by tdbn.convert_sync_tdbn: statistics are then reduced over this process group in training
+        self.process_group: dist.ProcessGroup | None = None
+        self.sync = False
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.dim() != self._ndim:
+            raise ValueError(
+                f"{type(self).__name__} expects a time-first tensor {self._layout} ({self._ndim}-d), got shape "
+                f"{tuple(x.shape)}; add the time axis first (e.g. x.unsqueeze(0) for T=1)"
+            )
+        if x.shape[2] != self.num_features:
+            raise ValueError(
+                f"{type(self).__name__}({self.num_features}) expects {self.num_features} channels at dim 2 of "
+                f"{self._layout}, got shape {tuple(x.shape)}"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        if self.training and self.sync and dist.is_available() and dist.is_initialized():
+            if dist.get_world_size(self.process_group) > 1:
+                return sync_td_batch_norm(
+                    x, self.running_mean, self.running_var, self.weight, self.bias,
+                    alpha=self.alpha, v_th=self.v_th, momentum=self.momentum, eps=self.eps,
+                    group=self.process_group,
+                )
+        return td_batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias,
+            alpha=self.alpha, v_th=self.v_th, training=self.training, momentum=self.momentum, eps=self.eps,
+        )
+
+    def extra_repr(self) -> str:
+        s = f"{self.num_features}, alpha={self.alpha:.4g}, v_th={self.v_th}, eps={self.eps}, momentum={self.momentum}"
+        return s + (", sync=True" if self.sync else "")
+
+
+class TdBatchNorm1d(_TdBatchNorm):
+    """tdBN for fully-connected layers, input ``[T, N, F]``; statistics per feature over T and N.
+
+    Example:
+        >>> bn = TdBatchNorm1d(16, alpha=1.0, v_th=0.5)
+        >>> y = bn(torch.randn(4, 32, 16))
+        >>> round(y.var(dim=(0, 1), unbiased=False).mean().item(), 3)  # (alpha * v_th)^2
+        0.25
+    """
+
+    _layout = "[T, N, F]"
+    _ndim = 3
+
+
+class TdBatchNorm2d(_TdBatchNorm):
+    """tdBN for conv layers, input ``[T, N, C, H, W]``; statistics per channel over T, N, H and W."""
+
+    _layout = "[T, N, C, H, W]"
+    _ndim = 5
+
+
+TD_NORMS = (TdBatchNorm1d, TdBatchNorm2d)
+
+
+def convert_sync_tdbn(module: nn.Module, process_group: "dist.ProcessGroup | None" = None) -> nn.Module:
+    """Synchronize every tdBN's training statistics across the processes of ``process_group`` (sync-BN).
+
+    The counterpart of ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` that keeps ``alpha`` and ``v_th``
+    and runs on every backend (gloo on CPU included). Modifies ``module`` in place and returns it. Plain
+    ``nn.BatchNorm*`` layers, if any, are converted with ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``.
+    """
+    for m in module.modules():
+        if isinstance(m, _TdBatchNorm):
+            m.sync = True
+            m.process_group = process_group
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()):
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group)
+    return module

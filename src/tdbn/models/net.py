@@ -1,0 +1,97 @@
+"""The container shared by every model: encoding layer, spiking body, head, decoding layer (paper Alg. 2)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from ..layers import Flatten, TimeDistributed
+from .options import SpikingOptions, conv_bn, linear_bn
+
+
+class SpikingNet(nn.Module):
+    """``encoder -> body -> head -> decoder``, averaged over time (Eq. 11).
+
+    - ``encoder``: the encoding layer ``conv -> tdBN -> LIF`` receiving real values (Alg. 2, section 4).
+    - ``body``: spiking blocks (residual or plain).
+    - ``head``: pooling, flatten and optional spiking fc layers (``[T, N, F]`` out).
+    - ``decoder``: the decoding fc; the class scores are its output averaged over the T steps.
+
+    ``forward`` accepts event frames ``[T, N, C, H, W]`` or static images ``[N, C, H, W]``. Static images use
+    direct encoding: the same image enters the encoding conv at each of ``timesteps`` steps. Since that conv is
+    the same at every step, it runs once and its output is repeated over time (identical result, T times fewer
+    operations in the first layer).
+    """
+
+    def __init__(
+        self,
+        *,
+        encoder: nn.Sequential,
+        body: nn.Sequential,
+        head: nn.Sequential,
+        decoder: nn.Module,
+        in_channels: int,
+        timesteps: int,
+        options: SpikingOptions,
+    ):
+        super().__init__()
+        if timesteps < 1:
+            raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+        self.encoder = encoder
+        self.body = body
+        self.head = head
+        self.decoder = decoder
+        self.in_channels = in_channels
+        self.timesteps = timesteps
+        self.options = options
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Output spikes of the encoding layer, ``[T, N, C, H, W]``."""
+        if x.dim() == 4:
+            if x.shape[1] != self.in_channels:
+                raise ValueError(
+                    f"expected static images [N, {self.in_channels}, H, W] or frames [T, N, {self.in_channels}, H, W], "
+                    f"got shape {tuple(x.shape)}"
+                )
+            layers = list(self.encoder.children())
+            y = layers[0].module(x)  # the encoding conv, once: [N, C, H, W]
+            y = y.unsqueeze(0).expand(self.timesteps, *y.shape)
+            for layer in layers[1:]:
+                y = layer(y)
+            return y
+        if x.dim() == 5:
+            if x.shape[2] != self.in_channels:
+                raise ValueError(
+                    f"expected event frames [T, N, {self.in_channels}, H, W], got shape {tuple(x.shape)}"
+                )
+            return self.encoder(x)
+        raise ValueError(
+            f"expected static images [N, C, H, W] or time-first frames [T, N, C, H, W], got shape {tuple(x.shape)}"
+        )
+
+    def forward_steps(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoding-layer output at every step, ``[T, N, num_classes]``."""
+        return self.decoder(self.head(self.body(self.encode(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_steps(x).mean(0)  # Eq. 11: Q = (1/T) sum_t M o[t]
+
+
+def encoder(opts: SpikingOptions, in_ch: int, out_ch: int, kernel_size: int, stride: int) -> nn.Sequential:
+    """The encoding layer: ``conv -> tdBN -> LIF``."""
+    seq = conv_bn(opts, in_ch, out_ch, kernel_size, stride=stride)
+    seq.add_module("lif", opts.lif())
+    return seq
+
+
+def spiking_fc(opts: SpikingOptions, in_f: int, out_f: int) -> nn.Sequential:
+    """A spiking fully-connected layer ``fc -> tdBN -> LIF`` (the fc-256 of ResNet-17/19)."""
+    seq = linear_bn(opts, in_f, out_f)
+    seq.add_module("lif", opts.lif())
+    return seq
+
+
+def pool_head(pool: nn.Module) -> "OrderedDict[str, nn.Module]":
+    return OrderedDict(pool=TimeDistributed(pool), flatten=Flatten())

@@ -1,0 +1,88 @@
+"""Neuron and normalization hyper-parameters shared by all models, and the layer factories that use them."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..layers import LIF, TdBatchNorm1d, TdBatchNorm2d, TimeDistributed
+
+NORMS = ("tdbn", "bn", "none")
+SHORTCUT_NORMS = ("all", "projection")
+
+
+@dataclass(frozen=True)
+class SpikingOptions:
+    """Hyper-parameters of the neurons (Eq. 1-3, 16) and of tdBN (Eq. 5-8).
+
+    Attributes:
+        tau: membrane decay (paper: 0.25; 0 and 0.5 studied in Fig. 2).
+        v_th: firing threshold (0.5, as in the public code of the paper's group; SPEC.md section 1).
+        surrogate_width: width ``a`` of the rectangular surrogate (Eq. 16).
+        surrogate: surrogate shape (``"rectangle"`` = Eq. 16).
+        norm: ``"tdbn"`` (paper), ``"bn"`` (standard BN: the alpha*v_th scale removed, i.e. scale 1) or
+            ``"none"`` (no normalization; convs get a bias).
+        residual_alpha: alpha of the tdBNs whose outputs are summed in a residual block (paper: 1/sqrt(2)).
+        shortcut_norm: ``"all"`` puts a tdBN on every shortcut, identity included (default, the paper's variance
+            argument); ``"projection"`` only on projection shortcuts (what many re-implementations do).
+    """
+
+    tau: float = 0.25
+    v_th: float = 0.5
+    surrogate_width: float = 1.0
+    surrogate: str = "rectangle"
+    norm: str = "tdbn"
+    residual_alpha: float = 1.0 / math.sqrt(2.0)
+    shortcut_norm: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; valid: {list(NORMS)}")
+        if self.shortcut_norm not in SHORTCUT_NORMS:
+            raise ValueError(f"unknown shortcut_norm {self.shortcut_norm!r}; valid: {list(SHORTCUT_NORMS)}")
+        LIF(tau=self.tau, v_th=self.v_th, width=self.surrogate_width, surrogate=self.surrogate)  # validates
+
+    def lif(self) -> LIF:
+        return LIF(tau=self.tau, v_th=self.v_th, width=self.surrogate_width, surrogate=self.surrogate)
+
+    def norm_layer(self, channels: int, *, alpha: float = 1.0, dims: int = 2) -> nn.Module | None:
+        cls = TdBatchNorm2d if dims == 2 else TdBatchNorm1d
+        if self.norm == "tdbn":
+            return cls(channels, alpha=alpha, v_th=self.v_th)
+        if self.norm == "bn":  # standard BN: normalized to unit variance, no alpha * v_th
+            return cls(channels, alpha=1.0, v_th=1.0)
+        return None
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channels after the width multiplier (at least 1)."""
+    return max(1, int(round(channels * width)))
+
+
+def conv_bn(
+    opts: SpikingOptions,
+    in_ch: int,
+    out_ch: int,
+    kernel_size: int,
+    *,
+    stride: int = 1,
+    alpha: float = 1.0,
+) -> nn.Sequential:
+    """``conv -> tdBN`` as an ``nn.Sequential(conv=..., bn=...)``, the unit that ``tdbn.fuse`` folds."""
+    norm = opts.norm_layer(out_ch, alpha=alpha)
+    conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2, bias=norm is None)
+    layers: OrderedDict[str, nn.Module] = OrderedDict(conv=TimeDistributed(conv))
+    if norm is not None:
+        layers["bn"] = norm
+    return nn.Sequential(layers)
+
+
+def linear_bn(opts: SpikingOptions, in_f: int, out_f: int, *, alpha: float = 1.0) -> nn.Sequential:
+    norm = opts.norm_layer(out_f, alpha=alpha, dims=1)
+    layers: OrderedDict[str, nn.Module] = OrderedDict(fc=TimeDistributed(nn.Linear(in_f, out_f, bias=norm is None)))
+    if norm is not None:
+        layers["bn"] = norm
+    return nn.Sequential(layers)

@@ -1,0 +1,215 @@
+"""The paper's spiking residual networks (Fig. 5b, Table 4; SPEC.md section 5)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from ..layers import TimeDistributed
+from .net import SpikingNet, encoder, pool_head, spiking_fc
+from .options import SpikingOptions, conv_bn, scaled
+from .registry import register
+
+
+def _shortcut(opts: SpikingOptions, in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
+    """Shortcut of a residual block: projection (1x1 conv, stride) + tdBN when the shape changes, otherwise
+    identity, with a tdBN on it unless ``shortcut_norm="projection"``; alpha = residual_alpha."""
+    if stride != 1 or in_ch != out_ch:
+        return conv_bn(opts, in_ch, out_ch, 1, stride=stride, alpha=opts.residual_alpha)
+    norm = opts.norm_layer(out_ch, alpha=opts.residual_alpha) if opts.shortcut_norm == "all" else None
+    return nn.Sequential(OrderedDict(bn=norm)) if norm is not None else nn.Sequential()
+
+
+class BasicBlock(nn.Module):
+    """Fig. 5(b): ``conv3x3 -> tdBN(1) -> LIF -> conv3x3 -> tdBN(1/sqrt 2)`` plus shortcut, added, then LIF."""
+
+    def __init__(self, opts: SpikingOptions, in_ch: int, out_ch: int, stride: int = 1):
+        super().__init__()
+        self.residual = nn.Sequential(
+            OrderedDict(
+                unit1=conv_bn(opts, in_ch, out_ch, 3, stride=stride),
+                lif1=opts.lif(),
+                unit2=conv_bn(opts, out_ch, out_ch, 3, alpha=opts.residual_alpha),
+            )
+        )
+        self.shortcut = _shortcut(opts, in_ch, out_ch, stride)
+        self.lif = opts.lif()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [T, N, C, H, W] spikes
+        return self.lif(self.residual(x) + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    """ResNet-50 block, same scheme: ``1x1 -> 3x3 (stride) -> 1x1 (x4)``, tdBN(1/sqrt 2) on the last, LIF after the sum."""
+
+    expansion = 4
+
+    def __init__(self, opts: SpikingOptions, in_ch: int, mid_ch: int, stride: int = 1):
+        super().__init__()
+        out_ch = mid_ch * self.expansion
+        self.residual = nn.Sequential(
+            OrderedDict(
+                unit1=conv_bn(opts, in_ch, mid_ch, 1),
+                lif1=opts.lif(),
+                unit2=conv_bn(opts, mid_ch, mid_ch, 3, stride=stride),
+                lif2=opts.lif(),
+                unit3=conv_bn(opts, mid_ch, out_ch, 1, alpha=opts.residual_alpha),
+            )
+        )
+        self.shortcut = _shortcut(opts, in_ch, out_ch, stride)
+        self.lif = opts.lif()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lif(self.residual(x) + self.shortcut(x))
+
+
+def _stages(
+    opts: SpikingOptions, in_ch: int, widths: list[int], blocks: list[int], downsample: list[bool], bottleneck: bool
+) -> tuple[nn.Sequential, int]:
+    stages: OrderedDict[str, nn.Module] = OrderedDict()
+    ch = in_ch
+    for i, (w, n, down) in enumerate(zip(widths, blocks, downsample)):
+        layers = []
+        for j in range(n):
+            stride = 2 if (down and j == 0) else 1
+            if bottleneck:
+                layers.append(Bottleneck(opts, ch, w, stride))
+                ch = w * Bottleneck.expansion
+            else:
+                layers.append(BasicBlock(opts, ch, w, stride))
+                ch = w
+        stages[f"stage{i + 1}"] = nn.Sequential(*layers)
+    return nn.Sequential(stages), ch
+
+
+def _options(tau, v_th, surrogate_width, surrogate, norm, residual_alpha, shortcut_norm) -> SpikingOptions:
+    return SpikingOptions(
+        tau=tau, v_th=v_th, surrogate_width=surrogate_width, surrogate=surrogate, norm=norm,
+        residual_alpha=residual_alpha, shortcut_norm=shortcut_norm,
+    )
+
+
+_DEFAULTS = SpikingOptions()
+
+
+def _small_resnet(
+    *, num_classes, in_channels, width, timesteps, input_size, opts, conv1: int, widths, blocks, downsample
+) -> SpikingNet:
+    """ResNet-17/19: 3x3 s1 encoding conv, basic blocks, avg pool /2, spiking fc-256, decoding fc."""
+    c1 = scaled(conv1, width)
+    ws = [scaled(w, width) for w in widths]
+    body, ch = _stages(opts, c1, ws, blocks, downsample, bottleneck=False)
+    size = input_size
+    for down in downsample:
+        size = (size + 1) // 2 if down else size  # 3x3 conv, padding 1, stride 2
+    size //= 2  # avg pool /2
+    if size < 1:
+        raise ValueError(f"input_size={input_size} is too small for this network (needs >= {2 ** (sum(downsample) + 1)})")
+    fc = scaled(256, width)
+    head = nn.Sequential(pool_head(nn.AvgPool2d(2)))
+    head.add_module("fc", spiking_fc(opts, ch * size * size, fc))
+    return SpikingNet(
+        encoder=encoder(opts, in_channels, c1, 3, 1),
+        body=body,
+        head=head,
+        decoder=TimeDistributed(nn.Linear(fc, num_classes)),
+        in_channels=in_channels,
+        timesteps=timesteps,
+        options=opts,
+    )
+
+
+@register
+def resnet19(
+    *, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, timesteps: int = 4, input_size: int = 32,
+    tau: float = _DEFAULTS.tau, v_th: float = _DEFAULTS.v_th, surrogate_width: float = _DEFAULTS.surrogate_width,
+    surrogate: str = _DEFAULTS.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
+    shortcut_norm: str = _DEFAULTS.shortcut_norm,
+) -> SpikingNet:
+    """ResNet-19 (CIFAR-10, CIFAR10-DVS): conv 3x3-128 s1; [128]x3, [256]x3*, [512]x2*; avg pool /2, fc-256, fc."""
+    opts = _options(tau, v_th, surrogate_width, surrogate, norm, residual_alpha, shortcut_norm)
+    return _small_resnet(
+        num_classes=num_classes, in_channels=in_channels, width=width, timesteps=timesteps, input_size=input_size,
+        opts=opts, conv1=128, widths=[128, 256, 512], blocks=[3, 3, 2], downsample=[False, True, True],
+    )
+
+
+@register
+def resnet17(
+    *, num_classes: int = 11, in_channels: int = 2, width: float = 1.0, timesteps: int = 40, input_size: int = 32,
+    tau: float = _DEFAULTS.tau, v_th: float = _DEFAULTS.v_th, surrogate_width: float = _DEFAULTS.surrogate_width,
+    surrogate: str = _DEFAULTS.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
+    shortcut_norm: str = _DEFAULTS.shortcut_norm,
+) -> SpikingNet:
+    """ResNet-17 (DVS128 Gesture): conv 3x3-64 s1; [64]x3*, [128]x4*; avg pool /2, fc-256, fc-11."""
+    opts = _options(tau, v_th, surrogate_width, surrogate, norm, residual_alpha, shortcut_norm)
+    return _small_resnet(
+        num_classes=num_classes, in_channels=in_channels, width=width, timesteps=timesteps, input_size=input_size,
+        opts=opts, conv1=64, widths=[64, 128], blocks=[3, 4], downsample=[True, True],
+    )
+
+
+def _imagenet_resnet(
+    *, num_classes, in_channels, width, timesteps, opts, conv1: int, widths, blocks, bottleneck: bool
+) -> SpikingNet:
+    """ResNet-34/50: 7x7 s2 encoding conv, no max-pool (the stride-2 first block takes its place), every stage
+    downsamples in its first block, global average pool, decoding fc."""
+    c1 = scaled(conv1, width)
+    ws = [scaled(w, width) for w in widths]
+    body, ch = _stages(opts, c1, ws, blocks, [True] * len(blocks), bottleneck=bottleneck)
+    return SpikingNet(
+        encoder=encoder(opts, in_channels, c1, 7, 2),
+        body=body,
+        head=nn.Sequential(pool_head(nn.AdaptiveAvgPool2d(1))),
+        decoder=TimeDistributed(nn.Linear(ch, num_classes)),
+        in_channels=in_channels,
+        timesteps=timesteps,
+        options=opts,
+    )
+
+
+@register
+def resnet34(
+    *, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, timesteps: int = 6,
+    tau: float = _DEFAULTS.tau, v_th: float = _DEFAULTS.v_th, surrogate_width: float = _DEFAULTS.surrogate_width,
+    surrogate: str = _DEFAULTS.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
+    shortcut_norm: str = _DEFAULTS.shortcut_norm,
+) -> SpikingNet:
+    """ResNet-34 (ImageNet): conv 7x7-64 s2; [64]x3*, [128]x4*, [256]x6*, [512]x3*; avg pool, fc-1000."""
+    opts = _options(tau, v_th, surrogate_width, surrogate, norm, residual_alpha, shortcut_norm)
+    return _imagenet_resnet(
+        num_classes=num_classes, in_channels=in_channels, width=width, timesteps=timesteps, opts=opts,
+        conv1=64, widths=[64, 128, 256, 512], blocks=[3, 4, 6, 3], bottleneck=False,
+    )
+
+
+@register
+def resnet34_large(
+    *, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, timesteps: int = 6,
+    tau: float = _DEFAULTS.tau, v_th: float = _DEFAULTS.v_th, surrogate_width: float = _DEFAULTS.surrogate_width,
+    surrogate: str = _DEFAULTS.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
+    shortcut_norm: str = _DEFAULTS.shortcut_norm,
+) -> SpikingNet:
+    """ResNet-34 large (ImageNet): ResNet-34 with doubled widths: conv 7x7-128 s2; [128]x3*, ..., [1024]x3*."""
+    opts = _options(tau, v_th, surrogate_width, surrogate, norm, residual_alpha, shortcut_norm)
+    return _imagenet_resnet(
+        num_classes=num_classes, in_channels=in_channels, width=width, timesteps=timesteps, opts=opts,
+        conv1=128, widths=[128, 256, 512, 1024], blocks=[3, 4, 6, 3], bottleneck=False,
+    )
+
+
+@register
+def resnet50(
+    *, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, timesteps: int = 6,
+    tau: float = _DEFAULTS.tau, v_th: float = _DEFAULTS.v_th, surrogate_width: float = _DEFAULTS.surrogate_width,
+    surrogate: str = _DEFAULTS.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
+    shortcut_norm: str = _DEFAULTS.shortcut_norm,
+) -> SpikingNet:
+    """ResNet-50 (ImageNet): conv 7x7-64 s2; bottlenecks [64,64,256]x3*, [128]x4*, [256]x6*, [512]x3*; fc-1000."""
+    opts = _options(tau, v_th, surrogate_width, surrogate, norm, residual_alpha, shortcut_norm)
+    return _imagenet_resnet(
+        num_classes=num_classes, in_channels=in_channels, width=width, timesteps=timesteps, opts=opts,
+        conv1=64, widths=[64, 128, 256, 512], blocks=[3, 4, 6, 3], bottleneck=True,
+    )
