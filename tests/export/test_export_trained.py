@@ -1,0 +1,150 @@
+"""NIR export of a trained network on real data: our round trip, and snnTorch's NIR importer as a third party.
+
+A narrow ResNet-19 (width 1/16, T=2) is trained for a few hundred SGD steps on real MNIST digits (downsized to
+14x14 to keep the test fast), exported to a ``.nir`` file, and run three ways on real test digits: the fused
+model, ``tdbn.export.from_nir`` and snnTorch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import tdbn
+from tdbn import LIF
+from tdbn.export import from_nir, write_nir
+from tdbn.export.snntorch_check import compare_with_snntorch
+
+TRAIN_STEPS = 150
+N_TEST = 200
+
+
+def _digits(x: np.ndarray) -> torch.Tensor:
+    # [N, 28, 28] uint8 -> [N, 1, 14, 14] in [0, 1]
+    return nn.functional.avg_pool2d(torch.from_numpy(x).float().div(255).unsqueeze(1), 2)
+
+
+@pytest.fixture(scope="module")
+def trained(shared_data: Path):
+    path = shared_data / "mnist" / "mnist.npz"
+    if not path.is_file():
+        pytest.fail(f"MNIST not found at {path} (expected ../shared/data/mnist/mnist.npz)")
+    data = np.load(path)
+    x, y = _digits(data["x_train"][:10000]), torch.from_numpy(data["y_train"][:10000]).long()
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = tdbn.models.create("resnet19", num_classes=10, in_channels=1, width=1 / 16, timesteps=2, input_size=14)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)  # appendix C
+    model.train()
+    for _ in range(TRAIN_STEPS):
+        idx = torch.randint(0, len(x), (32,), generator=gen)
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    xt, yt = _digits(data["x_test"][:N_TEST]), torch.from_numpy(data["y_test"][:N_TEST]).long()
+    return model, xt, yt
+
+
+@pytest.fixture(scope="module")
+def nir_file(trained, tmp_path_factory) -> Path:
+    model, _, _ = trained
+    path = tmp_path_factory.mktemp("nir") / "resnet19_mnist.nir"
+    write_nir(model, path, input_shape=(1, 14, 14))
+    return path
+
+
+def _lif_outputs(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    spikes: dict[str, torch.Tensor] = {}
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, o, n=name: spikes.__setitem__(n, o))
+        for name, m in model.named_modules()
+        if isinstance(m, LIF)
+    ]
+    try:
+        with torch.no_grad():
+            out = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return spikes, out
+
+
+def test_model_is_trained(trained):
+    model, xt, yt = trained
+    with torch.no_grad():
+        acc = (model(xt).argmax(1) == yt).float().mean().item()
+    print(f"\nResNet-19 (width 1/16, T=2) after {TRAIN_STEPS} SGD steps: {acc:.1%} on {N_TEST} MNIST test digits")
+    assert acc > 0.5, f"the test model did not learn (accuracy {acc:.2f} after {TRAIN_STEPS} steps)"
+
+
+def test_round_trip_identical_spikes_and_outputs(trained, nir_file):
+    model, xt, _ = trained
+    fused = tdbn.fuse(model)
+    ours, out = _lif_outputs(fused, xt)
+    net = from_nir(nir_file)
+    with torch.no_grad():
+        nodes = net.forward_nodes(xt)
+        back = net(xt)
+    assert len(ours) == 18  # encoder, 8 blocks x 2, spiking fc
+    for name, spikes in ours.items():
+        assert torch.equal(nodes[name], spikes), f"spikes differ at {name}"
+    assert torch.equal(back, out)
+    # event-style input: the same images as T explicit frames give the same result
+    frames = xt.unsqueeze(0).expand(model.timesteps, *xt.shape)
+    with torch.no_grad():
+        assert torch.equal(net(frames), out)
+
+
+def test_round_trip_predictions_match_unfused_model(trained, nir_file):
+    model, xt, yt = trained
+    net = from_nir(nir_file)
+    with torch.no_grad():
+        same = (net(xt).argmax(1) == model(xt).argmax(1)).float().mean().item()
+    assert same >= 0.99, f"only {same:.1%} of predictions agree with the unfused model"
+
+
+def test_snntorch_runs_the_file_the_same(trained, nir_file):
+    _, xt, _ = trained
+    frames = xt.unsqueeze(0).expand(2, *xt.shape)  # NIR input: the static image at every step
+    agreement = compare_with_snntorch(nir_file, frames)
+    print(f"\nsnnTorch on {nir_file.name}: {agreement.summary()}")
+    assert agreement.layers == 18
+    assert agreement.same_predictions == N_TEST
+    assert agreement.spike_agreement >= 0.9999
+    assert agreement.max_output_diff < 1e-4
+
+
+def test_snntorch_with_another_time_step_is_another_network(trained, tmp_path: Path):
+    # snnTorch's importer always simulates with dt = 1e-4 s: a graph written for dt = 1e-3 s is read as neurons
+    # with decay 1 - 0.1 * (1 - tau) = 0.925 and threshold v_th / 0.1, so its spikes and predictions differ
+    model, xt, _ = trained
+    path = tmp_path / "dt1e-3.nir"
+    write_nir(model, path, input_shape=(1, 14, 14), dt=1e-3)
+    frames = xt.unsqueeze(0).expand(2, *xt.shape)
+    agreement = compare_with_snntorch(path, frames)
+    print(f"\nsnnTorch on a graph written for dt=1e-3: {agreement.summary()}")
+    assert agreement.layers_identical < agreement.layers
+    assert agreement.spike_agreement < 0.99
+
+
+def test_onnxruntime_on_real_digits(trained, tmp_path: Path):
+    import onnxruntime as ort
+
+    from tdbn.export.onnx import to_onnx
+
+    model, xt, _ = trained
+    path = to_onnx(model, tmp_path / "resnet19_mnist.onnx", xt[:1])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (scores,) = session.run(None, {"input": xt.numpy()})
+    with torch.no_grad():
+        ref = tdbn.fuse(model)(xt)
+    diff = float((torch.from_numpy(scores) - ref).abs().max())
+    same = int((torch.from_numpy(scores).argmax(1) == ref.argmax(1)).sum())
+    print(f"\nonnxruntime on {N_TEST} MNIST test digits: {same}/{N_TEST} identical predictions, max |diff| {diff:.3g}")
+    assert same == N_TEST and diff < 1e-4
