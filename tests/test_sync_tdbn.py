@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tdbn import TdBatchNorm2d, convert_sync_tdbn
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _make():
@@ -28,8 +20,9 @@ def _make():
     return x, g, bn
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+def _worker(rank: int, world: int, out: str) -> None:
+    # file rendezvous: no port to race for
+    dist.init_process_group("gloo", init_method=f"file://{out}/rendezvous", rank=rank, world_size=world)
     x, g, bn = _make()
     bn = convert_sync_tdbn(bn)
     half = x.shape[1] // world
@@ -45,7 +38,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 def test_two_processes_equal_one(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     r = [torch.load(tmp_path / f"rank{i}.pt", weights_only=True) for i in range(2)]
 
     x, g, bn = _make()
