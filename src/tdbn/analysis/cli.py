@@ -1,0 +1,272 @@
+"""``tdbn analyze WHAT ...``: the paper's analyses as commands, each writing ``<out>.json`` and ``<out>.png``.
+
+WHAT is one of ``grad-norms`` (Fig. 2), ``membrane`` (Fig. 3), ``firing-rates`` (Fig. 4), ``spikes`` (Fig. 6),
+``ops`` (Table 6) and ``depth`` (accuracy against depth). ``src/tdbn/cli.py`` calls :func:`add_subparser`;
+``python -m tdbn.analysis.cli WHAT ...`` runs the same commands on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+FIGURES = "docs/figures"
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _value(text: str) -> object:
+    """``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"true"`` -> True, anything else stays a string."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _options(pairs: Sequence[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, val = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--option expects KEY=VALUE (e.g. --option width=0.5), got {pair!r}")
+        out[key.strip()] = _value(val.strip())
+    return out
+
+
+def _common(p: argparse.ArgumentParser, default_out: str) -> None:
+    named = ", MODEL = the model's name" if "MODEL" in default_out else ""
+    p.add_argument("--out", default=f"{FIGURES}/{default_out}",
+                   help=f"output prefix: writes PREFIX.json and PREFIX.png (default: %(default)s{named})")
+    p.add_argument("--no-plot", action="store_true", help="write the JSON only (no matplotlib needed)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _data_args(p: argparse.ArgumentParser, dataset: str, size: int | None) -> None:
+    p.add_argument("--dataset", choices=("cifar10", "mnist"), default=dataset)
+    p.add_argument("--data-root", default=None,
+                   help="data location (default: ../shared/data/cifar10-jpeg or ../shared/data/mnist/mnist.npz)")
+    p.add_argument("--size", type=int, default=size, help="resize images to SIZE x SIZE (area averaging)")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="a tdbn train checkpoint (file or run folder): its model, weights and "
+                                            "test data (--data-root overrides the recorded location)")
+    which.add_argument("--model", help="registered model name (tdbn.models.names()), at initialization")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="model option for --model, repeatable (e.g. --option width=0.25 --option timesteps=6)")
+    p.add_argument("--num-images", type=int, default=32, help="test images to run (default: %(default)s)")
+    p.add_argument("--calibrate-norm", action="store_true",
+                   help="set tdBN running statistics from the input batch first (for untrained models)")
+    p.add_argument("--fuse", action="store_true", help="analyze tdbn.fuse(model), the fully-spiking network")
+
+
+def add_subparser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``analyze`` and its subcommands; each sets ``func`` returning an exit code."""
+    p = subparsers.add_parser("analyze", help="reproduce the paper's analyses (figures 2-4, 6, table 6)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+
+    q = sub.add_parser("membrane", help="Fig. 3: membrane potential vs pre-activation distributions")
+    _common(q, "membrane")
+    q.add_argument("--variances", type=float, nargs="+", default=[0.25, 0.5, 1.0])
+    q.add_argument("--tau", type=float, default=0.25)
+    q.add_argument("--v-th", type=float, default=1.0)
+    q.add_argument("--timesteps", type=int, default=8)
+    q.add_argument("--neurons", type=int, default=10_000)
+    q.set_defaults(func=_run_membrane)
+
+    q = sub.add_parser("firing-rates", help="Fig. 4: firing-rate histograms for input variances")
+    _common(q, "firing_rates")
+    q.add_argument("--variances", type=float, nargs="+", default=[1 / 16, 1.0, 16.0])
+    q.add_argument("--tau", type=float, default=0.25)
+    q.add_argument("--v-th", type=float, default=1.0)
+    q.add_argument("--timesteps", type=int, default=20)
+    q.add_argument("--neurons", type=int, default=10_000)
+    q.set_defaults(func=_run_firing_rates)
+
+    q = sub.add_parser("grad-norms", help="Fig. 2: per-layer gradient norms of a plain net in early training")
+    _common(q, "grad_norms")
+    _data_args(q, "cifar10", None)
+    q.add_argument("--per-class", type=int, default=400, help="training images per class (default: %(default)s)")
+    q.add_argument("--taus", type=float, nargs="+", default=[0.0, 0.25, 0.5])
+    q.add_argument("--norms", nargs="+", default=["tdbn", "bn", "none"], choices=("tdbn", "bn", "none"))
+    q.add_argument("--depth", type=int, default=20)
+    q.add_argument("--width", type=float, default=0.125)
+    q.add_argument("--timesteps", type=int, default=4)
+    q.add_argument("--batch-size", type=int, default=32)
+    q.add_argument("--iterations", type=int, default=100)
+    q.add_argument("--lr", type=float, default=0.1)
+    q.set_defaults(func=_run_grad_norms)
+
+    q = sub.add_parser("depth", help="accuracy against depth: plain / residual x tdBN / BN / none")
+    _common(q, "depth_study")
+    _data_args(q, "mnist", 14)
+    q.add_argument("--per-class", type=int, default=2000, help="training images per class (default: %(default)s)")
+    q.add_argument("--test-per-class", type=int, default=200)
+    q.add_argument("--archs", nargs="+", default=["plain", "resnet"], choices=("plain", "resnet"))
+    q.add_argument("--depths", type=int, nargs="+", default=[8, 14, 20, 34, 50])
+    q.add_argument("--norms", nargs="+", default=["tdbn", "bn", "none"], choices=("tdbn", "bn", "none"))
+    q.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    q.add_argument("--width", type=float, default=0.125)
+    q.add_argument("--timesteps", type=int, default=2)
+    q.add_argument("--tau", type=float, default=0.25)
+    q.add_argument("--batch-size", type=int, default=32)
+    q.add_argument("--iterations", type=int, default=300)
+    q.add_argument("--lr", type=float, default=0.1)
+    q.set_defaults(func=_run_depth)
+
+    q = sub.add_parser("spikes", help="Fig. 6: average spikes per neuron in each layer over one inference")
+    _common(q, "spikes_MODEL")
+    _data_args(q, "cifar10", None)
+    _model_args(q)
+    q.set_defaults(func=_run_spikes)
+
+    q = sub.add_parser("ops", help="Table 6: ANN MACs vs measured SNN additions / multiplications, energy")
+    _common(q, "ops_MODEL")
+    _data_args(q, "cifar10", None)
+    _model_args(q)
+    q.set_defaults(func=_run_ops)
+
+
+def _setup(args: argparse.Namespace) -> None:
+    import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+
+def _run_membrane(args: argparse.Namespace) -> int:
+    from .figures import make_membrane
+
+    _setup(args)
+    result = make_membrane(args.out, variances=args.variances, tau=args.tau, v_th=args.v_th,
+                           timesteps=args.timesteps, neurons=args.neurons, seed=args.seed, plot=not args.no_plot)
+    for p in result["panels"]:
+        _log(f"x ~ N(0, {p['variance']:g}): var(x) {p['var_x']:.3f}, var(u) {p['var_u']:.3f}, "
+             f"ratio {p['var_ratio_u_over_x']:.3f}")
+    return 0
+
+
+def _run_firing_rates(args: argparse.Namespace) -> int:
+    from .figures import make_firing_rates
+
+    _setup(args)
+    result = make_firing_rates(args.out, variances=args.variances, tau=args.tau, v_th=args.v_th,
+                               timesteps=args.timesteps, neurons=args.neurons, seed=args.seed,
+                               plot=not args.no_plot)
+    for p in result["panels"]:
+        _log(f"x ~ N(0, {p['variance']:g}) {'held' if p['constant_input'] else 'iid'}: mean rate "
+             f"{p['mean_rate']:.3f}, silent {p['silent_fraction']:.3f}, saturated {p['saturated_fraction']:.3f}")
+    return 0
+
+
+def _run_grad_norms(args: argparse.Namespace) -> int:
+    from .datasets import load_images
+    from .figures import make_grad_norms
+    from .grad_norms import grad_norm_study
+
+    _setup(args)
+    x, y = load_images(args.dataset, args.data_root, train=True, limit_per_class=args.per_class, size=args.size)
+    start = time.perf_counter()
+    study = grad_norm_study(
+        x, y, taus=args.taus, norms=args.norms, depth=args.depth, width=args.width, timesteps=args.timesteps,
+        batch_size=args.batch_size, iterations=args.iterations, lr=args.lr, seed=args.seed, log=_log,
+    )
+    study.config.update(dataset=args.dataset, seconds=round(time.perf_counter() - start, 1))
+    make_grad_norms(args.out, study, plot=not args.no_plot)
+    return 0
+
+
+def _run_depth(args: argparse.Namespace) -> int:
+    from .datasets import load_images
+    from .depth import depth_study
+    from .figures import make_depth
+    from .report import output_paths, write_json
+
+    _setup(args)
+    train = load_images(args.dataset, args.data_root, train=True, limit_per_class=args.per_class, size=args.size)
+    test = load_images(args.dataset, args.data_root, train=False, limit_per_class=args.test_per_class,
+                       size=args.size)
+    js, _ = output_paths(args.out)
+    study = depth_study(
+        train, test, archs=args.archs, depths=args.depths, norms=args.norms, seeds=args.seeds, width=args.width,
+        timesteps=args.timesteps, batch_size=args.batch_size, iterations=args.iterations, lr=args.lr, tau=args.tau,
+        log=_log, on_run=lambda s: write_json(js, s.to_dict() | {"partial": True}),
+    )
+    study.config["dataset"] = args.dataset
+    make_depth(args.out, study, plot=not args.no_plot)
+    _log("test accuracy, running statistics:\n" + study.markdown_table(recalibrated=False))
+    _log("test accuracy, statistics recomputed after training:\n" + study.markdown_table(recalibrated=True))
+    return 0
+
+
+def _model_and_inputs(args: argparse.Namespace):
+    import torch
+
+    from .. import fuse, models
+    from .calibrate import calibrate_norm_stats
+    from .checkpoints import load_for_analysis
+    from .datasets import load_images
+
+    if args.checkpoint is not None:
+        if args.option:
+            raise SystemExit("--option applies to --model only; a checkpoint carries its own model options")
+        model, x, meta = load_for_analysis(args.checkpoint, num_images=args.num_images, data_root=args.data_root)
+    else:
+        options = _options(args.option)
+        per_class = max(1, -(-args.num_images // 10))
+        x, _ = load_images(args.dataset, args.data_root, train=False, limit_per_class=per_class, size=args.size)
+        x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[: args.num_images]]
+        options.setdefault("num_classes", 10)
+        options.setdefault("in_channels", int(x.shape[1]))
+        model = models.create(args.model, **options)
+        meta = {"model": args.model, "options": options | {"timesteps": model.timesteps}, "dataset": args.dataset,
+                "images": int(x.shape[0]), "input_shape": list(x.shape[1:]), "weights": "initialization (untrained)"}
+    if args.calibrate_norm:
+        calibrate_norm_stats(model, x)
+    model.eval()
+    if args.fuse:
+        model = fuse(model)
+    return model, x, meta | {"calibrated_norm": args.calibrate_norm, "fused": args.fuse}
+
+
+def _run_spikes(args: argparse.Namespace) -> int:
+    from .figures import make_spikes
+
+    _setup(args)
+    model, x, meta = _model_and_inputs(args)
+    out = args.out.replace("MODEL", meta["model"])
+    result = make_spikes(out, model, x, meta=meta, plot=not args.no_plot)
+    for i, layer in enumerate(result["layers"], 1):
+        _log(f"{i:3d} {layer['name']:<32} {layer['spikes_per_neuron']:.3f} spikes/neuron")
+    return 0
+
+
+def _run_ops(args: argparse.Namespace) -> int:
+    from .figures import make_ops
+
+    _setup(args)
+    model, x, meta = _model_and_inputs(args)
+    make_ops(args.out.replace("MODEL", meta["model"]), model, x, meta=meta, plot=not args.no_plot, log=_log)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``analyze WHAT ...`` without the rest of the tdbn CLI."""
+    parser = argparse.ArgumentParser(prog="python -m tdbn.analysis.cli")
+    add_subparser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["analyze", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""Writing analysis results: strict JSON (non-finite numbers become ``null``) with the producing version."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_json(path: str | Path, result: dict) -> Path:
+    """Write ``result`` to ``path`` as strict JSON, adding ``tdbn_version``; NaN / inf become ``null``.
+
+    Example:
+        >>> import tempfile, os
+        >>> p = write_json(os.path.join(tempfile.mkdtemp(), "r.json"), {"ratio": float("inf")})
+        >>> json.loads(p.read_text())["ratio"] is None
+        True
+    """
+    from .. import __version__
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(_finite({"tdbn_version": __version__, **result}), indent=1, allow_nan=False) + "\n")
+    return p
+
+
+def output_paths(prefix: str | Path) -> tuple[Path, Path]:
+    """``(prefix.json, prefix.png)`` for an output prefix such as ``docs/figures/grad_norms``."""
+    p = Path(prefix)
+    if p.suffix in (".json", ".png"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".json"), p.with_name(p.name + ".png")

@@ -1,0 +1,104 @@
+"""``tdbn analyze ...`` writes JSON (and PNG) files; depth study table; clear errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from tdbn.analysis import depth_study
+from tdbn.analysis.cli import add_subparser, main
+from tdbn.analysis.figures import make_depth
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tdbn")
+    add_subparser(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_registers_analyze_with_callables():
+    args = _parser().parse_args(["analyze", "membrane", "--no-plot"])
+    assert callable(args.func) and args.what == "membrane"
+
+
+def test_membrane_and_firing_rates_write_json_and_png(tmp_path):
+    assert main(["membrane", "--neurons", "500", "--out", str(tmp_path / "m")]) == 0
+    assert main(["firing-rates", "--neurons", "500", "--out", str(tmp_path / "f")]) == 0
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert [p["variance"] for p in m["panels"]] == [0.25, 0.5, 1.0]
+    f = json.loads((tmp_path / "f.json").read_text())
+    assert len(f["panels"]) == 6
+    assert (tmp_path / "m.png").stat().st_size > 1000 and (tmp_path / "f.png").stat().st_size > 1000
+
+
+def test_ops_and_spikes_on_real_mnist(tmp_path, shared_data):
+    common = ["--dataset", "mnist", "--data-root", str(shared_data / "mnist" / "mnist.npz"), "--size", "14",
+              "--model", "resnet", "--option", "depth=8", "--option", "width=0.0625", "--option", "timesteps=2",
+              "--num-images", "4", "--calibrate-norm"]
+    assert main(["ops", *common, "--out", str(tmp_path / "ops")]) == 0
+    assert main(["spikes", *common, "--fuse", "--no-plot", "--out", str(tmp_path / "spikes")]) == 0
+    ops = json.loads((tmp_path / "ops.json").read_text())
+    assert ops["images"] == 4 and ops["options"]["in_channels"] == 1
+    assert ops["snn"]["additions_per_image"] > 0 and ops["ann"]["macs"] > 0
+    assert ops["energy_model"]["ac_pj"] == 0.9
+    spikes = json.loads((tmp_path / "spikes.json").read_text())
+    assert len(spikes["layers"]) == 7  # encoding layer + 3 basic blocks x 2 LIF
+    assert (tmp_path / "ops.png").stat().st_size > 1000 and not (tmp_path / "spikes.png").exists()
+
+
+def test_grad_norms_command_on_real_mnist(tmp_path, shared_data):
+    rc = main(["grad-norms", "--dataset", "mnist", "--data-root", str(shared_data / "mnist" / "mnist.npz"),
+               "--size", "8", "--per-class", "2", "--depth", "6", "--width", "0.0625", "--timesteps", "2",
+               "--batch-size", "4", "--iterations", "2", "--taus", "0.25", "--norms", "tdbn", "none",
+               "--out", str(tmp_path / "g")])
+    assert rc == 0
+    curves = json.loads((tmp_path / "g.json").read_text())["curves"]
+    assert [c["label"] for c in curves] == ["tdbn, tau=0.25", "none, tau=0.25"]
+    assert all(len(c["mean_norms"]) == 4 for c in curves)
+    assert (tmp_path / "g.png").is_file()
+
+
+def test_bad_model_option_is_a_clear_error(shared_data):
+    with pytest.raises(ValueError, match="unknown option"):
+        main(["ops", "--dataset", "mnist", "--data-root", str(shared_data / "mnist" / "mnist.npz"),
+              "--model", "plain", "--option", "widht=0.5", "--num-images", "2", "--no-plot"])
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        main(["ops", "--model", "plain", "--option", "width", "--no-plot"])
+
+
+def test_depth_study_table_figure_and_odd_resnet_depth(tmp_path):
+    x, y = torch.randn(16, 1, 8, 8), torch.arange(16) % 4
+    study = depth_study((x, y), (x, y), depths=[8], norms=["tdbn", "none"], width=0.0625, batch_size=8,
+                        iterations=2)
+    assert len(study.runs) == 4 and all(0 <= r.test_accuracy <= 1 for r in study.runs)
+    table = study.markdown_table()
+    assert "| plain | tdbn |" in table and "| resnet | none |" in table and "depth 8" in table
+    make_depth(tmp_path / "d", study)
+    saved = json.loads((tmp_path / "d.json").read_text())
+    assert len(saved["runs"]) == 4 and saved["table_markdown_recalibrated"] == table
+    assert (tmp_path / "d.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="even"):
+        depth_study((x, y), (x, y), depths=[9], iterations=1)
+
+
+def test_spikes_from_a_training_checkpoint(tmp_path):
+    from tdbn.train import config_to_dict, load_config, save_checkpoint
+    from tdbn.train.build import build_model
+    from tdbn.train.checkpoint import FORMAT
+
+    cfg = load_config(None, ["model.width=0.0625", "model.timesteps=2"])  # the embedded digits demo
+    model = build_model(cfg.model, num_classes=10, in_channels=1, input_size=8)
+    save_checkpoint(tmp_path / "checkpoint.pt", {
+        "format": FORMAT, "epoch": 3, "model": model.state_dict(), "optimizer": {}, "scheduler": {}, "scaler": {},
+        "rng": {}, "config": config_to_dict(cfg), "metrics": [], "version": {},
+    })
+    assert main(["spikes", "--checkpoint", str(tmp_path), "--num-images", "5", "--no-plot",
+                 "--out", str(tmp_path / "s")]) == 0
+    result = json.loads((tmp_path / "s.json").read_text())
+    assert result["model"] == cfg.model.name and result["images"] == 5 and "epoch 3" in result["weights"]
+    assert len(result["layers"]) == 18  # ResNet-19: encoding layer, 16 block LIFs, fc-256
+    with pytest.raises(SystemExit, match="--model only"):
+        main(["ops", "--checkpoint", str(tmp_path), "--option", "width=1", "--no-plot"])
