@@ -1,1 +1,163 @@
-def main(): pass
+"""The ``tdbn`` command: thin subcommands over the library.
+
+    tdbn train [PRESET_OR_YAML] [key=value ...] [--resume RUN_DIR]
+    tdbn eval CHECKPOINT [--data ROOT] [--fuse] [--out FILE.json]
+    tdbn presets
+    tdbn export ...      (tdbn.export.cli)
+    tdbn analyze ...     (tdbn.analysis.cli)
+
+``tdbn train`` with no argument trains the embedded demo (a narrow spiking ResNet-19 on scikit-learn's digits).
+Multi-process training: ``torchrun --nproc_per_node=K -m tdbn.cli train PRESET ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["build_parser", "main"]
+
+
+def _split_train_args(items: list[str]) -> tuple[str | None, list[str]]:
+    """``[PRESET_OR_YAML] [key=value ...]`` -> (preset or None, overrides)."""
+    if items and "=" not in items[0]:
+        preset, rest = items[0], items[1:]
+    else:
+        preset, rest = None, items
+    stray = [a for a in rest if "=" not in a]
+    if stray:
+        raise ValueError(f"expected key=value overrides after the preset, got {stray}")
+    return preset, rest
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from tdbn.train import load_config, override, saved_config, train
+
+    preset, overrides = _split_train_args(args.args)
+    if args.resume is not None and preset is None:
+        cfg = override(saved_config(args.resume), overrides)  # the run's own configuration
+    else:
+        cfg = load_config(preset, overrides)
+    final = train(cfg, resume=args.resume)
+    return 0 if final else 1
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from tdbn.train import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, data_root=args.data, fuse=args.fuse, device=args.device,
+                                 batch_size=args.batch_size, test_limit=args.limit, progress=not args.quiet)
+    tag = " (fused)" if args.fuse else ""
+    print(f"{result['checkpoint']} epoch {result['epoch']}{tag}: top-1 {100 * result['top1']:.2f}%  "
+          f"top-5 {100 * result['top5']:.2f}%  loss {result['loss']:.4f}  firing rate {result['firing_rate']:.4f}  "
+          f"({result['samples']} test samples)")
+    ckpt = Path(result["checkpoint"])
+    out = Path(args.out) if args.out else ckpt.parent / ("eval-fused.json" if args.fuse else "eval.json")
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def _describe(path: Path) -> str:
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from tdbn.train import preset_names, preset_path
+
+    names = preset_names()
+    width = max(len(n) for n in names)
+    print(f"{'(none)':<{width}}  the embedded demo: narrow spiking ResNet-19 on scikit-learn's 8x8 digits")
+    for name in names:
+        print(f"{name:<{width}}  {_describe(preset_path(name))}")
+    return 0
+
+
+def _add_subcommands_of(module: str, sub: argparse._SubParsersAction) -> None:
+    """``module.add_subparser(sub)``; skipped only while that module does not exist yet."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name != module:
+            raise
+        return
+    mod.add_subparser(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tdbn", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a spiking network (default: the embedded digits demo)",
+                       description="Train from the defaults, a preset or a YAML file, with key=value overrides "
+                                   "(dotted keys for nested fields, e.g. optim.lr=0.05 model.timesteps=4).")
+    p.add_argument("args", nargs="*", metavar="[PRESET_OR_YAML] [key=value ...]")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on its test set")
+    p.add_argument("checkpoint", help="checkpoint file or run folder")
+    p.add_argument("--data", metavar="ROOT", help="data folder (default: the one recorded in the checkpoint)")
+    p.add_argument("--fuse", action="store_true", help="evaluate the BN-fused, normalization-free network (Eq. 9-10)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--limit", type=int, help="evaluate on a fixed random subset of this many test samples")
+    p.add_argument("--out", help="JSON file to write (default: eval.json / eval-fused.json beside the checkpoint)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("presets", help="list the shipped presets")
+    p.set_defaults(func=_cmd_presets)
+
+    _add_subcommands_of("tdbn.export.cli", sub)
+    _add_subcommands_of("tdbn.analysis.cli", sub)
+    return parser
+
+
+def _exec_with_passive_openmp() -> None:
+    """Restart this command with ``OMP_WAIT_POLICY=PASSIVE`` unless the variable is set.
+
+    By default OpenMP worker threads spin while waiting for work; on a CPU shared with other busy processes the
+    spinning threads of each process steal the cores the others compute on, and training becomes ten times
+    slower or worse. The policy is read once, when torch loads OpenMP, before any code of this module runs:
+    hence a restart of the process (same arguments, same PID).
+    """
+    if "OMP_WAIT_POLICY" in os.environ:
+        return
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    os.execve(sys.executable, [sys.executable, "-m", "tdbn.cli", *sys.argv[1:]], env)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``tdbn`` command; returns the exit code (2 for a usage or data problem, with a clear message).
+
+    Called without ``argv`` (the ``tdbn`` program), it first makes sure OpenMP threads wait passively
+    (:func:`_exec_with_passive_openmp`).
+    """
+    if argv is None:
+        _exec_with_passive_openmp()
+    from tdbn.data import DataError
+    from tdbn.train import TrainingError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError, DataError, TrainingError, ImportError) as err:
+        print(f"tdbn {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tdbn {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

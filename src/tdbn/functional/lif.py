@@ -13,14 +13,19 @@ Backward (full BPTT, hand-written, walking time in reverse). With ``gu[t] = dL/d
     dL/dx[t] = gu[t]
 
 where ``sg`` is the surrogate derivative (Eq. 16, rectangular by default). The backward needs only the
-membrane potentials ``u`` (spikes are recomputed as ``u > v_th``), so the function saves one tensor the size
-of its input, where autograd over the Python loop keeps several per step.
+membrane potentials ``u`` (spikes are recomputed as ``u > v_th``), so the function saves at most one tensor
+the size of its input, where autograd over the Python loop keeps several per step; none when the input is a
+tdBN output, from which ``u`` is recomputed (:mod:`tdbn.functional.fused`). The kernels use only float
+operations that the CPU vectorizes, and the forward pass equals the naive loop bit for bit. Under
+``torch.compile`` the same recursions are written without ``out=`` arguments, which the compiler fuses.
 """
 
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
+from . import fused as _fused
 from . import surrogate as _surrogate
 
 Tensor = torch.Tensor
@@ -45,46 +50,133 @@ def _check_input(x: Tensor) -> None:
         raise ValueError(f"LIF expects a floating-point input, got dtype {x.dtype}")
 
 
+def _integrate(x: Tensor, u: Tensor, tau: float, v_th: float, spikes: Tensor | None = None) -> None:
+    """Membrane potentials of Eq. 1-2 written into ``u`` (which may be ``x`` itself, for an in-place update)::
+
+        u[t] = x[t] + tau * u[t-1] * (1 - o[t-1]),     o[t] = 1[u[t] > v_th]   (Eq. 3)
+
+    ``spikes`` (like ``x``), if given, receives ``o`` as 0/1 floats. The product ``(tau * u) * (1 - o)`` is exactly
+    ``tau * u`` or 0, so ``u`` equals the naive loop's bit for bit: for 32/64-bit floats one ``addcmul``
+    (``x + (tau * u) * keep``, rounded once like the loop's sum), for 16-bit floats (whose ``addcmul`` keeps
+    ``tau * u`` unrounded) a separate product. Only float kernels, no bool tensors: on the CPU those are the
+    vectorized ones.
+    """
+    T = x.shape[0]
+    if u is not x:
+        u[0].copy_(x[0])
+    keep = torch.empty_like(u[0]) if T > 1 else None
+    one_op = u.dtype in (torch.float32, torch.float64)
+    for t in range(T - 1):
+        torch.le(u[t], v_th, out=keep)  # 1 - o[t]: the hard reset
+        if one_op:
+            torch.addcmul(x[t + 1], u[t], keep, value=tau, out=u[t + 1])
+        else:
+            torch.add(x[t + 1], torch.mul(u[t], tau).mul_(keep), out=u[t + 1])
+    if spikes is not None:
+        torch.gt(u, v_th, out=spikes)
+
+
 def lif_forward_reference(x: Tensor, tau: float, v_th: float) -> tuple[Tensor, Tensor]:
     """Membrane potentials and spikes of Eq. 1-3, no autograd bookkeeping. Returns ``(spikes, u)``."""
     u = torch.empty_like(x)
-    u[0] = x[0]
-    for t in range(1, x.shape[0]):
-        prev = u[t - 1]
-        # u[t] = x[t] + tau * u[t-1] * (1 - o[t-1]); the reset zeroes u where the neuron fired
-        torch.add(x[t], prev * (prev <= v_th), alpha=tau, out=u[t])
-    return (u > v_th).to(x.dtype), u
+    spikes = torch.empty_like(x)
+    _integrate(x, u, tau, v_th, spikes)
+    return spikes, u
+
+
+def _bptt(grad_spikes: Tensor, u: Tensor, tau: float, v_th: float, width: float, surrogate: str) -> Tensor:
+    """``dL/dx`` by the reverse-time recursion of the module docstring (Eq. 14-15, 18)."""
+    T = u.shape[0]
+    grad_x = torch.empty_like(u)
+    sg_fn = _surrogate.get(surrogate)
+    rect = torch.empty_like(u[0]) if surrogate == "rectangle" else None
+    keep = torch.empty_like(u[0]) if T > 1 else None
+    go = torch.empty_like(u[0]) if T > 1 else None
+    for t in range(T - 1, -1, -1):
+        ut = u[t]
+        if rect is not None:  # Eq. 16: (1/a) * 1[|u - v_th| < a/2], as a 0/1 float mask
+            torch.sub(ut, v_th, out=rect).abs_()
+            torch.lt(rect, 0.5 * width, out=rect)
+            sg = rect.mul_(1.0 / width) if width != 1.0 else rect
+        else:
+            sg = sg_fn(ut - v_th, width)
+        if t == T - 1:
+            torch.mul(grad_spikes[t], sg, out=grad_x[t])
+            continue
+        gn = grad_x[t + 1]  # gu[t+1]
+        torch.addcmul(grad_spikes[t], ut, gn, value=-tau, out=go)  # reset path: dL/do[t] - tau * u[t] * gu[t+1]
+        go.mul_(sg)
+        torch.le(ut, v_th, out=keep)  # 1 - o[t]
+        torch.addcmul(go, keep, gn, value=tau, out=grad_x[t])  # + decay path tau * (1 - o[t]) * gu[t+1]
+    return grad_x
+
+
+def _integrate_traced(x: Tensor, tau: float, v_th: float) -> tuple[Tensor, Tensor]:
+    """:func:`_integrate` without ``out=`` arguments, the form ``torch.compile`` fuses into one loop over the
+    neurons (the same floating-point operations). Returns ``(spikes, u)``."""
+    us, spikes = [], []
+    for t in range(x.shape[0]):
+        if t == 0:
+            u = x[0]
+        else:
+            b = us[-1] * tau
+            u = x[t] + (b - b * spikes[-1])  # tau * u * (1 - o), exactly
+        us.append(u)
+        spikes.append((u > v_th).to(x.dtype))
+    return torch.stack(spikes), torch.stack(us)
+
+
+def _bptt_traced(grad_spikes: Tensor, u: Tensor, tau: float, v_th: float, width: float, surrogate: str) -> Tensor:
+    """:func:`_bptt` without ``out=`` arguments, for ``torch.compile``."""
+    sg_fn = _surrogate.get(surrogate)
+    grads: list[Tensor] = []
+    for t in range(u.shape[0] - 1, -1, -1):
+        ut = u[t]
+        sg = sg_fn(ut - v_th, width)
+        if not grads:
+            grads.append(grad_spikes[t] * sg)
+            continue
+        gn = grads[-1]
+        go = grad_spikes[t] - (tau * ut) * gn
+        grads.append(go * sg + (gn * (ut <= v_th).to(u.dtype)) * tau)
+    return torch.stack(grads[::-1])
 
 
 class LIFFunction(torch.autograd.Function):
-    """Multi-step LIF with the hand-written BPTT backward described in the module docstring."""
+    """Multi-step LIF with the hand-written BPTT backward described in the module docstring.
+
+    Storage: when the input can be recomputed bit-exactly (it is a tdBN output, or a residual sum of such;
+    :func:`tdbn.functional.fused.recompute_source`), no membrane potential is saved and the backward rebuilds
+    ``u`` from that source; otherwise ``u`` is saved. The spikes are kept as a bool mask on the node, for the
+    layers that save them (:func:`tdbn.functional.fused.spike_mask`).
+    """
 
     @staticmethod
     def forward(ctx, x: Tensor, tau: float, v_th: float, width: float, surrogate: str):  # type: ignore[override]
-        spikes, u = lif_forward_reference(x, tau, v_th)
-        ctx.save_for_backward(u)
+        if torch.compiler.is_compiling():
+            spikes, u = _integrate_traced(x, tau, v_th)
+        else:
+            u = torch.empty_like(x)
+            spikes = torch.empty_like(x)
+            _integrate(x, u, tau, v_th, spikes)
         ctx.tau, ctx.v_th, ctx.width, ctx.surrogate = tau, v_th, width, surrogate
+        ctx.source = _fused.recompute_source(x) if ctx.needs_input_grad[0] else None
+        ctx.save_for_backward(u if ctx.source is None else None)
+        if ctx.needs_input_grad[0] and _fused.lean_enabled():
+            _fused.mark_spikes(ctx, spikes)
         ctx.mark_non_differentiable(u)
         return spikes, u
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_spikes: Tensor, _grad_u: Tensor | None):  # type: ignore[override]
-        (u,) = ctx.saved_tensors
-        tau, v_th, width = ctx.tau, ctx.v_th, ctx.width
-        sg_fn = _surrogate.get(ctx.surrogate)
-        grad_x = torch.empty_like(u)
-        T = u.shape[0]
-        gu_next = None
-        for t in range(T - 1, -1, -1):
-            ut = u[t]
-            sg = sg_fn(ut - v_th, width)
-            if gu_next is None:  # last step: no future
-                torch.mul(grad_spikes[t], sg, out=grad_x[t])
-            else:
-                go = grad_spikes[t] - tau * ut * gu_next  # reset path
-                keep = ut <= v_th  # 1 - o[t]
-                torch.add(go * sg, gu_next * keep, alpha=tau, out=grad_x[t])  # decay path
-            gu_next = grad_x[t]
+        if ctx.source is not None:
+            u = _fused.recompute(ctx.source)  # the LIF input again, a fresh tensor
+            _integrate(u, u, ctx.tau, ctx.v_th)  # -> membrane potentials, in place
+        else:
+            (u,) = ctx.saved_tensors
+        bptt = _bptt_traced if torch.compiler.is_compiling() else _bptt
+        grad_x = bptt(grad_spikes, u, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate)
         return grad_x, None, None, None, None
 
 

@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from . import fused as _fused
+
 Tensor = torch.Tensor
 
 
@@ -33,7 +35,37 @@ def td_batch_norm(
     momentum: float,
     eps: float,
 ) -> Tensor:
-    """tdBN of ``x`` shaped ``[T, N, C, ...]``; statistics per channel over all other dimensions."""
+    """tdBN of ``x`` shaped ``[T, N, C, ...]``; statistics per channel over all other dimensions.
+
+    In training mode this runs :func:`tdbn.functional.fused.td_batch_norm_train` (unless
+    :func:`tdbn.functional.fused.lean_training` turned it off): the same kernels as
+    :func:`td_batch_norm_plain` (identical values, statistics and gradients) with leaner storage for backward.
+    """
+    if training and x.dtype in (torch.float32, torch.float64) and _fused.lean_enabled():
+        return _fused.td_batch_norm_train(
+            x, running_mean, running_var, weight, bias, alpha=alpha, v_th=v_th, momentum=momentum, eps=eps
+        )
+    return td_batch_norm_plain(
+        x, running_mean, running_var, weight, bias, alpha=alpha, v_th=v_th, training=training, momentum=momentum,
+        eps=eps,
+    )
+
+
+def td_batch_norm_plain(
+    x: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    *,
+    alpha: float,
+    v_th: float,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> Tensor:
+    """tdBN as plain ``F.batch_norm`` over ``[T*N, C, ...]`` with weight ``lambda * alpha * v_th``: the reference
+    formulation, differentiated by autograd (and what ``torch.compile`` traces)."""
     scale = alpha * v_th
     w = x.new_full((x.shape[2],), scale) if weight is None else weight * scale
     y = F.batch_norm(x.flatten(0, 1), running_mean, running_var, w, bias, training, momentum, eps)

@@ -1,0 +1,28 @@
+"""Training and evaluation: configuration, data feeding, the epoch loop, checkpoints, multi-process training.
+
+Entry points: :func:`train` (what ``tdbn train`` runs), :func:`evaluate_checkpoint` (``tdbn eval``),
+:func:`load_config` (defaults < preset < ``key=value`` overrides).
+
+Example:
+    >>> cfg = load_config("mnist", ["optim.epochs=1"])
+    >>> cfg.model.timesteps, cfg.data.name
+    (4, 'mnist')
+"""
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import (
+    DataConfig, ModelConfig, OptimConfig, TrainConfig, config_from_dict, config_to_dict, load_config, override,
+    preset_names, preset_path,
+)
+from .engine import FiringRate, evaluate, train_one_epoch
+from .errors import CheckpointError, NonFiniteLossError, TrainingError
+from .evaluate import evaluate_checkpoint
+from .metrics_log import read_metrics
+from .run import saved_config, train
+
+__all__ = [
+    "CheckpointError", "DataConfig", "FiringRate", "ModelConfig", "NonFiniteLossError", "OptimConfig",
+    "TrainConfig", "TrainingError", "config_from_dict", "config_to_dict", "evaluate", "evaluate_checkpoint",
+    "load_checkpoint", "load_config", "override", "preset_names", "preset_path", "read_metrics", "save_checkpoint",
+    "saved_config", "train", "train_one_epoch",
+]

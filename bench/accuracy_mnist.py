@@ -1,0 +1,61 @@
+"""Accuracy on real MNIST within a wall-clock budget: the ``mnist`` preset (narrow spiking ResNet, T = 4).
+
+    .venv/bin/python bench/accuracy_mnist.py [--budget-minutes 30] [--epochs N] [--threads N] [key=value ...]
+
+Reads ``../shared/data/mnist/mnist.npz``. Without ``--epochs`` a few timed training steps first size the run
+(epochs, and so the cosine schedule) to the budget on this machine, as loaded now; ``budget_minutes`` also stops
+training after the first epoch that ends past the budget. Prints test accuracy against wall-clock time and
+writes ``curve.csv`` and ``curve.png`` into the run folder ``runs/bench-mnist-<time>``.
+Target: at least 99.0 % test top-1 within 30 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from tdbn.train import load_config
+from tdbn.train.curve import curve_rows, format_table, plot_curve, write_csv
+from tdbn.train.probe import train_for_budget
+
+PRESET, MINUTES = "mnist", 30.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget-minutes", type=float, default=MINUTES)
+    parser.add_argument("--epochs", type=int, default=None, help="fixed number of epochs (default: sized to budget)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
+    args = parser.parse_args()
+
+    run_dir = Path("runs") / f"bench-{PRESET}-{time.strftime('%Y%m%d-%H%M%S')}"
+    overrides = ["progress=false", f"run_dir={run_dir}", *args.overrides]
+    if args.threads is not None:
+        overrides.append(f"threads={args.threads}")
+    print(f"command: {' '.join(sys.argv)}")
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average at start {os.getloadavg()}")
+    start = time.perf_counter()
+    cfg, final = train_for_budget(load_config(PRESET, overrides), minutes=args.budget_minutes, epochs=args.epochs)
+    wall = time.perf_counter() - start
+    rows = curve_rows(run_dir)
+    print(format_table(rows))
+    print(f"load average at end {os.getloadavg()}; wall time {wall / 60:.1f} min including the probe and data loading")
+    print(f"final: {100 * final['test_top1']:.2f}% test top-1 after {final['elapsed_s'] / 60:.1f} min of training "
+          f"({final['epoch']}/{cfg.optim.epochs} epochs)")
+    write_csv(rows, run_dir / "curve.csv")
+    try:
+        plot_curve(rows, run_dir / "curve.png", title=f"{PRESET}: accuracy vs time")
+        print(f"wrote {run_dir / 'curve.csv'} and {run_dir / 'curve.png'}")
+    except ImportError:
+        print(f"wrote {run_dir / 'curve.csv'} (no curve.png: pip install tdbn[plot])")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

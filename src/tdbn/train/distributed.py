@@ -1,0 +1,83 @@
+"""Data-parallel training across processes (``torchrun``): process group, sharding, reductions.
+
+``torchrun --nproc_per_node=K -m tdbn.cli train ...`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR`` and ``MASTER_PORT``; :func:`setup` then joins the group (NCCL on CUDA, gloo on CPU). Without
+those variables everything runs in one process and the reductions below are no-ops.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .loaders import Shard
+
+__all__ = ["Context", "all_reduce_sum", "broadcast_object", "resolve_device", "setup", "teardown"]
+
+
+@dataclass(frozen=True)
+class Context:
+    """This process: its shard, its device, and whether it writes files and logs (rank 0)."""
+
+    shard: Shard
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.shard.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.shard.world > 1
+
+
+def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
+    """``device``, or CUDA (this process's GPU) when present, else CPU."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available; use device=cpu")
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank)
+    return dev
+
+
+def setup(device: str | None) -> Context:
+    """Join the process group described by torchrun's environment variables, if any."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
+    return Context(Shard(rank, world), dev)
+
+
+def teardown(ctx: Context) -> None:
+    if ctx.distributed and dist.is_initialized():
+        dist.barrier()  # leave together: a process that exits while another is mid-collective aborts it
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(values: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """Sum of ``values`` over all processes (a copy; unchanged in one process)."""
+    if ctx.distributed:
+        values = values.clone()
+        dist.all_reduce(values)
+    return values
+
+
+def broadcast_object(obj, ctx: Context):
+    """Rank 0's ``obj`` on every process."""
+    if not ctx.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

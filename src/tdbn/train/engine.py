@@ -1,0 +1,184 @@
+"""One training epoch and one evaluation pass (paper Alg. 2, Eq. 11-13).
+
+The loss is softmax cross-entropy on the time-averaged decoder output ``Q = (1/T) sum_t M o[t]`` (Eq. 11-12),
+which is what the models return. Metrics are summed over the epoch on the device, reduced over processes, and
+reported as means: loss, top-1 and top-5 accuracy (fractions), mean firing rate, and samples per second.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import LIF
+from .amp import Precision
+from .distributed import Context, all_reduce_sum
+from .errors import NonFiniteLossError
+
+__all__ = ["FiringRate", "evaluate", "train_one_epoch"]
+
+
+class FiringRate:
+    """Mean firing rate of all LIF neurons while active: spikes / (neurons x time steps), over every LIF output.
+
+    Forward hooks on the :class:`~tdbn.layers.LIF` modules accumulate on the device; they are removed on exit.
+
+    >>> net = nn.Sequential(LIF(v_th=0.5))
+    >>> with FiringRate(net) as fr:
+    ...     _ = net(torch.tensor([[1.0, 0.0], [1.0, 0.0]]))  # [T=2, N=2]: the first neuron fires twice
+    >>> fr.rate()
+    0.5
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.spikes: torch.Tensor | None = None
+        self.count = 0
+        self._handles: list = []
+
+    def _hook(self, _module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        s = output.detach().sum(dtype=torch.float64)
+        self.spikes = s if self.spikes is None else self.spikes + s
+        self.count += output.numel()
+
+    def __enter__(self) -> FiringRate:
+        self._handles = [m.register_forward_hook(self._hook) for m in self.model.modules() if isinstance(m, LIF)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def totals(self, device: torch.device) -> torch.Tensor:
+        """``[spikes, neuron-steps]`` as a float64 tensor on ``device``."""
+        spikes = self.spikes.to(device) if self.spikes is not None else torch.zeros((), dtype=torch.float64,
+                                                                                      device=device)
+        return torch.stack([spikes, torch.tensor(float(self.count), dtype=torch.float64, device=device)])
+
+    def rate(self) -> float:
+        return float(self.spikes) / self.count if self.count else 0.0
+
+
+def _correct(output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Numbers of top-1 and top-5 hits (top-k with k = min(5, classes))."""
+    k = min(5, output.shape[1])
+    top = output.topk(k, dim=1).indices  # [N, k]
+    hits = top == target[:, None]
+    return hits[:, 0].sum(), hits.any(dim=1).sum()
+
+
+def _progress(iterable: Iterable, *, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5)
+
+
+def _full(output: torch.Tensor) -> torch.Tensor:
+    """Logits in at least float32 for the loss (autocast may give fp16 / bf16)."""
+    return output.float() if output.dtype in (torch.float16, torch.bfloat16) else output
+
+
+def _param_dtype(model: nn.Module) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+def _finite_everywhere(loss: torch.Tensor, ctx: Context) -> bool:
+    ok = torch.isfinite(loss.detach()).to(torch.float32)
+    if ctx.distributed:
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+    return bool(ok)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    precision: Precision,
+    ctx: Context,
+    *,
+    epoch: int,
+    epochs: int,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Train for one pass over ``loader``; returns ``loss, top1, top5, firing_rate, images_per_s, lr``.
+
+    Raises :class:`NonFiniteLossError` (epoch and iteration from 1) before any update with a NaN or infinite
+    loss, so the parameters and the last checkpoint stay those of the last good step.
+    """
+    model.train()
+    device, dtype = ctx.device, _param_dtype(model)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss * n, top-1 hits, top-5 hits, n
+    lr = optimizer.param_groups[0]["lr"]
+    start = time.perf_counter()
+    bar = _progress(loader, total=len(loader), desc=f"epoch {epoch + 1}/{epochs}", enabled=progress)
+    with FiringRate(model) as fr:
+        for i, (x, y) in enumerate(bar):
+            x = x.to(device, dtype, non_blocking=True)  # [N, C, H, W] images or [T, N, C, H, W] frames
+            y = y.to(device, non_blocking=True)
+            with precision.autocast():
+                output = model(x)  # [N, classes], averaged over time (Eq. 11)
+            loss = F.cross_entropy(_full(output), y)  # Eq. 12
+            if not _finite_everywhere(loss, ctx):
+                raise NonFiniteLossError(epoch=epoch + 1, iteration=i + 1, value=float(loss.detach()))
+            optimizer.zero_grad(set_to_none=True)
+            precision.backward_step(loss, optimizer)
+            scheduler.step()
+            with torch.no_grad():
+                top1, top5 = _correct(output, y)
+                n = y.shape[0]
+                sums += torch.stack([loss.detach().double() * n, top1.double(), top5.double(),
+                                     torch.tensor(float(n), dtype=torch.float64, device=device)])
+            if progress and i % 10 == 0 and hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        firing = fr.totals(device)
+    totals = all_reduce_sum(torch.cat([sums, firing]), ctx).tolist()
+    loss_sum, c1, c5, n, spikes, steps = totals
+    seconds = time.perf_counter() - start
+    n = max(n, 1.0)
+    return {"loss": loss_sum / n, "top1": c1 / n, "top5": c5 / n, "firing_rate": spikes / max(steps, 1.0),
+            "images_per_s": n / seconds, "lr": lr, "seconds": seconds}
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader,
+    ctx: Context,
+    *,
+    precision: Precision | None = None,
+    progress: bool = False,
+    desc: str = "eval",
+) -> dict[str, float]:
+    """Loss, top-1, top-5 and mean firing rate over the whole test set (every process's shard, reduced)."""
+    model.eval()
+    device, dtype = ctx.device, _param_dtype(model)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    start = time.perf_counter()
+    with FiringRate(model) as fr:
+        for x, y in _progress(loader, total=len(loader), desc=desc, enabled=progress):
+            x = x.to(device, dtype, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            if precision is not None:
+                with precision.autocast():
+                    output = model(x)
+            else:
+                output = model(x)
+            loss = F.cross_entropy(_full(output), y, reduction="sum")
+            top1, top5 = _correct(output, y)
+            sums += torch.stack([loss.double(), top1.double(), top5.double(),
+                                 torch.tensor(float(y.shape[0]), dtype=torch.float64, device=device)])
+        firing = fr.totals(device)
+    loss_sum, c1, c5, n, spikes, steps = all_reduce_sum(torch.cat([sums, firing]), ctx).tolist()
+    seconds = time.perf_counter() - start
+    return {"loss": loss_sum / max(n, 1.0), "top1": c1 / max(n, 1.0), "top5": c5 / max(n, 1.0),
+            "firing_rate": spikes / max(steps, 1.0), "samples": int(n), "images_per_s": n / seconds}

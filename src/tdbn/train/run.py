@@ -1,0 +1,217 @@
+"""A whole training run: run folder, data, model, optimizer, the epoch loop, metrics and checkpoints.
+
+Reads top-down like the torchvision classification reference: :func:`train` builds everything, then per epoch
+calls :func:`~tdbn.train.engine.train_one_epoch`, :func:`~tdbn.train.engine.evaluate`, appends a line to
+``metrics.jsonl`` and writes ``checkpoint.pt``. The same code runs in one process or under ``torchrun``
+(DistributedDataParallel with tdBN statistics synchronized across processes, as the paper's sync-BN).
+
+Run folder (``runs/<name>-<timestamp>`` by default)::
+
+    config.yaml, config.json   the resolved configuration
+    metrics.jsonl              one JSON object per epoch
+    checkpoint.pt              the latest checkpoint (see tdbn.train.checkpoint)
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from ..layers import convert_sync_tdbn
+from .amp import Precision, resolve_amp
+from .build import build_model, neuron_params
+from .checkpoint import FORMAT, code_version, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .config import RESUMABLE_KEYS, TrainConfig, config_from_dict, config_to_dict, diff_configs, save_config
+from .data import build_data
+from .distributed import Context, broadcast_object, setup, teardown
+from .engine import evaluate, train_one_epoch
+from .errors import NonFiniteLossError, TrainingError
+from .metrics_log import MetricsLog, require_tensorboard
+from .optim import build_optimizer, build_scheduler
+
+__all__ = ["CHECKPOINT", "make_run_dir", "saved_config", "train"]
+
+CHECKPOINT = "checkpoint.pt"
+TIME_KEYS = ("elapsed_s", "epoch_s", "images_per_s", "test_images_per_s")  # differ between identical runs
+
+
+def make_run_dir(cfg: TrainConfig) -> Path:
+    """Create the run folder: ``cfg.run_dir`` (absent or empty) or a new ``<out_dir>/<name>-<timestamp>``."""
+    if cfg.run_dir is not None:
+        path = Path(cfg.run_dir)
+        if path.exists() and any(path.iterdir()):
+            raise TrainingError(f"run folder {path} already holds files; continue it with --resume {path} "
+                                "or choose another run_dir")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    base = Path(cfg.out_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for k in range(1000):
+        path = base if k == 0 else base.with_name(f"{base.name}-{k}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise TrainingError(f"cannot create a new run folder next to {base}")
+
+
+def saved_config(run_dir: str | Path) -> TrainConfig:
+    """The resolved configuration stored in ``<run_dir>/checkpoint.pt``."""
+    return config_from_dict(load_checkpoint(Path(run_dir) / CHECKPOINT)["config"])
+
+
+def _check_resumable(saved: TrainConfig, cfg: TrainConfig, run_dir: Path) -> None:
+    changed = {k: v for k, v in diff_configs(saved, cfg).items() if k not in RESUMABLE_KEYS}
+    if changed:
+        lines = "\n".join(f"  {k}: {a!r} in the run, {b!r} now" for k, (a, b) in sorted(changed.items()))
+        raise TrainingError(
+            f"cannot resume {run_dir}: the configuration differs from the run's\n{lines}\n"
+            f"resume with the same preset and overrides (or none: `tdbn train --resume {run_dir}`); only "
+            f"{', '.join(sorted(RESUMABLE_KEYS))} may change"
+        )
+
+
+def _format(record: dict[str, Any], epochs: int) -> str:
+    text = (f"epoch {record['epoch']}/{epochs}  lr {record['lr']:.3g}  loss {record['train_loss']:.4f}  "
+            f"train {100 * record['train_top1']:.2f}%")
+    if "test_top1" in record:
+        text += f"  test {100 * record['test_top1']:.2f}% (top-5 {100 * record['test_top5']:.2f}%)"
+    return text + (f"  firing {record['train_firing_rate']:.3f}  {record['images_per_s']:.0f} img/s  "
+                   f"{record['elapsed_s']:.0f}s")
+
+
+def train(cfg: TrainConfig, *, resume: str | Path | None = None,
+          log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train (or, with ``resume=RUN_DIR``, continue) a run; returns the last epoch's metrics record.
+
+    Resuming loads ``RUN_DIR/checkpoint.pt`` and continues after its epoch with the same data order and random
+    states, so the result equals that of an uninterrupted run. ``cfg`` must then equal the run's configuration
+    except for :data:`~tdbn.train.config.RESUMABLE_KEYS`.
+    """
+    ctx = setup(cfg.device)
+    try:
+        return _train(cfg, resume, ctx, log)
+    finally:
+        teardown(ctx)
+
+
+def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Callable[[str], None]) -> dict[str, Any]:
+    cfg = copy.deepcopy(cfg)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    cfg.device = str(ctx.device)
+    cfg.amp = resolve_amp(cfg.amp, ctx.device)
+    if cfg.tensorboard:
+        require_tensorboard()  # before anything is written
+    checkpoint = None
+    if resume is not None:
+        run_dir = Path(resume)
+        checkpoint = load_checkpoint(run_dir / CHECKPOINT)
+        saved = config_from_dict(checkpoint["config"])
+        cfg.run_dir = saved.run_dir  # the folder may have moved: its checkpoint decides
+        _check_resumable(saved, cfg, run_dir)
+    else:
+        run_dir = broadcast_object(make_run_dir(cfg) if ctx.is_main else None, ctx)
+    cfg.run_dir = str(run_dir)
+    if ctx.is_main:
+        save_config(cfg, run_dir)
+
+    torch.manual_seed(cfg.seed)  # the initialization
+    bs = cfg.optim.batch_size
+    data = build_data(cfg.data, batch_size=bs, timesteps=cfg.model.timesteps, seed=cfg.seed, shard=ctx.shard,
+                      device=ctx.device, eval_batch_size=2 * bs)
+    if len(data.train) == 0:
+        raise TrainingError(f"{data.train.num_samples} training samples make no batch of {bs} x {ctx.shard.world} "
+                            "processes; lower optim.batch_size")
+    model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels,
+                        input_size=data.input_size).to(ctx.device, getattr(torch, cfg.dtype))
+    net: torch.nn.Module = model
+    if ctx.distributed:
+        if cfg.sync_bn:
+            convert_sync_tdbn(model)
+        net = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, len(data.train))
+    precision = Precision.create(cfg.amp, ctx.device)
+    metrics = MetricsLog(run_dir, tensorboard=cfg.tensorboard) if ctx.is_main else None
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        precision.scaler.load_state_dict(checkpoint["scaler"])
+        set_rng_state(checkpoint["rng"])
+        start_epoch = int(checkpoint["epoch"])
+        history = list(checkpoint["metrics"])
+        if metrics is not None:
+            metrics.rewrite(history)  # drop lines of epochs after the checkpoint
+    version = code_version()
+    if ctx.is_main:
+        n_params = sum(p.numel() for p in model.parameters())
+        log(f"run folder: {run_dir}")
+        log(f"{cfg.model.name} (width {cfg.model.width}, T={cfg.model.timesteps}, {n_params / 1e6:.2f}M parameters) "
+            f"on {cfg.data.name}: {data.train.num_samples} train / {data.test.num_samples} test samples; "
+            f"{ctx.device}, {cfg.amp}, {ctx.shard.world} process(es) x batch {bs}"
+            + (f"; resuming after epoch {start_epoch}" if checkpoint is not None else ""))
+
+    elapsed_before = float(history[-1]["elapsed_s"]) if history else 0.0
+    start = time.perf_counter()
+    epochs = cfg.optim.epochs
+    for epoch in range(start_epoch, epochs):
+        data.train.set_epoch(epoch)
+        try:
+            tr = train_one_epoch(net, data.train, optimizer, scheduler, precision, ctx, epoch=epoch, epochs=epochs,
+                                 progress=cfg.progress and ctx.is_main)
+        except NonFiniteLossError as err:
+            ckpt = run_dir / CHECKPOINT
+            kept = f"the last good checkpoint {ckpt} (epoch {history[-1]['epoch']}) is kept" if ckpt.exists() \
+                else "no checkpoint had been written yet"
+            raise NonFiniteLossError(
+                epoch=err.epoch, iteration=err.iteration, value=err.value,
+                detail=f"; training stopped before applying it, {kept}. Lower optim.lr or use amp=fp32",
+            ) from None
+        over_budget = cfg.budget_minutes is not None and \
+            elapsed_before + time.perf_counter() - start > 60 * cfg.budget_minutes
+        over_budget = bool(broadcast_object(over_budget, ctx))
+        last = epoch + 1 == epochs or over_budget
+        record: dict[str, Any] = {
+            "epoch": epoch + 1, "lr": tr["lr"], "train_loss": tr["loss"], "train_top1": tr["top1"],
+            "train_top5": tr["top5"], "train_firing_rate": tr["firing_rate"], "images_per_s": tr["images_per_s"],
+            "epoch_s": tr["seconds"],
+        }
+        if (epoch + 1) % cfg.eval_interval == 0 or last:
+            te = evaluate(model, data.test, ctx, precision=precision)
+            record.update(test_loss=te["loss"], test_top1=te["top1"], test_top5=te["top5"],
+                          test_firing_rate=te["firing_rate"], test_images_per_s=te["images_per_s"])
+        record["elapsed_s"] = elapsed_before + time.perf_counter() - start
+        history.append(record)
+        if ctx.is_main:
+            assert metrics is not None
+            metrics.append(record)
+            if (epoch + 1) % cfg.checkpoint_interval == 0 or last:
+                save_checkpoint(run_dir / CHECKPOINT, {
+                    "format": FORMAT, "epoch": epoch + 1, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": precision.scaler.state_dict(), "rng": get_rng_state(), "config": config_to_dict(cfg),
+                    "neuron": neuron_params(model), "metrics": history, "version": version,
+                    "world_size": ctx.shard.world,
+                })
+            log(_format(record, epochs))
+        if over_budget:
+            if ctx.is_main:
+                log(f"time budget of {cfg.budget_minutes} min reached after epoch {epoch + 1}")
+            break
+    if metrics is not None:
+        metrics.close()
+    final = history[-1] if history else {}
+    if ctx.is_main and "test_top1" in final:
+        log(f"test accuracy: {100 * final['test_top1']:.2f}% top-1, {100 * final['test_top5']:.2f}% top-5 "
+            f"({data.test.num_samples} test samples, epoch {final['epoch']}); run folder: {run_dir}")
+    return final

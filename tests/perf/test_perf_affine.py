@@ -1,0 +1,40 @@
+"""ChannelAffine2d is the depthwise 1x1 convolution it claims to be."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tdbn.layers.affine import ChannelAffine2d
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_equals_depthwise_conv(bias):
+    layer = ChannelAffine2d(5, bias=bias).double()
+    with torch.no_grad():
+        layer.weight.normal_()
+        if bias:
+            layer.bias.normal_()
+    x = torch.randn(3, 5, 4, 6, dtype=torch.float64, requires_grad=True)
+    ref = nn.functional.conv2d(x, layer.weight, layer.bias, groups=5)
+    y = layer(x)
+    torch.testing.assert_close(y, ref)
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, [x, *layer.parameters()], g)
+    want = torch.autograd.grad(ref, [x, *layer.parameters()], g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+def test_is_a_conv_with_the_conv_state_dict():
+    layer = ChannelAffine2d(4)
+    conv = nn.Conv2d(4, 4, 1, groups=4)
+    assert isinstance(layer, nn.Conv2d)
+    assert {k: v.shape for k, v in layer.state_dict().items()} == {k: v.shape for k, v in conv.state_dict().items()}
+    conv.load_state_dict(layer.state_dict())
+
+
+def test_bad_shape():
+    with pytest.raises(ValueError, match=r"\[N, 4, H, W\]"):
+        ChannelAffine2d(4)(torch.randn(2, 3, 5, 5))
