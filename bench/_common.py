@@ -129,7 +129,7 @@ def machine() -> str:
     except OSError:
         load = "n/a"
     return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} (default {torch.get_num_threads()} threads), "
         f"Python {platform.python_version()}, load average (1/5/15 min) {load}"
     )
 

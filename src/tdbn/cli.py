@@ -13,7 +13,6 @@ Multi-process training: ``torchrun --nproc_per_node=K -m tdbn.cli train PRESET .
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -81,18 +80,10 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_subcommands_of(module: str, sub: argparse._SubParsersAction) -> None:
-    """``module.add_subparser(sub)``; skipped only while that module does not exist yet."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as err:
-        if err.name != module:
-            raise
-        return
-    mod.add_subparser(sub)
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from tdbn.analysis.cli import add_subparser as add_analyze
+    from tdbn.export.cli import add_subparser as add_export
+
     parser = argparse.ArgumentParser(prog="tdbn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -118,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list the shipped presets")
     p.set_defaults(func=_cmd_presets)
 
-    _add_subcommands_of("tdbn.export.cli", sub)
-    _add_subcommands_of("tdbn.analysis.cli", sub)
+    add_export(sub)  # tdbn export ...
+    add_analyze(sub)  # tdbn analyze ...
     return parser
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 # a narrow ResNet-19 (8 channels) on a fixed subset of the embedded digits: 4 steps per epoch
@@ -29,3 +30,13 @@ def without_times(records: list[dict]) -> list[dict]:
 
 def model_state(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Train in one thread: the tiny test networks gain nothing from more, and on a busy shared CPU the
+    spinning OpenMP threads of several processes slow each other down many times over."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -9,7 +9,9 @@ import torch
 
 from tdbn.train import load_checkpoint, load_config, train
 from tdbn.train.amp import Precision, resolve_amp
-from tdbn_train_helpers import metrics, tiny
+from tdbn_train_helpers import one_thread, metrics, tiny  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_defaults_per_device():

@@ -11,7 +11,9 @@ import yaml
 from tdbn import __version__
 from tdbn.cli import main
 from tdbn.train import preset_names
-from tdbn_train_helpers import metrics, tiny
+from tdbn_train_helpers import one_thread, metrics, tiny  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 METRIC_KEYS = {"epoch", "lr", "train_loss", "train_top1", "train_top5", "train_firing_rate", "images_per_s",
                "test_loss", "test_top1", "test_top5", "test_firing_rate", "elapsed_s"}

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
 from tdbn.train import config_to_dict, config_from_dict, load_config, train
-from tdbn_train_helpers import metrics, model_state, tiny, without_times
+from tdbn_train_helpers import one_thread, metrics, model_state, tiny, without_times  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # 96 samples, global batch 32: 3 steps per epoch, 2 epochs. float64: in float32 the two runs differ by rounding
 # (~1e-7, different reduction order), and over a few steps a potential that rounding moves across the threshold

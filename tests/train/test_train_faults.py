@@ -12,7 +12,9 @@ import tdbn.train.engine as engine
 from tdbn.cli import main
 from tdbn.train import CheckpointError, NonFiniteLossError, load_checkpoint, load_config, train
 from tdbn.train.checkpoint import save_checkpoint
-from tdbn_train_helpers import metrics, tiny
+from tdbn_train_helpers import one_thread, metrics, tiny  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

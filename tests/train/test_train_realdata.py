@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from tdbn.train import load_config, train
 from tdbn.train.data import build_data
-from tdbn_train_helpers import metrics
+from tdbn_train_helpers import one_thread, metrics  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_mnist_preset_trains_on_real_mnist(shared_data, tmp_path):

@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from tdbn.cli import main
-from tdbn_train_helpers import metrics, model_state, tiny, without_times
+from tdbn_train_helpers import metrics, model_state, one_thread, tiny, without_times  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # 16 steps per epoch, so that the kill lands inside an epoch
 ARGS = tiny("data.train_limit=512", "optim.epochs=4", "optim.lr=0.2", "threads=1")
@@ -26,14 +28,7 @@ def _lines(path) -> int:
         return 0
 
 
-@pytest.fixture
-def keep_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)  # the runs below set 1 thread (threads=1) in this process too
-
-
-def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, keep_threads, capsys):
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, capsys):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     assert main(["train", *ARGS, f"run_dir={ref}"]) == 0  # uninterrupted, in this process
     epoch_s = metrics(ref)[1]["epoch_s"]

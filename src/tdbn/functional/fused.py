@@ -180,7 +180,7 @@ def recompute(nodes: tuple[Node, ...]) -> Tensor:
     """Recompute the tensor that :func:`recompute_source` described (a fresh tensor, free to modify)."""
     out = nodes[0].tdbn_recompute(nodes[0])
     if len(nodes) == 2:
-        out = out + nodes[1].tdbn_recompute(nodes[1])  # same kernel and operand order as the forward sum
+        out.add_(nodes[1].tdbn_recompute(nodes[1]))  # the forward sum's kernel and operand order, in place
     return out
 
 

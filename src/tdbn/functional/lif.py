@@ -84,10 +84,13 @@ def lif_forward_reference(x: Tensor, tau: float, v_th: float) -> tuple[Tensor, T
     return spikes, u
 
 
-def _bptt(grad_spikes: Tensor, u: Tensor, tau: float, v_th: float, width: float, surrogate: str) -> Tensor:
-    """``dL/dx`` by the reverse-time recursion of the module docstring (Eq. 14-15, 18)."""
+def _bptt(
+    grad_spikes: Tensor, u: Tensor, tau: float, v_th: float, width: float, surrogate: str, *, reuse_u: bool = False
+) -> Tensor:
+    """``dL/dx`` by the reverse-time recursion of the module docstring (Eq. 14-15, 18). With ``reuse_u`` the
+    result overwrites ``u`` (step t is written once ``u[t]`` is no longer needed), saving a buffer."""
     T = u.shape[0]
-    grad_x = torch.empty_like(u)
+    grad_x = u if reuse_u else torch.empty_like(u)
     sg_fn = _surrogate.get(surrogate)
     rect = torch.empty_like(u[0]) if surrogate == "rectangle" else None
     keep = torch.empty_like(u[0]) if T > 1 else None
@@ -106,7 +109,7 @@ def _bptt(grad_spikes: Tensor, u: Tensor, tau: float, v_th: float, width: float,
         gn = grad_x[t + 1]  # gu[t+1]
         torch.addcmul(grad_spikes[t], ut, gn, value=-tau, out=go)  # reset path: dL/do[t] - tau * u[t] * gu[t+1]
         go.mul_(sg)
-        torch.le(ut, v_th, out=keep)  # 1 - o[t]
+        torch.le(ut, v_th, out=keep)  # 1 - o[t]; the last use of u[t]
         torch.addcmul(go, keep, gn, value=tau, out=grad_x[t])  # + decay path tau * (1 - o[t]) * gu[t+1]
     return grad_x
 
@@ -153,13 +156,15 @@ class LIFFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, tau: float, v_th: float, width: float, surrogate: str):  # type: ignore[override]
-        if torch.compiler.is_compiling():
-            spikes, u = _integrate_traced(x, tau, v_th)
-        else:
-            u = torch.empty_like(x)
-            spikes = torch.empty_like(x)
-            _integrate(x, u, tau, v_th, spikes)
         ctx.tau, ctx.v_th, ctx.width, ctx.surrogate = tau, v_th, width, surrogate
+        if torch.compiler.is_compiling():  # the compiler plans storage itself (saving x instead measured no better)
+            spikes, u = _integrate_traced(x, tau, v_th)
+            ctx.save_for_backward(u)
+            ctx.mark_non_differentiable(u)
+            return spikes, u
+        u = torch.empty_like(x)
+        spikes = torch.empty_like(x)
+        _integrate(x, u, tau, v_th, spikes)
         ctx.source = _fused.recompute_source(x) if ctx.needs_input_grad[0] else None
         ctx.save_for_backward(u if ctx.source is None else None)
         if ctx.needs_input_grad[0] and _fused.lean_enabled():
@@ -170,13 +175,16 @@ class LIFFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_spikes: Tensor, _grad_u: Tensor | None):  # type: ignore[override]
+        if torch.compiler.is_compiling():
+            (u,) = ctx.saved_tensors
+            return _bptt_traced(grad_spikes, u, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate), None, None, None, None
         if ctx.source is not None:
             u = _fused.recompute(ctx.source)  # the LIF input again, a fresh tensor
             _integrate(u, u, ctx.tau, ctx.v_th)  # -> membrane potentials, in place
         else:
             (u,) = ctx.saved_tensors
-        bptt = _bptt_traced if torch.compiler.is_compiling() else _bptt
-        grad_x = bptt(grad_spikes, u, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate)
+        # a recomputed u is ours to overwrite: the gradient takes its place
+        grad_x = _bptt(grad_spikes, u, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate, reuse_u=ctx.source is not None)
         return grad_x, None, None, None, None
 
 

@@ -37,9 +37,10 @@ def td_batch_norm(
 ) -> Tensor:
     """tdBN of ``x`` shaped ``[T, N, C, ...]``; statistics per channel over all other dimensions.
 
-    In training mode this runs :func:`tdbn.functional.fused.td_batch_norm_train` (unless
-    :func:`tdbn.functional.fused.lean_training` turned it off): the same kernels as
-    :func:`td_batch_norm_plain` (identical values, statistics and gradients) with leaner storage for backward.
+    In training mode, for 32/64-bit floats, this runs :func:`tdbn.functional.fused.td_batch_norm_train` (unless
+    :func:`tdbn.functional.fused.lean_training` turned it off, or ``torch.compile`` is tracing): the same
+    mathematics as :func:`td_batch_norm_plain` (values, running statistics and gradients equal up to float
+    rounding) with faster CPU kernels and an output that the next LIF can recompute instead of storing ``u``.
     """
     if training and x.dtype in (torch.float32, torch.float64) and _fused.lean_enabled():
         return _fused.td_batch_norm_train(
