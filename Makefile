@@ -21,7 +21,8 @@ demo: $(STAMP)
 	$(BIN)/tdbn train
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	# passive OpenMP waiting: idle threads must not spin while subprocess tests share the cores
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/lif.py

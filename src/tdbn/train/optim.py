@@ -19,7 +19,7 @@ def lr_factor(cfg: OptimConfig, epoch: float) -> float:
     ``cosine``: ``(1 + cos(pi * epoch / epochs)) / 2`` (ours, for short runs). Either is multiplied by a linear
     warm-up from 0.1 to 1 over ``warmup_epochs`` (ours; 0 = none, as in the paper).
 
-    >>> cfg = OptimConfig(lr_step=35, lr_gamma=0.1)
+    >>> cfg = OptimConfig(schedule="step", lr_step=35, lr_gamma=0.1)
     >>> [round(lr_factor(cfg, e), 6) for e in (0, 34.9, 35, 70)]
     [1.0, 1.0, 0.1, 0.01]
     """
