@@ -1,6 +1,6 @@
 """The ``tdbn`` command: thin subcommands over the library.
 
-    tdbn train [PRESET_OR_YAML] [key=value ...] [--resume RUN_DIR]
+    tdbn train [PRESET_OR_YAML] [key=value ...] [--resume RUN_DIR] [--device DEVICE]
     tdbn eval CHECKPOINT [--data ROOT] [--fuse] [--out FILE.json]
     tdbn presets
     tdbn export ...      (tdbn.export.cli)
@@ -38,6 +38,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from tdbn.train import load_config, override, saved_config, train
 
     preset, overrides = _split_train_args(args.args)
+    if args.device is not None:
+        overrides.append(f"device={args.device}")
     if args.resume is not None and preset is None:
         cfg = override(saved_config(args.resume), overrides)  # the run's own configuration
     else:
@@ -93,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(dotted keys for nested fields, e.g. optim.lr=0.05 model.timesteps=4).")
     p.add_argument("args", nargs="*", metavar="[PRESET_OR_YAML] [key=value ...]")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present); same as device=...")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on its test set")

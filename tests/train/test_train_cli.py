@@ -22,7 +22,7 @@ METRIC_KEYS = {"epoch", "lr", "train_loss", "train_top1", "train_top5", "train_f
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     run = tmp_path_factory.mktemp("cli") / "run"
-    assert main(["train", *tiny(f"run_dir={run}", "optim.lr=0.2")]) == 0
+    assert main(["train", *tiny(f"run_dir={run}", "optim.lr=0.2"), "--device", "cpu"]) == 0
     return run
 
 

@@ -69,6 +69,7 @@ def test_missing_data_folder_names_it(tmp_path, capsys):
     assert main(["train", "mnist", f"data.root={missing}", f"out_dir={tmp_path / 'runs'}"]) == 2
     err = capsys.readouterr().err
     assert str(missing) in err and "not found" in err
+    assert not (tmp_path / "runs").exists()  # no run folder for a run that cannot start
 
 
 def test_nan_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):

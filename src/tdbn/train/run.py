@@ -41,13 +41,19 @@ CHECKPOINT = "checkpoint.pt"
 TIME_KEYS = ("elapsed_s", "epoch_s", "images_per_s", "test_images_per_s")  # differ between identical runs
 
 
-def make_run_dir(cfg: TrainConfig) -> Path:
-    """Create the run folder: ``cfg.run_dir`` (absent or empty) or a new ``<out_dir>/<name>-<timestamp>``."""
+def _check_run_dir_free(cfg: TrainConfig) -> None:
     if cfg.run_dir is not None:
         path = Path(cfg.run_dir)
         if path.exists() and any(path.iterdir()):
             raise TrainingError(f"run folder {path} already holds files; continue it with --resume {path} "
                                 "or choose another run_dir")
+
+
+def make_run_dir(cfg: TrainConfig) -> Path:
+    """Create the run folder: ``cfg.run_dir`` (absent or empty) or a new ``<out_dir>/<name>-<timestamp>``."""
+    if cfg.run_dir is not None:
+        _check_run_dir_free(cfg)
+        path = Path(cfg.run_dir)
         path.mkdir(parents=True, exist_ok=True)
         return path
     base = Path(cfg.out_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -110,18 +116,14 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
     if cfg.tensorboard:
         require_tensorboard()  # before anything is written
     checkpoint = None
+    run_dir = Path(resume) if resume is not None else None
     if resume is not None:
-        run_dir = Path(resume)
-        checkpoint = load_checkpoint(run_dir / CHECKPOINT)
+        checkpoint = load_checkpoint(Path(resume) / CHECKPOINT)
         saved = config_from_dict(checkpoint["config"])
         cfg.run_dir = saved.run_dir  # the folder may have moved: its checkpoint decides
-        _check_resumable(saved, cfg, run_dir)
+        _check_resumable(saved, cfg, Path(resume))
     else:
-        run_dir = broadcast_object(make_run_dir(cfg) if ctx.is_main else None, ctx)
-    cfg.run_dir = str(run_dir)
-    if ctx.is_main:
-        save_config(cfg, run_dir)
-
+        _check_run_dir_free(cfg)  # fail before loading any data
     torch.manual_seed(cfg.seed)  # the initialization
     bs = cfg.optim.batch_size
     data = build_data(cfg.data, batch_size=bs, timesteps=cfg.model.timesteps, seed=cfg.seed, shard=ctx.shard,
@@ -131,6 +133,12 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
                             "processes; lower optim.batch_size")
     model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels,
                         input_size=data.input_size).to(ctx.device, getattr(torch, cfg.dtype))
+    if run_dir is None:  # created only now that data and model are known to work
+        run_dir = broadcast_object(make_run_dir(cfg) if ctx.is_main else None, ctx)
+    assert run_dir is not None
+    cfg.run_dir = str(run_dir)
+    if ctx.is_main:
+        save_config(cfg, run_dir)
     net: torch.nn.Module = model
     if ctx.distributed:
         if cfg.sync_bn:
