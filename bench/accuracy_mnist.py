@@ -11,55 +11,12 @@ Target: at least 99.0 % test top-1 within 30 minutes on 2 CPU cores.
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
-# Before torch loads OpenMP: idle OpenMP threads must not spin on a shared CPU (see docs/training.md).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
-
-from tdbn.train import load_config  # noqa: E402
-from tdbn.train.curve import curve_rows, format_table, plot_curve, write_csv  # noqa: E402
-from tdbn.train.probe import train_for_budget  # noqa: E402
-
-PRESET, MINUTES = "mnist", 30.0
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget-minutes", type=float, default=MINUTES)
-    parser.add_argument("--epochs", type=int, default=None, help="fixed number of epochs (default: sized to budget)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
-    args = parser.parse_args()
-
-    run_dir = Path("runs") / f"bench-{PRESET}-{time.strftime('%Y%m%d-%H%M%S')}"
-    overrides = ["progress=false", f"run_dir={run_dir}", *args.overrides]
-    if args.threads is not None:
-        overrides.append(f"threads={args.threads}")
-    print(f"command: {' '.join(sys.argv)}")
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average at start {os.getloadavg()}")
-    start = time.perf_counter()
-    cfg, final = train_for_budget(load_config(PRESET, overrides), minutes=args.budget_minutes, epochs=args.epochs)
-    wall = time.perf_counter() - start
-    rows = curve_rows(run_dir)
-    print(format_table(rows))
-    print(f"load average at end {os.getloadavg()}; wall time {wall / 60:.1f} min including the probe and data loading")
-    print(f"final: {100 * final['test_top1']:.2f}% test top-1 after {final['elapsed_s'] / 60:.1f} min of training "
-          f"({final['epoch']}/{cfg.optim.epochs} epochs)")
-    write_csv(rows, run_dir / "curve.csv")
-    try:
-        plot_curve(rows, run_dir / "curve.png", title=f"{PRESET}: accuracy vs time")
-        print(f"wrote {run_dir / 'curve.csv'} and {run_dir / 'curve.png'}")
-    except ImportError:
-        print(f"wrote {run_dir / 'curve.csv'} (no curve.png: pip install tdbn[plot])")
-    return 0
-
+import _accuracy  # noqa: E402  (sets OMP_WAIT_POLICY before torch loads)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_accuracy.main("mnist", 30.0, __doc__))

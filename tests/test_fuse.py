@@ -12,6 +12,7 @@ import tdbn
 from tdbn import LIF, TdBatchNorm1d, TdBatchNorm2d, TimeDistributed
 from tdbn.export import count_norm_layers
 from tdbn.functional import bn_scale_shift, fold_into
+from tdbn.layers.affine import ChannelAffine2d
 
 
 def _record_spikes(model: nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -107,7 +108,11 @@ def test_lone_tdbn_becomes_depthwise_conv():
     _randomize_bn(net, 2, lambda: torch.randn(3, 5, 4, 6, 6))
     assert_fused_equal(net, torch.randn(3, 5, 4, 6, 6))
     conv = tdbn.fuse(net)[0].module
+    # a depthwise 1x1 conv to exporters, computed as a multiply-add (fast on the CPU)
+    assert isinstance(conv, ChannelAffine2d)
     assert isinstance(conv, nn.Conv2d) and conv.groups == 4 and conv.kernel_size == (1, 1)
+    x = torch.randn(7, 4, 6, 6)
+    torch.testing.assert_close(conv(x), nn.functional.conv2d(x, conv.weight, conv.bias, groups=4))
 
 
 def test_lone_tdbn1d_becomes_diagonal_linear():

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..functional.fold import bn_scale_shift, fold_into
+from ..layers.affine import ChannelAffine2d
 from ..layers.norm import TdBatchNorm1d, TdBatchNorm2d, _TdBatchNorm
 from ..layers.time import TimeDistributed
 
@@ -53,11 +54,15 @@ def _fold_pair(layer: nn.Module, bn: _TdBatchNorm) -> None:
 
 @torch.no_grad()
 def _affine_layer(bn: _TdBatchNorm) -> nn.Module:
-    """The synaptic layer equal to ``bn`` in eval mode: depthwise 1x1 conv or diagonal linear."""
+    """The synaptic layer equal to ``bn`` in eval mode: depthwise 1x1 conv or diagonal linear.
+
+    The 2d case is a :class:`ChannelAffine2d`: a depthwise 1x1 ``nn.Conv2d`` (so exporters see an ordinary
+    convolution) computed as a broadcast multiply-add, which is far faster than a grouped convolution on the CPU.
+    """
     scale, shift = _scale_shift(bn)
     C = bn.num_features
     if isinstance(bn, TdBatchNorm2d):
-        layer = nn.Conv2d(C, C, 1, groups=C, bias=True)
+        layer = ChannelAffine2d(C)
         layer.weight.copy_(scale.view(C, 1, 1, 1))
     elif isinstance(bn, TdBatchNorm1d):
         layer = nn.Linear(C, C, bias=True)
