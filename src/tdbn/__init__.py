@@ -10,7 +10,7 @@ fully-connected layers. Models also accept static images ``[N, C, H, W]`` and re
 
 from . import functional, layers, models
 from .export.fuse import fuse
-from .layers import LIF, TdBatchNorm1d, TdBatchNorm2d, TimeDistributed, convert_sync_tdbn
+from .layers import LIF, TdBatchNorm1d, TdBatchNorm2d, TimeDistributed, convert_sync_tdbn, set_lif_backend
 
 __version__ = "0.1.0"
 
@@ -24,4 +24,5 @@ __all__ = [
     "fuse",
     "layers",
     "models",
+    "set_lif_backend",
 ]

@@ -30,6 +30,8 @@ from . import surrogate as _surrogate
 
 Tensor = torch.Tensor
 
+BACKENDS = ("torch", "triton")
+
 
 def check_lif_args(tau: float, v_th: float, width: float) -> None:
     """Raise ``ValueError`` naming the valid range for any bad neuron hyper-parameter."""
@@ -74,6 +76,31 @@ def _integrate(x: Tensor, u: Tensor, tau: float, v_th: float, spikes: Tensor | N
             torch.add(x[t + 1], torch.mul(u[t], tau).mul_(keep), out=u[t + 1])
     if spikes is not None:
         torch.gt(u, v_th, out=spikes)
+
+
+def _kernels(backend: str):
+    """``(integrate, bptt)`` of a backend: the torch kernels above or the Triton ones (:mod:`.lif_triton`)."""
+    if backend == "torch":
+        return _integrate, _bptt
+    from . import lif_triton  # imported on first use: triton is an optional dependency
+
+    return lif_triton.integrate, lif_triton.bptt
+
+
+def check_backend(backend: str, x: Tensor | None = None) -> None:
+    """Raise ``ValueError`` for an unknown backend, a missing ``triton`` package or a device it cannot run on."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown LIF backend {backend!r}; valid: {list(BACKENDS)}")
+    if backend == "triton":
+        try:
+            from . import lif_triton
+        except ImportError as err:
+            raise ValueError(
+                f"backend='triton' needs the triton package ({err}); install it with pip install 'tdbn[triton]' "
+                "or use backend='torch'"
+            ) from None
+        if x is not None:
+            lif_triton.check_device(x)
 
 
 def lif_forward_reference(x: Tensor, tau: float, v_th: float) -> tuple[Tensor, Tensor]:
@@ -155,16 +182,17 @@ class LIFFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, tau: float, v_th: float, width: float, surrogate: str):  # type: ignore[override]
-        ctx.tau, ctx.v_th, ctx.width, ctx.surrogate = tau, v_th, width, surrogate
-        if torch.compiler.is_compiling():  # the compiler plans storage itself (saving x instead measured no better)
+    def forward(ctx, x: Tensor, tau: float, v_th: float, width: float, surrogate: str, backend: str = "torch"):  # type: ignore[override]
+        ctx.tau, ctx.v_th, ctx.width, ctx.surrogate, ctx.backend = tau, v_th, width, surrogate, backend
+        if torch.compiler.is_compiling():  # any backend: the compiler generates its own kernel for the loop  # the compiler plans storage itself (saving x instead measured no better)
             spikes, u = _integrate_traced(x, tau, v_th)
             ctx.save_for_backward(u)
             ctx.mark_non_differentiable(u)
             return spikes, u
-        u = torch.empty_like(x)
-        spikes = torch.empty_like(x)
-        _integrate(x, u, tau, v_th, spikes)
+        integrate, _ = _kernels(backend)
+        u = torch.empty_like(x)  # keeps a channels-last layout
+        spikes = torch.empty_like(u)
+        integrate(x, u, tau, v_th, spikes)
         ctx.source = _fused.recompute_source(x) if ctx.needs_input_grad[0] else None
         ctx.save_for_backward(u if ctx.source is None else None)
         if ctx.needs_input_grad[0] and _fused.lean_enabled():
@@ -177,15 +205,17 @@ class LIFFunction(torch.autograd.Function):
     def backward(ctx, grad_spikes: Tensor, _grad_u: Tensor | None):  # type: ignore[override]
         if torch.compiler.is_compiling():
             (u,) = ctx.saved_tensors
-            return _bptt_traced(grad_spikes, u, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate), None, None, None, None
+            grad_x = _bptt_traced(grad_spikes, u, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate)
+            return grad_x, None, None, None, None, None
+        integrate, bptt = _kernels(ctx.backend)
         if ctx.source is not None:
             u = _fused.recompute(ctx.source)  # the LIF input again, a fresh tensor
-            _integrate(u, u, ctx.tau, ctx.v_th)  # -> membrane potentials, in place
+            integrate(u, u, ctx.tau, ctx.v_th)  # -> membrane potentials, in place
         else:
             (u,) = ctx.saved_tensors
         # a recomputed u is ours to overwrite: the gradient takes its place
-        grad_x = _bptt(grad_spikes, u, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate, reuse_u=ctx.source is not None)
-        return grad_x, None, None, None, None
+        grad_x = bptt(grad_spikes, u, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate, reuse_u=ctx.source is not None)
+        return grad_x, None, None, None, None, None
 
 
 def lif(
@@ -196,6 +226,7 @@ def lif(
     width: float = 1.0,
     surrogate: str = "rectangle",
     return_membrane: bool = False,
+    backend: str = "torch",
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Run iterative LIF neurons over time (Eq. 1-3) with exact BPTT (Eq. 14-18).
 
@@ -206,6 +237,9 @@ def lif(
         width: width ``a`` of the surrogate derivative (Eq. 16).
         surrogate: surrogate shape, one of ``tdbn.functional.surrogate.SURROGATES``.
         return_membrane: also return the membrane potentials ``u`` (before reset), for analysis.
+        backend: ``"torch"`` (default; any device) or ``"triton"`` (one fused kernel per pass over time, CUDA;
+            :mod:`tdbn.functional.lif_triton`). Applies to eager execution: under ``torch.compile`` the
+            compiler generates the kernel for the time loop itself, whatever the backend.
 
     Returns:
         spikes ``[T, N, ...]`` with values 0/1 in ``x``'s dtype, or ``(spikes, u)``.
@@ -218,7 +252,8 @@ def lif(
     _check_input(x)
     check_lif_args(tau, v_th, width)
     _surrogate.get(surrogate)
-    spikes, u = LIFFunction.apply(x, float(tau), float(v_th), float(width), surrogate)
+    check_backend(backend, x)
+    spikes, u = LIFFunction.apply(x, float(tau), float(v_th), float(width), surrogate, backend)
     return (spikes, u) if return_membrane else spikes
 
 

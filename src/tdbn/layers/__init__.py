@@ -1,10 +1,10 @@
 """``nn.Module`` layers on time-first tensors ``[T, N, ...]``."""
 
-from .neuron import LIF
+from .neuron import LIF, set_lif_backend
 from .norm import TD_NORMS, TdBatchNorm1d, TdBatchNorm2d, convert_sync_tdbn
 from .time import Flatten, MeanOverTime, TimeDistributed
 
 __all__ = [
     "LIF", "TD_NORMS", "TdBatchNorm1d", "TdBatchNorm2d", "convert_sync_tdbn",
-    "Flatten", "MeanOverTime", "TimeDistributed",
+    "Flatten", "MeanOverTime", "TimeDistributed", "set_lif_backend",
 ]

@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from .. import models
+from ..layers import set_lif_backend
 from .config import ModelConfig
 
 __all__ = ["build_model", "neuron_params"]
@@ -30,7 +31,8 @@ def build_model(cfg: ModelConfig, *, num_classes: int, in_channels: int, input_s
     options.update(cfg.options)
     if "input_size" in models.options_of(cfg.name) and "input_size" not in options:
         options["input_size"] = input_size  # ResNet-17/19 size their fc layer from it
-    return models.create(cfg.name, num_classes=num_classes, in_channels=in_channels, **options)
+    model = models.create(cfg.name, num_classes=num_classes, in_channels=in_channels, **options)
+    return set_lif_backend(model, cfg.lif_backend)  # raises naming the fix if triton is missing
 
 
 def neuron_params(model: nn.Module) -> dict[str, Any]:

@@ -63,6 +63,7 @@ class ModelConfig:
     norm: str = "tdbn"  # "tdbn" (Eq. 5-8), "bn" (standard BN, for ablations) or "none"
     residual_alpha: float | None = None  # alpha of summed tdBNs (Eq. 5; None = the model's 1/sqrt(2))
     shortcut_norm: str | None = None  # "all" / "projection" (SPEC.md section 5; None = the model's "all")
+    lif_backend: str = "torch"  # LIF kernels: "torch" (any device) or "triton" (CUDA; pip install 'tdbn[triton]')
     options: dict[str, Any] = field(default_factory=dict)  # further builder options, e.g. {depth: 20} for plain
 
 
@@ -281,6 +282,7 @@ def validate(cfg: TrainConfig) -> None:
         ("optim.lr_step", cfg.optim.lr_step >= 1, ">= 1"),
         ("optim.warmup_epochs", cfg.optim.warmup_epochs >= 0, ">= 0"),
         ("model.timesteps", cfg.model.timesteps >= 1, ">= 1"),
+        ("model.lif_backend", cfg.model.lif_backend in ("torch", "triton"), 'one of ["torch", "triton"]'),
         ("eval_interval", cfg.eval_interval >= 1, ">= 1"),
         ("checkpoint_interval", cfg.checkpoint_interval >= 1, ">= 1"),
         ("data.train_limit", cfg.data.train_limit is None or cfg.data.train_limit >= 1, ">= 1 or null"),
