@@ -55,6 +55,7 @@ def _model_from_checkpoint(path: str, input_size: int | None) -> tuple[Any, bool
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{e}\n(the input size comes from the data set; or pass --input-size H)") from e
         size = data.input_size
+    cfg.model.lif_backend = "torch"  # a kernel choice, not part of the trained network: export runs on the CPU
     model = build_model(cfg.model, num_classes=num_classes, in_channels=in_channels, input_size=int(size))
     model.load_state_dict(state)
     return model.eval(), cfg.data.name in EVENT_DATASETS, int(size)

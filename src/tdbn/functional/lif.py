@@ -182,9 +182,13 @@ class LIFFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, tau: float, v_th: float, width: float, surrogate: str, backend: str = "torch"):  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, x: Tensor, tau: float, v_th: float, width: float, surrogate: str, backend: str = "torch"
+    ):
         ctx.tau, ctx.v_th, ctx.width, ctx.surrogate, ctx.backend = tau, v_th, width, surrogate, backend
-        if torch.compiler.is_compiling():  # any backend: the compiler generates its own kernel for the loop  # the compiler plans storage itself (saving x instead measured no better)
+        # compiling, any backend: the compiler generates the loop's kernel and plans storage itself (saving x
+        # instead of u measured no better)
+        if torch.compiler.is_compiling():
             spikes, u = _integrate_traced(x, tau, v_th)
             ctx.save_for_backward(u)
             ctx.mark_non_differentiable(u)
@@ -252,7 +256,8 @@ def lif(
     _check_input(x)
     check_lif_args(tau, v_th, width)
     _surrogate.get(surrogate)
-    check_backend(backend, x)
+    if backend not in BACKENDS or (backend != "torch" and not torch.compiler.is_compiling()):
+        check_backend(backend, x)
     spikes, u = LIFFunction.apply(x, float(tau), float(v_th), float(width), surrogate, backend)
     return (spikes, u) if return_membrane else spikes
 

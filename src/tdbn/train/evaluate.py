@@ -44,6 +44,8 @@ def evaluate_checkpoint(
     if test_limit is not None:
         cfg.data.test_limit = test_limit
     dev = resolve_device(device)
+    if dev.type != "cuda":  # the Triton LIF kernels need CUDA; the torch kernels compute the same network
+        cfg.model.lif_backend = "torch"
     bs = batch_size or 2 * cfg.optim.batch_size
     data = build_data(cfg.data, batch_size=bs, timesteps=cfg.model.timesteps, seed=cfg.seed, device=dev,
                       train=False)
