@@ -122,3 +122,25 @@ def test_bad_hyperparameters(kwargs, match):
 def test_bad_layout():
     with pytest.raises(ValueError, match=r"\[T, N, \.\.\.\]"):
         lif(torch.randn(5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("T", [1, 2, 7])
+def test_spikes_without_stored_membrane_are_bit_identical(dtype, T):
+    """Without ``return_membrane`` and without a saved ``u`` (inference; training after a tdBN), the forward
+    pass keeps only two step-sized buffers; the spikes must equal those of the full recursion."""
+    x = (torch.randn(T, 3, 4, 5, 5) * 0.7 + 0.3).to(dtype)
+    full, u = lif(x, tau=0.9, return_membrane=True)
+    assert u.shape == x.shape
+    with torch.no_grad():
+        rolled = lif(x, tau=0.9)
+    assert torch.equal(rolled, full)
+    bn = tdbn.TdBatchNorm2d(4).to(dtype)
+    z = torch.randn(T, 3, 4, 5, 5, dtype=dtype, requires_grad=True)
+    s_lean = lif(bn(z), tau=0.9)  # u recomputed in backward: not stored in forward either
+    s_full, _ = lif(bn(z), tau=0.9, return_membrane=True)
+    assert torch.equal(s_lean, s_full)
+    g = torch.randn_like(s_full)
+    (g1,) = torch.autograd.grad(s_lean, z, g)
+    (g2,) = torch.autograd.grad(s_full, z, g)
+    assert torch.equal(g1, g2)

@@ -78,6 +78,30 @@ def _integrate(x: Tensor, u: Tensor, tau: float, v_th: float, spikes: Tensor | N
         torch.gt(u, v_th, out=spikes)
 
 
+def _integrate_spikes(x: Tensor, tau: float, v_th: float, spikes: Tensor) -> None:
+    """The spikes of :func:`_integrate` without storing ``u`` over time: two step-sized buffers hold the current
+    and the previous membrane potentials. The same operations in the same order, so the same spikes bit for
+    bit, minus one write of a ``[T, ...]`` tensor (and its allocation). For when nobody needs ``u``: inference,
+    and training where the backward pass recomputes it."""
+    T = x.shape[0]
+    torch.gt(x[0], v_th, out=spikes[0])
+    if T == 1:
+        return
+    keep = torch.empty_like(x[0])
+    bufs = (torch.empty_like(x[0]), torch.empty_like(x[0]))
+    one_op = x.dtype in (torch.float32, torch.float64)
+    prev = x[0]
+    for t in range(1, T):
+        cur = bufs[t % 2]
+        torch.le(prev, v_th, out=keep)
+        if one_op:
+            torch.addcmul(x[t], prev, keep, value=tau, out=cur)
+        else:
+            torch.add(x[t], torch.mul(prev, tau).mul_(keep), out=cur)
+        torch.gt(cur, v_th, out=spikes[t])
+        prev = cur
+
+
 def _kernels(backend: str):
     """``(integrate, bptt)`` of a backend: the torch kernels above or the Triton ones (:mod:`.lif_triton`)."""
     if backend == "torch":
@@ -177,13 +201,15 @@ class LIFFunction(torch.autograd.Function):
 
     Storage: when the input can be recomputed bit-exactly (it is a tdBN output, or a residual sum of such;
     :func:`tdbn.functional.fused.recompute_source`), no membrane potential is saved and the backward rebuilds
-    ``u`` from that source; otherwise ``u`` is saved. The spikes are kept as a bool mask on the node, for the
+    ``u`` from that source; otherwise ``u`` is saved. When ``u`` is neither saved nor asked for
+    (``keep_u=False``), the torch kernels do not even store it over time, and the second output is empty. The spikes are kept as a bool mask on the node, for the
     layers that save them (:func:`tdbn.functional.fused.spike_mask`).
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, x: Tensor, tau: float, v_th: float, width: float, surrogate: str, backend: str = "torch"
+        ctx, x: Tensor, tau: float, v_th: float, width: float, surrogate: str, backend: str = "torch",
+        keep_u: bool = True,
     ):
         ctx.tau, ctx.v_th, ctx.width, ctx.surrogate, ctx.backend = tau, v_th, width, surrogate, backend
         # compiling, any backend: the compiler generates the loop's kernel and plans storage itself (saving x
@@ -193,11 +219,14 @@ class LIFFunction(torch.autograd.Function):
             ctx.save_for_backward(u)
             ctx.mark_non_differentiable(u)
             return spikes, u
-        integrate, _ = _kernels(backend)
-        u = torch.empty_like(x)  # keeps a channels-last layout
-        spikes = torch.empty_like(u)
-        integrate(x, u, tau, v_th, spikes)
         ctx.source = _fused.recompute_source(x) if ctx.needs_input_grad[0] else None
+        spikes = torch.empty_like(x)  # keeps a channels-last layout
+        if backend == "torch" and not keep_u and (ctx.source is not None or not ctx.needs_input_grad[0]):
+            _integrate_spikes(x, tau, v_th, spikes)
+            u = x.new_empty(0)
+        else:
+            u = torch.empty_like(spikes)
+            _kernels(backend)[0](x, u, tau, v_th, spikes)
         ctx.save_for_backward(u if ctx.source is None else None)
         if ctx.needs_input_grad[0] and _fused.lean_enabled():
             _fused.mark_spikes(ctx, spikes)
@@ -210,7 +239,7 @@ class LIFFunction(torch.autograd.Function):
         if torch.compiler.is_compiling():
             (u,) = ctx.saved_tensors
             grad_x = _bptt_traced(grad_spikes, u, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate)
-            return grad_x, None, None, None, None, None
+            return grad_x, None, None, None, None, None, None
         integrate, bptt = _kernels(ctx.backend)
         if ctx.source is not None:
             u = _fused.recompute(ctx.source)  # the LIF input again, a fresh tensor
@@ -219,7 +248,7 @@ class LIFFunction(torch.autograd.Function):
             (u,) = ctx.saved_tensors
         # a recomputed u is ours to overwrite: the gradient takes its place
         grad_x = bptt(grad_spikes, u, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate, reuse_u=ctx.source is not None)
-        return grad_x, None, None, None, None, None
+        return grad_x, None, None, None, None, None, None
 
 
 def lif(
@@ -258,7 +287,7 @@ def lif(
     _surrogate.get(surrogate)
     if backend not in BACKENDS or (backend != "torch" and not torch.compiler.is_compiling()):
         check_backend(backend, x)
-    spikes, u = LIFFunction.apply(x, float(tau), float(v_th), float(width), surrogate, backend)
+    spikes, u = LIFFunction.apply(x, float(tau), float(v_th), float(width), surrogate, backend, return_membrane)
     return (spikes, u) if return_membrane else spikes
 
 
