@@ -33,14 +33,19 @@ def _status_kb(field: str) -> int | None:
     return None
 
 
-def rss_mb() -> float:
-    """Current resident set size in MB."""
-    kb = _status_kb("VmRSS")
+def _status_mb(field: str) -> float:
+    """A memory field of ``/proc/self/status`` in MB; elsewhere the whole-life peak from ``getrusage``."""
+    kb = _status_kb(field)
     if kb is None:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return kb / 1024.0
+
+
+def rss_mb() -> float:
+    """Current resident set size in MB."""
+    return _status_mb("VmRSS")
 
 
 def reset_peak() -> bool:
@@ -55,12 +60,7 @@ def reset_peak() -> bool:
 
 def peak_mb() -> float:
     """Peak resident set size (MB) since the last :func:`reset_peak` (or since the process started)."""
-    kb = _status_kb("VmHWM")
-    if kb is None:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return kb / 1024.0
+    return _status_mb("VmHWM")
 
 
 def release_memory() -> None:

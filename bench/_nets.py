@@ -72,12 +72,14 @@ def build_tdbn(width: float, T: int) -> tuple[nn.Module, Callable]:
     return model, lambda m, x: m(x)  # static images [N, 3, 32, 32]
 
 
-def build_floor(width: float, T: int) -> tuple[nn.Module, Callable]:
+def _merged_batch(width: float, T: int, act: Callable[[], nn.Module]) -> tuple[nn.Module, Callable]:
+    """ResNet-19 with ``nn.BatchNorm`` on the merged ``[T*N]`` batch (the static image repeated T times), the
+    output averaged over T; ``act`` is the activation (ReLU for the floor, a stepped neuron for snnTorch)."""
     model = _resnet19(
         width,
         conv=lambda i, o, k, s: nn.Conv2d(i, o, k, s, k // 2, bias=False),
         norm=lambda c, _a: nn.BatchNorm2d(c),
-        act=lambda: nn.ReLU(inplace=False),
+        act=act,
         norm1d=nn.BatchNorm1d,
         pool=lambda: nn.AvgPool2d(2),
         flat=nn.Flatten,
@@ -90,6 +92,10 @@ def build_floor(width: float, T: int) -> tuple[nn.Module, Callable]:
         return y.view(T, N, -1).mean(0)
 
     return model, forward
+
+
+def build_floor(width: float, T: int) -> tuple[nn.Module, Callable]:
+    return _merged_batch(width, T, lambda: nn.ReLU(inplace=False))
 
 
 def build_spikingjelly(width: float, T: int) -> tuple[nn.Module, Callable]:
@@ -138,22 +144,7 @@ class _SnnTorchLeaky(nn.Module):
 
 
 def build_snntorch(width: float, T: int) -> tuple[nn.Module, Callable]:
-    model = _resnet19(
-        width,
-        conv=lambda i, o, k, s: nn.Conv2d(i, o, k, s, k // 2, bias=False),
-        norm=lambda c, _a: nn.BatchNorm2d(c),
-        act=lambda: _SnnTorchLeaky(T),
-        norm1d=nn.BatchNorm1d,
-        pool=lambda: nn.AvgPool2d(2),
-        flat=nn.Flatten,
-        linear=nn.Linear,
-    )
-
-    def forward(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        N = x.shape[0]
-        return m(x.unsqueeze(0).expand(T, *x.shape).flatten(0, 1)).view(T, N, -1).mean(0)
-
-    return model, forward
+    return _merged_batch(width, T, lambda: _SnnTorchLeaky(T))
 
 
 def build(impl: str, width: float, T: int) -> tuple[nn.Module, Callable]:

@@ -34,6 +34,7 @@ def _worker(rank: int, world: int, out: str) -> None:
          "rm": bn.running_mean, "rv": bn.running_var},
         f"{out}/rank{rank}.pt",
     )
+    dist.barrier()  # no rank tears gloo down while the other still talks to it (an abort otherwise)
     dist.destroy_process_group()
 
 

@@ -52,7 +52,7 @@ def _check_input(x: Tensor) -> None:
         raise ValueError(f"LIF expects a floating-point input, got dtype {x.dtype}")
 
 
-def _integrate(x: Tensor, u: Tensor, tau: float, v_th: float, spikes: Tensor | None = None) -> None:
+def _integrate(x: Tensor, u: Tensor | None, tau: float, v_th: float, spikes: Tensor | None = None) -> None:
     """Membrane potentials of Eq. 1-2 written into ``u`` (which may be ``x`` itself, for an in-place update)::
 
         u[t] = x[t] + tau * u[t-1] * (1 - o[t-1]),     o[t] = 1[u[t] > v_th]   (Eq. 3)
@@ -62,44 +62,36 @@ def _integrate(x: Tensor, u: Tensor, tau: float, v_th: float, spikes: Tensor | N
     (``x + (tau * u) * keep``, rounded once like the loop's sum), for 16-bit floats (whose ``addcmul`` keeps
     ``tau * u`` unrounded) a separate product. Only float kernels, no bool tensors: on the CPU those are the
     vectorized ones.
+
+    With ``u=None`` only ``spikes`` is written: two step-sized buffers take turns holding ``u[t]``, which saves
+    the write (and allocation) of a ``[T, ...]`` tensor when nobody needs ``u`` (inference; training where the
+    backward pass recomputes it). Same operations, so the same spikes bit for bit.
     """
     T = x.shape[0]
-    if u is not x:
-        u[0].copy_(x[0])
-    keep = torch.empty_like(u[0]) if T > 1 else None
-    one_op = u.dtype in (torch.float32, torch.float64)
-    for t in range(T - 1):
-        torch.le(u[t], v_th, out=keep)  # 1 - o[t]: the hard reset
-        if one_op:
-            torch.addcmul(x[t + 1], u[t], keep, value=tau, out=u[t + 1])
-        else:
-            torch.add(x[t + 1], torch.mul(u[t], tau).mul_(keep), out=u[t + 1])
-    if spikes is not None:
-        torch.gt(u, v_th, out=spikes)
-
-
-def _integrate_spikes(x: Tensor, tau: float, v_th: float, spikes: Tensor) -> None:
-    """The spikes of :func:`_integrate` without storing ``u`` over time: two step-sized buffers hold the current
-    and the previous membrane potentials. The same operations in the same order, so the same spikes bit for
-    bit, minus one write of a ``[T, ...]`` tensor (and its allocation). For when nobody needs ``u``: inference,
-    and training where the backward pass recomputes it."""
-    T = x.shape[0]
-    torch.gt(x[0], v_th, out=spikes[0])
-    if T == 1:
-        return
-    keep = torch.empty_like(x[0])
-    bufs = (torch.empty_like(x[0]), torch.empty_like(x[0]))
+    if u is None:
+        if spikes is None:
+            raise ValueError("_integrate: without u, spikes are the only output and must be given")
+        bufs = (torch.empty_like(x[0]), torch.empty_like(x[0])) if T > 1 else ()
+        state = lambda t: x[0] if t == 0 else bufs[t % 2]  # noqa: E731
+    else:
+        if u is not x:
+            u[0].copy_(x[0])
+        state = u.__getitem__
+    keep = torch.empty_like(x[0]) if T > 1 else None
     one_op = x.dtype in (torch.float32, torch.float64)
-    prev = x[0]
-    for t in range(1, T):
-        cur = bufs[t % 2]
-        torch.le(prev, v_th, out=keep)
+    for t in range(T - 1):
+        prev, cur = state(t), state(t + 1)
+        if u is None:  # before the buffer is reused
+            torch.gt(prev, v_th, out=spikes[t])
+        torch.le(prev, v_th, out=keep)  # 1 - o[t]: the hard reset
         if one_op:
-            torch.addcmul(x[t], prev, keep, value=tau, out=cur)
+            torch.addcmul(x[t + 1], prev, keep, value=tau, out=cur)
         else:
-            torch.add(x[t], torch.mul(prev, tau).mul_(keep), out=cur)
-        torch.gt(cur, v_th, out=spikes[t])
-        prev = cur
+            torch.add(x[t + 1], torch.mul(prev, tau).mul_(keep), out=cur)
+    if u is None:
+        torch.gt(state(T - 1), v_th, out=spikes[T - 1])
+    elif spikes is not None:
+        torch.gt(u, v_th, out=spikes)
 
 
 def _kernels(backend: str):
@@ -222,7 +214,7 @@ class LIFFunction(torch.autograd.Function):
         ctx.source = _fused.recompute_source(x) if ctx.needs_input_grad[0] else None
         spikes = torch.empty_like(x)  # keeps a channels-last layout
         if backend == "torch" and not keep_u and (ctx.source is not None or not ctx.needs_input_grad[0]):
-            _integrate_spikes(x, tau, v_th, spikes)
+            _integrate(x, None, tau, v_th, spikes)
             u = x.new_empty(0)
         else:
             u = torch.empty_like(spikes)
@@ -285,6 +277,7 @@ def lif(
     _check_input(x)
     check_lif_args(tau, v_th, width)
     _surrogate.get(surrogate)
+    # names always; package and device only for triton in eager mode (compiling ignores the backend, see above)
     if backend not in BACKENDS or (backend != "torch" and not torch.compiler.is_compiling()):
         check_backend(backend, x)
     spikes, u = LIFFunction.apply(x, float(tau), float(v_th), float(width), surrogate, backend, return_membrane)
