@@ -37,6 +37,8 @@ from contextvars import ContextVar
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import native as _native
+
 Tensor = torch.Tensor
 Node = object  # an autograd node (``tensor.grad_fn``)
 
@@ -239,12 +241,19 @@ class TdBatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, scale: float, momentum: float, eps: float):  # type: ignore[override]
         dims, shape, n = _channel_view(x)
-        mean = x.sum(dims) / n
-        centred = torch.sub(x, mean.view(shape))
-        var = torch.mul(centred, centred).sum(dims) / n  # biased (Eq. 8)
+        ctx.native = _native.bn_layout(x)  # compiled kernels (same mathematics, fewer passes), or ATen
+        if ctx.native is not None:
+            mean, var = _native.bn_stats(x, ctx.native)
+        else:
+            mean = x.sum(dims) / n
+            centred = torch.sub(x, mean.view(shape))
+            var = torch.mul(centred, centred).sum(dims) / n  # biased (Eq. 8)
         invstd = torch.rsqrt(var + eps)
         w = invstd * scale if weight is None else invstd * (weight * scale)  # lambda * alpha * v_th / sigma
-        y = _affine_(centred, w, bias, shape)
+        if ctx.native is not None:
+            y = _native.bn_affine(x, mean, w, bias, ctx.native)
+        else:
+            y = _affine_(centred, w, bias, shape)
         if running_mean is not None and running_var is not None:
             running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
             running_var.mul_(1 - momentum).add_(var * (n / max(n - 1, 1)), alpha=momentum)
@@ -264,17 +273,24 @@ class TdBatchNormFunction(torch.autograd.Function):
         dims, shape, n = _channel_view(grad_y)
         lam = invstd.new_ones(()) if weight is None else weight
         k = invstd * (lam * ctx.scale)  # dy/dx_hat-scaled: lambda * alpha * v_th / sigma
-        sum_g = grad_y.sum(dims)  # dL/dbeta
-        xc = torch.sub(x, mean.view(shape))  # x - mean
-        prod = torch.mul(grad_y, xc)
-        sum_gx = prod.sum(dims)  # sum(dy * (x - mean)) = sigma * sum(dy * x_hat)
+        native = ctx.native if ctx.native is not None and grad_y.stride() == x.stride() else None
+        if native is not None:
+            sum_g, sum_gx = _native.bn_grad_sums(grad_y, x, mean, native)
+        else:
+            sum_g = grad_y.sum(dims)  # dL/dbeta
+            xc = torch.sub(x, mean.view(shape))  # x - mean
+            prod = torch.mul(grad_y, xc)
+            sum_gx = prod.sum(dims)  # sum(dy * (x - mean)) = sigma * sum(dy * x_hat)
         grad_x = None
         if ctx.needs_input_grad[0]:
             # dL/dx = k * (dy - mean(dy) - x_hat * mean(dy * x_hat)),  x_hat = (x - mean) * invstd
             c_x = -k * invstd * invstd * sum_gx / n
             c_0 = -k * sum_g / n
-            grad_x = torch.mul(grad_y, k.view(shape), out=prod).add_(c_0.view(shape))
-            grad_x.add_(xc.mul_(c_x.view(shape)))
+            if native is not None:
+                grad_x = _native.bn_grad_input(grad_y, x, mean, k, c_0, c_x, native)
+            else:
+                grad_x = torch.mul(grad_y, k.view(shape), out=prod).add_(c_0.view(shape))
+                grad_x.add_(xc.mul_(c_x.view(shape)))
         grad_w = sum_gx * invstd * ctx.scale if weight is not None and ctx.needs_input_grad[1] else None
         grad_b = sum_g if bias is not None and ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b, None, None, None, None, None
@@ -297,6 +313,8 @@ def _recompute_td_batch_norm(node: Node) -> Tensor:
     x, weight, bias, mean, invstd = _saved_tensors(node, keep=True)
     _, shape, _ = _channel_view(x)
     w = invstd * node.scale if weight is None else invstd * (weight * node.scale)
+    if node.native is not None:  # the forward pass's kernel, whatever native.enabled() says now
+        return _native.bn_affine(x, mean, w, bias, node.native)
     return _affine_(torch.sub(x, mean.view(shape)), w, bias, shape)
 
 

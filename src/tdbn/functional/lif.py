@@ -26,6 +26,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from . import fused as _fused
+from . import native as _native
 from . import surrogate as _surrogate
 
 Tensor = torch.Tensor
@@ -53,6 +54,16 @@ def _check_input(x: Tensor) -> None:
 
 
 def _integrate(x: Tensor, u: Tensor | None, tau: float, v_th: float, spikes: Tensor | None = None) -> None:
+    """:func:`_integrate_aten`, or the same loop compiled (:mod:`.native`) on CPU tensors it can index."""
+    if u is None and spikes is None:
+        raise ValueError("_integrate: without u, spikes are the only output and must be given")
+    if _native.usable(x, u, spikes):
+        _native.integrate(x, u, tau, v_th, spikes)
+    else:
+        _integrate_aten(x, u, tau, v_th, spikes)
+
+
+def _integrate_aten(x: Tensor, u: Tensor | None, tau: float, v_th: float, spikes: Tensor | None = None) -> None:
     """Membrane potentials of Eq. 1-2 written into ``u`` (which may be ``x`` itself, for an in-place update)::
 
         u[t] = x[t] + tau * u[t-1] * (1 - o[t-1]),     o[t] = 1[u[t] > v_th]   (Eq. 3)
@@ -128,6 +139,17 @@ def lif_forward_reference(x: Tensor, tau: float, v_th: float) -> tuple[Tensor, T
 
 
 def _bptt(
+    grad_spikes: Tensor, u: Tensor, tau: float, v_th: float, width: float, surrogate: str, *, reuse_u: bool = False
+) -> Tensor:
+    """:func:`_bptt_aten`, or the same loop compiled (:mod:`.native`) on CPU tensors it can index."""
+    if _native.supports_backward(u.dtype, surrogate) and _native.usable(grad_spikes, u):
+        grad_x = u if reuse_u else torch.empty_like(u)
+        _native.bptt(grad_spikes, u, grad_x, tau, v_th, width, surrogate)
+        return grad_x
+    return _bptt_aten(grad_spikes, u, tau, v_th, width, surrogate, reuse_u=reuse_u)
+
+
+def _bptt_aten(
     grad_spikes: Tensor, u: Tensor, tau: float, v_th: float, width: float, surrogate: str, *, reuse_u: bool = False
 ) -> Tensor:
     """``dL/dx`` by the reverse-time recursion of the module docstring (Eq. 14-15, 18). With ``reuse_u`` the

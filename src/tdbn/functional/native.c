@@ -1,0 +1,534 @@
+/* CPU kernels for the multi-step LIF neuron (paper Eq. 1-3 forward, Eq. 14-18 backward).
+ *
+ * The same recursions and the same floating-point operations, in the same order, as the torch kernels of
+ * lif.py (_integrate_aten, _bptt_aten), but each neuron's whole time loop runs in one pass over memory: a block
+ * of neurons keeps its state in a small stack buffer while the loop walks over T, where the torch kernels
+ * launch a few whole-tensor operations per time step and read and write every intermediate.
+ *
+ * Tensors are time-major and dense: element n of step t lives at t * M + n (M = neurons per step), whatever
+ * the order of the trailing dimensions. Compiled without floating-point contraction (-ffp-contract=off), so
+ * every product and sum is rounded on its own, as in the torch kernels; the tests check bit equality.
+ *
+ * dtype codes: 0 float32, 1 float64, 2 bfloat16 (computed in float32 and rounded to bfloat16, to nearest
+ * even, after every operation the torch kernels round). Surrogate codes: 0 rectangle, 1 triangle,
+ * 2 sigmoid, 3 atan (bfloat16: rectangle only). Every entry point returns 0, or -1 for codes it lacks.
+ */
+
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifndef BLK
+#define BLK 128 /* neurons per block: their state stays in L1 while the loop walks over time */
+#endif
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* threads: [0, n) split into `parts` contiguous ranges, each a multiple of `grain` items except the last  */
+
+typedef void (*range_fn)(const void *args, int64_t lo, int64_t hi, int part);
+
+typedef struct {
+    range_fn fn;
+    const void *args;
+    int64_t lo, hi;
+    int part;
+} task;
+
+static void *run_task(void *p) {
+    task *k = (task *)p;
+    k->fn(k->args, k->lo, k->hi, k->part);
+    return NULL;
+}
+
+#define MAX_THREADS 64
+
+/* how many ranges: one per thread, fewer when the work (n items of `cost` elements) is too small to share */
+static int plan(int64_t n, int64_t grain, int64_t cost, int nthreads) {
+    int64_t chunks = (n + grain - 1) / grain;
+    int64_t parts = nthreads < 1 ? 1 : nthreads;
+    if (parts > MAX_THREADS) parts = MAX_THREADS;
+    if (parts > chunks) parts = chunks;
+    if (n * cost < 32768) parts = 1; /* a thread start costs more than the work */
+    return parts < 1 ? 1 : (int)parts;
+}
+
+static void parallel(range_fn fn, const void *args, int64_t n, int64_t grain, int parts) {
+    if (parts <= 1) {
+        fn(args, 0, n, 0);
+        return;
+    }
+    task tasks[MAX_THREADS];
+    pthread_t ids[MAX_THREADS];
+    int started[MAX_THREADS];
+    int64_t chunks = (n + grain - 1) / grain, per = (chunks + parts - 1) / parts;
+    for (int i = 0; i < parts; i++) {
+        int64_t lo = i * per * grain, hi = (i + 1) * per * grain;
+        tasks[i] = (task){fn, args, lo < n ? lo : n, hi < n ? hi : n, i};
+    }
+    for (int i = 1; i < parts; i++) started[i] = pthread_create(&ids[i], NULL, run_task, &tasks[i]) == 0;
+    fn(args, tasks[0].lo, tasks[0].hi, 0);
+    for (int i = 1; i < parts; i++) {
+        if (started[i]) pthread_join(ids[i], NULL);
+        else fn(args, tasks[i].lo, tasks[i].hi, i); /* no thread to spare: run it here */
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* bfloat16 */
+
+static inline float bf16_load(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline uint16_t bf16_store(float f) { /* round to nearest even; NaN stays NaN */
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40u);
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return (uint16_t)(bits >> 16);
+}
+
+static inline float bf16_round(float f) { return bf16_load(bf16_store(f)); }
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* arguments shared by the range functions */
+
+typedef struct {
+    const void *x;   /* forward: input currents; backward: dL/do */
+    const void *u;   /* backward: membrane potentials */
+    void *out_u;     /* forward: u (may be x, or NULL) */
+    void *spikes;    /* forward: 0/1 spikes (or NULL) */
+    void *grad;      /* backward: dL/dx (may be u) */
+    int64_t T, M;
+    double tau, v_th, width;
+    int surrogate;
+} lif_args;
+
+/* surrogate derivatives (surrogate.py), operation by operation */
+
+#define SURROGATE_FN(NAME, TYPE, ABS, EXP)                                                                 \
+    static inline TYPE NAME(TYPE d, TYPE width, TYPE half_width, TYPE inv_width, const int kind) {              \
+        switch (kind) {                                                                                    \
+        case 0: return (ABS(d) < half_width ? (TYPE)1 : (TYPE)0) * inv_width;                              \
+        case 1: {                                                                                          \
+            TYPE r = (TYPE)1 - ABS(d) / width;                                                             \
+            return (r < (TYPE)0 ? (TYPE)0 : r) * inv_width;                                                \
+        }                                                                                                  \
+        case 2: {                                                                                          \
+            TYPE four = (TYPE)(4.0 / (double)width);                                                       \
+            TYPE s = (TYPE)1 / ((TYPE)1 + EXP(-(d * four)));                                               \
+            return s * ((TYPE)1 - s) * four;                                                               \
+        }                                                                                                  \
+        default: {                                                                                         \
+            TYPE z = d * (TYPE)(3.141592653589793 / (double)width);                                        \
+            return inv_width / ((TYPE)1 + z * z);                                                          \
+        }                                                                                                  \
+        }                                                                                                  \
+    }
+
+SURROGATE_FN(surrogate_f32, float, fabsf, expf)
+SURROGATE_FN(surrogate_f64, double, fabs, exp)
+
+/* forward and backward for 32- and 64-bit floats; one backward function per surrogate, so that the surrogate
+ * is a constant inside the vectorized loop */
+
+#define LIF_FORWARD(SUF, TYPE)                                                                             \
+    static void forward_##SUF(const void *p, int64_t lo, int64_t hi, int part) {                                     \
+        const lif_args *a = (const lif_args *)p;                                                           \
+        const TYPE *x = (const TYPE *)a->x;                                                                \
+        TYPE *u = (TYPE *)a->out_u, *s = (TYPE *)a->spikes;                                                \
+        const TYPE tau = (TYPE)a->tau, v_th = (TYPE)a->v_th;                                               \
+        const int64_t T = a->T, M = a->M;                                                                  \
+        if (u) { /* u stored: time outermost, u[t-1] is the state (sequential streams beat blocking here) */   \
+            for (int64_t t = 0; t < T; t++) {                                                              \
+                const TYPE *xt = x + t * M, *prev = u + (t - 1) * M;                                       \
+                TYPE *ut = u + t * M, *sp = s ? s + t * M : NULL;                                          \
+                if (t == 0) {                                                                              \
+                    for (int64_t i = lo; i < hi; i++) ut[i] = xt[i];                                       \
+                } else {                                                                                   \
+                    for (int64_t i = lo; i < hi; i++) {                                                    \
+                        const TYPE keep = prev[i] <= v_th ? (TYPE)1 : (TYPE)0;                             \
+                        ut[i] = xt[i] + (tau * prev[i]) * keep;                                            \
+                    }                                                                                      \
+                }                                                                                          \
+                if (sp)                                                                                    \
+                    for (int64_t i = lo; i < hi; i++) sp[i] = ut[i] > v_th ? (TYPE)1 : (TYPE)0;            \
+            }                                                                                              \
+            return;                                                                                        \
+        }                                                                                                  \
+        TYPE st[BLK];                                                                                      \
+        for (int64_t b = lo; b < hi; b += BLK) {                                                           \
+            const int64_t n = hi - b < BLK ? hi - b : BLK;                                                 \
+            for (int64_t t = 0; t < T; t++) {                                                              \
+                const int64_t o = t * M + b;                                                               \
+                const TYPE *xt = x + o;                                                                    \
+                if (t == 0) {                                                                              \
+                    for (int64_t i = 0; i < n; i++) st[i] = xt[i];                                         \
+                } else {                                                                                   \
+                    for (int64_t i = 0; i < n; i++) {                                                      \
+                        const TYPE keep = st[i] <= v_th ? (TYPE)1 : (TYPE)0; /* 1 - o[t-1] */             \
+                        st[i] = xt[i] + (tau * st[i]) * keep;                                              \
+                    }                                                                                      \
+                }                                                                                          \
+                if (u)                                                                                     \
+                    for (int64_t i = 0; i < n; i++) u[o + i] = st[i];                                      \
+                if (s)                                                                                     \
+                    for (int64_t i = 0; i < n; i++) s[o + i] = st[i] > v_th ? (TYPE)1 : (TYPE)0;           \
+            }                                                                                              \
+        }                                                                                                  \
+    }
+
+/* the torch kernels' addcmul rounds once: fma(value * t1, t2, self) */
+#define LIF_BACKWARD(SUF, KIND, TYPE, SG, FMA)                                                             \
+    static void backward_##SUF##_##KIND(const void *p, int64_t lo, int64_t hi, int part) {                           \
+        const lif_args *a = (const lif_args *)p;                                                           \
+        const TYPE *gs = (const TYPE *)a->x, *u = (const TYPE *)a->u;                                      \
+        TYPE *gx = (TYPE *)a->grad;                                                                        \
+        const TYPE tau = (TYPE)a->tau, neg_tau = (TYPE)(-a->tau), v_th = (TYPE)a->v_th;                   \
+        const TYPE width = (TYPE)a->width, half = (TYPE)(0.5 * a->width), inv = (TYPE)(1.0 / a->width);   \
+        const int64_t T = a->T, M = a->M;                                                                  \
+        TYPE gn[BLK]; /* dL/du[t+1] */                                                                     \
+        for (int64_t b = lo; b < hi; b += BLK) {                                                           \
+            const int64_t n = hi - b < BLK ? hi - b : BLK;                                                 \
+            for (int64_t t = T - 1; t >= 0; t--) {                                                         \
+                const int64_t o = t * M + b;                                                               \
+                const TYPE *ut = u + o, *gt = gs + o;                                                      \
+                TYPE *out = gx + o;                                                                        \
+                if (t == T - 1) {                                                                          \
+                    for (int64_t i = 0; i < n; i++) {                                                      \
+                        const TYPE sg = SG(ut[i] - v_th, width, half, inv, KIND);                          \
+                        gn[i] = gt[i] * sg;                                                                \
+                        out[i] = gn[i];                                                                    \
+                    }                                                                                      \
+                } else {                                                                                   \
+                    for (int64_t i = 0; i < n; i++) {                                                      \
+                        const TYPE v = ut[i];                                                              \
+                        const TYPE sg = SG(v - v_th, width, half, inv, KIND);                              \
+                        const TYPE go = FMA(neg_tau * v, gn[i], gt[i]) * sg; /* reset path, Eq. 15 */      \
+                        const TYPE keep = v <= v_th ? (TYPE)1 : (TYPE)0;                                   \
+                        gn[i] = FMA(tau * keep, gn[i], go); /* + decay path, Eq. 14 */                     \
+                        out[i] = gn[i];                                                                    \
+                    }                                                                                      \
+                }                                                                                          \
+            }                                                                                              \
+        }                                                                                                  \
+    }
+
+LIF_FORWARD(f32, float)
+LIF_FORWARD(f64, double)
+LIF_BACKWARD(f32, 0, float, surrogate_f32, fmaf)
+LIF_BACKWARD(f32, 1, float, surrogate_f32, fmaf)
+LIF_BACKWARD(f32, 2, float, surrogate_f32, fmaf)
+LIF_BACKWARD(f32, 3, float, surrogate_f32, fmaf)
+LIF_BACKWARD(f64, 0, double, surrogate_f64, fma)
+LIF_BACKWARD(f64, 1, double, surrogate_f64, fma)
+LIF_BACKWARD(f64, 2, double, surrogate_f64, fma)
+LIF_BACKWARD(f64, 3, double, surrogate_f64, fma)
+
+/* bfloat16: values computed in float32 and rounded where the torch kernels round (after each operation) */
+
+static void forward_bf16(const void *p, int64_t lo, int64_t hi, int part) {
+    const lif_args *a = (const lif_args *)p;
+    const uint16_t *x = (const uint16_t *)a->x;
+    uint16_t *u = (uint16_t *)a->out_u, *s = (uint16_t *)a->spikes;
+    const float tau = (float)a->tau, v_th = bf16_round((float)a->v_th); /* compared in bfloat16 */
+    const int64_t T = a->T, M = a->M;
+    float st[BLK];
+    for (int64_t b = lo; b < hi; b += BLK) {
+        const int64_t n = hi - b < BLK ? hi - b : BLK;
+        for (int64_t t = 0; t < T; t++) {
+            const int64_t o = t * M + b;
+            const uint16_t *xt = x + o;
+            if (t == 0) {
+                for (int64_t i = 0; i < n; i++) st[i] = bf16_load(xt[i]);
+            } else {
+                for (int64_t i = 0; i < n; i++) {
+                    const float keep = st[i] <= v_th ? 1.0f : 0.0f;
+                    st[i] = bf16_round(bf16_load(xt[i]) + bf16_round(tau * st[i]) * keep);
+                }
+            }
+            if (u)
+                for (int64_t i = 0; i < n; i++) u[o + i] = bf16_store(st[i]);
+            if (s)
+                for (int64_t i = 0; i < n; i++) s[o + i] = st[i] > v_th ? 0x3f80u : 0u;
+        }
+    }
+}
+
+static void backward_bf16(const void *p, int64_t lo, int64_t hi, int part) { /* rectangle surrogate */
+    const lif_args *a = (const lif_args *)p;
+    const uint16_t *gs = (const uint16_t *)a->x, *u = (const uint16_t *)a->u;
+    uint16_t *gx = (uint16_t *)a->grad;
+    const float tau = (float)a->tau, neg_tau = (float)(-a->tau), v_th = bf16_round((float)a->v_th);
+    const float half = bf16_round((float)(0.5 * a->width)), inv = (float)(1.0 / a->width);
+    const int scaled = a->width != 1.0;
+    const int64_t T = a->T, M = a->M;
+    float gn[BLK];
+    for (int64_t b = lo; b < hi; b += BLK) {
+        const int64_t n = hi - b < BLK ? hi - b : BLK;
+        for (int64_t t = T - 1; t >= 0; t--) {
+            const int64_t o = t * M + b;
+            for (int64_t i = 0; i < n; i++) {
+                const float v = bf16_load(u[o + i]);
+                float sg = fabsf(bf16_round(v - v_th)) < half ? 1.0f : 0.0f;
+                if (scaled) sg = bf16_round(sg * inv);
+                const float g = bf16_load(gs[o + i]);
+                float r;
+                if (t == T - 1) {
+                    r = bf16_round(g * sg);
+                } else {
+                    const float go = bf16_round(bf16_round(fmaf(neg_tau * v, gn[i], g)) * sg);
+                    const float keep = v <= v_th ? 1.0f : 0.0f;
+                    r = bf16_round(fmaf(tau * keep, gn[i], go));
+                }
+                gn[i] = r;
+                gx[o + i] = bf16_store(r);
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* tdBN (Eq. 5-8) on x viewed as [outer, C, inner]: inner = spatial size for the contiguous layout, 1 for
+ * channels-last. Statistics and gradient sums are accumulated in float64, per thread, then combined. */
+
+#define LANES 16
+
+typedef struct {
+    const void *x, *g;       /* input; gradient of the output */
+    void *y;                 /* output (affine, grad_input) */
+    const void *mean, *w, *b, *k, *c0, *cx; /* per-channel vectors in the tensor's dtype (b may be NULL) */
+    double *acc;             /* per-part accumulators: parts x 2C */
+    int64_t C, inner;
+    int pass;                /* stats: 0 sums x, 1 sums (x - mean)^2 */
+} bn_args;
+
+#define BN_KERNELS(SUF, TYPE)                                                                              \
+    /* pass 0: acc[c] += x; pass 1: acc[C + c] += (x - mean[c])^2 */                                       \
+    static void bn_stats_##SUF(const void *p, int64_t lo, int64_t hi, int part) {                          \
+        const bn_args *a = (const bn_args *)p;                                                             \
+        const TYPE *x = (const TYPE *)a->x, *mean = (const TYPE *)a->mean;                                 \
+        const int64_t C = a->C, S = a->inner;                                                              \
+        double *acc = a->acc + (int64_t)part * 2 * C + (a->pass ? C : 0);                                  \
+        for (int64_t r = lo; r < hi; r++) {                                                                \
+            const TYPE *row = x + r * C * S;                                                               \
+            if (S == 1) {                                                                                  \
+                if (a->pass == 0)                                                                          \
+                    for (int64_t c = 0; c < C; c++) acc[c] += (double)row[c];                              \
+                else                                                                                       \
+                    for (int64_t c = 0; c < C; c++) {                                                      \
+                        const double d = (double)row[c] - (double)mean[c];                                 \
+                        acc[c] += d * d;                                                                   \
+                    }                                                                                      \
+                continue;                                                                                  \
+            }                                                                                              \
+            for (int64_t c = 0; c < C; c++) {                                                              \
+                const TYPE *v = row + c * S;                                                               \
+                const double m = a->pass ? (double)mean[c] : 0.0;                                          \
+                double lane[LANES] = {0};                                                                  \
+                int64_t s = 0;                                                                             \
+                for (; s + LANES <= S; s += LANES)                                                         \
+                    for (int j = 0; j < LANES; j++) {                                                      \
+                        const double d = (double)v[s + j] - m;                                             \
+                        lane[j] += a->pass ? d * d : d;                                                    \
+                    }                                                                                      \
+                double total = 0.0;                                                                        \
+                for (; s < S; s++) {                                                                       \
+                    const double d = (double)v[s] - m;                                                     \
+                    total += a->pass ? d * d : d;                                                          \
+                }                                                                                          \
+                for (int j = 0; j < LANES; j++) total += lane[j];                                          \
+                acc[c] += total;                                                                           \
+            }                                                                                              \
+        }                                                                                                  \
+    }                                                                                                      \
+                                                                                                           \
+    /* acc[c] += g, acc[C + c] += g * (x - mean[c]) */                                                     \
+    static void bn_grad_sums_##SUF(const void *p, int64_t lo, int64_t hi, int part) {                      \
+        const bn_args *a = (const bn_args *)p;                                                             \
+        const TYPE *x = (const TYPE *)a->x, *g = (const TYPE *)a->g, *mean = (const TYPE *)a->mean;        \
+        const int64_t C = a->C, S = a->inner;                                                              \
+        double *sg = a->acc + (int64_t)part * 2 * C, *sgx = sg + C;                                        \
+        for (int64_t r = lo; r < hi; r++) {                                                                \
+            const TYPE *xr = x + r * C * S, *gr = g + r * C * S;                                           \
+            if (S == 1) {                                                                                  \
+                for (int64_t c = 0; c < C; c++) {                                                          \
+                    sg[c] += (double)gr[c];                                                                \
+                    sgx[c] += (double)gr[c] * ((double)xr[c] - (double)mean[c]);                           \
+                }                                                                                          \
+                continue;                                                                                  \
+            }                                                                                              \
+            for (int64_t c = 0; c < C; c++) {                                                              \
+                const TYPE *xv = xr + c * S, *gv = gr + c * S;                                             \
+                const double m = (double)mean[c];                                                          \
+                double l0[LANES] = {0}, l1[LANES] = {0};                                                   \
+                int64_t s = 0;                                                                             \
+                for (; s + LANES <= S; s += LANES)                                                         \
+                    for (int j = 0; j < LANES; j++) {                                                      \
+                        const double gg = (double)gv[s + j];                                               \
+                        l0[j] += gg;                                                                       \
+                        l1[j] += gg * ((double)xv[s + j] - m);                                             \
+                    }                                                                                      \
+                double t0 = 0.0, t1 = 0.0;                                                                 \
+                for (; s < S; s++) {                                                                       \
+                    const double gg = (double)gv[s];                                                       \
+                    t0 += gg;                                                                              \
+                    t1 += gg * ((double)xv[s] - m);                                                        \
+                }                                                                                          \
+                for (int j = 0; j < LANES; j++) {                                                          \
+                    t0 += l0[j];                                                                           \
+                    t1 += l1[j];                                                                           \
+                }                                                                                          \
+                sg[c] += t0;                                                                               \
+                sgx[c] += t1;                                                                              \
+            }                                                                                              \
+        }                                                                                                  \
+    }                                                                                                      \
+                                                                                                           \
+    /* y = (x - mean[c]) * w[c] + b[c], each operation rounded (the recomputation repeats it exactly) */   \
+    static void bn_affine_##SUF(const void *p, int64_t lo, int64_t hi, int part) {                         \
+        const bn_args *a = (const bn_args *)p;                                                             \
+        const TYPE *x = (const TYPE *)a->x, *mean = (const TYPE *)a->mean, *w = (const TYPE *)a->w;        \
+        const TYPE *bias = (const TYPE *)a->b;                                                             \
+        TYPE *y = (TYPE *)a->y;                                                                            \
+        const int64_t C = a->C, S = a->inner;                                                              \
+        for (int64_t r = lo; r < hi; r++) {                                                                \
+            const TYPE *xr = x + r * C * S;                                                                \
+            TYPE *yr = y + r * C * S;                                                                      \
+            if (S == 1) {                                                                                  \
+                if (bias)                                                                                  \
+                    for (int64_t c = 0; c < C; c++) yr[c] = (xr[c] - mean[c]) * w[c] + bias[c];            \
+                else                                                                                       \
+                    for (int64_t c = 0; c < C; c++) yr[c] = (xr[c] - mean[c]) * w[c];                      \
+                continue;                                                                                  \
+            }                                                                                              \
+            for (int64_t c = 0; c < C; c++) {                                                              \
+                const TYPE m = mean[c], wc = w[c], bc = bias ? bias[c] : (TYPE)0;                          \
+                const TYPE *xv = xr + c * S;                                                               \
+                TYPE *yv = yr + c * S;                                                                     \
+                if (bias)                                                                                  \
+                    for (int64_t s = 0; s < S; s++) yv[s] = (xv[s] - m) * wc + bc;                         \
+                else                                                                                       \
+                    for (int64_t s = 0; s < S; s++) yv[s] = (xv[s] - m) * wc;                              \
+            }                                                                                              \
+        }                                                                                                  \
+    }                                                                                                      \
+                                                                                                           \
+    /* dL/dx = (g * k[c] + c0[c]) + (x - mean[c]) * cx[c] */                                               \
+    static void bn_grad_input_##SUF(const void *p, int64_t lo, int64_t hi, int part) {                     \
+        const bn_args *a = (const bn_args *)p;                                                             \
+        const TYPE *x = (const TYPE *)a->x, *g = (const TYPE *)a->g, *mean = (const TYPE *)a->mean;        \
+        const TYPE *k = (const TYPE *)a->k, *c0 = (const TYPE *)a->c0, *cx = (const TYPE *)a->cx;          \
+        TYPE *out = (TYPE *)a->y;                                                                          \
+        const int64_t C = a->C, S = a->inner;                                                              \
+        for (int64_t r = lo; r < hi; r++) {                                                                \
+            const int64_t o = r * C * S;                                                                   \
+            if (S == 1) {                                                                                  \
+                for (int64_t c = 0; c < C; c++)                                                            \
+                    out[o + c] = (g[o + c] * k[c] + c0[c]) + (x[o + c] - mean[c]) * cx[c];                 \
+                continue;                                                                                  \
+            }                                                                                              \
+            for (int64_t c = 0; c < C; c++) {                                                              \
+                const TYPE m = mean[c], kc = k[c], c0c = c0[c], cxc = cx[c];                               \
+                const int64_t oc = o + c * S;                                                              \
+                for (int64_t s = 0; s < S; s++)                                                            \
+                    out[oc + s] = (g[oc + s] * kc + c0c) + (x[oc + s] - m) * cxc;                          \
+            }                                                                                              \
+        }                                                                                                  \
+    }
+
+BN_KERNELS(f32, float)
+BN_KERNELS(f64, double)
+
+static int64_t combine(const double *acc, int parts, int64_t C, double *out) { /* out[2C] = sum over parts */
+    for (int64_t c = 0; c < 2 * C; c++) {
+        double t = 0.0;
+        for (int i = 0; i < parts; i++) t += acc[(int64_t)i * 2 * C + c];
+        out[c] = t;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* entry points */
+
+int tdbn_lif_forward(int dtype, const void *x, void *u, void *spikes, int64_t T, int64_t M, double tau,
+                     double v_th, int nthreads) {
+    static const range_fn fns[3] = {forward_f32, forward_f64, forward_bf16};
+    if (dtype < 0 || dtype > 2) return -1;
+    lif_args a = {x, NULL, u, spikes, NULL, T, M, tau, v_th, 1.0, 0};
+    parallel(fns[dtype], &a, M, BLK, plan(M, BLK, T, nthreads));
+    return 0;
+}
+
+int tdbn_lif_backward(int dtype, const void *grad_spikes, const void *u, void *grad_x, int64_t T, int64_t M,
+                      double tau, double v_th, double width, int surrogate, int nthreads) {
+    static const range_fn fns[3][4] = {
+        {backward_f32_0, backward_f32_1, backward_f32_2, backward_f32_3},
+        {backward_f64_0, backward_f64_1, backward_f64_2, backward_f64_3},
+        {backward_bf16, NULL, NULL, NULL},
+    };
+    if (dtype < 0 || dtype > 2 || surrogate < 0 || surrogate > 3 || !fns[dtype][surrogate]) return -1;
+    lif_args a = {grad_spikes, u, NULL, NULL, grad_x, T, M, tau, v_th, width, surrogate};
+    parallel(fns[dtype][surrogate], &a, M, BLK, plan(M, BLK, T, nthreads));
+    return 0;
+}
+
+/* per-channel mean (into `mean`, in the tensor's dtype) and biased variance around that rounded mean (into
+ * `var`, float64) of x [outer, C, inner] (Eq. 6-7); `scratch` holds 2C doubles per thread */
+int tdbn_bn_stats(int dtype, const void *x, int64_t outer, int64_t C, int64_t inner, void *mean, double *var,
+                  double *scratch, int nthreads) {
+    static const range_fn fns[2] = {bn_stats_f32, bn_stats_f64};
+    if (dtype < 0 || dtype > 1) return -1;
+    const double n = (double)outer * (double)inner;
+    const int parts = plan(outer, 1, C * inner, nthreads);
+    bn_args a = {x, NULL, NULL, mean, NULL, NULL, NULL, NULL, NULL, scratch, C, inner, 0};
+    for (int pass = 0; pass < 2; pass++) {
+        a.pass = pass;
+        memset(scratch, 0, sizeof(double) * 2 * C * parts);
+        parallel(fns[dtype], &a, outer, 1, parts);
+        for (int64_t c = 0; c < C; c++) {
+            double t = 0.0;
+            for (int i = 0; i < parts; i++) t += scratch[(int64_t)i * 2 * C + pass * C + c];
+            if (pass == 1) var[c] = t / n;
+            else if (dtype == 0) ((float *)mean)[c] = (float)(t / n);
+            else ((double *)mean)[c] = t / n;
+        }
+    }
+    return 0;
+}
+
+/* per-channel sums of g and of g * (x - mean) for the tdBN backward pass: out[0:C], out[C:2C] */
+int tdbn_bn_grad_sums(int dtype, const void *g, const void *x, const void *mean, int64_t outer, int64_t C,
+                      int64_t inner, double *out, double *scratch, int nthreads) {
+    static const range_fn fns[2] = {bn_grad_sums_f32, bn_grad_sums_f64};
+    if (dtype < 0 || dtype > 1) return -1;
+    const int parts = plan(outer, 1, C * inner, nthreads);
+    bn_args a = {x, g, NULL, mean, NULL, NULL, NULL, NULL, NULL, scratch, C, inner, 0};
+    memset(scratch, 0, sizeof(double) * 2 * C * parts);
+    parallel(fns[dtype], &a, outer, 1, parts);
+    combine(scratch, parts, C, out);
+    return 0;
+}
+
+int tdbn_bn_affine(int dtype, const void *x, void *y, const void *mean, const void *w, const void *b, int64_t outer,
+                   int64_t C, int64_t inner, int nthreads) {
+    static const range_fn fns[2] = {bn_affine_f32, bn_affine_f64};
+    if (dtype < 0 || dtype > 1) return -1;
+    bn_args a = {x, NULL, y, mean, w, b, NULL, NULL, NULL, NULL, C, inner, 0};
+    parallel(fns[dtype], &a, outer, 1, plan(outer, 1, C * inner, nthreads));
+    return 0;
+}
+
+int tdbn_bn_grad_input(int dtype, const void *g, const void *x, void *grad_x, const void *mean, const void *k,
+                       const void *c0, const void *cx, int64_t outer, int64_t C, int64_t inner, int nthreads) {
+    static const range_fn fns[2] = {bn_grad_input_f32, bn_grad_input_f64};
+    if (dtype < 0 || dtype > 1) return -1;
+    bn_args a = {x, g, grad_x, mean, NULL, NULL, k, c0, cx, NULL, C, inner, 0};
+    parallel(fns[dtype], &a, outer, 1, plan(outer, 1, C * inner, nthreads));
+    return 0;
+}

@@ -1,0 +1,300 @@
+"""Compiled CPU kernels for the LIF time loops and tdBN: the fast path of eager training on CPU tensors.
+
+- LIF (:func:`tdbn.functional.lif._integrate`, :func:`tdbn.functional.lif._bptt`): the ATen loops launch a few
+  whole-tensor operations per time step, each reading and writing memory. ``native.c`` runs a neuron's whole
+  time loop in one pass instead (a block of neurons keeps its state in cache while the loop walks over ``T``),
+  with the same floating-point operations in the same order: bit-identical to the ATen loops for float32,
+  float64 and bfloat16 with the rectangle surrogate (Eq. 16), tested; the other surrogates agree to float
+  rounding.
+- tdBN in training mode (:class:`tdbn.functional.fused.TdBatchNormFunction`, Eq. 5-8): statistics in two
+  reading passes (float64 accumulators), the normalized output in one pass, and the backward pass in two (the
+  per-channel gradient sums, then the input gradient), where the ATen formulation makes about ten. The same
+  mathematics, equal to the ATen path up to float rounding (tested); the output's recomputation for the LIF
+  backward pass repeats the forward kernel, so it stays bit-exact.
+
+The C file is compiled on first use with the system C compiler (``$CC``, default ``cc``; about a second)
+into a cache directory (``$TDBN_CACHE_DIR``, default ``~/.cache/tdbn``), keyed by the source, the compiler and
+the CPU, and loaded with :mod:`ctypes`. Without a compiler the ATen loops run (same results, slower) after one
+warning. ``TDBN_NATIVE=0`` in the environment, or :func:`set_enabled` (``False``), turns the kernels off.
+
+Used only for CPU tensors in eager execution whose layout the kernels can index (time-major, dense, every
+operand with the same strides: contiguous and channels-last both qualify); anything else takes the ATen loops.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+Tensor = torch.Tensor
+
+SOURCE = Path(__file__).with_name("native.c")
+CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-std=c11", "-fPIC", "-shared", "-pthread"]
+DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2}
+SURROGATE_IDS = {"rectangle": 0, "triangle": 1, "sigmoid": 2, "atan": 3}
+
+_enabled = os.environ.get("TDBN_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+_lib: ctypes.CDLL | None = None
+_error: str | None = None
+
+
+def set_enabled(enabled: bool) -> None:
+    """Use the compiled kernels (``True``, the default) or always the ATen loops (``False``)."""
+    global _enabled
+    _enabled = bool(enabled)
+
+
+@contextmanager
+def enabled(flag: bool):
+    """Inside the block, the compiled kernels are on (``True``) or off (``False``); for comparisons.
+
+    Example:
+        >>> from tdbn.functional import native
+        >>> with native.enabled(False):
+        ...     s = tdbn.functional.lif(torch.ones(3, 2))  # the ATen loops
+    """
+    global _enabled
+    before = _enabled
+    _enabled = bool(flag)
+    try:
+        yield
+    finally:
+        _enabled = before
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("TDBN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "tdbn")
+    return Path(root) / "kernels"
+
+
+def _cpu_signature() -> str:
+    """What ``-march=native`` depends on: the CPU model and its feature flags."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags", "Features"))][:2]
+    except OSError:
+        lines = []
+    return platform.machine() + "".join(lines)
+
+
+def _compile() -> ctypes.CDLL:
+    cc = os.environ.get("CC", "cc")
+    src = SOURCE.read_bytes()
+    key = hashlib.sha256(src + " ".join([cc, *CFLAGS]).encode() + _cpu_signature().encode()).hexdigest()[:16]
+    out = cache_dir() / f"native-{key}.so"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)  # compile beside, then rename: atomic
+        os.close(fd)
+        try:
+            proc = subprocess.run([cc, *CFLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise OSError(f"{cc} failed: {proc.stderr.strip()[-2000:]}")
+            os.replace(tmp, out)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    lib = ctypes.CDLL(str(out))
+    i64, dbl, ptr, i32 = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p, ctypes.c_int
+    lib.tdbn_lif_forward.argtypes = [i32, ptr, ptr, ptr, i64, i64, dbl, dbl, i32]
+    lib.tdbn_lif_forward.restype = i32
+    lib.tdbn_lif_backward.argtypes = [i32, ptr, ptr, ptr, i64, i64, dbl, dbl, dbl, i32, i32]
+    lib.tdbn_lif_backward.restype = i32
+    lib.tdbn_bn_stats.argtypes = [i32, ptr, i64, i64, i64, ptr, ptr, ptr, i32]
+    lib.tdbn_bn_grad_sums.argtypes = [i32, ptr, ptr, ptr, i64, i64, i64, ptr, ptr, i32]
+    lib.tdbn_bn_affine.argtypes = [i32, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i32]
+    lib.tdbn_bn_grad_input.argtypes = [i32, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i32]
+    for fn in (lib.tdbn_bn_stats, lib.tdbn_bn_grad_sums, lib.tdbn_bn_affine, lib.tdbn_bn_grad_input):
+        fn.restype = i32
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels (compiled and loaded on first call), or None when they cannot be built."""
+    global _lib, _error
+    if _lib is None and _error is None:
+        try:
+            _lib = _compile()
+        except (OSError, subprocess.SubprocessError) as err:  # no compiler, read-only cache, ...
+            _error = str(err) or type(err).__name__
+            warnings.warn(
+                f"tdbn: the compiled CPU LIF kernels are unavailable ({_error}); using the ATen loops (same "
+                "results, slower). Install a C compiler (or set CC), or set TDBN_NATIVE=0 to silence this.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return _lib
+
+
+def available() -> bool:
+    """Whether the compiled kernels are enabled and built (building them on first call)."""
+    return _enabled and library() is not None
+
+
+def status() -> str:
+    """One line for ``tdbn env``: whether the compiled CPU kernels run, and why not if they do not."""
+    if not _enabled:
+        return "off (TDBN_NATIVE=0 or set_enabled(False)): ATen loops"
+    if library() is None:
+        return f"unavailable ({_error}): ATen loops"
+    return f"on (compiled with {os.environ.get('CC', 'cc')}, cache {cache_dir()})"
+
+
+def _time_major_dense(t: Tensor) -> bool:
+    T = t.shape[0]
+    if T > 1 and t.stride(0) != t.numel() // T:
+        return False
+    expected = 1
+    for d in sorted(range(1, t.dim()), key=t.stride):
+        if t.shape[d] != 1 and t.stride(d) != expected:
+            return False
+        expected *= t.shape[d]
+    return True
+
+
+def usable(*tensors: Tensor | None) -> bool:
+    """Whether the kernels can run on these operands: enabled, CPU, one supported dtype, time-major dense
+    with identical strides, and no compilation in progress."""
+    if not _enabled or torch.compiler.is_compiling():
+        return False
+    ts = [t for t in tensors if t is not None]
+    ref = ts[0]
+    if ref.device.type != "cpu" or ref.dtype not in DTYPES or ref.numel() == 0:
+        return False
+    if any(t.device != ref.device or t.dtype != ref.dtype or t.shape != ref.shape or t.stride() != ref.stride() for t in ts):
+        return False
+    return _time_major_dense(ref) and library() is not None
+
+
+def integrate(x: Tensor, u: Tensor | None, tau: float, v_th: float, spikes: Tensor | None = None) -> None:
+    """:func:`tdbn.functional.lif._integrate` in one pass; the caller checked :func:`usable`."""
+    T = x.shape[0]
+    rc = _lib.tdbn_lif_forward(
+        DTYPES[x.dtype], x.data_ptr(), 0 if u is None else u.data_ptr(), 0 if spikes is None else spikes.data_ptr(),
+        T, x.numel() // T, float(tau), float(v_th), torch.get_num_threads(),
+    )
+    if rc != 0:  # pragma: no cover - usable() admits only what the kernels handle
+        raise RuntimeError(f"tdbn_lif_forward failed for dtype {x.dtype}")
+
+
+def supports_backward(dtype: torch.dtype, surrogate: str) -> bool:
+    """bfloat16 gradients come with the rectangle surrogate only (the others take the ATen loop)."""
+    return dtype != torch.bfloat16 or surrogate == "rectangle"
+
+
+def bptt(grad_spikes: Tensor, u: Tensor, grad_x: Tensor, tau: float, v_th: float, width: float, surrogate: str) -> None:
+    """:func:`tdbn.functional.lif._bptt` in one pass, into ``grad_x`` (which may be ``u``)."""
+    T = u.shape[0]
+    rc = _lib.tdbn_lif_backward(
+        DTYPES[u.dtype], grad_spikes.data_ptr(), u.data_ptr(), grad_x.data_ptr(), T, u.numel() // T,
+        float(tau), float(v_th), float(width), SURROGATE_IDS[surrogate], torch.get_num_threads(),
+    )
+    if rc != 0:  # pragma: no cover
+        raise RuntimeError(f"tdbn_lif_backward failed for dtype {u.dtype}, surrogate {surrogate!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# tdBN: x [T, N, C, ...] viewed as [outer, C, inner]
+
+Layout = tuple[int, int, int]
+
+
+def bn_layout(x: Tensor) -> Layout | None:
+    """``(outer, C, inner)`` when the kernels can run tdBN on ``x`` [T, N, C, ...] (float32/64 on the CPU,
+    contiguous or channels-last), else None."""
+    if not _enabled or torch.compiler.is_compiling() or x.device.type != "cpu" or x.numel() == 0:
+        return None
+    if x.dtype not in (torch.float32, torch.float64) or x.dim() < 3:
+        return None
+    C = x.shape[2]
+    if x.is_contiguous():
+        layout = (x.shape[0] * x.shape[1], C, x.numel() // (x.shape[0] * x.shape[1] * C))
+    elif x.dim() > 3 and x.movedim(2, -1).is_contiguous():  # channels-last: C innermost
+        layout = (x.numel() // C, C, 1)
+    else:
+        return None
+    return layout if library() is not None else None
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:  # pragma: no cover - bn_layout admits only what the kernels handle
+        raise RuntimeError(f"{what} failed")
+
+
+def _vec(v: Tensor, like: Tensor) -> Tensor:
+    return v.to(like.dtype).contiguous()
+
+
+def _scratch(C: int) -> Tensor:
+    return torch.empty(2 * C * max(1, min(torch.get_num_threads(), 64)), dtype=torch.float64)
+
+
+def bn_stats(x: Tensor, layout: Layout) -> tuple[Tensor, Tensor]:
+    """Per-channel mean (``x``'s dtype) and biased variance around it (Eq. 6-7)."""
+    outer, C, inner = layout
+    mean = x.new_empty(C)
+    var = torch.empty(C, dtype=torch.float64)
+    scratch = _scratch(C)  # referenced until the call returns
+    rc = _lib.tdbn_bn_stats(
+        DTYPES[x.dtype], x.data_ptr(), outer, C, inner, mean.data_ptr(), var.data_ptr(), scratch.data_ptr(),
+        torch.get_num_threads(),
+    )
+    _check(rc, "tdbn_bn_stats")
+    return mean, var.to(x.dtype)
+
+
+def bn_affine(x: Tensor, mean: Tensor, w: Tensor, bias: Tensor | None, layout: Layout) -> Tensor:
+    """``(x - mean) * w + bias`` per channel, each operation rounded; a new tensor with ``x``'s strides."""
+    outer, C, inner = layout
+    y = torch.empty_like(x)
+    mean, w = _vec(mean, x), _vec(w, x)
+    b = None if bias is None else _vec(bias, x)
+    rc = _lib.tdbn_bn_affine(
+        DTYPES[x.dtype], x.data_ptr(), y.data_ptr(), mean.data_ptr(), w.data_ptr(), 0 if b is None else b.data_ptr(),
+        outer, C, inner, torch.get_num_threads(),
+    )
+    _check(rc, "tdbn_bn_affine")
+    return y
+
+
+def bn_grad_sums(g: Tensor, x: Tensor, mean: Tensor, layout: Layout) -> tuple[Tensor, Tensor]:
+    """Per-channel ``sum(g)`` and ``sum(g * (x - mean))`` (float64 accumulation, returned in ``x``'s dtype)."""
+    outer, C, inner = layout
+    out = torch.empty(2 * C, dtype=torch.float64)
+    mean, scratch = _vec(mean, x), _scratch(C)
+    rc = _lib.tdbn_bn_grad_sums(
+        DTYPES[x.dtype], g.data_ptr(), x.data_ptr(), mean.data_ptr(), outer, C, inner, out.data_ptr(),
+        scratch.data_ptr(), torch.get_num_threads(),
+    )
+    _check(rc, "tdbn_bn_grad_sums")
+    out = out.to(x.dtype)
+    return out[:C], out[C:]
+
+
+def bn_grad_input(
+    g: Tensor, x: Tensor, mean: Tensor, k: Tensor, c0: Tensor, cx: Tensor, layout: Layout
+) -> Tensor:
+    """``(g * k + c0) + (x - mean) * cx`` per channel: the tdBN input gradient; a new tensor."""
+    outer, C, inner = layout
+    out = torch.empty_like(x)
+    mean, k, c0, cx = (_vec(v, x) for v in (mean, k, c0, cx))
+    rc = _lib.tdbn_bn_grad_input(
+        DTYPES[x.dtype], g.data_ptr(), x.data_ptr(), out.data_ptr(), mean.data_ptr(), k.data_ptr(), c0.data_ptr(),
+        cx.data_ptr(), outer, C, inner, torch.get_num_threads(),
+    )
+    _check(rc, "tdbn_bn_grad_input")
+    return out
+
+
+if sys.platform == "win32":  # pragma: no cover - the build line above is for gcc/clang
+    _enabled = False
