@@ -249,7 +249,7 @@ class TdBatchNormFunction(torch.autograd.Function):
             centred = torch.sub(x, mean.view(shape))
             var = torch.mul(centred, centred).sum(dims) / n  # biased (Eq. 8)
         invstd = torch.rsqrt(var + eps)
-        w = invstd * scale if weight is None else invstd * (weight * scale)  # lambda * alpha * v_th / sigma
+        w = _bn_weight(ctx, weight, invstd, scale)  # lambda * alpha * v_th / sigma
         if ctx.native is not None:
             y = _native.bn_affine(x, mean, w, bias, ctx.native)
         else:
@@ -274,7 +274,10 @@ class TdBatchNormFunction(torch.autograd.Function):
         lam = invstd.new_ones(()) if weight is None else weight
         k = invstd * (lam * ctx.scale)  # dy/dx_hat-scaled: lambda * alpha * v_th / sigma
         native = ctx.native if ctx.native is not None and grad_y.stride() == x.stride() else None
-        if native is not None:
+        stash, ctx.tdbn_grad_sums = getattr(ctx, "tdbn_grad_sums", None), None
+        if native is not None and stash is not None and stash[0] is grad_y and stash[1] == grad_y._version:
+            sum_g, sum_gx = stash[2], stash[3]  # summed by the LIF's backward pass (unchanged gradient)
+        elif native is not None:
             sum_g, sum_gx = _native.bn_grad_sums(grad_y, x, mean, native)
         else:
             sum_g = grad_y.sum(dims)  # dL/dbeta
@@ -308,11 +311,41 @@ def _saved_tensors(node: Node, *, keep: bool) -> tuple:
     return saved
 
 
+def _bn_weight(node, weight: Tensor | None, invstd: Tensor, scale: float | None = None) -> Tensor:
+    """The per-channel factor of the affine map, ``lambda * alpha * v_th / sigma`` (the same operations in the
+    forward pass and every recomputation)."""
+    scale = node.scale if scale is None else scale
+    return invstd * scale if weight is None else invstd * (weight * scale)
+
+
+def lif_backward_through_td_batch_norm(
+    nodes: tuple[Node, ...], grad_spikes: Tensor, tau: float, v_th: float, width: float, surrogate: str
+) -> Tensor | None:
+    """The LIF backward pass fused with the recomputation of its tdBN input (compiled kernels): ``dL/dy`` for a
+    LIF whose recompute source is one tdBN node run by the compiled kernels, or None if that does not apply.
+
+    The same pass also sums what the tdBN backward needs per channel; they wait on the tdBN node, which uses
+    them when the gradient it receives is this very tensor, unchanged (otherwise it sums again).
+    """
+    if len(nodes) != 1 or getattr(nodes[0], "native", None) is None or not hasattr(nodes[0], "x_is_mask"):
+        return None
+    node = nodes[0]
+    x, weight, bias, mean, invstd = _saved_tensors(node, keep=True)
+    if grad_spikes.stride() != x.stride() or grad_spikes.dtype != x.dtype or grad_spikes.shape != x.shape:
+        return None
+    w = _bn_weight(node, weight, invstd)
+    grad_y, sum_g, sum_gx = _native.lif_backward_bn(
+        grad_spikes, x, mean, w, bias, node.native, tau, v_th, width, surrogate
+    )
+    node.tdbn_grad_sums = (grad_y, grad_y._version, sum_g, sum_gx)
+    return grad_y
+
+
 def _recompute_td_batch_norm(node: Node) -> Tensor:
     """The tdBN output again, bit for bit (same kernels on the same input and statistics)."""
     x, weight, bias, mean, invstd = _saved_tensors(node, keep=True)
     _, shape, _ = _channel_view(x)
-    w = invstd * node.scale if weight is None else invstd * (weight * node.scale)
+    w = _bn_weight(node, weight, invstd)
     if node.native is not None:  # the forward pass's kernel, whatever native.enabled() says now
         return _native.bn_affine(x, mean, w, bias, node.native)
     return _affine_(torch.sub(x, mean.view(shape)), w, bias, shape)

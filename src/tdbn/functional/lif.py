@@ -255,6 +255,12 @@ class LIFFunction(torch.autograd.Function):
             grad_x = _bptt_traced(grad_spikes, u, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate)
             return grad_x, None, None, None, None, None, None
         integrate, bptt = _kernels(ctx.backend)
+        if ctx.source is not None and ctx.backend == "torch" and _native.usable(grad_spikes):
+            grad_x = _fused.lif_backward_through_td_batch_norm(
+                ctx.source, grad_spikes, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate
+            )
+            if grad_x is not None:
+                return grad_x, None, None, None, None, None, None
         if ctx.source is not None:
             u = _fused.recompute(ctx.source)  # the LIF input again, a fresh tensor
             integrate(u, u, ctx.tau, ctx.v_th)  # -> membrane potentials, in place

@@ -17,6 +17,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifndef BLK
@@ -71,6 +72,17 @@ static void parallel(range_fn fn, const void *args, int64_t n, int64_t grain, in
     for (int i = 1; i < parts; i++) {
         if (started[i]) pthread_join(ids[i], NULL);
         else fn(args, tasks[i].lo, tasks[i].hi, i); /* no thread to spare: run it here */
+    }
+}
+
+/* Ask for the next block of every time step ahead of use: a block reads T short pieces far apart (one per
+ * step), too short for the hardware prefetcher to pick up. */
+static inline void prefetch_block(const void *base, int64_t b, int64_t hi, int64_t T, int64_t M, size_t elem) {
+    if (b >= hi) return;
+    const int64_t n = hi - b < BLK ? hi - b : BLK;
+    for (int64_t t = 0; t < T; t++) {
+        const char *p = (const char *)base + (size_t)(t * M + b) * elem;
+        for (size_t o = 0; o < (size_t)n * elem; o += 64) __builtin_prefetch(p + o, 0, 3);
     }
 }
 
@@ -296,8 +308,6 @@ static void backward_bf16(const void *p, int64_t lo, int64_t hi, int part) { /* 
 /* tdBN (Eq. 5-8) on x viewed as [outer, C, inner]: inner = spatial size for the contiguous layout, 1 for
  * channels-last. Statistics and gradient sums are accumulated in float64, per thread, then combined. */
 
-#define LANES 16
-
 typedef struct {
     const void *x, *g;       /* input; gradient of the output */
     void *y;                 /* output (affine, grad_input) */
@@ -328,20 +338,18 @@ typedef struct {
             }                                                                                              \
             for (int64_t c = 0; c < C; c++) {                                                              \
                 const TYPE *v = row + c * S;                                                               \
-                const double m = a->pass ? (double)mean[c] : 0.0;                                          \
-                double lane[LANES] = {0};                                                                  \
-                int64_t s = 0;                                                                             \
-                for (; s + LANES <= S; s += LANES)                                                         \
-                    for (int j = 0; j < LANES; j++) {                                                      \
-                        const double d = (double)v[s + j] - m;                                             \
-                        lane[j] += a->pass ? d * d : d;                                                    \
-                    }                                                                                      \
                 double total = 0.0;                                                                        \
-                for (; s < S; s++) {                                                                       \
-                    const double d = (double)v[s] - m;                                                     \
-                    total += a->pass ? d * d : d;                                                          \
+                if (a->pass == 0) {                                                                        \
+                    _Pragma("omp simd reduction(+ : total)")                                               \
+                    for (int64_t s = 0; s < S; s++) total += (double)v[s];                                 \
+                } else {                                                                                   \
+                    const double m = (double)mean[c];                                                      \
+                    _Pragma("omp simd reduction(+ : total)")                                               \
+                    for (int64_t s = 0; s < S; s++) {                                                      \
+                        const double d = (double)v[s] - m;                                                 \
+                        total += d * d;                                                                    \
+                    }                                                                                      \
                 }                                                                                          \
-                for (int j = 0; j < LANES; j++) total += lane[j];                                          \
                 acc[c] += total;                                                                           \
             }                                                                                              \
         }                                                                                                  \
@@ -365,23 +373,12 @@ typedef struct {
             for (int64_t c = 0; c < C; c++) {                                                              \
                 const TYPE *xv = xr + c * S, *gv = gr + c * S;                                             \
                 const double m = (double)mean[c];                                                          \
-                double l0[LANES] = {0}, l1[LANES] = {0};                                                   \
-                int64_t s = 0;                                                                             \
-                for (; s + LANES <= S; s += LANES)                                                         \
-                    for (int j = 0; j < LANES; j++) {                                                      \
-                        const double gg = (double)gv[s + j];                                               \
-                        l0[j] += gg;                                                                       \
-                        l1[j] += gg * ((double)xv[s + j] - m);                                             \
-                    }                                                                                      \
                 double t0 = 0.0, t1 = 0.0;                                                                 \
-                for (; s < S; s++) {                                                                       \
+                _Pragma("omp simd reduction(+ : t0, t1)")                                                  \
+                for (int64_t s = 0; s < S; s++) {                                                          \
                     const double gg = (double)gv[s];                                                       \
                     t0 += gg;                                                                              \
                     t1 += gg * ((double)xv[s] - m);                                                        \
-                }                                                                                          \
-                for (int j = 0; j < LANES; j++) {                                                          \
-                    t0 += l0[j];                                                                           \
-                    t1 += l1[j];                                                                           \
                 }                                                                                          \
                 sg[c] += t0;                                                                               \
                 sgx[c] += t1;                                                                              \
@@ -452,6 +449,121 @@ static int64_t combine(const double *acc, int parts, int64_t C, double *out) { /
     }
     return 0;
 }
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* LIF backward pass fed by a tdBN (the lean path): recompute y = (z - mean) * w + b and u from y, walk BPTT
+ * back in time, and accumulate the tdBN backward's per-channel sums of dL/dy and dL/dy * (z - mean), in one
+ * pass over z and dL/do. Element n of a step belongs to channel (n / cdiv) % C. */
+
+#define SUM_FN(SUF, TYPE) /* sum of a short run, in lanes (the compiler may not reorder a plain sum) */   \
+    static inline double sum_##SUF(const TYPE *v, int64_t n) {                                             \
+        double t = 0.0;                                                                                    \
+        _Pragma("omp simd reduction(+ : t)")                                                               \
+        for (int64_t i = 0; i < n; i++) t += (double)v[i];                                                 \
+        return t;                                                                                          \
+    }
+SUM_FN(f32, float)
+SUM_FN(f64, double)
+
+typedef struct {
+    const void *gs, *z, *mean, *w, *b;
+    void *gy;
+    double *acc; /* parts x 2C */
+    void *ubuf;  /* parts x T x BLK membrane potentials */
+    int64_t T, M, C, cdiv;
+    double tau, v_th, width;
+} lbn_args;
+
+#define LIF_BACKWARD_BN(SUF, KIND, TYPE, SG, FMA)                                                          \
+    static void lif_backward_bn_##SUF##_##KIND(const void *p, int64_t lo, int64_t hi, int part) {          \
+        const lbn_args *a = (const lbn_args *)p;                                                           \
+        const TYPE *gs = (const TYPE *)a->gs, *z = (const TYPE *)a->z, *mean = (const TYPE *)a->mean;      \
+        const TYPE *w = (const TYPE *)a->w, *bias = (const TYPE *)a->b;                                    \
+        TYPE *gy = (TYPE *)a->gy;                                                                          \
+        const int64_t T = a->T, M = a->M, C = a->C, cdiv = a->cdiv;                                        \
+        const TYPE tau = (TYPE)a->tau, neg_tau = (TYPE)(-a->tau), v_th = (TYPE)a->v_th;                   \
+        const TYPE width = (TYPE)a->width, half = (TYPE)(0.5 * a->width), inv = (TYPE)(1.0 / a->width);   \
+        double *sg_acc = a->acc + (int64_t)part * 2 * C, *sgx_acc = sg_acc + C;                            \
+        TYPE *u = (TYPE *)a->ubuf + (int64_t)part * T * BLK; /* [T][BLK] */                                \
+        TYPE mb[BLK], wb[BLK], bb[BLK], gn[BLK], lg[BLK], lgx[BLK];                                        \
+        for (int64_t b = lo; b < hi; b += BLK) {                                                           \
+            const int64_t n = hi - b < BLK ? hi - b : BLK;                                                 \
+            prefetch_block(z, b + BLK, hi, T, M, sizeof(TYPE));                                            \
+            prefetch_block(gs, b + BLK, hi, T, M, sizeof(TYPE));                                           \
+            /* element b + i belongs to channel ((b + i) / cdiv) % C: runs of equal channels */            \
+            const int64_t c_first = (b / cdiv) % C, r_first = b % cdiv;                                    \
+            for (int64_t i = 0, c = c_first, len = cdiv - r_first; i < n; i += len, len = cdiv) {          \
+                if (len > n - i) len = n - i;                                                              \
+                const TYPE mc = mean[c], wc = w[c], bc = bias ? bias[c] : (TYPE)0;                         \
+                for (int64_t j = i; j < i + len; j++) {                                                    \
+                    mb[j] = mc;                                                                            \
+                    wb[j] = wc;                                                                            \
+                    bb[j] = bc;                                                                            \
+                }                                                                                          \
+                if (++c == C) c = 0;                                                                       \
+            }                                                                                              \
+            /* forward: y, then u (Eq. 1-2), with the forward pass's operations */                         \
+            for (int64_t t = 0; t < T; t++) {                                                              \
+                const TYPE *restrict zt = z + t * M + b;                                                   \
+                TYPE *restrict ut = u + t * BLK;                                                           \
+                if (bias)                                                                                  \
+                    for (int64_t i = 0; i < n; i++) ut[i] = (zt[i] - mb[i]) * wb[i] + bb[i];               \
+                else                                                                                       \
+                    for (int64_t i = 0; i < n; i++) ut[i] = (zt[i] - mb[i]) * wb[i];                       \
+                if (t > 0) {                                                                               \
+                    const TYPE *restrict prev = u + (t - 1) * BLK;                                         \
+                    for (int64_t i = 0; i < n; i++) {                                                      \
+                        const TYPE keep = prev[i] <= v_th ? (TYPE)1 : (TYPE)0;                             \
+                        ut[i] = ut[i] + (tau * prev[i]) * keep;                                            \
+                    }                                                                                      \
+                }                                                                                          \
+            }                                                                                              \
+            /* backward: Eq. 14-15, 18; per-neuron sums over time of dL/dy and dL/dy * (z - mean) */      \
+            {                                                                                              \
+                const int64_t o = (T - 1) * M + b;                                                         \
+                const TYPE *restrict ut = u + (T - 1) * BLK, *restrict gt = gs + o, *restrict zt = z + o;  \
+                TYPE *restrict out = gy + o;                                                               \
+                for (int64_t i = 0; i < n; i++) {                                                          \
+                    const TYPE g = gt[i] * SG(ut[i] - v_th, width, half, inv, KIND);                       \
+                    gn[i] = g;                                                                             \
+                    out[i] = g;                                                                            \
+                    lg[i] = g;                                                                             \
+                    lgx[i] = g * (zt[i] - mb[i]);                                                          \
+                }                                                                                          \
+            }                                                                                              \
+            for (int64_t t = T - 2; t >= 0; t--) {                                                         \
+                const int64_t o = t * M + b;                                                               \
+                const TYPE *restrict ut = u + t * BLK, *restrict gt = gs + o, *restrict zt = z + o;        \
+                TYPE *restrict out = gy + o;                                                               \
+                for (int64_t i = 0; i < n; i++) {                                                          \
+                    const TYPE v = ut[i];                                                                  \
+                    const TYPE sg = SG(v - v_th, width, half, inv, KIND);                                  \
+                    const TYPE go = FMA(neg_tau * v, gn[i], gt[i]) * sg;                                   \
+                    const TYPE keep = v <= v_th ? (TYPE)1 : (TYPE)0;                                       \
+                    const TYPE g = FMA(tau * keep, gn[i], go);                                             \
+                    gn[i] = g;                                                                             \
+                    out[i] = g;                                                                            \
+                    lg[i] += g;                                                                            \
+                    lgx[i] += g * (zt[i] - mb[i]);                                                         \
+                }                                                                                          \
+            }                                                                                              \
+            for (int64_t i = 0, c = c_first, len = cdiv - r_first; i < n; i += len, len = cdiv) {          \
+                if (len > n - i) len = n - i;                                                              \
+                sg_acc[c] += sum_##SUF(lg + i, len);                                                       \
+                sgx_acc[c] += sum_##SUF(lgx + i, len);                                                     \
+                if (++c == C) c = 0;                                                                       \
+            }                                                                                              \
+        }                                                                                                  \
+    }
+
+LIF_BACKWARD_BN(f32, 0, float, surrogate_f32, fmaf)
+LIF_BACKWARD_BN(f32, 1, float, surrogate_f32, fmaf)
+LIF_BACKWARD_BN(f32, 2, float, surrogate_f32, fmaf)
+LIF_BACKWARD_BN(f32, 3, float, surrogate_f32, fmaf)
+LIF_BACKWARD_BN(f64, 0, double, surrogate_f64, fma)
+LIF_BACKWARD_BN(f64, 1, double, surrogate_f64, fma)
+LIF_BACKWARD_BN(f64, 2, double, surrogate_f64, fma)
+LIF_BACKWARD_BN(f64, 3, double, surrogate_f64, fma)
 
 /* ---------------------------------------------------------------------------------------------------- */
 /* entry points */
@@ -530,5 +642,30 @@ int tdbn_bn_grad_input(int dtype, const void *g, const void *x, void *grad_x, co
     if (dtype < 0 || dtype > 1) return -1;
     bn_args a = {x, g, grad_x, mean, NULL, NULL, k, c0, cx, NULL, C, inner, 0};
     parallel(fns[dtype], &a, outer, 1, plan(outer, 1, C * inner, nthreads));
+    return 0;
+}
+
+/* dL/dy of a LIF whose input y is the tdBN output (z - mean) * w + b, into grad_y, and the tdBN backward's
+ * per-channel sums of dL/dy and dL/dy * (z - mean) into out[0:C], out[C:2C] */
+int tdbn_lif_backward_bn(int dtype, const void *grad_spikes, const void *z, void *grad_y, const void *mean,
+                         const void *w, const void *b, int64_t T, int64_t M, int64_t C, int64_t cdiv, double tau,
+                         double v_th, double width, int surrogate, double *out, double *scratch, int nthreads) {
+    static const range_fn fns[2][4] = {
+        {lif_backward_bn_f32_0, lif_backward_bn_f32_1, lif_backward_bn_f32_2, lif_backward_bn_f32_3},
+        {lif_backward_bn_f64_0, lif_backward_bn_f64_1, lif_backward_bn_f64_2, lif_backward_bn_f64_3},
+    };
+    if (dtype < 0 || dtype > 1 || surrogate < 0 || surrogate > 3) return -1;
+    const int parts = plan(M, BLK, T, nthreads);
+    void *ubuf = malloc(sizeof(double) * (size_t)(parts * T * BLK));
+    if (!ubuf) return -2;
+    lbn_args a = {grad_spikes, z, mean, w, b, grad_y, scratch, ubuf, T, M, C, cdiv, tau, v_th, width};
+    memset(scratch, 0, sizeof(double) * 2 * C * parts);
+    parallel(fns[dtype][surrogate], &a, M, BLK, parts);
+    free(ubuf);
+    for (int64_t c = 0; c < 2 * C; c++) {
+        double t = 0.0;
+        for (int i = 0; i < parts; i++) t += scratch[(int64_t)i * 2 * C + c];
+        out[c] = t;
+    }
     return 0;
 }

@@ -39,7 +39,7 @@ import torch
 Tensor = torch.Tensor
 
 SOURCE = Path(__file__).with_name("native.c")
-CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-std=c11", "-fPIC", "-shared", "-pthread"]
+CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp-simd", "-fno-math-errno", "-std=c11", "-fPIC", "-shared", "-pthread"]
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2}
 SURROGATE_IDS = {"rectangle": 0, "triangle": 1, "sigmoid": 2, "atan": 3}
 
@@ -114,7 +114,11 @@ def _compile() -> ctypes.CDLL:
     lib.tdbn_bn_grad_sums.argtypes = [i32, ptr, ptr, ptr, i64, i64, i64, ptr, ptr, i32]
     lib.tdbn_bn_affine.argtypes = [i32, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i32]
     lib.tdbn_bn_grad_input.argtypes = [i32, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i32]
-    for fn in (lib.tdbn_bn_stats, lib.tdbn_bn_grad_sums, lib.tdbn_bn_affine, lib.tdbn_bn_grad_input):
+    lib.tdbn_lif_backward_bn.argtypes = [
+        i32, ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, dbl, dbl, dbl, i32, ptr, ptr, i32
+    ]
+    for fn in (lib.tdbn_bn_stats, lib.tdbn_bn_grad_sums, lib.tdbn_bn_affine, lib.tdbn_bn_grad_input,
+               lib.tdbn_lif_backward_bn):
         fn.restype = i32
     return lib
 
@@ -294,6 +298,35 @@ def bn_grad_input(
     )
     _check(rc, "tdbn_bn_grad_input")
     return out
+
+
+def lif_backward_bn(
+    grad_spikes: Tensor, z: Tensor, mean: Tensor, w: Tensor, bias: Tensor | None, layout: Layout,
+    tau: float, v_th: float, width: float, surrogate: str,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """LIF backward pass for a LIF fed by a tdBN, in one pass: recompute ``y = (z - mean) * w + bias`` and ``u``
+    (as the forward pass did), walk BPTT back in time, and sum what the tdBN backward pass needs.
+
+    Returns ``(dL/dy, sum(dL/dy), sum(dL/dy * (z - mean)))``, the sums per channel. ``grad_spikes`` must have
+    ``z``'s strides; ``layout`` is ``bn_layout(z)``.
+    """
+    outer, C, inner = layout
+    T = z.shape[0]
+    M = z.numel() // T
+    grad_y = torch.empty_like(z)
+    mean, w = _vec(mean, z), _vec(w, z)
+    b = None if bias is None else _vec(bias, z)
+    out, scratch = torch.empty(2 * C, dtype=torch.float64), _scratch(C)
+    rc = _lib.tdbn_lif_backward_bn(
+        DTYPES[z.dtype], grad_spikes.data_ptr(), z.data_ptr(), grad_y.data_ptr(), mean.data_ptr(), w.data_ptr(),
+        0 if b is None else b.data_ptr(), T, M, C, inner, float(tau), float(v_th), float(width),
+        SURROGATE_IDS[surrogate], out.data_ptr(), scratch.data_ptr(), torch.get_num_threads(),
+    )
+    if rc == -2:
+        raise MemoryError("tdbn_lif_backward_bn: out of memory for the per-thread membrane buffers")
+    _check(rc, "tdbn_lif_backward_bn")
+    out = out.to(z.dtype)
+    return grad_y, out[:C], out[C:]
 
 
 if sys.platform == "win32":  # pragma: no cover - the build line above is for gcc/clang
