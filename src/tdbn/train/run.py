@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from ..functional import native as native_kernels
 from ..layers import convert_sync_tdbn
 from .amp import Precision, resolve_amp
 from .build import build_model, neuron_params
@@ -168,6 +169,8 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
             f"on {cfg.data.name}: {data.train.num_samples} train / {data.test.num_samples} test samples; "
             f"{ctx.device}, {cfg.amp}, {ctx.shard.world} process(es) x batch {bs}"
             + (f"; resuming after epoch {start_epoch}" if checkpoint is not None else ""))
+        if ctx.device.type == "cpu":
+            log(f"compiled CPU kernels (LIF, tdBN): {native_kernels.status()}")
 
     elapsed_before = float(history[-1]["elapsed_s"]) if history else 0.0
     start = time.perf_counter()

@@ -1,0 +1,219 @@
+"""The compiled CPU kernels (tdbn.functional.native) against the ATen formulation they replace.
+
+LIF: bit-identical forward and (rectangle surrogate) backward in float32/64 and bfloat16, any thread count,
+contiguous and channels-last. tdBN: the same values and gradients up to float rounding. The LIF backward pass
+fused with its tdBN input: the same gradients as the unfused path, and the tdBN's per-channel sums reused only
+when the gradient reaching the tdBN is the LIF's own.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import tdbn
+from tdbn.functional import lif, native
+from tdbn.functional.lif import _bptt, _bptt_aten, _integrate, _integrate_aten, lif_forward_reference
+from tdbn.functional.surrogate import SURROGATES
+
+
+
+def _threads(n: int):
+    class _Ctx:
+        def __enter__(self):
+            self.before = torch.get_num_threads()
+            torch.set_num_threads(n)
+
+        def __exit__(self, *exc):
+            torch.set_num_threads(self.before)
+
+    return _Ctx()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("T", [1, 2, 7])
+@pytest.mark.parametrize("tau,v_th", [(0.0, 0.5), (0.25, 0.5), (0.9, 0.3), (0.3, 0.3)])
+def test_lif_kernels_bit_identical_to_aten(dtype, T, tau, v_th):
+    x = (torch.randn(T, 5, 3, 77) * 0.8 + 0.2).to(dtype)
+    x[0, 0, 0, :4] = v_th  # exactly at threshold: no spike; inside the surrogate window
+    assert native.usable(x)
+    u1, s1, u2, s2, s3 = (torch.empty_like(x) for _ in range(5))
+    _integrate(x, u1, tau, v_th, s1)
+    _integrate_aten(x, u2, tau, v_th, s2)
+    _integrate(x, None, tau, v_th, s3)  # spikes only, no membrane over time
+    assert torch.equal(u1, u2) and torch.equal(s1, s2) and torch.equal(s3, s2)
+    in_place = x.clone()
+    _integrate(in_place, in_place, tau, v_th)  # u over x, as the recomputation does
+    assert torch.equal(in_place, u2)
+    g = torch.randn_like(x)
+    for width in (1.0, 0.7):
+        assert torch.equal(_bptt(g, u1, tau, v_th, width, "rectangle"), _bptt_aten(g, u1, tau, v_th, width, "rectangle"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("surrogate", sorted(SURROGATES))
+def test_lif_backward_other_surrogates_agree(dtype, surrogate):
+    x = torch.randn(6, 4, 500, dtype=dtype)
+    _, u = lif_forward_reference(x, 0.5, 0.5)
+    g = torch.randn_like(x)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(_bptt(g, u, 0.5, 0.5, 0.8, surrogate), _bptt_aten(g, u, 0.5, 0.5, 0.8, surrogate), **tol)
+
+
+def test_lif_threads_and_layouts_bit_identical():
+    """Several threads (ranges of neurons) and channels-last give the very same spikes and gradients."""
+    x = torch.randn(4, 8, 16, 24, 24) * 0.7 + 0.3  # 73,728 neurons per step: split across threads
+    g = torch.randn_like(x)
+
+    def run(inp, grad):
+        inp = inp.detach().clone().requires_grad_(True)
+        s, u = lif(inp, tau=0.5, return_membrane=True)
+        (gx,) = torch.autograd.grad(s, inp, grad)
+        return s, u, gx
+
+    with _threads(1):
+        ref = run(x, g)
+    with _threads(2):
+        two = run(x, g)
+        cl = run(x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (4, 8)), g)
+    with native.enabled(False):
+        aten = run(x, g)
+    for a, b, c, d in zip(ref, two, cl, aten):
+        assert torch.equal(a, b) and torch.equal(a, c) and torch.equal(a, d)
+
+
+def _bn_run(z, bn, g, channels_last=False):
+    z = z.detach().clone().requires_grad_(True)
+    h = z
+    if channels_last:
+        h = z.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, z.shape[:2])
+    y = bn(h)
+    (gz, gw, gb) = torch.autograd.grad(y, (z, bn.weight, bn.bias), g)
+    return y.detach(), gz, gw, gb
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_td_batch_norm_matches_aten(dtype, channels_last):
+    torch.manual_seed(0)
+    z = torch.randn(3, 6, 5, 7, 9, dtype=dtype) * 2 + 0.5
+    g = torch.randn_like(z)
+    bn_a, bn_b = (tdbn.TdBatchNorm2d(5, alpha=0.7, v_th=0.5).to(dtype) for _ in range(2))
+    with torch.no_grad():
+        for bn in (bn_a, bn_b):
+            bn.weight.copy_(torch.linspace(0.5, 2, 5))
+            bn.bias.copy_(torch.linspace(-0.3, 0.3, 5))
+    assert native.bn_layout(z) is not None
+    out_native = _bn_run(z, bn_a, g, channels_last)
+    with native.enabled(False):
+        out_aten = _bn_run(z, bn_b, g, channels_last)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-5, atol=2e-5)
+    for a, b in zip(out_native, out_aten):
+        torch.testing.assert_close(a, b, **tol)
+    torch.testing.assert_close(bn_a.running_mean, bn_b.running_mean, **tol)
+    torch.testing.assert_close(bn_a.running_var, bn_b.running_var, **tol)
+
+
+def test_td_batch_norm_1d_matches_aten():
+    z = torch.randn(4, 16, 10, dtype=torch.float64)
+    g = torch.randn_like(z)
+    bn_a, bn_b = tdbn.TdBatchNorm1d(10).double(), tdbn.TdBatchNorm1d(10).double()
+    out_native = _bn_run(z, bn_a, g)
+    with native.enabled(False):
+        out_aten = _bn_run(z, bn_b, g)
+    for a, b in zip(out_native, out_aten):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def _unit(dtype, channels_last, on, extra_consumer=False, T=4):
+    torch.manual_seed(3)
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1).to(dtype)
+    bn = tdbn.TdBatchNorm2d(8).to(dtype)
+    z = torch.randn(T, 5, 3, 6, 6, dtype=dtype, requires_grad=True)
+    with native.enabled(on):
+        x = z.flatten(0, 1)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = bn(conv(x).unflatten(0, (T, 5)))
+        s = lif(y, tau=0.5)
+        loss = (s * torch.randn_like(s)).sum()
+        if extra_consumer:  # a second use of the tdBN output: its gradient is no longer the LIF's alone
+            loss = loss + (y * torch.randn_like(y)).sum()
+        loss.backward()
+    return z.grad, conv.weight.grad, bn.weight.grad, bn.bias.grad
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("extra_consumer", [False, True])
+def test_fused_lif_td_batch_norm_backward_matches_unfused(channels_last, extra_consumer, monkeypatch):
+    calls = []
+    real = native.bn_grad_sums
+    monkeypatch.setattr(native, "bn_grad_sums", lambda *a: calls.append(1) or real(*a))
+    fused = _unit(torch.float64, channels_last, True, extra_consumer)
+    # the sums come from the LIF's pass unless another consumer changed the gradient
+    assert len(calls) == (1 if extra_consumer else 0)
+    plain = _unit(torch.float64, channels_last, False, extra_consumer)
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
+
+
+def test_fused_backward_float32_close_and_T1():
+    for T in (1, 3):
+        for a, b in zip(_unit(torch.float32, False, True, T=T), _unit(torch.float32, False, False, T=T)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_resnet_step_native_equals_aten_in_float64():
+    """A whole ResNet-19 training step: the compiled kernels give the ATen path's loss and gradients."""
+
+    def step(on):
+        torch.manual_seed(0)
+        model = tdbn.models.create("resnet19", num_classes=10, width=0.125, timesteps=2).double()
+        x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+        with native.enabled(on):
+            loss = torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 3]))
+            loss.backward()
+        return loss.detach(), [p.grad for p in model.parameters()]
+
+    (l1, g1), (l2, g2) = step(True), step(False)
+    torch.testing.assert_close(l1, l2, rtol=1e-12, atol=1e-12)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_without_compiler_falls_back_with_one_warning(tmp_path):
+    """No C compiler: one RuntimeWarning naming the fix, then the ATen loops with the same results."""
+    code = textwrap.dedent(
+        """
+        import warnings, torch
+        from tdbn.functional import native, lif
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            x = torch.randn(3, 2, 50)
+            s = lif(x)
+            lif(x)
+        assert not native.available()
+        msgs = [str(m.message) for m in w if issubclass(m.category, RuntimeWarning)]
+        assert len(msgs) == 1 and "C compiler" in msgs[0] and "TDBN_NATIVE=0" in msgs[0], msgs
+        with native.enabled(False):
+            assert torch.equal(s, lif(x))
+        print("unavailable" in native.status())
+        """
+    )
+    env = {**os.environ, "CC": str(tmp_path / "no-such-cc"), "TDBN_CACHE_DIR": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
+
+
+def test_turned_off_by_environment(tmp_path):
+    code = "from tdbn.functional import native; print(native.available(), native.status().split()[0])"
+    env = {**os.environ, "TDBN_NATIVE": "0", "TDBN_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["False", "off"], out.stderr
+    assert not any(tmp_path.iterdir())  # nothing compiled
