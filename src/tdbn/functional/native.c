@@ -15,7 +15,6 @@
  */
 
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,22 +24,9 @@
 #endif
 
 /* ---------------------------------------------------------------------------------------------------- */
-/* threads: [0, n) split into `parts` contiguous ranges, each a multiple of `grain` items except the last  */
+/* threads: [0, n) split into `parts` contiguous ranges, each a multiple of `grain` items except the last */
 
 typedef void (*range_fn)(const void *args, int64_t lo, int64_t hi, int part);
-
-typedef struct {
-    range_fn fn;
-    const void *args;
-    int64_t lo, hi;
-    int part;
-} task;
-
-static void *run_task(void *p) {
-    task *k = (task *)p;
-    k->fn(k->args, k->lo, k->hi, k->part);
-    return NULL;
-}
 
 #define MAX_THREADS 64
 
@@ -54,24 +40,18 @@ static int plan(int64_t n, int64_t grain, int64_t cost, int nthreads) {
     return parts < 1 ? 1 : (int)parts;
 }
 
+/* OpenMP: linked by soname, so in a process that loaded torch first this is torch's own runtime and thread
+ * pool (threads already waiting, no second pool competing with it for the cores) */
 static void parallel(range_fn fn, const void *args, int64_t n, int64_t grain, int parts) {
     if (parts <= 1) {
         fn(args, 0, n, 0);
         return;
     }
-    task tasks[MAX_THREADS];
-    pthread_t ids[MAX_THREADS];
-    int started[MAX_THREADS];
-    int64_t chunks = (n + grain - 1) / grain, per = (chunks + parts - 1) / parts;
+    const int64_t chunks = (n + grain - 1) / grain, per = (chunks + parts - 1) / parts;
+#pragma omp parallel for num_threads(parts) schedule(static, 1)
     for (int i = 0; i < parts; i++) {
-        int64_t lo = i * per * grain, hi = (i + 1) * per * grain;
-        tasks[i] = (task){fn, args, lo < n ? lo : n, hi < n ? hi : n, i};
-    }
-    for (int i = 1; i < parts; i++) started[i] = pthread_create(&ids[i], NULL, run_task, &tasks[i]) == 0;
-    fn(args, tasks[0].lo, tasks[0].hi, 0);
-    for (int i = 1; i < parts; i++) {
-        if (started[i]) pthread_join(ids[i], NULL);
-        else fn(args, tasks[i].lo, tasks[i].hi, i); /* no thread to spare: run it here */
+        const int64_t lo = i * per * grain, hi = (i + 1) * per * grain;
+        if (lo < n) fn(args, lo, hi < n ? hi : n, i);
     }
 }
 
