@@ -103,13 +103,19 @@ def main(argv: list[str] | None = None) -> int:
             ok = [r for r in results[(cfg, impl)] if "error" not in r]
             ms[impl] = 1000 * median([median(r["times"]) for r in ok]) if ok else None
         fmt = lambda v: "error" if v is None else f"{v:.0f}"  # noqa: E731
-        ratio = lambda a, b: "-" if a is None or b is None else f"{a / b:.2f}x"  # noqa: E731
+
+        def ratio(a: str, b: str) -> str:  # median over rounds of the ratio within each round (back to back)
+            pairs = [median(x["times"]) / median(y["times"]) for x, y in zip(results[(cfg, a)], results[(cfg, b)])
+                     if "error" not in x and "error" not in y]
+            return f"{median(pairs):.2f}x" if pairs else "-"
+
         rows.append([f"{cfg[0]:g}, {cfg[1]}, {cfg[2]}", fmt(ms["tdbn"]), fmt(ms["tdbn-fused"]), fmt(ms["floor"]),
-                     ratio(ms["tdbn-fused"], ms["tdbn"]), ratio(ms["tdbn-fused"], ms["floor"])])
+                     ratio("tdbn-fused", "tdbn"), ratio("tdbn-fused", "floor")])
     print("ResNet-19 inference, one batch (median ms)\n")
     print(table(["width, N, T", "tdbn unfused", "tdbn fused", "ANN floor (BN folded)", "fused / unfused",
                  "fused / floor"], rows))
-    print(f"\n{args.reps} forward passes after one warm-up, median over {args.rounds} round(s); torch threads: "
+    print(f"\n{args.reps} forward passes after one warm-up, median over {args.rounds} round(s) (ratios: median of the "
+          f"ratios within each round); torch threads: "
           f"{args.threads or 'default'}")
     print(f"machine: {machine()}; {datetime.date.today().isoformat()}")
     return 0

@@ -6,8 +6,10 @@ interleaved in one process, so machine load hits both alike), the memory autogra
 forward + backward above the start, both measured in fresh processes with glibc's mmap threshold at 1 MiB, so that
 freed tensors leave the RSS at once and it tracks live tensors.
 
-A second table does the same for a ``tdBN -> LIF`` unit with the lean storage on (the LIF recomputes its
-input from the tdBN's and stores no membrane potentials) and off (``lean_training(False)``).
+A second table does the same for a ``tdBN -> LIF`` unit: the plain storage (``lean_training(False)``), the lean
+storage (the LIF recomputes its input from the tdBN's and stores no membrane potentials) with the ATen loops
+(``native.enabled(False)``) and with the compiled CPU kernels (the default), and the ANN floor's
+``BatchNorm2d -> ReLU`` on the merged ``T*N`` batch.
 
     python bench/lif.py                          # [6, 32, 128, 32, 32] and three more shapes
     python bench/lif.py --shapes 4,8,128,32,32 --reps 3
@@ -26,6 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from _common import emit, machine, median, peak_mb, release_memory, reset_peak, rss_mb, run_worker, table  # noqa: E402
 
+UNIT_LABELS = {
+    "unit-plain": "plain storage, ATen",
+    "unit-aten": "lean storage, ATen loops",
+    "unit-lean": "lean, compiled kernels (default)",
+    "unit-floor": "floor: BatchNorm2d + ReLU",
+}
 DEFAULT_SHAPES = ("6,32,128,32,32", "4,8,128,32,32", "6,32,256,16,16", "40,16,64,32,32")
 MB = 1024 * 1024
 
@@ -40,11 +48,17 @@ def _case(name: str, shape: tuple[int, ...]):
     if name in ("lif", "naive"):
         fn = lif if name == "lif" else lif_naive
         return (lambda: (torch.randn(shape) * 0.5 + 0.3).requires_grad_()), fn
+    from tdbn.functional import native
+
+    if name == "unit-floor":  # the ANN floor's unit: BatchNorm2d + ReLU on the merged T*N batch
+        bn2 = torch.nn.BatchNorm2d(shape[2])
+        return (lambda: torch.randn(shape).requires_grad_()), lambda x: torch.relu(bn2(x.flatten(0, 1)))
     bn = tdbn.TdBatchNorm2d(shape[2])
-    lean = name == "unit-lean"
+    lean = name in ("unit-lean", "unit-aten")
+    compiled_kernels = name != "unit-aten"
 
     def run(x):
-        with fused.lean_training(lean):
+        with fused.lean_training(lean), native.enabled(compiled_kernels):
             return lif(bn(x))
 
     return (lambda: torch.randn(shape).requires_grad_()), run
@@ -55,7 +69,11 @@ def memory_worker(name: str, shape: tuple[int, ...]) -> None:
 
     make, run = _case(name, shape)
     x = make()
-    g = torch.randn(shape)
+    y = run(x)
+    g = torch.randn(y.shape)
+    y.backward(g)
+    del y  # not alive at the baseline below
+    x.grad = None
     for _ in range(2):  # warm-up: allocator and kernels
         run(x).backward(g)
         x.grad = None
@@ -77,14 +95,15 @@ def time_worker(names: list[str], shape: tuple[int, ...], reps: int) -> None:
     import torch
 
     cases = {n: _case(n, shape) for n in names}
-    g = torch.randn(shape)
+    g = torch.randn(shape)  # reshaped per case (the floor's unit works on the merged batch)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(reps + 1):
         for n in names:  # interleaved
             make, run = cases[n]
             x = make()
             t0 = time.perf_counter()
-            run(x).backward(g)
+            y = run(x)
+            y.backward(g.view(y.shape))
             if r:  # first round: warm-up
                 times[n].append(time.perf_counter() - t0)
     emit({n: median(t) for n, t in times.items()})
@@ -126,11 +145,12 @@ def report(shapes, reps: int, unit: bool) -> str:
             f"{m['naive']['peak_mb']:.0f} / {m['lif']['peak_mb']:.0f}",
         ])
         if unit and shape == shapes[0]:
-            u = measure(["unit-lean", "unit-plain"], shape, reps)
+            kinds = ("unit-plain", "unit-aten", "unit-lean", "unit-floor")
+            u = measure(list(kinds), shape, reps)
             ut, um = u["times"], u["mem"]
             if "error" not in ut and not any("error" in v for v in um.values()):
-                for n in ("unit-plain", "unit-lean"):
-                    unit_rows.append([_fmt_shape(shape), n.removeprefix("unit-"), f"{1000 * ut[n]:.0f}",
+                for n in kinds:
+                    unit_rows.append([_fmt_shape(shape), UNIT_LABELS[n], f"{1000 * ut[n]:.0f}",
                                       f"{um[n]['retained_mb']:.0f}", f"{um[n]['peak_mb']:.0f}"])
     out = [
         "LIF forward + backward: lif (hand-written BPTT) vs lif_naive (autograd over the loop)",
@@ -139,8 +159,9 @@ def report(shapes, reps: int, unit: bool) -> str:
                "memory ratio", "peak MB naive / lif"], rows),
     ]
     if unit_rows:
-        out += ["", "tdBN -> LIF unit, lean storage on vs off (plain)", "",
-                table(["shape", "storage", "fwd+bwd ms", "retained MB", "peak MB"], unit_rows)]
+        out += ["", "tdBN -> LIF unit: plain storage, lean storage with the ATen loops, lean with the compiled "
+                "kernels (default), and the ANN floor's BatchNorm2d -> ReLU", "",
+                table(["shape", "variant", "fwd+bwd ms", "retained MB", "peak MB"], unit_rows)]
     out += ["", f"median of {reps} runs after one warm-up; retained = RSS after forward (graph alive) - before - "
             "output; mmap threshold 1 MiB for the memory runs",
             f"machine: {machine()}; {datetime.date.today().isoformat()}"]

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from _common import REPO, emit, machine, median, run_worker, table, timed  # noqa: E402
 
-DEFAULT_CONFIGS = ("1,8,4", "1,8,6", "0.25,32,4", "0.25,32,6")
+DEFAULT_CONFIGS = ("1,8,2", "1,8,4", "1,8,6", "0.25,32,2", "0.25,32,4", "0.25,32,6")
 DEFAULT_IMPLS = ("tdbn", "floor", "spikingjelly", "snntorch")
 PEERS = ("spikingjelly", "snntorch")
 DEFAULT_PEER_PYTHON = REPO / ".bench-venv" / "bin" / "python"
@@ -149,6 +149,14 @@ def _ratio(a: float | None, b: float | None) -> str:
     return "-" if a is None or b is None else f"{a / b:.2f}x"
 
 
+def paired_time_ratio(ours: list[dict], ref: list[dict]) -> float | None:
+    """Median over rounds of the step-time ratio within each round: the cells of one round run back to back,
+    so slow drifts of the machine's speed cancel, where a ratio of medians over rounds keeps them."""
+    ratios = [median(a["times"]) / median(b["times"])
+              for a, b in zip(ours, ref) if "error" not in a and "error" not in b]
+    return median(ratios) if ratios else None
+
+
 def report(args, out: dict, configs, title: str) -> str:
     impls = out["impls"]
     ours = [i for i in impls if i.startswith("tdbn")]
@@ -169,7 +177,8 @@ def report(args, out: dict, configs, title: str) -> str:
             for r in refs:
                 if s[o] is None or s[r] is None:
                     continue
-                ratio_rows.append([name, f"{o} / {r}", _ratio(s[o]["ms"], s[r]["ms"]),
+                paired = paired_time_ratio(out["results"][(cfg, o)], out["results"][(cfg, r)])
+                ratio_rows.append([name, f"{o} / {r}", "-" if paired is None else f"{paired:.2f}x",
                                    _ratio(s[o]["live_mb"], s[r]["live_mb"]), _ratio(s[o]["rss_mb"], s[r]["rss_mb"])])
         records.append({"width": cfg[0], "N": cfg[1], "T": cfg[2], **{i: s[i] for i in impls}})
     lines = [title, "", table(["width, N, T", *impls], rows), ""]
@@ -185,7 +194,8 @@ def report(args, out: dict, configs, title: str) -> str:
     lines.append(
         f"cells: median step time / peak RSS above baseline (glibc defaults) / peak RSS above baseline with the mmap "
         f"threshold at 1 MiB (live tensors); {args.steps} measured steps after {args.warmup} warm-up "
-        f"({args.live_steps} for the live-memory run), median over {args.rounds} round(s); torch threads: {threads}; "
+        f"({args.live_steps} for the live-memory run), median over {args.rounds} round(s) (time ratios: median of the "
+        f"ratios within each round); torch threads: {threads}; "
         f"lean storage {args.lean}; {'channels-last' if args.channels_last else 'contiguous (NCHW)'}")
     lines.append(f"machine: {machine()}; {datetime.date.today().isoformat()}")
     if args.json:

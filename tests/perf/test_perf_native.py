@@ -217,3 +217,19 @@ def test_turned_off_by_environment(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["False", "off"], out.stderr
     assert not any(tmp_path.iterdir())  # nothing compiled
+
+
+@pytest.mark.parametrize("store_u", [False, True])
+def test_lif_forward_reads_an_input_repeated_over_time(store_u):
+    """A static image's encoding expanded over T (stride 0 in time) runs the compiled forward kernel as it is."""
+    base = torch.randn(1, 6, 4, 9, 9) * 0.6 + 0.2
+    x = base.expand(5, -1, -1, -1, -1)
+    spikes = torch.empty(x.shape)
+    u = torch.empty(x.shape) if store_u else None
+    assert native.usable_forward(x, u, spikes) and not native.usable(x, u, spikes)
+    _integrate(x, u, 0.5, 0.5, spikes)
+    ref_u, ref_s = torch.empty(x.shape), torch.empty(x.shape)
+    _integrate_aten(x.contiguous(), ref_u, 0.5, 0.5, ref_s)
+    assert torch.equal(spikes, ref_s)
+    if store_u:
+        assert torch.equal(u, ref_u)

@@ -6,8 +6,10 @@ equations need less, and this module gives autograd less to keep, in training mo
 
 1. :class:`TdBatchNormFunction` is tdBN in training mode (Eq. 5-8) with its backward pass written out: the same
    mathematics as ``F.batch_norm`` (equal up to float rounding, tested in float64), several times faster on
-   the CPU than ATen's NCHW batch-norm kernels, and able to recompute its output bit-exactly from what it
-   stores anyway (``z`` and per-channel statistics).
+   the CPU than ATen's NCHW batch-norm kernels (compiled kernels of :mod:`tdbn.functional.native` where they
+   apply), and able to recompute its output bit-exactly from what it stores anyway (``z`` and per-channel
+   statistics). A LIF reading a tdBN output fuses that recomputation into its backward pass, which also sums
+   what the tdBN backward pass needs (:func:`lif_backward_through_td_batch_norm`).
 2. :func:`tdbn.functional.lif` asks :func:`recompute_source` whether its input can be rebuilt that way (a tdBN
    output, or the sum of two in a residual block, Fig. 5b); if so it stores no ``u`` and its backward
    recomputes ``u`` (Eq. 1-3) from the source: the same floating-point operations, so the same ``u``.

@@ -16,8 +16,10 @@ where ``sg`` is the surrogate derivative (Eq. 16, rectangular by default). The b
 membrane potentials ``u`` (spikes are recomputed as ``u > v_th``), so the function saves at most one tensor
 the size of its input, where autograd over the Python loop keeps several per step; none when the input is a
 tdBN output, from which ``u`` is recomputed (:mod:`tdbn.functional.fused`). The kernels use only float
-operations that the CPU vectorizes, and the forward pass equals the naive loop bit for bit. Under
-``torch.compile`` the same recursions are written without ``out=`` arguments, which the compiler fuses.
+operations that the CPU vectorizes, and the forward pass equals the naive loop bit for bit. On CPU tensors the
+same loops run compiled (:mod:`tdbn.functional.native`: one pass over memory instead of a few ATen operations
+per time step, bit-identical); the ATen loops (``_integrate_aten``, ``_bptt_aten``) serve every other case.
+Under ``torch.compile`` the same recursions are written without ``out=`` arguments, which the compiler fuses.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def _integrate(x: Tensor, u: Tensor | None, tau: float, v_th: float, spikes: Ten
     """:func:`_integrate_aten`, or the same loop compiled (:mod:`.native`) on CPU tensors it can index."""
     if u is None and spikes is None:
         raise ValueError("_integrate: without u, spikes are the only output and must be given")
-    if _native.usable(x, u, spikes):
+    if _native.usable_forward(x, u, spikes):
         _native.integrate(x, u, tau, v_th, spikes)
     else:
         _integrate_aten(x, u, tau, v_th, spikes)

@@ -1,17 +1,22 @@
-/* CPU kernels for the multi-step LIF neuron (paper Eq. 1-3 forward, Eq. 14-18 backward).
+/* Compiled CPU kernels of tdbn's eager training path (loaded by native.py; see its docstring).
  *
- * The same recursions and the same floating-point operations, in the same order, as the torch kernels of
- * lif.py (_integrate_aten, _bptt_aten), but each neuron's whole time loop runs in one pass over memory: a block
- * of neurons keeps its state in a small stack buffer while the loop walks over T, where the torch kernels
- * launch a few whole-tensor operations per time step and read and write every intermediate.
+ * LIF (paper Eq. 1-3 forward, Eq. 14-18 backward): the recursions of lif.py's ATen loops (_integrate_aten,
+ * _bptt_aten) with the same floating-point operations in the same order, but each neuron's time loop runs in
+ * one pass over memory: a block of BLK neurons keeps its state in a stack buffer while the loop walks over T,
+ * where the ATen loops launch a few whole-tensor operations per time step. When u itself is stored, time is
+ * the outer loop instead (u[t-1] is the state; sequential streams measured faster there). Compiled without
+ * floating-point contraction (-ffp-contract=off): every product and sum is rounded on its own, and fma() is
+ * called exactly where ATen's addcmul rounds once; the tests check bit equality with the ATen loops.
  *
- * Tensors are time-major and dense: element n of step t lives at t * M + n (M = neurons per step), whatever
- * the order of the trailing dimensions. Compiled without floating-point contraction (-ffp-contract=off), so
- * every product and sum is rounded on its own, as in the torch kernels; the tests check bit equality.
+ * tdBN (Eq. 5-8): per-channel statistics and gradient sums with float64 accumulators, the affine map and the
+ * input gradient, each one pass; and the LIF backward pass fused with its tdBN input (recompute y and u per
+ * block, BPTT, and the per-channel sums the tdBN backward pass needs).
  *
- * dtype codes: 0 float32, 1 float64, 2 bfloat16 (computed in float32 and rounded to bfloat16, to nearest
- * even, after every operation the torch kernels round). Surrogate codes: 0 rectangle, 1 triangle,
- * 2 sigmoid, 3 atan (bfloat16: rectangle only). Every entry point returns 0, or -1 for codes it lacks.
+ * Layouts: LIF tensors are time-major and dense (element n of step t at t * M + n, any order of the trailing
+ * dimensions); tdBN tensors are [outer, C, inner] (inner = spatial size for NCHW, 1 for channels-last).
+ * dtype codes: 0 float32, 1 float64, 2 bfloat16 (LIF only: computed in float32 and rounded to bfloat16, to
+ * nearest even, after every operation ATen rounds). Surrogate codes: 0 rectangle, 1 triangle, 2 sigmoid,
+ * 3 atan (bfloat16: rectangle only). Entry points return 0, or -1 for codes they lack.
  */
 
 #include <math.h>
@@ -98,6 +103,7 @@ typedef struct {
     int64_t T, M;
     double tau, v_th, width;
     int surrogate;
+    int64_t x_step; /* forward: distance between x[t] and x[t+1]: M, or 0 for an input repeated over time */
 } lif_args;
 
 /* surrogate derivatives (surrogate.py), operation by operation */
@@ -137,7 +143,7 @@ SURROGATE_FN(surrogate_f64, double, fabs, exp)
         const int64_t T = a->T, M = a->M;                                                                  \
         if (u) { /* u stored: time outermost, u[t-1] is the state (sequential streams beat blocking here) */   \
             for (int64_t t = 0; t < T; t++) {                                                              \
-                const TYPE *xt = x + t * M, *prev = u + (t - 1) * M;                                       \
+                const TYPE *xt = x + t * a->x_step, *prev = u + (t - 1) * M;                               \
                 TYPE *ut = u + t * M, *sp = s ? s + t * M : NULL;                                          \
                 if (t == 0) {                                                                              \
                     for (int64_t i = lo; i < hi; i++) ut[i] = xt[i];                                       \
@@ -157,7 +163,7 @@ SURROGATE_FN(surrogate_f64, double, fabs, exp)
             const int64_t n = hi - b < BLK ? hi - b : BLK;                                                 \
             for (int64_t t = 0; t < T; t++) {                                                              \
                 const int64_t o = t * M + b;                                                               \
-                const TYPE *xt = x + o;                                                                    \
+                const TYPE *xt = x + t * a->x_step + b;                                                    \
                 if (t == 0) {                                                                              \
                     for (int64_t i = 0; i < n; i++) st[i] = xt[i];                                         \
                 } else {                                                                                   \
@@ -234,7 +240,7 @@ static void forward_bf16(const void *p, int64_t lo, int64_t hi, int part) {
         const int64_t n = hi - b < BLK ? hi - b : BLK;
         for (int64_t t = 0; t < T; t++) {
             const int64_t o = t * M + b;
-            const uint16_t *xt = x + o;
+            const uint16_t *xt = x + t * a->x_step + b;
             if (t == 0) {
                 for (int64_t i = 0; i < n; i++) st[i] = bf16_load(xt[i]);
             } else {
@@ -548,11 +554,11 @@ LIF_BACKWARD_BN(f64, 3, double, surrogate_f64, fma)
 /* ---------------------------------------------------------------------------------------------------- */
 /* entry points */
 
-int tdbn_lif_forward(int dtype, const void *x, void *u, void *spikes, int64_t T, int64_t M, double tau,
-                     double v_th, int nthreads) {
+int tdbn_lif_forward(int dtype, const void *x, int64_t x_step, void *u, void *spikes, int64_t T, int64_t M,
+                     double tau, double v_th, int nthreads) {
     static const range_fn fns[3] = {forward_f32, forward_f64, forward_bf16};
     if (dtype < 0 || dtype > 2) return -1;
-    lif_args a = {x, NULL, u, spikes, NULL, T, M, tau, v_th, 1.0, 0};
+    lif_args a = {x, NULL, u, spikes, NULL, T, M, tau, v_th, 1.0, 0, x_step};
     parallel(fns[dtype], &a, M, BLK, plan(M, BLK, T, nthreads));
     return 0;
 }

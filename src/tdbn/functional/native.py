@@ -106,7 +106,7 @@ def _compile() -> ctypes.CDLL:
                 os.unlink(tmp)
     lib = ctypes.CDLL(str(out))
     i64, dbl, ptr, i32 = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p, ctypes.c_int
-    lib.tdbn_lif_forward.argtypes = [i32, ptr, ptr, ptr, i64, i64, dbl, dbl, i32]
+    lib.tdbn_lif_forward.argtypes = [i32, ptr, i64, ptr, ptr, i64, i64, dbl, dbl, i32]
     lib.tdbn_lif_forward.restype = i32
     lib.tdbn_lif_backward.argtypes = [i32, ptr, ptr, ptr, i64, i64, dbl, dbl, dbl, i32, i32]
     lib.tdbn_lif_backward.restype = i32
@@ -180,12 +180,27 @@ def usable(*tensors: Tensor | None) -> bool:
     return _time_major_dense(ref) and library() is not None
 
 
+def usable_forward(x: Tensor, *outputs: Tensor | None) -> bool:
+    """:func:`usable` for the forward kernel, which also reads an input repeated over time (stride 0 along T,
+    as a static image's encoding expanded to T steps) whose steps are laid out like the outputs."""
+    if usable(x, *outputs):
+        return True
+    outs = [o for o in outputs if o is not None]
+    if not outs or x.dim() < 2 or x.shape[0] < 2 or x.stride(0) != 0:
+        return False
+    ref = outs[0]
+    if x.shape != ref.shape or x.dtype != ref.dtype or x.device != ref.device or x.stride()[1:] != ref.stride()[1:]:
+        return False
+    return usable(*outs)
+
+
 def integrate(x: Tensor, u: Tensor | None, tau: float, v_th: float, spikes: Tensor | None = None) -> None:
-    """:func:`tdbn.functional.lif._integrate` in one pass; the caller checked :func:`usable`."""
+    """:func:`tdbn.functional.lif._integrate` in one pass; the caller checked :func:`usable_forward`."""
     T = x.shape[0]
+    M = x[0].numel()
     rc = _lib.tdbn_lif_forward(
-        DTYPES[x.dtype], x.data_ptr(), 0 if u is None else u.data_ptr(), 0 if spikes is None else spikes.data_ptr(),
-        T, x.numel() // T, float(tau), float(v_th), torch.get_num_threads(),
+        DTYPES[x.dtype], x.data_ptr(), x.stride(0) if T > 1 else M, 0 if u is None else u.data_ptr(),
+        0 if spikes is None else spikes.data_ptr(), T, M, float(tau), float(v_th), torch.get_num_threads(),
     )
     if rc != 0:  # pragma: no cover - usable() admits only what the kernels handle
         raise RuntimeError(f"tdbn_lif_forward failed for dtype {x.dtype}")
