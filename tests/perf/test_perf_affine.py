@@ -38,3 +38,26 @@ def test_is_a_conv_with_the_conv_state_dict():
 def test_bad_shape():
     with pytest.raises(ValueError, match=r"\[N, 4, H, W\]"):
         ChannelAffine2d(4)(torch.randn(2, 3, 5, 5))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_inference_pass_is_bit_identical_to_multiply_add(bias, channels_last):
+    """Without gradients the layer runs one compiled pass; same values bit for bit as the multiply-add."""
+    from tdbn.functional import native
+
+    layer = ChannelAffine2d(6, bias=bias)
+    with torch.no_grad():
+        layer.weight.normal_()
+        if bias:
+            layer.bias.normal_()
+    x = (torch.rand(4, 6, 7, 5) > 0.6).float()
+    x[0, 0, 0, 0] = -0.0
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        fast = layer(x)
+        with native.enabled(False):
+            plain = layer(x)
+    assert native.bn_layout(x.unsqueeze(0)) is not None
+    assert torch.equal(fast, plain) and fast.stride() == plain.stride()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..functional import native
+
 
 class ChannelAffine2d(nn.Conv2d):
     """Depthwise 1x1 convolution ``y[:, k] = w[k] * x[:, k] + b[k]`` on ``[N, C, H, W]``.
@@ -13,7 +15,8 @@ class ChannelAffine2d(nn.Conv2d):
     ``isinstance``), computed as a broadcast multiply-add instead of a grouped convolution, which oneDNN runs
     one to two orders of magnitude slower on the CPU for large feature maps. BN-scale fusion (Eq. 9-10) leaves
     one such layer where a tdBN has no conv to fold into (the identity shortcut of a residual block).
-    Equal to the convolution up to float rounding.
+    Equal to the convolution up to float rounding. Without gradients on the CPU it runs as one pass of the
+    compiled kernels (:mod:`tdbn.functional.native`), with the same two roundings as the multiply-add.
 
     Example:
         >>> layer = ChannelAffine2d(3)
@@ -30,5 +33,11 @@ class ChannelAffine2d(nn.Conv2d):
             raise ValueError(
                 f"ChannelAffine2d({self.out_channels}) expects [N, {self.out_channels}, H, W], got shape {tuple(x.shape)}"
             )
+        if not torch.is_grad_enabled() or not (x.requires_grad or self.weight.requires_grad):
+            layout = native.bn_layout(x.unsqueeze(0))  # inference on the CPU: one pass, the same two roundings
+            if layout is not None:
+                w = self.weight.detach()
+                b = None if self.bias is None else self.bias.detach()
+                return native.bn_affine(x.unsqueeze(0), torch.zeros_like(w), w, b, layout).squeeze(0)
         y = x * self.weight.view(1, -1, 1, 1)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
