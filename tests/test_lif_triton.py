@@ -136,7 +136,8 @@ def test_config_key_selects_the_backend():
 
 
 def test_dense_layout_check():
+    dense = lif_triton.time_major_dense  # shared with the compiled CPU kernels
     x = torch.randn(3, 2, 4, 5)
-    assert lif_triton._dense(x) and lif_triton._dense(x.contiguous(memory_format=torch.channels_last))
-    assert not lif_triton._dense(x[:, :, ::2]) and not lif_triton._dense(x.transpose(0, 1))
+    assert dense(x) and dense(x.contiguous(memory_format=torch.channels_last))
+    assert not dense(x[:, :, ::2]) and not dense(x.transpose(0, 1))
 

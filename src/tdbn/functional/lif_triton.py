@@ -27,6 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .native import time_major_dense
+
 Tensor = torch.Tensor
 
 BLOCK = 1024
@@ -129,20 +131,6 @@ def _grid(M: int):
     return (triton.cdiv(M, BLOCK),)
 
 
-def _dense(t: Tensor) -> bool:
-    """Time-major and dense: ``t[t0]`` is one block of ``numel / T`` elements without gaps, in any dimension
-    order (contiguous or channels-last), so the kernels can index it as ``t * M + n``."""
-    T = t.shape[0]
-    if T > 1 and t.stride(0) != t.numel() // T:
-        return False
-    expected = 1
-    for d in sorted(range(1, t.dim()), key=t.stride):
-        if t.shape[d] != 1 and t.stride(d) != expected:
-            return False
-        expected *= t.shape[d]
-    return True
-
-
 def _as_layout(ref: Tensor, t: Tensor) -> Tensor:
     """``t`` with ``ref``'s strides (a copy only when they differ)."""
     return t if t.stride() == ref.stride() else torch.empty_like(ref).copy_(t)
@@ -153,7 +141,7 @@ def integrate(x: Tensor, u: Tensor, tau: float, v_th: float, spikes: Tensor | No
 
     ``u`` and ``spikes`` must be dense and share a layout; ``x`` is copied to it if needed.
     """
-    if not _dense(u) or (spikes is not None and spikes.stride() != u.stride()):
+    if not time_major_dense(u) or (spikes is not None and spikes.stride() != u.stride()):
         raise ValueError("lif_triton.integrate: u and spikes must be dense tensors with the same strides")
     T = x.shape[0]
     M = x.numel() // T
@@ -172,7 +160,7 @@ def bptt(
     """Triton form of :func:`tdbn.functional.lif._bptt`; with ``reuse_u`` the gradient overwrites ``u``."""
     T = u.shape[0]
     M = u.numel() // T
-    if not _dense(u):
+    if not time_major_dense(u):
         u = u.contiguous()
     grad_spikes = _as_layout(u, grad_spikes)
     grad_x = u if reuse_u else torch.empty_like(u)

@@ -154,7 +154,9 @@ def status() -> str:
     return f"on (compiled with {os.environ.get('CC', 'cc')}, cache {cache_dir()})"
 
 
-def _time_major_dense(t: Tensor) -> bool:
+def time_major_dense(t: Tensor) -> bool:
+    """Time-major and dense: ``t[t0]`` is one block of ``numel / T`` elements without gaps, in any dimension
+    order (contiguous or channels-last), so that kernels can index it as ``t * M + n``."""
     T = t.shape[0]
     if T > 1 and t.stride(0) != t.numel() // T:
         return False
@@ -177,7 +179,7 @@ def usable(*tensors: Tensor | None) -> bool:
         return False
     if any(t.device != ref.device or t.dtype != ref.dtype or t.shape != ref.shape or t.stride() != ref.stride() for t in ts):
         return False
-    return _time_major_dense(ref) and library() is not None
+    return time_major_dense(ref) and library() is not None
 
 
 def usable_forward(x: Tensor, *outputs: Tensor | None) -> bool:
