@@ -61,3 +61,14 @@ def test_inference_pass_is_bit_identical_to_multiply_add(bias, channels_last):
             plain = layer(x)
     assert native.bn_layout(x.unsqueeze(0)) is not None
     assert torch.equal(fast, plain) and fast.stride() == plain.stride()
+
+
+def test_traced_layer_records_the_operations():
+    """Under torch.jit.trace the layer must not take the compiled pass (a tracer would see no operation)."""
+    layer = ChannelAffine2d(3)
+    with torch.no_grad():
+        layer.weight.normal_()
+        layer.bias.normal_()
+        traced = torch.jit.trace(layer, torch.randn(2, 3, 4, 4))
+        x = torch.randn(5, 3, 6, 6)
+        torch.testing.assert_close(traced(x), layer(x))

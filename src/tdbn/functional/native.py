@@ -154,6 +154,12 @@ def status() -> str:
     return f"on (compiled with {os.environ.get('CC', 'cc')}, cache {cache_dir()})"
 
 
+def _eager() -> bool:
+    """Enabled, and not under a tracer (``torch.compile``/``torch.export``, ``torch.jit.trace``), which must see
+    the PyTorch operations rather than a foreign call."""
+    return _enabled and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+
+
 def time_major_dense(t: Tensor) -> bool:
     """Time-major and dense: ``t[t0]`` is one block of ``numel / T`` elements without gaps, in any dimension
     order (contiguous or channels-last), so that kernels can index it as ``t * M + n``."""
@@ -171,7 +177,7 @@ def time_major_dense(t: Tensor) -> bool:
 def usable(*tensors: Tensor | None) -> bool:
     """Whether the kernels can run on these operands: enabled, CPU, one supported dtype, time-major dense
     with identical strides, and no compilation in progress."""
-    if not _enabled or torch.compiler.is_compiling():
+    if not _eager():
         return False
     ts = [t for t in tensors if t is not None]
     ref = ts[0]
@@ -233,7 +239,7 @@ Layout = tuple[int, int, int]
 def bn_layout(x: Tensor) -> Layout | None:
     """``(outer, C, inner)`` when the kernels can run tdBN on ``x`` [T, N, C, ...] (float32/64 on the CPU,
     contiguous or channels-last), else None."""
-    if not _enabled or torch.compiler.is_compiling() or x.device.type != "cpu" or x.numel() == 0:
+    if not _eager() or x.device.type != "cpu" or x.numel() == 0:
         return None
     if x.dtype not in (torch.float32, torch.float64) or x.dim() < 3:
         return None
