@@ -7,6 +7,7 @@ those variables everything runs in one process and the reductions below are no-o
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -62,6 +63,9 @@ def setup(device: str | None) -> Context:
 
 def teardown(ctx: Context) -> None:
     if ctx.distributed and dist.is_initialized():
+        # free what still holds the process group (a DDP wrapper kept by a reference cycle) while the group is
+        # alive: destroyed at interpreter exit instead, gloo's threads can abort the process
+        gc.collect()
         dist.barrier()  # leave together: a process that exits while another is mid-collective aborts it
         dist.destroy_process_group()
 
