@@ -533,11 +533,19 @@ typedef struct {
                     lgx[i] += g * (zt[i] - mb[i]);                                                         \
                 }                                                                                          \
             }                                                                                              \
-            for (int64_t i = 0, c = c_first, len = cdiv - r_first; i < n; i += len, len = cdiv) {          \
-                if (len > n - i) len = n - i;                                                              \
-                sg_acc[c] += sum_##SUF(lg + i, len);                                                       \
-                sgx_acc[c] += sum_##SUF(lgx + i, len);                                                     \
-                if (++c == C) c = 0;                                                                       \
+            if (cdiv == 1) { /* channels-last: neighbours belong to different channels, add one by one */  \
+                for (int64_t i = 0, c = c_first; i < n; i++) {                                             \
+                    sg_acc[c] += (double)lg[i];                                                            \
+                    sgx_acc[c] += (double)lgx[i];                                                          \
+                    if (++c == C) c = 0;                                                                   \
+                }                                                                                          \
+            } else {                                                                                       \
+                for (int64_t i = 0, c = c_first, len = cdiv - r_first; i < n; i += len, len = cdiv) {      \
+                    if (len > n - i) len = n - i;                                                          \
+                    sg_acc[c] += sum_##SUF(lg + i, len);                                                   \
+                    sgx_acc[c] += sum_##SUF(lgx + i, len);                                                 \
+                    if (++c == C) c = 0;                                                                   \
+                }                                                                                          \
             }                                                                                              \
         }                                                                                                  \
     }
