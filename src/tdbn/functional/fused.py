@@ -243,6 +243,7 @@ class TdBatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, scale: float, momentum: float, eps: float):  # type: ignore[override]
         dims, shape, n = _channel_view(x)
+        ctx.scale = scale
         ctx.native = _native.bn_layout(x)  # compiled kernels (same mathematics, fewer passes), or ATen
         if ctx.native is not None:
             mean, var = _native.bn_stats(x, ctx.native)
@@ -251,7 +252,7 @@ class TdBatchNormFunction(torch.autograd.Function):
             centred = torch.sub(x, mean.view(shape))
             var = torch.mul(centred, centred).sum(dims) / n  # biased (Eq. 8)
         invstd = torch.rsqrt(var + eps)
-        w = _bn_weight(ctx, weight, invstd, scale)  # lambda * alpha * v_th / sigma
+        w = _bn_weight(ctx, weight, invstd)  # lambda * alpha * v_th / sigma
         if ctx.native is not None:
             y = _native.bn_affine(x, mean, w, bias, ctx.native)
         else:
@@ -263,7 +264,6 @@ class TdBatchNormFunction(torch.autograd.Function):
         ctx.x_is_mask = mask is not None
         ctx.x_dtype = x.dtype
         ctx.save_for_backward(mask if mask is not None else x, weight, bias, mean, invstd)
-        ctx.scale = scale
         if lean_enabled():
             _mark(ctx, y, _recompute_td_batch_norm)
         return y
@@ -313,11 +313,10 @@ def _saved_tensors(node: Node, *, keep: bool) -> tuple:
     return saved
 
 
-def _bn_weight(node, weight: Tensor | None, invstd: Tensor, scale: float | None = None) -> Tensor:
+def _bn_weight(node, weight: Tensor | None, invstd: Tensor) -> Tensor:
     """The per-channel factor of the affine map, ``lambda * alpha * v_th / sigma`` (the same operations in the
     forward pass and every recomputation)."""
-    scale = node.scale if scale is None else scale
-    return invstd * scale if weight is None else invstd * (weight * scale)
+    return invstd * node.scale if weight is None else invstd * (weight * node.scale)
 
 
 def lif_backward_through_td_batch_norm(

@@ -81,9 +81,7 @@ def _integrate_aten(x: Tensor, u: Tensor | None, tau: float, v_th: float, spikes
     backward pass recomputes it). Same operations, so the same spikes bit for bit.
     """
     T = x.shape[0]
-    if u is None:
-        if spikes is None:
-            raise ValueError("_integrate: without u, spikes are the only output and must be given")
+    if u is None:  # spikes given: _integrate checked
         bufs = (torch.empty_like(x[0]), torch.empty_like(x[0])) if T > 1 else ()
         state = lambda t: x[0] if t == 0 else bufs[t % 2]  # noqa: E731
     else:
