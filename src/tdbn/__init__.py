@@ -10,14 +10,17 @@ fully-connected layers. Models also accept static images ``[N, C, H, W]`` and re
 
 from . import functional, layers, models
 from .export.fuse import fuse
-from .layers import LIF, TdBatchNorm1d, TdBatchNorm2d, TimeDistributed, convert_sync_tdbn, set_lif_backend
+from .functional.params import LIFParameters
+from .layers import LIF, TdBatchNorm1d, TdBatchNorm2d, TdBNLIF, TimeDistributed, convert_sync_tdbn, set_lif_backend
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LIF",
+    "LIFParameters",
     "TdBatchNorm1d",
     "TdBatchNorm2d",
+    "TdBNLIF",
     "TimeDistributed",
     "convert_sync_tdbn",
     "functional",

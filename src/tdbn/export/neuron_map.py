@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..functional.lif import check_lif_args
+from ..functional.params import LIFParameters
 
 Tensor = torch.Tensor
 
@@ -68,7 +68,7 @@ def lif_to_nir(*, tau: float, v_th: float, dt: float = DEFAULT_DT) -> NIRLIFPara
         >>> round(p.tau * 1e4, 6), round(p.r, 6), p.v_threshold, p.v_reset
         (1.333333, 1.333333, 0.5, 0.0)
     """
-    check_lif_args(tau, v_th, 1.0)
+    LIFParameters(tau=tau, v_th=v_th)  # validates
     if not dt > 0:
         raise ValueError(f"dt must be > 0 seconds, got {dt}")
     keep = 1.0 - float(tau)  # dt / tau_m

@@ -14,36 +14,28 @@ Backward (full BPTT, hand-written, walking time in reverse). With ``gu[t] = dL/d
 
 where ``sg`` is the surrogate derivative (Eq. 16, rectangular by default). The backward needs only the
 membrane potentials ``u`` (spikes are recomputed as ``u > v_th``), so the function saves at most one tensor
-the size of its input, where autograd over the Python loop keeps several per step; none when the input is a
-tdBN output, from which ``u`` is recomputed (:mod:`tdbn.functional.fused`). The kernels use only float
-operations that the CPU vectorizes, and the forward pass equals the naive loop bit for bit. On CPU tensors the
-same loops run compiled (:mod:`tdbn.functional.native`: one pass over memory instead of a few ATen operations
-per time step, bit-identical); the ATen loops (``_integrate_aten``, ``_bptt_aten``) serve every other case.
-Under ``torch.compile`` the same recursions are written without ``out=`` arguments, which the compiler fuses.
+the size of its input, where autograd over the Python loop keeps several per step; the units of
+:mod:`tdbn.functional.units` (tdBN followed by LIF) store none and recompute ``u``.
+
+This module holds the one plain-PyTorch definition of each recursion, ``_integrate_aten`` (Eq. 1-3) and
+``_bptt_aten`` (Eq. 14-18): the reference implementation that the compiled CPU kernels
+(:mod:`tdbn.functional.native`, bit-identical) and the Triton kernels (:mod:`tdbn.functional.lif_triton`) are
+tested against. They use only float operations that the CPU vectorizes, and the forward pass equals the naive
+loop bit for bit. ``_integrate`` and ``_bptt`` pick the compiled kernels on CPU tensors they can index and the
+reference otherwise; the operators of :mod:`tdbn.functional.units` call them.
 """
 
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
-from . import fused as _fused
 from . import native as _native
 from . import surrogate as _surrogate
+from .params import DEFAULT_LIF, LIFParameters
 
 Tensor = torch.Tensor
 
 BACKENDS = ("torch", "triton")
-
-
-def check_lif_args(tau: float, v_th: float, width: float) -> None:
-    """Raise ``ValueError`` naming the valid range for any bad neuron hyper-parameter."""
-    if not (0.0 <= float(tau) < 1.0):
-        raise ValueError(f"tau must lie in [0, 1) (decay factor of Eq. 1), got {tau}")
-    if not float(v_th) > 0.0:
-        raise ValueError(f"v_th must be > 0, got {v_th}")
-    if not float(width) > 0.0:
-        raise ValueError(f"surrogate width must be > 0 (a in Eq. 16), got {width}")
 
 
 def _check_input(x: Tensor) -> None:
@@ -53,6 +45,8 @@ def _check_input(x: Tensor) -> None:
         )
     if not x.is_floating_point():
         raise ValueError(f"LIF expects a floating-point input, got dtype {x.dtype}")
+    if x.shape[0] == 0:
+        raise ValueError(f"LIF needs at least one time step (T >= 1 in [T, N, ...]), got shape {tuple(x.shape)}")
 
 
 def _integrate(x: Tensor, u: Tensor | None, tau: float, v_th: float, spikes: Tensor | None = None) -> None:
@@ -103,15 +97,6 @@ def _integrate_aten(x: Tensor, u: Tensor | None, tau: float, v_th: float, spikes
         torch.gt(state(T - 1), v_th, out=spikes[T - 1])
     elif spikes is not None:
         torch.gt(u, v_th, out=spikes)
-
-
-def _kernels(backend: str):
-    """``(integrate, bptt)`` of a backend: the torch kernels above or the Triton ones (:mod:`.lif_triton`)."""
-    if backend == "torch":
-        return _integrate, _bptt
-    from . import lif_triton  # imported on first use: triton is an optional dependency
-
-    return lif_triton.integrate, lif_triton.bptt
 
 
 def check_backend(backend: str, x: Tensor | None = None) -> None:
@@ -179,120 +164,35 @@ def _bptt_aten(
     return grad_x
 
 
-def _integrate_traced(x: Tensor, tau: float, v_th: float) -> tuple[Tensor, Tensor]:
-    """:func:`_integrate` without ``out=`` arguments, the form ``torch.compile`` fuses into one loop over the
-    neurons (the same floating-point operations). Returns ``(spikes, u)``."""
-    us, spikes = [], []
-    for t in range(x.shape[0]):
-        if t == 0:
-            u = x[0]
-        else:
-            b = us[-1] * tau
-            u = x[t] + (b - b * spikes[-1])  # tau * u * (1 - o), exactly
-        us.append(u)
-        spikes.append((u > v_th).to(x.dtype))
-    return torch.stack(spikes), torch.stack(us)
-
-
-def _bptt_traced(grad_spikes: Tensor, u: Tensor, tau: float, v_th: float, width: float, surrogate: str) -> Tensor:
-    """:func:`_bptt` without ``out=`` arguments, for ``torch.compile``."""
-    sg_fn = _surrogate.get(surrogate)
-    grads: list[Tensor] = []
-    for t in range(u.shape[0] - 1, -1, -1):
-        ut = u[t]
-        sg = sg_fn(ut - v_th, width)
-        if not grads:
-            grads.append(grad_spikes[t] * sg)
-            continue
-        gn = grads[-1]
-        go = grad_spikes[t] - (tau * ut) * gn
-        grads.append(go * sg + (gn * (ut <= v_th).to(u.dtype)) * tau)
-    return torch.stack(grads[::-1])
-
-
-class LIFFunction(torch.autograd.Function):
-    """Multi-step LIF with the hand-written BPTT backward described in the module docstring.
-
-    Storage: when the input can be recomputed bit-exactly (it is a tdBN output, or a residual sum of such;
-    :func:`tdbn.functional.fused.recompute_source`), no membrane potential is saved and the backward rebuilds
-    ``u`` from that source; otherwise ``u`` is saved. When ``u`` is neither saved nor asked for
-    (``keep_u=False``), the torch kernels do not even store it over time, and the second output is empty. The spikes are kept as a bool mask on the node, for the
-    layers that save them (:func:`tdbn.functional.fused.spike_mask`).
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx, x: Tensor, tau: float, v_th: float, width: float, surrogate: str, backend: str = "torch",
-        keep_u: bool = True,
-    ):
-        ctx.tau, ctx.v_th, ctx.width, ctx.surrogate, ctx.backend = tau, v_th, width, surrogate, backend
-        # compiling, any backend: the compiler generates the loop's kernel and plans storage itself (saving x
-        # instead of u measured no better)
-        if torch.compiler.is_compiling():
-            spikes, u = _integrate_traced(x, tau, v_th)
-            ctx.save_for_backward(u)
-            ctx.mark_non_differentiable(u)
-            return spikes, u
-        ctx.source = _fused.recompute_source(x) if ctx.needs_input_grad[0] else None
-        spikes = torch.empty_like(x)  # keeps a channels-last layout
-        if backend == "torch" and not keep_u and (ctx.source is not None or not ctx.needs_input_grad[0]):
-            _integrate(x, None, tau, v_th, spikes)
-            u = x.new_empty(0)
-        else:
-            u = torch.empty_like(spikes)
-            _kernels(backend)[0](x, u, tau, v_th, spikes)
-        ctx.save_for_backward(u if ctx.source is None else None)
-        if ctx.needs_input_grad[0] and _fused.lean_enabled():
-            _fused.mark_spikes(ctx, spikes)
-        ctx.mark_non_differentiable(u)
-        return spikes, u
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_spikes: Tensor, _grad_u: Tensor | None):  # type: ignore[override]
-        if torch.compiler.is_compiling():
-            (u,) = ctx.saved_tensors
-            grad_x = _bptt_traced(grad_spikes, u, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate)
-            return grad_x, None, None, None, None, None, None
-        integrate, bptt = _kernels(ctx.backend)
-        if ctx.source is not None and ctx.backend == "torch" and _native.usable(grad_spikes):
-            grad_x = _fused.lif_backward_through_td_batch_norm(
-                ctx.source, grad_spikes, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate
-            )
-            if grad_x is not None:
-                return grad_x, None, None, None, None, None, None
-        if ctx.source is not None:
-            u = _fused.recompute(ctx.source)  # the LIF input again, a fresh tensor
-            integrate(u, u, ctx.tau, ctx.v_th)  # -> membrane potentials, in place
-        else:
-            (u,) = ctx.saved_tensors
-        # a recomputed u is ours to overwrite: the gradient takes its place
-        grad_x = bptt(grad_spikes, u, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate, reuse_u=ctx.source is not None)
-        return grad_x, None, None, None, None, None, None
-
-
 def lif(
     x: Tensor,
+    params: LIFParameters | None = None,
     *,
-    tau: float = 0.25,
-    v_th: float = 0.5,
-    width: float = 1.0,
-    surrogate: str = "rectangle",
+    tau: float | None = None,
+    v_th: float | None = None,
+    surrogate_width: float | None = None,
+    surrogate: str | None = None,
     return_membrane: bool = False,
     backend: str = "torch",
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Run iterative LIF neurons over time (Eq. 1-3) with exact BPTT (Eq. 14-18).
+    """Run iterative LIF neurons over time (Eq. 1-3) with exact BPTT (Eq. 14-18), as the custom operator
+    ``torch.ops.tdbn.lif_forward`` (:mod:`tdbn.functional.units`).
 
     Args:
         x: input currents ``[T, N, ...]`` (any trailing shape), floating point.
+        params: the neuron's parameters (:class:`~tdbn.functional.params.LIFParameters`; default
+            :data:`~tdbn.functional.params.DEFAULT_LIF`). The keywords below override single fields.
         tau: membrane decay in [0, 1).
         v_th: firing threshold (> 0); a neuron fires when ``u > v_th``.
-        width: width ``a`` of the surrogate derivative (Eq. 16).
+        surrogate_width: width ``a`` of the surrogate derivative (Eq. 16).
         surrogate: surrogate shape, one of ``tdbn.functional.surrogate.SURROGATES``.
-        return_membrane: also return the membrane potentials ``u`` (before reset), for analysis.
-        backend: ``"torch"`` (default; any device) or ``"triton"`` (one fused kernel per pass over time, CUDA;
-            :mod:`tdbn.functional.lif_triton`). Applies to eager execution: under ``torch.compile`` the
-            compiler generates the kernel for the time loop itself, whatever the backend.
+        return_membrane: also return the membrane potentials ``u`` (before reset, detached), for analysis.
+        backend: ``"torch"`` (default: the compiled CPU kernels on the CPU, the Triton kernels on CUDA, the plain
+            PyTorch reference elsewhere) or ``"triton"`` (the Triton kernels explicitly:
+            :mod:`tdbn.functional.lif_triton`).
+
+    Storage for backward: ``u`` (one tensor the size of ``x``) when ``x`` needs a gradient, nothing otherwise.
+    After a tdBN, use :func:`tdbn.functional.units.td_bn_lif`, which stores no ``u``.
 
     Returns:
         spikes ``[T, N, ...]`` with values 0/1 in ``x``'s dtype, or ``(spikes, u)``.
@@ -303,25 +203,32 @@ def lif(
         [0.0, 1.0, 0.0]
     """
     _check_input(x)
-    check_lif_args(tau, v_th, width)
-    _surrogate.get(surrogate)
-    # names always; package and device only for triton in eager mode (compiling ignores the backend, see above)
-    if backend not in BACKENDS or (backend != "torch" and not torch.compiler.is_compiling()):
+    p = resolve_params(params, tau=tau, v_th=v_th, surrogate_width=surrogate_width, surrogate=surrogate)
+    if backend != "torch":
         check_backend(backend, x)
-    spikes, u = LIFFunction.apply(x, float(tau), float(v_th), float(width), surrogate, backend, return_membrane)
-    return (spikes, u) if return_membrane else spikes
+    from .units import lif_op  # the operators live beside the other units (and import this module's kernels)
+
+    return lif_op(x, p, return_membrane=return_membrane, backend=backend)
+
+
+def resolve_params(params: LIFParameters | None = None, **fields) -> LIFParameters:
+    """``params`` (default :data:`DEFAULT_LIF`) with the fields given as not-None keywords replaced."""
+    p = DEFAULT_LIF if params is None else params
+    changes = {k: v for k, v in fields.items() if v is not None}
+    return p.replace(**changes) if changes else p
 
 
 def lif_naive(
-    x: Tensor, *, tau: float = 0.25, v_th: float = 0.5, width: float = 1.0, surrogate: str = "rectangle"
+    x: Tensor, params: LIFParameters | None = None, *, tau: float | None = None, v_th: float | None = None,
+    surrogate_width: float | None = None, surrogate: str | None = None,
 ) -> Tensor:
     """The straightforward loop of Eq. 1-3 differentiated by autograd: the reference for ``lif``.
 
     Slow and memory hungry (autograd keeps several tensors per step); used by tests and benchmarks.
     """
     _check_input(x)
-    check_lif_args(tau, v_th, width)
-    sg_fn = _surrogate.get(surrogate)
+    p = resolve_params(params, tau=tau, v_th=v_th, surrogate_width=surrogate_width, surrogate=surrogate)
+    tau, v_th, width, sg_fn = p.tau, p.v_th, p.surrogate_width, _surrogate.get(p.surrogate)
 
     class _Spike(torch.autograd.Function):
         @staticmethod

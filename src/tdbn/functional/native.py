@@ -36,12 +36,13 @@ from pathlib import Path
 
 import torch
 
+from .surrogate import SURROGATE_IDS  # the one table shared by every implementation
+
 Tensor = torch.Tensor
 
 SOURCE = Path(__file__).with_name("native.c")
 CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-fno-math-errno", "-std=c11", "-fPIC", "-shared"]
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2}
-SURROGATE_IDS = {"rectangle": 0, "triangle": 1, "sigmoid": 2, "atan": 3}
 
 _enabled = os.environ.get("TDBN_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 _lib: ctypes.CDLL | None = None

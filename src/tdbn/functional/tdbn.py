@@ -40,9 +40,11 @@ def td_batch_norm(
     In training mode, for 32/64-bit floats, this runs :func:`tdbn.functional.fused.td_batch_norm_train` (unless
     :func:`tdbn.functional.fused.lean_training` turned it off, or ``torch.compile`` is tracing): the same
     mathematics as :func:`td_batch_norm_plain` (values, running statistics and gradients equal up to float
-    rounding) with faster CPU kernels and an output that the next LIF can recompute instead of storing ``u``.
+    rounding) with faster CPU kernels. A tdBN followed by a LIF is better run as one unit
+    (:func:`tdbn.functional.units.td_bn_lif`), which the models do.
     """
-    if training and x.dtype in (torch.float32, torch.float64) and _fused.lean_enabled():
+    lean = _fused.lean_enabled() and not torch.compiler.is_compiling()  # the compiler traces F.batch_norm
+    if training and x.dtype in (torch.float32, torch.float64) and lean:
         return _fused.td_batch_norm_train(
             x, running_mean, running_var, weight, bias, alpha=alpha, v_th=v_th, momentum=momentum, eps=eps
         )

@@ -3,8 +3,9 @@
 from .neuron import LIF, set_lif_backend
 from .norm import TD_NORMS, TdBatchNorm1d, TdBatchNorm2d, convert_sync_tdbn
 from .time import Flatten, MeanOverTime, TimeDistributed
+from .units import TdBNLIF
 
 __all__ = [
     "LIF", "TD_NORMS", "TdBatchNorm1d", "TdBatchNorm2d", "convert_sync_tdbn",
-    "Flatten", "MeanOverTime", "TimeDistributed", "set_lif_backend",
+    "Flatten", "MeanOverTime", "TdBNLIF", "TimeDistributed", "set_lif_backend",
 ]

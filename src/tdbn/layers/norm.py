@@ -6,7 +6,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..functional.params import DEFAULT_LIF
 from ..functional.tdbn import sync_td_batch_norm, td_batch_norm
+from ..functional.units import NormArgs
 
 
 class _TdBatchNorm(nn.Module):
@@ -18,7 +20,7 @@ class _TdBatchNorm(nn.Module):
         num_features: int,
         *,
         alpha: float = 1.0,
-        v_th: float = 0.5,
+        v_th: float = DEFAULT_LIF.v_th,
         eps: float = 1e-5,
         momentum: float = 0.1,
     ):
@@ -55,6 +57,19 @@ class _TdBatchNorm(nn.Module):
                 f"{type(self).__name__}({self.num_features}) expects {self.num_features} channels at dim 2 of "
                 f"{self._layout}, got shape {tuple(x.shape)}"
             )
+
+    def synchronized(self) -> bool:
+        """Whether training statistics are reduced over several processes now (sync tdBN under DDP)."""
+        return (self.sync and dist.is_available() and dist.is_initialized()
+                and dist.get_world_size(self.process_group) > 1)
+
+    def unit_args(self, x: torch.Tensor) -> NormArgs:
+        """This tdBN's share of a training-mode unit (:mod:`tdbn.functional.units`) reading ``x``: checks ``x``,
+        counts the batch (like :meth:`forward`) and returns the parameters, running statistics and constants."""
+        self._check(x)
+        self.num_batches_tracked.add_(1)
+        return NormArgs(self.weight, self.bias, self.running_mean, self.running_var, self.alpha * self.v_th,
+                        self.momentum, self.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..functional.fused import saving_spikes_as_mask, spike_mask
-
 # modules whose input has a fixed number of dimensions (without T): used to catch a missing time axis
 _INPUT_DIMS: dict[type, int] = {nn.Conv1d: 3, nn.Conv2d: 4, nn.Conv3d: 5, nn.AvgPool2d: 4, nn.MaxPool2d: 4,
                                 nn.AdaptiveAvgPool2d: 4}
@@ -38,11 +36,7 @@ class TimeDistributed(nn.Module):
         if x.dim() < 2:
             raise ValueError(f"TimeDistributed expects [T, N, ...], got shape {tuple(x.shape)}")
         T, N = x.shape[:2]
-        mask = spike_mask(x)  # [T, N, ...] bool if x is a LIF's spikes in a graph being recorded, else None
-        xf = x.flatten(0, 1)
-        # a layer that saves its spike input for backward (a conv, for its weight gradient) keeps 1 byte per value
-        with saving_spikes_as_mask(xf, None if mask is None else mask.flatten(0, 1)):
-            y = self.module(xf)
+        y = self.module(x.flatten(0, 1))
         return y.view(T, N, *y.shape[1:])
 
 

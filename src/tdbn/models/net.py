@@ -7,8 +7,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..layers import Flatten, TimeDistributed
-from .options import SpikingOptions, conv_bn, linear_bn
+from ..layers import Flatten, TdBNLIF, TimeDistributed
+from .options import SpikingOptions, linear_bn, unit
 
 
 class SpikingNet(nn.Module):
@@ -28,7 +28,7 @@ class SpikingNet(nn.Module):
     def __init__(
         self,
         *,
-        encoder: nn.Sequential,
+        encoder: TdBNLIF,
         body: nn.Sequential,
         head: nn.Sequential,
         decoder: nn.Module,
@@ -55,12 +55,8 @@ class SpikingNet(nn.Module):
                     f"expected static images [N, {self.in_channels}, H, W] or frames [T, N, {self.in_channels}, H, W], "
                     f"got shape {tuple(x.shape)}"
                 )
-            layers = list(self.encoder.children())
-            y = layers[0].module(x)  # the encoding conv, once: [N, C, H, W]
-            y = y.unsqueeze(0).expand(self.timesteps, *y.shape)
-            for layer in layers[1:]:
-                y = layer(y)
-            return y
+            y = self.encoder.conv.module(x)  # the encoding conv, once: [N, C, H, W]
+            return self.encoder.activate(y.unsqueeze(0).expand(self.timesteps, *y.shape))
         if x.dim() == 5:
             if x.shape[2] != self.in_channels:
                 raise ValueError(
@@ -79,18 +75,15 @@ class SpikingNet(nn.Module):
         return self.forward_steps(x).mean(0)  # Eq. 11: Q = (1/T) sum_t M o[t]
 
 
-def encoder(opts: SpikingOptions, in_ch: int, out_ch: int, kernel_size: int, stride: int) -> nn.Sequential:
-    """The encoding layer: ``conv -> tdBN -> LIF``."""
-    seq = conv_bn(opts, in_ch, out_ch, kernel_size, stride=stride)
-    seq.add_module("lif", opts.lif())
-    return seq
+def encoder(opts: SpikingOptions, in_ch: int, out_ch: int, kernel_size: int, stride: int) -> TdBNLIF:
+    """The encoding layer: ``conv -> tdBN -> LIF`` on real-valued input."""
+    return unit(opts, in_ch, out_ch, kernel_size, stride=stride, spikes_in=False)
 
 
-def spiking_fc(opts: SpikingOptions, in_f: int, out_f: int) -> nn.Sequential:
-    """A spiking fully-connected layer ``fc -> tdBN -> LIF`` (the fc-256 of ResNet-17/19)."""
-    seq = linear_bn(opts, in_f, out_f)
-    seq.add_module("lif", opts.lif())
-    return seq
+def spiking_fc(opts: SpikingOptions, in_f: int, out_f: int) -> TdBNLIF:
+    """A spiking fully-connected layer ``fc -> tdBN -> LIF`` (the fc-256 of ResNet-17/19; its input is pooled
+    spikes, not 0/1)."""
+    return TdBNLIF(*linear_bn(opts, in_f, out_f).children(), opts.lif())
 
 
 def pool_head(pool: nn.Module) -> "OrderedDict[str, nn.Module]":

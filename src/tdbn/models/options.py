@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..layers import LIF, TdBatchNorm1d, TdBatchNorm2d, TimeDistributed
+from ..functional.params import DEFAULT_LIF, LIFParameters
+from ..layers import LIF, TdBatchNorm1d, TdBatchNorm2d, TdBNLIF, TimeDistributed
 
 NORMS = ("tdbn", "bn", "none")
 SHORTCUT_NORMS = ("all", "projection")
@@ -19,10 +20,8 @@ class SpikingOptions:
     """Hyper-parameters of the neurons (Eq. 1-3, 16) and of tdBN (Eq. 5-8).
 
     Attributes:
-        tau: membrane decay (paper: 0.25; 0 and 0.5 studied in Fig. 2).
-        v_th: firing threshold (0.5, as in the public code of the paper's group; SPEC.md section 1).
-        surrogate_width: width ``a`` of the rectangular surrogate (Eq. 16).
-        surrogate: surrogate shape (``"rectangle"`` = Eq. 16).
+        neuron: the LIF parameters of every neuron (:class:`~tdbn.functional.params.LIFParameters`: tau, v_th,
+            surrogate and its width; defaults in :data:`~tdbn.functional.params.DEFAULT_LIF`).
         norm: ``"tdbn"`` (paper), ``"bn"`` (standard BN: the alpha*v_th scale removed, i.e. scale 1) or
             ``"none"`` (no normalization; convs get a bias).
         residual_alpha: alpha of the tdBNs whose outputs are summed in a residual block (paper: 1/sqrt(2)).
@@ -30,10 +29,7 @@ class SpikingOptions:
             argument); ``"projection"`` only on projection shortcuts (what many re-implementations do).
     """
 
-    tau: float = 0.25
-    v_th: float = 0.5
-    surrogate_width: float = 1.0
-    surrogate: str = "rectangle"
+    neuron: LIFParameters = DEFAULT_LIF
     norm: str = "tdbn"
     residual_alpha: float = 1.0 / math.sqrt(2.0)
     shortcut_norm: str = "all"
@@ -43,10 +39,15 @@ class SpikingOptions:
             raise ValueError(f"unknown norm {self.norm!r}; valid: {list(NORMS)}")
         if self.shortcut_norm not in SHORTCUT_NORMS:
             raise ValueError(f"unknown shortcut_norm {self.shortcut_norm!r}; valid: {list(SHORTCUT_NORMS)}")
-        LIF(tau=self.tau, v_th=self.v_th, width=self.surrogate_width, surrogate=self.surrogate)  # validates
+        if not isinstance(self.neuron, LIFParameters):
+            raise TypeError(f"neuron must be a LIFParameters, got {type(self.neuron).__name__}")
+
+    @property
+    def v_th(self) -> float:
+        return self.neuron.v_th
 
     def lif(self) -> LIF:
-        return LIF(tau=self.tau, v_th=self.v_th, width=self.surrogate_width, surrogate=self.surrogate)
+        return LIF(self.neuron)
 
     def norm_layer(self, channels: int, *, alpha: float = 1.0, dims: int = 2) -> nn.Module | None:
         cls = TdBatchNorm2d if dims == 2 else TdBatchNorm1d
@@ -78,6 +79,15 @@ def conv_bn(
     if norm is not None:
         layers["bn"] = norm
     return nn.Sequential(layers)
+
+
+def unit(
+    opts: SpikingOptions, in_ch: int, out_ch: int, kernel_size: int, *, stride: int = 1, spikes_in: bool = True
+) -> TdBNLIF:
+    """``conv -> tdBN -> LIF`` as one :class:`~tdbn.layers.TdBNLIF` (children ``conv``, ``bn``, ``lif``);
+    ``spikes_in``: its input is a LIF's output (every conv but the encoding one)."""
+    seq = conv_bn(opts, in_ch, out_ch, kernel_size, stride=stride)
+    return TdBNLIF(*seq.children(), opts.lif(), spikes_in=spikes_in)
 
 
 def linear_bn(opts: SpikingOptions, in_f: int, out_f: int, *, alpha: float = 1.0) -> nn.Sequential:

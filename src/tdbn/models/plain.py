@@ -8,9 +8,9 @@ from torch import nn
 
 from ..layers import TimeDistributed
 from .net import SpikingNet, encoder, pool_head
-from .options import SpikingOptions, conv_bn, scaled
+from .options import SpikingOptions, scaled, unit
 from .registry import register
-from .resnet import _DEFAULTS, _options, _stages
+from .resnet import _DEFAULTS, _N, _options, _stages
 
 _WIDTHS = (64, 128, 256)
 
@@ -26,9 +26,7 @@ def _plain_body(opts: SpikingOptions, in_ch: int, widths: list[int], counts: lis
     for i, (w, n) in enumerate(zip(widths, counts)):
         layers = []
         for j in range(n):
-            unit = conv_bn(opts, ch, w, 3, stride=2 if (i > 0 and j == 0) else 1)
-            unit.add_module("lif", opts.lif())
-            layers.append(unit)
+            layers.append(unit(opts, ch, w, 3, stride=2 if (i > 0 and j == 0) else 1))
             ch = w
         stages[f"stage{i + 1}"] = nn.Sequential(*layers)
     return nn.Sequential(stages), ch
@@ -49,8 +47,8 @@ def _net(opts, body, ch, c1, num_classes, in_channels, timesteps) -> SpikingNet:
 @register
 def plain(
     *, num_classes: int = 10, in_channels: int = 3, depth: int = 20, width: float = 1.0, timesteps: int = 4,
-    tau: float = _DEFAULTS.tau, v_th: float = _DEFAULTS.v_th, surrogate_width: float = _DEFAULTS.surrogate_width,
-    surrogate: str = _DEFAULTS.surrogate, norm: str = _DEFAULTS.norm,
+    tau: float = _N.tau, v_th: float = _N.v_th, surrogate_width: float = _N.surrogate_width,
+    surrogate: str = _N.surrogate, norm: str = _DEFAULTS.norm,
 ) -> SpikingNet:
     """Plain spiking net without shortcuts (Fig. 2 uses depth 20): encoding conv 3x3-64, ``depth - 2`` conv 3x3
     layers in three stages of 64, 128, 256 channels (stride 2 entering stages 2 and 3), global average pool,
@@ -66,8 +64,8 @@ def plain(
 @register
 def resnet(
     *, num_classes: int = 10, in_channels: int = 3, depth: int = 20, width: float = 1.0, timesteps: int = 4,
-    tau: float = _DEFAULTS.tau, v_th: float = _DEFAULTS.v_th, surrogate_width: float = _DEFAULTS.surrogate_width,
-    surrogate: str = _DEFAULTS.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
+    tau: float = _N.tau, v_th: float = _N.v_th, surrogate_width: float = _N.surrogate_width,
+    surrogate: str = _N.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
     shortcut_norm: str = _DEFAULTS.shortcut_norm,
 ) -> SpikingNet:
     """Residual counterpart of :func:`plain` with the same widths: ``(depth - 2) / 2`` basic blocks (Fig. 5b) in

@@ -7,9 +7,11 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from ..functional.params import DEFAULT_LIF, LIFParameters
 from ..layers import TimeDistributed
+from ..layers.units import residual_junction, spike_mask, synapse, unit_mode
 from .net import SpikingNet, encoder, pool_head, spiking_fc
-from .options import SpikingOptions, conv_bn, scaled
+from .options import SpikingOptions, conv_bn, scaled, unit
 from .registry import register
 
 
@@ -22,26 +24,51 @@ def _shortcut(opts: SpikingOptions, in_ch: int, out_ch: int, stride: int) -> nn.
     return nn.Sequential(OrderedDict(bn=norm)) if norm is not None else nn.Sequential()
 
 
-class BasicBlock(nn.Module):
+class _ResidualBlock(nn.Module):
+    """``lif(residual(x) + shortcut(x))`` for a block input ``x`` of spikes ``[T, N, C, H, W]``.
+
+    ``residual`` is a sequence of :class:`~tdbn.layers.TdBNLIF` units ending with ``conv -> tdBN(1/sqrt 2)``.
+    In training mode the forward pass calls the units by name: each ``conv -> tdBN -> LIF`` unit as one
+    operator, and the junction ``LIF(tdBN(a) + tdBN(b))`` (or ``LIF(tdBN(a) + x)``) as another
+    (:mod:`tdbn.functional.units`); the block input's bool mask is made once and shared by the first conv and
+    the shortcut. Everywhere else the modules run one after the other.
+    """
+
+    residual: nn.Sequential
+    shortcut: nn.Sequential
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *units, last = self.residual.children()
+        if unit_mode(last._modules.get("bn")):
+            mask = spike_mask(x)
+            a, a_mask = x, mask
+            for u in units:
+                a = u(a, a_mask)
+                a_mask = spike_mask(a)
+            za = synapse(last.conv, a, a_mask)
+            out = residual_junction(za, last.bn, x, mask, self.shortcut, self.lif)
+            if out is not None:
+                return out
+            return self.lif(last.bn(za) + self.shortcut(x))
+        return self.lif(self.residual(x) + self.shortcut(x))
+
+
+class BasicBlock(_ResidualBlock):
     """Fig. 5(b): ``conv3x3 -> tdBN(1) -> LIF -> conv3x3 -> tdBN(1/sqrt 2)`` plus shortcut, added, then LIF."""
 
     def __init__(self, opts: SpikingOptions, in_ch: int, out_ch: int, stride: int = 1):
         super().__init__()
         self.residual = nn.Sequential(
             OrderedDict(
-                unit1=conv_bn(opts, in_ch, out_ch, 3, stride=stride),
-                lif1=opts.lif(),
+                unit1=unit(opts, in_ch, out_ch, 3, stride=stride),
                 unit2=conv_bn(opts, out_ch, out_ch, 3, alpha=opts.residual_alpha),
             )
         )
         self.shortcut = _shortcut(opts, in_ch, out_ch, stride)
         self.lif = opts.lif()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [T, N, C, H, W] spikes
-        return self.lif(self.residual(x) + self.shortcut(x))
 
-
-class Bottleneck(nn.Module):
+class Bottleneck(_ResidualBlock):
     """ResNet-50 block, same scheme: ``1x1 -> 3x3 (stride) -> 1x1 (x4)``, tdBN(1/sqrt 2) on the last, LIF after the sum."""
 
     expansion = 4
@@ -51,18 +78,13 @@ class Bottleneck(nn.Module):
         out_ch = mid_ch * self.expansion
         self.residual = nn.Sequential(
             OrderedDict(
-                unit1=conv_bn(opts, in_ch, mid_ch, 1),
-                lif1=opts.lif(),
-                unit2=conv_bn(opts, mid_ch, mid_ch, 3, stride=stride),
-                lif2=opts.lif(),
+                unit1=unit(opts, in_ch, mid_ch, 1),
+                unit2=unit(opts, mid_ch, mid_ch, 3, stride=stride),
                 unit3=conv_bn(opts, mid_ch, out_ch, 1, alpha=opts.residual_alpha),
             )
         )
         self.shortcut = _shortcut(opts, in_ch, out_ch, stride)
         self.lif = opts.lif()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lif(self.residual(x) + self.shortcut(x))
 
 
 def _stages(
@@ -85,13 +107,12 @@ def _stages(
 
 
 def _options(tau, v_th, surrogate_width, surrogate, norm, residual_alpha, shortcut_norm) -> SpikingOptions:
-    return SpikingOptions(
-        tau=tau, v_th=v_th, surrogate_width=surrogate_width, surrogate=surrogate, norm=norm,
-        residual_alpha=residual_alpha, shortcut_norm=shortcut_norm,
-    )
+    neuron = LIFParameters(tau=tau, v_th=v_th, surrogate_width=surrogate_width, surrogate=surrogate)
+    return SpikingOptions(neuron=neuron, norm=norm, residual_alpha=residual_alpha, shortcut_norm=shortcut_norm)
 
 
 _DEFAULTS = SpikingOptions()
+_N = DEFAULT_LIF  # the neuron defaults, defined once
 
 
 def _small_resnet(
@@ -124,8 +145,8 @@ def _small_resnet(
 @register
 def resnet19(
     *, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, timesteps: int = 4, input_size: int = 32,
-    tau: float = _DEFAULTS.tau, v_th: float = _DEFAULTS.v_th, surrogate_width: float = _DEFAULTS.surrogate_width,
-    surrogate: str = _DEFAULTS.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
+    tau: float = _N.tau, v_th: float = _N.v_th, surrogate_width: float = _N.surrogate_width,
+    surrogate: str = _N.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
     shortcut_norm: str = _DEFAULTS.shortcut_norm,
 ) -> SpikingNet:
     """ResNet-19 (CIFAR-10, CIFAR10-DVS): conv 3x3-128 s1; [128]x3, [256]x3*, [512]x2*; avg pool /2, fc-256, fc."""
@@ -139,8 +160,8 @@ def resnet19(
 @register
 def resnet17(
     *, num_classes: int = 11, in_channels: int = 2, width: float = 1.0, timesteps: int = 40, input_size: int = 32,
-    tau: float = _DEFAULTS.tau, v_th: float = _DEFAULTS.v_th, surrogate_width: float = _DEFAULTS.surrogate_width,
-    surrogate: str = _DEFAULTS.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
+    tau: float = _N.tau, v_th: float = _N.v_th, surrogate_width: float = _N.surrogate_width,
+    surrogate: str = _N.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
     shortcut_norm: str = _DEFAULTS.shortcut_norm,
 ) -> SpikingNet:
     """ResNet-17 (DVS128 Gesture): conv 3x3-64 s1; [64]x3*, [128]x4*; avg pool /2, fc-256, fc-11."""
@@ -173,8 +194,8 @@ def _imagenet_resnet(
 @register
 def resnet34(
     *, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, timesteps: int = 6,
-    tau: float = _DEFAULTS.tau, v_th: float = _DEFAULTS.v_th, surrogate_width: float = _DEFAULTS.surrogate_width,
-    surrogate: str = _DEFAULTS.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
+    tau: float = _N.tau, v_th: float = _N.v_th, surrogate_width: float = _N.surrogate_width,
+    surrogate: str = _N.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
     shortcut_norm: str = _DEFAULTS.shortcut_norm,
 ) -> SpikingNet:
     """ResNet-34 (ImageNet): conv 7x7-64 s2; [64]x3*, [128]x4*, [256]x6*, [512]x3*; avg pool, fc-1000."""
@@ -188,8 +209,8 @@ def resnet34(
 @register
 def resnet34_large(
     *, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, timesteps: int = 6,
-    tau: float = _DEFAULTS.tau, v_th: float = _DEFAULTS.v_th, surrogate_width: float = _DEFAULTS.surrogate_width,
-    surrogate: str = _DEFAULTS.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
+    tau: float = _N.tau, v_th: float = _N.v_th, surrogate_width: float = _N.surrogate_width,
+    surrogate: str = _N.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
     shortcut_norm: str = _DEFAULTS.shortcut_norm,
 ) -> SpikingNet:
     """ResNet-34 large (ImageNet): ResNet-34 with doubled widths: conv 7x7-128 s2; [128]x3*, ..., [1024]x3*."""
@@ -203,8 +224,8 @@ def resnet34_large(
 @register
 def resnet50(
     *, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, timesteps: int = 6,
-    tau: float = _DEFAULTS.tau, v_th: float = _DEFAULTS.v_th, surrogate_width: float = _DEFAULTS.surrogate_width,
-    surrogate: str = _DEFAULTS.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
+    tau: float = _N.tau, v_th: float = _N.v_th, surrogate_width: float = _N.surrogate_width,
+    surrogate: str = _N.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
     shortcut_norm: str = _DEFAULTS.shortcut_norm,
 ) -> SpikingNet:
     """ResNet-50 (ImageNet): conv 7x7-64 s2; bottlenecks [64,64,256]x3*, [128]x4*, [256]x6*, [512]x3*; fc-1000."""

@@ -1,0 +1,715 @@
+"""The memory-saving units of training as PyTorch custom operators (``torch.ops.tdbn.*``).
+
+A spiking ResNet is built from three units; each is one operator that owns what it stores for the backward pass
+and what it recomputes there:
+
+- :func:`td_bn_lif`: ``spikes = LIF(tdBN(z))`` for the output ``z`` of a conv or fc layer (Eq. 1-3, 5-8).
+  Stored: ``z`` (in its own dtype: bfloat16/float16 under autocast) and three per-channel vectors. The
+  backward pass recomputes the tdBN output and the membrane potentials ``u`` from them (the same floating-point
+  operations as the forward pass, so the same ``u`` bit for bit), walks BPTT back in time (Eq. 14-18) and ends
+  with the tdBN backward pass. No ``[T, ...]`` membrane tensor is ever stored.
+- :func:`td_bn_add_lif`: the residual junction ``LIF(tdBN_a(za) + tdBN_b(zb))`` of Fig. 5b, and
+  ``LIF(tdBN_a(za) + zb)`` for an identity shortcut without normalization: the same storage (``za``, ``zb``, or
+  the bool mask of ``zb`` when it holds spikes).
+- :func:`spike_conv2d`: a conv whose input holds only 0/1 (spikes); it stores the input's bool mask, 1 byte per
+  value instead of 2 or 4, for its weight gradient. The gradients are ATen's ``convolution_backward``, the
+  formula autograd uses for ``F.conv2d``, on the same values.
+
+Each operator has one reference implementation in plain PyTorch (the default kernel, for every device), the
+compiled CPU kernels of :mod:`tdbn.functional.native` on the CPU, and the Triton LIF kernels on CUDA (when
+``triton`` is installed; otherwise the reference, after one warning). Registered with ``register_fake`` and
+``register_autograd``, so ``torch.compile(model, fullgraph=True)`` traces them as single nodes (their storage
+stays theirs) and ``torch.autograd.graph.saved_tensors_hooks`` (activation checkpointing, CPU offload) sees
+exactly what they save.
+
+Mixed precision (autocast, or any bfloat16/float16 input). Rounding rules:
+
+- the unit takes the low-precision conv output ``z`` as it is and computes in float32: the tdBN statistics
+  (accumulated in float64 by the CPU kernels, float32 otherwise), the normalized input, the membrane recursion
+  and every gradient;
+- it stores ``z`` in its low precision and returns spikes in it (0 and 1 are exact in every float format);
+- the input gradient is computed in float32 and rounded once to ``z``'s dtype; the tdBN weight and bias
+  gradients stay float32, like the parameters and running statistics.
+
+So the gradients under autocast are those of the float32 unit applied to the rounded ``z``, rounded once.
+float32 and float64 inputs are computed in their own precision, bit-identical to the unfused modules' path.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch.library import custom_op
+
+from .lif import _bptt, _bptt_aten, _integrate, _integrate_aten
+from . import native as _native
+from .params import LIFParameters
+
+Tensor = torch.Tensor
+
+_WIDE = (torch.float32, torch.float64)
+
+
+class NormArgs(NamedTuple):
+    """What a tdBN contributes to a unit in training mode (Eq. 5-8): its parameters, its running statistics
+    (updated in place), the scale ``alpha * v_th``, and ``momentum`` and ``eps``."""
+
+    weight: Tensor | None
+    bias: Tensor | None
+    running_mean: Tensor
+    running_var: Tensor
+    scale: float
+    momentum: float
+    eps: float
+
+
+# ---------------------------------------------------------------------------------------------------------
+# kernels per device
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+# (integrate, bptt, uses the compiled tdBN kernels, integrate works without a u buffer)
+def _reference_kernels():
+    return _integrate_aten, _bptt_aten, False, True
+
+
+def _cpu_kernels():
+    return _integrate, _bptt, True, True
+
+
+def _cuda_kernels():
+    try:
+        from . import lif_triton
+    except ImportError as err:
+        _warn_once("triton", f"tdbn: triton is not importable ({err}); the LIF units on CUDA run the plain PyTorch "
+                   "reference loops (same results, slower). pip install 'tdbn[triton]' for the fused kernels.")
+        return _reference_kernels()
+    return lif_triton.integrate, lif_triton.bptt, False, False
+
+
+def _spikes_of(y: Tensor, tau: float, v_th: float, kernels) -> Tensor:
+    """Spikes of LIF neurons fed ``y`` (Eq. 1-3); ``y`` may be overwritten (it is a temporary)."""
+    integrate, _, _, u_optional = kernels
+    spikes = torch.empty_like(y)
+    integrate(y, None if u_optional else y, tau, v_th, spikes)
+    return spikes
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in _WIDE else torch.float32
+
+
+def _wide(t: Tensor) -> Tensor:
+    """``t`` in its compute dtype: itself for 32/64-bit floats, a float32 copy otherwise (bool masks too)."""
+    return t if t.dtype in _WIDE else t.to(torch.float32)
+
+
+def _channel_view(x: Tensor) -> tuple[list[int], list[int], int]:
+    """Reduction dims, broadcast shape of a per-channel vector and the count per channel, for ``[T, N, C, ...]``."""
+    dims = [0, 1, *range(3, x.dim())]
+    shape = [1, 1, x.shape[2]] + [1] * (x.dim() - 3)
+    return dims, shape, x.numel() // x.shape[2]
+
+
+def _bn_weight(weight: Tensor | None, invstd: Tensor, scale: float) -> Tensor:
+    """``lambda * alpha * v_th / sigma`` per channel (the same operations in the forward pass and every
+    recomputation)."""
+    return invstd * scale if weight is None else invstd * (weight * scale)
+
+
+def _affine_(centred: Tensor, w: Tensor, bias: Tensor | None, shape: list[int]) -> Tensor:
+    """``centred * w + bias`` per channel, in place (Eq. 5, 8)."""
+    y = centred.mul_(w.view(shape))
+    return y if bias is None else y.add_(bias.view(shape))
+
+
+def _bn_forward(z: Tensor, weight, bias, scale, eps, native: bool):
+    """tdBN in training mode on a compute-dtype tensor ``z`` [T, N, C, ...] (Eq. 5-8): ``(y, mean, invstd, var)``
+    with the biased batch variance ``var``; the caller updates the running statistics (:func:`_update_running`)."""
+    dims, shape, n = _channel_view(z)
+    layout = _native.bn_layout(z) if native else None
+    if layout is not None:
+        mean, var = _native.bn_stats(z, layout)
+    else:
+        mean = z.sum(dims) / n
+        centred = torch.sub(z, mean.view(shape))
+        var = torch.mul(centred, centred).sum(dims) / n  # biased (Eq. 8)
+    invstd = torch.rsqrt(var + eps)
+    w = _bn_weight(weight, invstd, scale)
+    y = _native.bn_affine(z, mean, w, bias, layout) if layout is not None else _affine_(centred, w, bias, shape)
+    return y, mean, invstd, var
+
+
+def _update_running(norm: "NormArgs", mean: Tensor, var: Tensor, n: int) -> None:
+    """Running statistics of a tdBN after a training batch of ``n`` values per channel (unbiased variance, like
+    ``torch.nn.BatchNorm``). Outside the operators: an operator with an autograd formula may not mutate its
+    inputs, and this way ``torch.compile`` sees the update as the buffer mutation it is."""
+    with torch.no_grad():
+        m = norm.momentum
+        norm.running_mean.mul_(1 - m).add_(mean.to(norm.running_mean.dtype), alpha=m)
+        norm.running_var.mul_(1 - m).add_((var * (n / max(n - 1, 1))).to(norm.running_var.dtype), alpha=m)
+
+
+def _bn_recompute(z: Tensor, weight, bias, mean, invstd, scale, native: bool) -> Tensor:
+    """The tdBN output again, bit for bit: the forward pass's kernels on the same input and statistics."""
+    _, shape, _ = _channel_view(z)
+    w = _bn_weight(weight, invstd, scale)
+    layout = _native.bn_layout(z) if native else None
+    if layout is not None:
+        return _native.bn_affine(z, mean, w, bias, layout)
+    return _affine_(torch.sub(z, mean.view(shape)), w, bias, shape)
+
+
+def _bn_backward(grad_y, z, weight, mean, invstd, scale, native: bool, sums=None):
+    """tdBN backward pass (Eq. 5-8): ``(dL/dz, dL/dlambda, dL/dbeta)``; ``sums`` = per-channel ``sum(dL/dy)``
+    and ``sum(dL/dy * (z - mean))`` when already computed (by the fused LIF backward kernel)."""
+    dims, shape, n = _channel_view(grad_y)
+    layout = _native.bn_layout(z) if native and grad_y.stride() == z.stride() else None
+    lam = invstd.new_ones(()) if weight is None else weight
+    k = invstd * (lam * scale)  # lambda * alpha * v_th / sigma
+    xc = prod = None
+    if sums is not None:
+        sum_g, sum_gx = sums
+    elif layout is not None:
+        sum_g, sum_gx = _native.bn_grad_sums(grad_y, z, mean, layout)
+    else:
+        sum_g = grad_y.sum(dims)  # dL/dbeta
+        xc = torch.sub(z, mean.view(shape))
+        prod = torch.mul(grad_y, xc)
+        sum_gx = prod.sum(dims)  # sigma * sum(dy * x_hat)
+    # dL/dz = k * (dy - mean(dy) - x_hat * mean(dy * x_hat)),  x_hat = (z - mean) * invstd
+    c_x = -k * invstd * invstd * sum_gx / n
+    c_0 = -k * sum_g / n
+    if layout is not None:
+        grad_z = _native.bn_grad_input(grad_y, z, mean, k, c_0, c_x, layout)
+    else:
+        if xc is None:
+            xc = torch.sub(z, mean.view(shape))
+        grad_z = torch.mul(grad_y, k.view(shape), out=prod).add_(c_0.view(shape))
+        grad_z.add_(xc.mul_(c_x.view(shape)))
+    return grad_z, sum_gx * invstd * scale, sum_g
+
+
+def _matching(ref: Tensor, t: Tensor) -> Tensor:
+    """``t`` in ``ref``'s dtype and strides (a copy only where they differ)."""
+    if t.dtype == ref.dtype and t.stride() == ref.stride():
+        return t
+    return torch.empty_like(ref).copy_(t)
+
+
+def _no_autocast(device: torch.device):
+    return torch.autocast(device.type, enabled=False) if device.type in ("cpu", "cuda") else _Null()
+
+
+class _Null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------------
+# LIF (Eq. 1-3, 14-18)
+
+
+@custom_op("tdbn::lif_forward", mutates_args=())
+def _lif_forward_op(x: Tensor, tau: float, v_th: float, width: float, surrogate: str, keep_u: bool,
+                    backend: str) -> tuple[Tensor, Tensor]:
+    """Reference: the plain PyTorch loops. Returns ``(spikes, u)``; ``u`` is empty unless ``keep_u``."""
+    return _lif_forward_impl(x, tau, v_th, keep_u, backend, _reference_kernels())
+
+
+def _lif_forward_impl(x, tau, v_th, keep_u, backend, kernels):
+    integrate = _triton_kernels()[0] if backend == "triton" else kernels[0]
+    with _no_autocast(x.device):
+        spikes = torch.empty_like(x)  # keeps a channels-last layout
+        if keep_u or backend == "triton":
+            u = torch.empty_like(spikes)
+            integrate(x, u, tau, v_th, spikes)
+            return spikes, (u if keep_u else x.new_empty(0))
+        integrate(x, None, tau, v_th, spikes)  # no [T, ...] membrane buffer at all
+        return spikes, x.new_empty(0)
+
+
+def _triton_kernels():
+    from . import lif_triton  # checked by the caller (check_backend)
+
+    return lif_triton.integrate, lif_triton.bptt
+
+
+@_lif_forward_op.register_kernel("cpu")
+def _(x, tau, v_th, width, surrogate, keep_u, backend):
+    return _lif_forward_impl(x, tau, v_th, keep_u, backend, _cpu_kernels())
+
+
+@_lif_forward_op.register_kernel("cuda")
+def _(x, tau, v_th, width, surrogate, keep_u, backend):
+    return _lif_forward_impl(x, tau, v_th, keep_u, backend, _cuda_kernels())
+
+
+@_lif_forward_op.register_fake
+def _(x, tau, v_th, width, surrogate, keep_u, backend):
+    return torch.empty_like(x), (torch.empty_like(x) if keep_u else x.new_empty(0))
+
+
+@custom_op("tdbn::lif_backward", mutates_args=())
+def _lif_backward_op(grad_spikes: Tensor, u: Tensor, tau: float, v_th: float, width: float, surrogate: str,
+                     backend: str) -> Tensor:
+    """Reference: ``dL/dx`` by the reverse-time recursion of Eq. 14-15, 18 from the stored ``u``."""
+    return _lif_backward_impl(grad_spikes, u, tau, v_th, width, surrogate, backend, _reference_kernels())
+
+
+def _lif_backward_impl(grad_spikes, u, tau, v_th, width, surrogate, backend, kernels):
+    bptt = _triton_kernels()[1] if backend == "triton" else kernels[1]
+    with _no_autocast(u.device):
+        return bptt(_matching(u, grad_spikes), u, tau, v_th, width, surrogate)
+
+
+@_lif_backward_op.register_kernel("cpu")
+def _(grad_spikes, u, tau, v_th, width, surrogate, backend):
+    return _lif_backward_impl(grad_spikes, u, tau, v_th, width, surrogate, backend, _cpu_kernels())
+
+
+@_lif_backward_op.register_kernel("cuda")
+def _(grad_spikes, u, tau, v_th, width, surrogate, backend):
+    return _lif_backward_impl(grad_spikes, u, tau, v_th, width, surrogate, backend, _cuda_kernels())
+
+
+@_lif_backward_op.register_fake
+def _(grad_spikes, u, tau, v_th, width, surrogate, backend):
+    return torch.empty_like(u)
+
+
+def _lif_setup(ctx, inputs, output):
+    _, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate, _, ctx.backend = inputs
+    ctx.save_for_backward(output[1])
+
+
+def _lif_grad(ctx, grad_spikes, _grad_u):
+    (u,) = ctx.saved_tensors
+    grad = torch.ops.tdbn.lif_backward(grad_spikes, u, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate, ctx.backend)
+    return grad, None, None, None, None, None, None
+
+
+_lif_forward_op.register_autograd(_lif_grad, setup_context=_lif_setup)
+
+
+def lif_op(x: Tensor, p: LIFParameters, *, return_membrane: bool = False, backend: str = "torch"):
+    """Spikes (and ``u``, detached) of :func:`tdbn.functional.lif` through ``torch.ops.tdbn.lif_forward``. The
+    operator stores ``u`` for the backward pass when ``x`` needs a gradient, and no ``[T, ...]`` membrane
+    buffer at all otherwise (unless ``return_membrane``)."""
+    keep_u = return_membrane or (torch.is_grad_enabled() and x.requires_grad)
+    spikes, u = torch.ops.tdbn.lif_forward(x, p.tau, p.v_th, p.surrogate_width, p.surrogate, keep_u, backend)
+    return (spikes, u.detach()) if return_membrane else spikes
+
+
+# ---------------------------------------------------------------------------------------------------------
+# conv -> tdBN -> LIF
+
+
+def _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, kernels):
+    native = kernels[2]
+    with _no_autocast(z.device):
+        zc = _wide(z)
+        y, mean, invstd, var = _bn_forward(zc, weight, bias, scale, eps, native)
+        return _spikes_of(y, tau, v_th, kernels).to(z.dtype), mean, invstd, var
+
+
+@custom_op("tdbn::td_bn_lif_forward", mutates_args=())
+def _td_bn_lif_forward_op(z: Tensor, weight: Tensor | None, bias: Tensor | None, scale: float, eps: float,
+                          tau: float, v_th: float, width: float, surrogate: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Reference. Returns ``(spikes, mean, invstd, var)``, the statistics per channel in the compute dtype."""
+    return _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, _reference_kernels())
+
+
+@_td_bn_lif_forward_op.register_kernel("cpu")
+def _(z, weight, bias, scale, eps, tau, v_th, width, surrogate):
+    return _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, _cpu_kernels())
+
+
+@_td_bn_lif_forward_op.register_kernel("cuda")
+def _(z, weight, bias, scale, eps, tau, v_th, width, surrogate):
+    return _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, _cuda_kernels())
+
+
+def _stats_like(z: Tensor, C: int) -> Tensor:
+    return z.new_empty(C, dtype=_compute_dtype(z.dtype))
+
+
+@_td_bn_lif_forward_op.register_fake
+def _(z, weight, bias, scale, eps, tau, v_th, width, surrogate):
+    C = z.shape[2]
+    return torch.empty_like(z), _stats_like(z, C), _stats_like(z, C), _stats_like(z, C)
+
+
+def _lif_bptt_from(y: Tensor, grad_spikes: Tensor, tau, v_th, width, surrogate, kernels) -> Tensor:
+    """``dL/dy`` of ``spikes = LIF(y)`` for a fresh ``y`` (overwritten: first by ``u``, then by the gradient)."""
+    integrate, bptt = kernels[:2]
+    integrate(y, y, tau, v_th)  # -> membrane potentials, in place
+    return bptt(_matching(y, grad_spikes), y, tau, v_th, width, surrogate, reuse_u=True)
+
+
+def _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate,
+                             kernels):
+    native = kernels[2]
+    with _no_autocast(z.device):
+        zc = _wide(z)
+        gs = _matching(zc, grad_spikes)
+        layout = _native.bn_layout(zc) if native else None
+        sums = None
+        if layout is not None:  # one pass: recompute y and u per block, BPTT, and the per-channel sums
+            w = _bn_weight(weight, invstd, scale)
+            grad_y, sum_g, sum_gx = _native.lif_backward_bn(gs, zc, mean, w, bias, layout, tau, v_th, width,
+                                                            surrogate)
+            sums = (sum_g, sum_gx)
+        else:
+            y = _bn_recompute(zc, weight, bias, mean, invstd, scale, native)
+            grad_y = _lif_bptt_from(y, gs, tau, v_th, width, surrogate, kernels)
+        grad_z, grad_w, grad_b = _bn_backward(grad_y, zc, weight, mean, invstd, scale, native, sums)
+        return grad_z.to(z.dtype), grad_w, grad_b
+
+
+@custom_op("tdbn::td_bn_lif_backward", mutates_args=())
+def _td_bn_lif_backward_op(grad_spikes: Tensor, z: Tensor, weight: Tensor | None, bias: Tensor | None,
+                           mean: Tensor, invstd: Tensor, scale: float, tau: float, v_th: float, width: float,
+                           surrogate: str) -> tuple[Tensor, Tensor, Tensor]:
+    """Reference. Returns ``(dL/dz, dL/dlambda, dL/dbeta)``."""
+    return _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate,
+                                    _reference_kernels())
+
+
+@_td_bn_lif_backward_op.register_kernel("cpu")
+def _(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate):
+    return _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate,
+                                    _cpu_kernels())
+
+
+@_td_bn_lif_backward_op.register_kernel("cuda")
+def _(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate):
+    return _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate,
+                                    _cuda_kernels())
+
+
+@_td_bn_lif_backward_op.register_fake
+def _(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate):
+    return torch.empty_like(z), mean.new_empty(z.shape[2]), mean.new_empty(z.shape[2])
+
+
+def _td_bn_lif_setup(ctx, inputs, output):
+    z, weight, bias, ctx.scale, _, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate = inputs
+    _, mean, invstd, _ = output
+    ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
+    ctx.save_for_backward(z, weight, bias, mean, invstd)
+
+
+def _td_bn_lif_grad(ctx, grad_spikes, *_stats_grads):
+    z, weight, bias, mean, invstd = ctx.saved_tensors
+    grad_z, grad_w, grad_b = torch.ops.tdbn.td_bn_lif_backward(
+        grad_spikes, z, weight, bias, mean, invstd, ctx.scale, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate
+    )
+    return (grad_z, grad_w.to(weight.dtype) if ctx.has_weight else None,
+            grad_b.to(bias.dtype) if ctx.has_bias else None) + (None,) * 6
+
+
+_td_bn_lif_forward_op.register_autograd(_td_bn_lif_grad, setup_context=_td_bn_lif_setup)
+
+
+def td_bn_lif(z: Tensor, norm: NormArgs, p: LIFParameters) -> Tensor:
+    """``LIF(tdBN(z))`` in training mode as one unit (Eq. 1-3, 5-8; backward Eq. 14-18): the spikes, in ``z``'s
+    dtype. Stores ``z`` and per-channel statistics only; see the module docstring for storage and rounding.
+
+    Args:
+        z: the conv/fc output ``[T, N, C, ...]`` (floating point; bfloat16/float16 under autocast).
+        norm: the tdBN's parameters and running statistics (:meth:`tdbn.TdBatchNorm2d.unit_args`).
+        p: the neuron's parameters.
+
+    Example:
+        >>> bn = tdbn.TdBatchNorm1d(3)
+        >>> z = torch.randn(4, 2, 3, requires_grad=True)
+        >>> s = td_bn_lif(z, bn.unit_args(z), tdbn.LIFParameters())
+        >>> bool(((s == 0) | (s == 1)).all()), s.shape
+        (True, torch.Size([4, 2, 3]))
+    """
+    _check_unit_input(z, "td_bn_lif")
+    spikes, mean, _, var = torch.ops.tdbn.td_bn_lif_forward(
+        z, norm.weight, norm.bias, norm.scale, norm.eps, p.tau, p.v_th, p.surrogate_width, p.surrogate
+    )
+    _update_running(norm, mean, var, z.numel() // z.shape[2])
+    return spikes
+
+
+def _check_unit_input(z: Tensor, name: str) -> None:
+    if z.dim() < 3 or not z.is_floating_point():
+        raise ValueError(f"{name} expects a floating-point time-first tensor [T, N, C, ...], got shape "
+                         f"{tuple(z.shape)} and dtype {z.dtype}")
+    if z.numel() == z.shape[2]:  # the check F.batch_norm makes in training mode
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(z.shape)}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the residual junction: LIF(tdBN_a(za) + tdBN_b(zb)) or LIF(tdBN_a(za) + zb)
+
+
+def _junction_forward_impl(za, a, zb, b, eps, tau, v_th, kernels):
+    """``a``/``b``: ``(weight, bias, scale)``; ``b`` None for an unnormalized ``zb``. Returns the spikes and the
+    statistics ``(mean, invstd, var)`` of each branch (empty for an unnormalized zb)."""
+    native = kernels[2]
+    with _no_autocast(za.device):
+        ya, mean_a, invstd_a, var_a = _bn_forward(_wide(za), *a, eps, native)
+        if b is not None:
+            yb, mean_b, invstd_b, var_b = _bn_forward(_wide(zb), *b, eps, native)
+        else:
+            yb = _wide(zb)
+            mean_b, invstd_b, var_b = ya.new_empty(0), ya.new_empty(0), ya.new_empty(0)
+        y = ya.add_(yb)  # the sum of Fig. 5b: the same kernel and operand order as ``ya + yb``
+        spikes = _spikes_of(y, tau, v_th, kernels).to(za.dtype)
+        return spikes, mean_a, invstd_a, var_a, mean_b, invstd_b, var_b
+
+
+@custom_op("tdbn::td_bn_add_lif_forward", mutates_args=())
+def _td_bn_add_lif_forward_op(
+    za: Tensor, weight_a: Tensor | None, bias_a: Tensor | None, scale_a: float, zb: Tensor, zb_mask: Tensor | None,
+    normalized_b: bool, weight_b: Tensor | None, bias_b: Tensor | None, scale_b: float, eps: float, tau: float,
+    v_th: float, width: float, surrogate: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Reference. Returns ``(spikes, mean_a, invstd_a, var_a, mean_b, invstd_b, var_b)``."""
+    b = (weight_b, bias_b, scale_b) if normalized_b else None
+    return _junction_forward_impl(za, (weight_a, bias_a, scale_a), zb, b, eps, tau, v_th, _reference_kernels())
+
+
+def _junction_kernel(kernels):
+    def impl(za, weight_a, bias_a, scale_a, zb, zb_mask, normalized_b, weight_b, bias_b, scale_b, eps, tau, v_th,
+             width, surrogate):
+        b = (weight_b, bias_b, scale_b) if normalized_b else None
+        return _junction_forward_impl(za, (weight_a, bias_a, scale_a), zb, b, eps, tau, v_th, kernels())
+    return impl
+
+
+_td_bn_add_lif_forward_op.register_kernel("cpu")(_junction_kernel(_cpu_kernels))
+_td_bn_add_lif_forward_op.register_kernel("cuda")(_junction_kernel(_cuda_kernels))
+
+
+@_td_bn_add_lif_forward_op.register_fake
+def _(za, weight_a, bias_a, scale_a, zb, zb_mask, normalized_b, weight_b, bias_b, scale_b, eps, tau, v_th, width,
+      surrogate):
+    Ca, Cb = za.shape[2], (zb.shape[2] if normalized_b else 0)
+    return (torch.empty_like(za), _stats_like(za, Ca), _stats_like(za, Ca), _stats_like(za, Ca),
+            _stats_like(za, Cb), _stats_like(za, Cb), _stats_like(za, Cb))
+
+
+def _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surrogate, kernels):
+    """``a``/``b``: ``(weight, mean, invstd, scale)`` plus bias; returns the six gradients (empty where none)."""
+    native = kernels[2]
+    with _no_autocast(za.device):
+        zac, zbc = _wide(za), _wide(zb)
+        y = _bn_recompute(zac, *a, native)
+        y.add_(_bn_recompute(zbc, *b, native) if b is not None else zbc)
+        grad_y = _lif_bptt_from(y, _matching(zac, grad_spikes), tau, v_th, width, surrogate, kernels)
+        wa, _, mean_a, invstd_a, scale_a = a
+        grad_za, grad_wa, grad_ba = _bn_backward(grad_y, zac, wa, mean_a, invstd_a, scale_a, native)
+        if b is None:
+            return grad_za.to(za.dtype), grad_wa, grad_ba, grad_y, grad_y.new_empty(0), grad_y.new_empty(0)
+        wb, _, mean_b, invstd_b, scale_b = b
+        grad_zb, grad_wb, grad_bb = _bn_backward(grad_y, zbc, wb, mean_b, invstd_b, scale_b, native)
+        return grad_za.to(za.dtype), grad_wa, grad_ba, grad_zb, grad_wb, grad_bb
+
+
+def _junction_backward(kernels):
+    def impl(grad_spikes, za, weight_a, bias_a, mean_a, invstd_a, scale_a, zb, zb_dtype, normalized_b, weight_b,
+             bias_b, mean_b, invstd_b, scale_b, tau, v_th, width, surrogate):
+        a = (weight_a, bias_a, mean_a, invstd_a, scale_a)
+        b = (weight_b, bias_b, mean_b, invstd_b, scale_b) if normalized_b else None
+        if zb.dtype == torch.bool:  # a spike input kept as its mask
+            zb = zb.view(torch.uint8).to(zb_dtype)
+        g = _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surrogate, kernels())
+        return g[:3] + (g[3].to(zb_dtype),) + g[4:]
+    return impl
+
+
+@custom_op("tdbn::td_bn_add_lif_backward", mutates_args=())
+def _td_bn_add_lif_backward_op(
+    grad_spikes: Tensor, za: Tensor, weight_a: Tensor | None, bias_a: Tensor | None, mean_a: Tensor,
+    invstd_a: Tensor, scale_a: float, zb: Tensor, zb_dtype: torch.dtype, normalized_b: bool,
+    weight_b: Tensor | None, bias_b: Tensor | None, mean_b: Tensor, invstd_b: Tensor, scale_b: float, tau: float,
+    v_th: float, width: float, surrogate: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Reference. ``zb`` may be the bool mask of a spike tensor of ``zb_dtype``. Returns
+    ``(dL/dza, dL/dlambda_a, dL/dbeta_a, dL/dzb, dL/dlambda_b, dL/dbeta_b)`` (the last two empty for an
+    unnormalized zb)."""
+    return _junction_backward(_reference_kernels)(
+        grad_spikes, za, weight_a, bias_a, mean_a, invstd_a, scale_a, zb, zb_dtype, normalized_b, weight_b, bias_b,
+        mean_b, invstd_b, scale_b, tau, v_th, width, surrogate)
+
+
+_td_bn_add_lif_backward_op.register_kernel("cpu")(_junction_backward(_cpu_kernels))
+_td_bn_add_lif_backward_op.register_kernel("cuda")(_junction_backward(_cuda_kernels))
+
+
+@_td_bn_add_lif_backward_op.register_fake
+def _(grad_spikes, za, weight_a, bias_a, mean_a, invstd_a, scale_a, zb, zb_dtype, normalized_b, weight_b, bias_b,
+      mean_b, invstd_b, scale_b, tau, v_th, width, surrogate):
+    Ca, Cb = za.shape[2], (zb.shape[2] if normalized_b else 0)
+    return (torch.empty_like(za), mean_a.new_empty(Ca), mean_a.new_empty(Ca), torch.empty_like(zb, dtype=zb_dtype),
+            mean_a.new_empty(Cb), mean_a.new_empty(Cb))
+
+
+def _junction_setup(ctx, inputs, output):
+    za, wa, ba, ctx.scale_a, zb, zb_mask, ctx.normalized_b, wb, bb, ctx.scale_b, _, ctx.tau, ctx.v_th, ctx.width, \
+        ctx.surrogate = inputs
+    ctx.zb_dtype = zb.dtype
+    ctx.flags = (wa is not None, ba is not None, wb is not None, bb is not None)
+    _, mean_a, invstd_a, _, mean_b, invstd_b, _ = output
+    # a spike input (identity shortcut) is kept as its bool mask: 1 byte per value
+    ctx.save_for_backward(za, wa, ba, mean_a, invstd_a, zb if zb_mask is None else zb_mask, wb, bb, mean_b, invstd_b)
+
+
+def _junction_grad(ctx, grad_spikes, *_stats_grads):
+    za, wa, ba, mean_a, invstd_a, zb, wb, bb, mean_b, invstd_b = ctx.saved_tensors
+    g = torch.ops.tdbn.td_bn_add_lif_backward(
+        grad_spikes, za, wa, ba, mean_a, invstd_a, ctx.scale_a, zb, ctx.zb_dtype, ctx.normalized_b, wb, bb, mean_b,
+        invstd_b, ctx.scale_b, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate,
+    )
+    has_wa, has_ba, has_wb, has_bb = ctx.flags
+    nb = ctx.normalized_b
+    return (g[0], g[1].to(wa.dtype) if has_wa else None, g[2].to(ba.dtype) if has_ba else None, None, g[3], None,
+            None, g[4].to(wb.dtype) if nb and has_wb else None, g[5].to(bb.dtype) if nb and has_bb else None,
+            None, None, None, None, None, None)
+
+
+_td_bn_add_lif_forward_op.register_autograd(_junction_grad, setup_context=_junction_setup)
+
+
+def td_bn_add_lif(za: Tensor, norm_a: NormArgs, zb: Tensor, norm_b: NormArgs | None, p: LIFParameters, *,
+                  zb_mask: Tensor | None = None) -> Tensor:
+    """The residual junction of Fig. 5b as one unit: ``LIF(tdBN_a(za) + tdBN_b(zb))``, or ``LIF(tdBN_a(za) + zb)``
+    when ``norm_b`` is None. Spikes in ``za``'s dtype.
+
+    Args:
+        za: the residual branch's last conv output ``[T, N, C, ...]``.
+        norm_a: its tdBN (alpha = 1/sqrt(2) in the paper's blocks).
+        zb: the shortcut: a projection conv output, or the block's input spikes for an identity shortcut.
+        norm_b: the shortcut's tdBN, or None.
+        p: the neuron's parameters.
+        zb_mask: ``zb != 0`` as bool when ``zb`` holds only 0/1 (spikes); the unit then stores this mask instead
+            of ``zb``. The caller vouches for the 0/1 values.
+
+    Example:
+        >>> bn_a, bn_b = tdbn.TdBatchNorm1d(3), tdbn.TdBatchNorm1d(3)
+        >>> za, zb = torch.randn(4, 2, 3, requires_grad=True), torch.randn(4, 2, 3, requires_grad=True)
+        >>> s = td_bn_add_lif(za, bn_a.unit_args(za), zb, bn_b.unit_args(zb), tdbn.LIFParameters())
+        >>> s.sum().backward(); za.grad.shape == zb.grad.shape == s.shape
+        True
+    """
+    _check_unit_input(za, "td_bn_add_lif")
+    if zb.shape != za.shape:
+        raise ValueError(f"td_bn_add_lif: the two branches must have one shape, got {tuple(za.shape)} and "
+                         f"{tuple(zb.shape)}")
+    if norm_b is not None and norm_a.eps != norm_b.eps:
+        raise ValueError("td_bn_add_lif: the two tdBNs must share eps")
+    wb, bb, sb = (norm_b.weight, norm_b.bias, norm_b.scale) if norm_b is not None else (None, None, 1.0)
+    spikes, mean_a, _, var_a, mean_b, _, var_b = torch.ops.tdbn.td_bn_add_lif_forward(
+        za, norm_a.weight, norm_a.bias, norm_a.scale, zb, zb_mask, norm_b is not None, wb, bb, sb, norm_a.eps,
+        p.tau, p.v_th, p.surrogate_width, p.surrogate,
+    )
+    n = za.numel() // za.shape[2]
+    _update_running(norm_a, mean_a, var_a, n)
+    if norm_b is not None:
+        _update_running(norm_b, mean_b, var_b, n)
+    return spikes
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a conv over spikes
+
+
+@custom_op("tdbn::spike_conv2d", mutates_args=())
+def _spike_conv2d_op(x: Tensor, mask: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int],
+                     padding: list[int], dilation: list[int], groups: int) -> Tensor:
+    """``F.conv2d(x, ...)``; the backward pass reads ``x`` back from ``mask`` (``x`` holds only 0/1)."""
+    with _no_autocast(x.device):
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+@_spike_conv2d_op.register_fake
+def _(x, mask, weight, bias, stride, padding, dilation, groups):
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+@custom_op("tdbn::spike_conv2d_backward", mutates_args=())
+def _spike_conv2d_backward_op(grad: Tensor, mask: Tensor, weight: Tensor, has_bias: bool, stride: list[int],
+                              padding: list[int], dilation: list[int], groups: int,
+                              output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
+    """ATen's ``convolution_backward`` (autograd's formula for conv) on the input read back from ``mask``."""
+    with _no_autocast(grad.device):
+        x = mask.view(torch.uint8).to(weight.dtype)  # uint8 -> float converts faster than bool on the CPU
+        gx, gw, gb = torch.ops.aten.convolution_backward(
+            grad, x, weight, [weight.shape[0]] if has_bias else None, stride, padding, dilation, False, [0, 0],
+            groups, output_mask,
+        )
+        return tuple(g if g is not None else grad.new_empty(0) for g in (gx, gw, gb))
+
+
+@_spike_conv2d_backward_op.register_fake
+def _(grad, mask, weight, has_bias, stride, padding, dilation, groups, output_mask):
+    gx = torch.empty(mask.shape, dtype=weight.dtype, device=grad.device) if output_mask[0] else grad.new_empty(0)
+    gw = torch.empty_like(weight) if output_mask[1] else grad.new_empty(0)
+    gb = grad.new_empty(weight.shape[0]) if output_mask[2] else grad.new_empty(0)
+    return gx, gw, gb
+
+
+def _spike_conv_setup(ctx, inputs, output):
+    x, mask, weight, bias, ctx.stride, ctx.padding, ctx.dilation, ctx.groups = inputs
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(mask, weight)
+
+
+def _spike_conv_grad(ctx, grad):
+    mask, weight = ctx.saved_tensors
+    needs = [ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.has_bias and ctx.needs_input_grad[3]]
+    gx, gw, gb = torch.ops.tdbn.spike_conv2d_backward(grad, mask, weight, ctx.has_bias, ctx.stride, ctx.padding,
+                                                      ctx.dilation, ctx.groups, needs)
+    return (gx if needs[0] else None, None, gw if needs[1] else None, gb if needs[2] else None, None, None, None,
+            None)
+
+
+_spike_conv2d_op.register_autograd(_spike_conv_grad, setup_context=_spike_conv_setup)
+
+
+def spike_conv2d(conv: torch.nn.Conv2d, x: Tensor, mask: Tensor) -> Tensor:
+    """``conv(x)`` for an input ``x`` ``[B, C, H, W]`` holding only 0/1, with ``mask = x != 0`` (bool, same
+    shape): the same values and gradients as ``conv(x)``, but the backward pass keeps ``mask`` (1 byte per value)
+    instead of ``x``. Under autocast, input and weight are cast to the autocast dtype first, as autocast casts a
+    conv's operands (spikes stay exact).
+    """
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        raise ValueError("spike_conv2d supports zero padding given as numbers (the paper's convs)")
+    weight, bias = conv.weight, conv.bias
+    dev = x.device.type
+    if dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev):
+        dtype = torch.get_autocast_dtype(dev)
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+    elif weight.dtype != x.dtype:
+        x = x.to(weight.dtype)
+    return torch.ops.tdbn.spike_conv2d(x, mask, weight, bias, list(conv.stride), list(conv.padding),
+                                       list(conv.dilation), conv.groups)
+
+
+def bytes_per_value(dtype: torch.dtype) -> int:
+    """Bytes of one element (for storage accounting in tests and benchmarks)."""
+    return torch.empty((), dtype=dtype).element_size()
+
+
+__all__ = ["NormArgs", "lif_op", "spike_conv2d", "td_bn_add_lif", "td_bn_lif"]

@@ -1,0 +1,148 @@
+"""The spiking unit ``[conv|fc] -> tdBN -> LIF`` as one module, and the helpers the residual blocks use.
+
+:class:`TdBNLIF` keeps a readable module tree (an ``nn.Sequential`` of its synaptic layer, its
+:class:`~tdbn.layers.TdBatchNorm2d` and its :class:`~tdbn.layers.LIF`, under the names ``conv``/``fc``, ``bn`` and
+``lif``), so that ``tdbn.fuse``, the NIR/ONNX exporters, forward hooks and state dicts see the layers they know.
+Its forward pass calls the unit operators of :mod:`tdbn.functional.units` when they apply, that is in training
+mode with gradients recorded (:func:`unit_mode`); in every other case (evaluation, ``torch.no_grad``, a fused
+network whose ``bn`` became an ``Identity``, no normalization, sync tdBN across processes) it runs its children
+one after the other, so hooks on the ``LIF`` child see every call there.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from ..functional import fused as _fused
+from ..functional.units import spike_conv2d, td_bn_add_lif, td_bn_lif
+from .neuron import LIF
+from .norm import _TdBatchNorm
+from .time import TimeDistributed
+
+Tensor = torch.Tensor
+
+_warned_sync = False
+
+
+def unit_mode(*norms: nn.Module | None) -> bool:
+    """Whether the unit operators run for a unit with these norms: gradients are being recorded, the lean path is
+    on (:func:`tdbn.functional.fused.lean_training`), and every norm is a tdBN in training mode whose statistics
+    are local. For sync tdBN across processes the units run their modules one after the other (said once)."""
+    if not torch.is_grad_enabled() or not _fused.lean_enabled():
+        return False
+    for bn in norms:
+        if not isinstance(bn, _TdBatchNorm) or not bn.training:
+            return False
+        if bn.synchronized():
+            global _warned_sync
+            if not _warned_sync:
+                _warned_sync = True
+                warnings.warn("tdbn: sync tdBN across processes runs each unit's modules one after the other "
+                              "(F.batch_norm with reduced statistics, then a LIF that stores u): the unit operators "
+                              "and their memory saving apply to process-local statistics only", RuntimeWarning,
+                              stacklevel=3)
+            return False
+    return True
+
+
+def spike_mask(x: Tensor) -> Tensor:
+    """The bool mask of a spike tensor (values 0/1), detached: what the units store in its place."""
+    return x.detach().to(torch.bool)
+
+
+def synapse(layer: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor:
+    """``layer(x)`` for a :class:`TimeDistributed` conv or fc; a conv over spikes (``mask`` given) runs as
+    :func:`tdbn.functional.units.spike_conv2d`, which stores the mask instead of ``x``."""
+    inner = layer.module if isinstance(layer, TimeDistributed) else None
+    if mask is None or not isinstance(inner, nn.Conv2d) or x.dim() != 5 or inner.padding_mode != "zeros" \
+            or isinstance(inner.padding, str):
+        return layer(x)
+    T, N = x.shape[:2]
+    y = spike_conv2d(inner, x.flatten(0, 1), mask.flatten(0, 1))
+    return y.view(T, N, *y.shape[1:])
+
+
+class TdBNLIF(nn.Sequential):
+    """A spiking unit: an optional synaptic layer (``conv`` or ``fc``, :class:`TimeDistributed`), an optional norm
+    (``bn``) and a :class:`LIF` (``lif``), in this order; input and output ``[T, N, ...]``.
+
+    In training mode with gradients recorded and a tdBN as norm, the unit is one operator
+    (:func:`tdbn.functional.units.td_bn_lif`): it stores the synaptic layer's output and the per-channel
+    statistics, not the membrane potentials. With ``spikes_in=True`` the unit's input holds only 0/1 (it is a
+    LIF's output) and a conv stores its bool mask for the weight gradient.
+
+    Example:
+        >>> unit = TdBNLIF(tdbn.TdBatchNorm1d(3), tdbn.LIF())           # tdBN -> LIF on [T, N, F]
+        >>> unit(torch.randn(4, 2, 3)).shape
+        torch.Size([4, 2, 3])
+        >>> [name for name, _ in unit.named_children()]
+        ['bn', 'lif']
+    """
+
+    def __init__(self, *layers: nn.Module, spikes_in: bool = False):
+        named: OrderedDict[str, nn.Module] = OrderedDict()
+        for layer in layers:
+            if isinstance(layer, LIF):
+                named["lif"] = layer
+            elif isinstance(layer, (_TdBatchNorm, nn.modules.batchnorm._BatchNorm)):
+                named["bn"] = layer
+            elif isinstance(layer, TimeDistributed) and isinstance(layer.module, nn.Linear):
+                named["fc"] = layer
+            else:
+                named["conv"] = layer
+        if list(named)[-1:] != ["lif"] or len(named) != len(layers):
+            raise ValueError("TdBNLIF takes [conv | fc], [bn], and a LIF last, each at most once; got "
+                             f"{[type(m).__name__ for m in layers]}")
+        super().__init__(named)
+        self.spikes_in = bool(spikes_in)
+
+    def _synapse_layer(self) -> nn.Module | None:
+        return self._modules.get("conv", self._modules.get("fc"))
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        """``x``: the unit's input; ``mask``: its bool mask if the caller has it already (spike input)."""
+        syn = self._synapse_layer()
+        lean = unit_mode(self._modules.get("bn"))
+        if syn is not None:
+            if lean and self.spikes_in and mask is None:
+                mask = spike_mask(x)
+            x = synapse(syn, x, mask if lean else None)
+        return self.activate(x, lean=lean)
+
+    def activate(self, z: Tensor, *, lean: bool | None = None) -> Tensor:
+        """The unit after its synaptic layer: ``LIF(bn(z))``, as one operator where it applies."""
+        bn = self._modules.get("bn")
+        if lean is None:
+            lean = unit_mode(bn)
+        if lean:
+            return td_bn_lif(z, bn.unit_args(z), self.lif.params)
+        if bn is not None:
+            z = bn(z)
+        return self.lif(z)
+
+    def extra_repr(self) -> str:
+        return "spikes_in=True" if self.spikes_in else ""
+
+
+def residual_junction(za: Tensor, norm_a: nn.Module, x: Tensor, x_mask: Tensor, shortcut: nn.Sequential,
+                      lif: LIF) -> Tensor | None:
+    """``lif(norm_a(za) + shortcut(x))`` of a residual block (Fig. 5b) as one operator, for a block input ``x``
+    of spikes (mask ``x_mask``) and a shortcut that is a projection ``conv -> bn``, a lone ``bn`` or empty
+    (identity). Returns None when the operators do not apply (then the block runs its modules)."""
+    conv, norm_b = shortcut._modules.get("conv"), shortcut._modules.get("bn")
+    if len(shortcut) != (conv is not None) + (norm_b is not None):
+        return None  # a shortcut of other layers
+    if not (unit_mode(norm_a) and (norm_b is None or unit_mode(norm_b))):
+        return None
+    if conv is not None:
+        if norm_b is None:
+            return None
+        zb, zb_mask = synapse(conv, x, x_mask), None
+    else:
+        zb, zb_mask = x, x_mask
+    args_b = norm_b.unit_args(zb) if norm_b is not None else None
+    return td_bn_add_lif(za, norm_a.unit_args(za), zb, args_b, lif.params, zb_mask=zb_mask)
