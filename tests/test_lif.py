@@ -34,8 +34,8 @@ def test_matches_naive_loop_float64(tau, shape):
 def test_every_surrogate_matches_naive(surrogate):
     x = torch.randn(8, 3, 4, dtype=torch.float64)
     g = torch.randn(8, 3, 4, dtype=torch.float64)
-    y1, g1 = _grads(lif, x, g, tau=0.5, surrogate=surrogate, width=0.7)
-    y2, g2 = _grads(lif_naive, x, g, tau=0.5, surrogate=surrogate, width=0.7)
+    y1, g1 = _grads(lif, x, g, tau=0.5, surrogate=surrogate, surrogate_width=0.7)
+    y2, g2 = _grads(lif_naive, x, g, tau=0.5, surrogate=surrogate, surrogate_width=0.7)
     assert torch.equal(y1, y2)
     torch.testing.assert_close(g1, g2, rtol=1e-12, atol=1e-12)
 
@@ -87,9 +87,9 @@ def test_dtype_and_values():
 
 
 def test_module_wraps_functional():
-    m = tdbn.LIF(tau=0.5, v_th=0.3, width=0.5)
+    m = tdbn.LIF(tau=0.5, v_th=0.3, surrogate_width=0.5)
     x = torch.randn(5, 2, 3)
-    assert torch.equal(m(x), lif(x, tau=0.5, v_th=0.3, width=0.5))
+    assert torch.equal(m(x), lif(x, tau=0.5, v_th=0.3, surrogate_width=0.5))
     s, u = m.forward_with_membrane(x)
     assert torch.equal(s, m(x)) and u.shape == x.shape
 
@@ -109,7 +109,7 @@ def test_saves_one_tensor_for_backward():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"tau": 1.0}, "tau"), ({"tau": -0.1}, "tau"), ({"v_th": 0.0}, "v_th"), ({"width": 0.0}, "width"),
+    [({"tau": 1.0}, "tau"), ({"tau": -0.1}, "tau"), ({"v_th": 0.0}, "v_th"), ({"surrogate_width": 0.0}, "surrogate_width"),
      ({"surrogate": "nope"}, "surrogate")],
 )
 def test_bad_hyperparameters(kwargs, match):

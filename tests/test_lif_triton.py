@@ -39,7 +39,7 @@ def test_float64_matches_torch_backend_and_naive_loop(tau, surrogate):
     x = torch.randn(7, 3, 5, 4, dtype=torch.float64, device=DEVICE)
     x[2, 0] = 0.5  # exactly at threshold: no spike, surrogate gradient
     g = torch.randn_like(x)
-    kw = dict(tau=tau, v_th=0.5, width=0.7, surrogate=surrogate)
+    kw = dict(tau=tau, v_th=0.5, surrogate_width=0.7, surrogate=surrogate)
     s1, u1, g1 = _run(x, g, backend="triton", **kw)
     s2, u2, g2 = _run(x, g, backend="torch", **kw)
     assert torch.equal(s1, s2) and torch.equal(u1, u2)

@@ -96,7 +96,7 @@ def test_residual_alpha_and_shortcut_norm():
 def test_options_reach_every_layer():
     m = models.create("resnet19", num_classes=10, width=0.125, tau=0.5, v_th=0.3, surrogate_width=0.5)
     lifs = [x for x in m.modules() if isinstance(x, tdbn.LIF)]
-    assert lifs and all(x.tau == 0.5 and x.v_th == 0.3 and x.width == 0.5 for x in lifs)
+    assert lifs and all(x.tau == 0.5 and x.v_th == 0.3 and x.surrogate_width == 0.5 for x in lifs)
     assert all(x.v_th == 0.3 for x in m.modules() if isinstance(x, TdBatchNorm2d))
     none = models.create("plain", num_classes=10, width=0.125, norm="none")
     assert not any(isinstance(x, TdBatchNorm2d) for x in none.modules())

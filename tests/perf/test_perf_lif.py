@@ -33,8 +33,8 @@ def test_membrane_and_spikes_bit_exact(dtype, tau):
 def test_float32_gradients_close_to_naive(width):
     x = (torch.randn(6, 3, 512) * 0.6 + 0.2).requires_grad_()
     g = torch.randn(6, 3, 512)
-    (g1,) = torch.autograd.grad(lif(x, tau=0.5, width=width), x, g)
-    (g2,) = torch.autograd.grad(lif_naive(x, tau=0.5, width=width), x, g)
+    (g1,) = torch.autograd.grad(lif(x, tau=0.5, surrogate_width=width), x, g)
+    (g2,) = torch.autograd.grad(lif_naive(x, tau=0.5, surrogate_width=width), x, g)
     torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-6)
 
 

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from ..layers.neuron import LIF
+from ..layers.units import TdBNLIF
 from ..layers.norm import _TdBatchNorm
 from ..layers.time import Flatten, TimeDistributed
 from ..models.net import SpikingNet
@@ -51,7 +52,7 @@ if TYPE_CHECKING:  # nir is an optional dependency (the ``export`` extra)
 INPUT, OUTPUT = "input", "output"
 READOUT = "mean over time of the output (Eq. 11)"
 SUPPORTED = (
-    "TimeDistributed(Conv2d | Linear | AvgPool2d | AdaptiveAvgPool2d), LIF, Flatten, Identity, Sequential, "
+    "TimeDistributed(Conv2d | Linear | AvgPool2d | AdaptiveAvgPool2d), LIF, Flatten, Identity, Sequential, TdBNLIF, "
     "BasicBlock, Bottleneck, SpikingNet"
 )
 
@@ -107,7 +108,7 @@ class _Builder:
             if res.shape != short.shape:
                 raise NIRExportError(f"{path}: residual branch shape {res.shape} != shortcut shape {short.shape}")
             return self.walk(module.lif, _join(path, "lif"), _Signal(res.sources + short.sources, res.shape))
-        if type(module) is nn.Sequential:
+        if type(module) in (nn.Sequential, TdBNLIF):  # a unit's forward in eval mode runs its children in order
             for name, child in module.named_children():
                 signal = self.walk(child, _join(path, name), signal)
             return signal

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+from collections import Counter
 import os
 import platform
 import subprocess
@@ -43,6 +44,9 @@ Tensor = torch.Tensor
 SOURCE = Path(__file__).with_name("native.c")
 CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-fno-math-errno", "-std=c11", "-fPIC", "-shared"]
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2}
+
+#: How many times each entry point of the compiled kernels ran in this process (the sentinel tests read it).
+calls: Counter[str] = Counter()
 
 _enabled = os.environ.get("TDBN_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 _lib: ctypes.CDLL | None = None
@@ -203,8 +207,49 @@ def usable_forward(x: Tensor, *outputs: Tensor | None) -> bool:
     return usable(*outs)
 
 
+class KernelArgumentError(ValueError):
+    """Operands that the compiled kernels cannot index: raised before any pointer reaches C."""
+
+
+def _guard(what: str, ref: Tensor, *others: Tensor | None, vectors: tuple[Tensor | None, ...] = (),
+           channels: int = 0, repeated_input: Tensor | None = None) -> None:
+    """Check dtype, device, shape and strides of every operand of a kernel call before entering C: a mismatch
+    raises :class:`KernelArgumentError` naming the call and the operand, instead of reading or writing memory
+    out of bounds. ``vectors``: per-channel operands (``channels`` elements, contiguous, ``ref``'s dtype)."""
+    if ref.device.type != "cpu" or ref.dtype not in DTYPES:
+        raise KernelArgumentError(f"{what}: needs a CPU tensor of {sorted(map(str, DTYPES))}, got {ref.dtype} "
+                                  f"on {ref.device}")
+    if not time_major_dense(ref):
+        raise KernelArgumentError(f"{what}: operand of shape {tuple(ref.shape)} and strides {ref.stride()} is not "
+                                  "time-major dense")
+    for i, t in enumerate(others):
+        if t is None:
+            continue
+        if t.device != ref.device or t.dtype != ref.dtype or t.shape != ref.shape or t.stride() != ref.stride():
+            raise KernelArgumentError(
+                f"{what}: operand {i + 1} ({t.dtype}, shape {tuple(t.shape)}, strides {t.stride()}) does not match "
+                f"the first ({ref.dtype}, shape {tuple(ref.shape)}, strides {ref.stride()})")
+    if repeated_input is not None:
+        x = repeated_input
+        ok = x.shape == ref.shape and x.dtype == ref.dtype and x.device == ref.device and (
+            x.stride() == ref.stride() or (x.dim() >= 2 and x.stride(0) == 0 and x.stride()[1:] == ref.stride()[1:]))
+        if not ok:
+            raise KernelArgumentError(f"{what}: input ({x.dtype}, shape {tuple(x.shape)}, strides {x.stride()}) is "
+                                      f"not laid out like the outputs ({ref.dtype}, strides {ref.stride()})")
+    for v in vectors:
+        if v is not None and (v.numel() != channels or not v.is_contiguous() or v.dtype != ref.dtype
+                              or v.device != ref.device):
+            raise KernelArgumentError(f"{what}: per-channel operand ({v.dtype}, shape {tuple(v.shape)}) must hold "
+                                      f"{channels} contiguous {ref.dtype} values")
+
+
 def integrate(x: Tensor, u: Tensor | None, tau: float, v_th: float, spikes: Tensor | None = None) -> None:
     """:func:`tdbn.functional.lif._integrate` in one pass; the caller checked :func:`usable_forward`."""
+    outs = [t for t in (u, spikes) if t is not None]
+    if not outs:
+        raise KernelArgumentError("tdbn_lif_forward: needs u or spikes to write")
+    _guard("tdbn_lif_forward", outs[0], *outs[1:], repeated_input=x)
+    calls["lif_forward"] += 1
     T = x.shape[0]
     M = x[0].numel()
     rc = _lib.tdbn_lif_forward(
@@ -222,6 +267,8 @@ def supports_backward(dtype: torch.dtype, surrogate: str) -> bool:
 
 def bptt(grad_spikes: Tensor, u: Tensor, grad_x: Tensor, tau: float, v_th: float, width: float, surrogate: str) -> None:
     """:func:`tdbn.functional.lif._bptt` in one pass, into ``grad_x`` (which may be ``u``)."""
+    _guard("tdbn_lif_backward", u, grad_spikes, grad_x)
+    calls["lif_backward"] += 1
     T = u.shape[0]
     rc = _lib.tdbn_lif_backward(
         DTYPES[u.dtype], grad_spikes.data_ptr(), u.data_ptr(), grad_x.data_ptr(), T, u.numel() // T,
@@ -254,6 +301,14 @@ def bn_layout(x: Tensor) -> Layout | None:
     return layout if library() is not None else None
 
 
+def _bn_guard(what: str, x: Tensor, layout: Layout) -> Layout:
+    """The layout, after checking that it is ``x``'s (:func:`bn_layout`): anything else raises before C."""
+    if layout != bn_layout(x):
+        raise KernelArgumentError(f"{what}: layout {layout} does not describe the operand of shape "
+                                  f"{tuple(x.shape)}, dtype {x.dtype} and strides {x.stride()}")
+    return layout
+
+
 def _check(rc: int, what: str) -> None:
     if rc != 0:  # pragma: no cover - bn_layout admits only what the kernels handle
         raise RuntimeError(f"{what} failed")
@@ -269,7 +324,8 @@ def _scratch(C: int) -> Tensor:
 
 def bn_stats(x: Tensor, layout: Layout) -> tuple[Tensor, Tensor]:
     """Per-channel mean (``x``'s dtype) and biased variance around it (Eq. 6-7)."""
-    outer, C, inner = layout
+    outer, C, inner = _bn_guard("tdbn_bn_stats", x, layout)
+    calls["bn_stats"] += 1
     mean = x.new_empty(C)
     var = torch.empty(C, dtype=torch.float64)
     scratch = _scratch(C)  # referenced until the call returns
@@ -283,10 +339,12 @@ def bn_stats(x: Tensor, layout: Layout) -> tuple[Tensor, Tensor]:
 
 def bn_affine(x: Tensor, mean: Tensor, w: Tensor, bias: Tensor | None, layout: Layout) -> Tensor:
     """``(x - mean) * w + bias`` per channel, each operation rounded; a new tensor with ``x``'s strides."""
-    outer, C, inner = layout
+    outer, C, inner = _bn_guard("tdbn_bn_affine", x, layout)
     y = torch.empty_like(x)
     mean, w = _vec(mean, x), _vec(w, x)
     b = None if bias is None else _vec(bias, x)
+    _guard("tdbn_bn_affine", x, y, vectors=(mean, w, b), channels=C)
+    calls["bn_affine"] += 1
     rc = _lib.tdbn_bn_affine(
         DTYPES[x.dtype], x.data_ptr(), y.data_ptr(), mean.data_ptr(), w.data_ptr(), 0 if b is None else b.data_ptr(),
         outer, C, inner, torch.get_num_threads(),
@@ -297,9 +355,11 @@ def bn_affine(x: Tensor, mean: Tensor, w: Tensor, bias: Tensor | None, layout: L
 
 def bn_grad_sums(g: Tensor, x: Tensor, mean: Tensor, layout: Layout) -> tuple[Tensor, Tensor]:
     """Per-channel ``sum(g)`` and ``sum(g * (x - mean))`` (float64 accumulation, returned in ``x``'s dtype)."""
-    outer, C, inner = layout
+    outer, C, inner = _bn_guard("tdbn_bn_grad_sums", x, layout)
     out = torch.empty(2 * C, dtype=torch.float64)
     mean, scratch = _vec(mean, x), _scratch(C)
+    _guard("tdbn_bn_grad_sums", x, g, vectors=(mean,), channels=C)
+    calls["bn_grad_sums"] += 1
     rc = _lib.tdbn_bn_grad_sums(
         DTYPES[x.dtype], g.data_ptr(), x.data_ptr(), mean.data_ptr(), outer, C, inner, out.data_ptr(),
         scratch.data_ptr(), torch.get_num_threads(),
@@ -313,9 +373,11 @@ def bn_grad_input(
     g: Tensor, x: Tensor, mean: Tensor, k: Tensor, c0: Tensor, cx: Tensor, layout: Layout
 ) -> Tensor:
     """``(g * k + c0) + (x - mean) * cx`` per channel: the tdBN input gradient; a new tensor."""
-    outer, C, inner = layout
+    outer, C, inner = _bn_guard("tdbn_bn_grad_input", x, layout)
     out = torch.empty_like(x)
     mean, k, c0, cx = (_vec(v, x) for v in (mean, k, c0, cx))
+    _guard("tdbn_bn_grad_input", x, g, out, vectors=(mean, k, c0, cx), channels=C)
+    calls["bn_grad_input"] += 1
     rc = _lib.tdbn_bn_grad_input(
         DTYPES[x.dtype], g.data_ptr(), x.data_ptr(), out.data_ptr(), mean.data_ptr(), k.data_ptr(), c0.data_ptr(),
         cx.data_ptr(), outer, C, inner, torch.get_num_threads(),
@@ -334,12 +396,14 @@ def lif_backward_bn(
     Returns ``(dL/dy, sum(dL/dy), sum(dL/dy * (z - mean)))``, the sums per channel. ``grad_spikes`` must have
     ``z``'s strides; ``layout`` is ``bn_layout(z)``.
     """
-    outer, C, inner = layout
+    outer, C, inner = _bn_guard("tdbn_lif_backward_bn", z, layout)
     T = z.shape[0]
     M = z.numel() // T
     grad_y = torch.empty_like(z)
     mean, w = _vec(mean, z), _vec(w, z)
     b = None if bias is None else _vec(bias, z)
+    _guard("tdbn_lif_backward_bn", z, grad_spikes, grad_y, vectors=(mean, w, b), channels=C)
+    calls["lif_backward_bn"] += 1
     out, scratch = torch.empty(2 * C, dtype=torch.float64), _scratch(C)
     rc = _lib.tdbn_lif_backward_bn(
         DTYPES[z.dtype], grad_spikes.data_ptr(), z.data_ptr(), grad_y.data_ptr(), mean.data_ptr(), w.data_ptr(),

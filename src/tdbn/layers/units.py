@@ -83,6 +83,8 @@ class TdBNLIF(nn.Sequential):
         ['bn', 'lif']
     """
 
+    outputs_lif_spikes = True  # the output is the ``lif`` child's spikes (see spike_sources)
+
     def __init__(self, *layers: nn.Module, spikes_in: bool = False):
         named: OrderedDict[str, nn.Module] = OrderedDict()
         for layer in layers:
@@ -103,9 +105,11 @@ class TdBNLIF(nn.Sequential):
     def _synapse_layer(self) -> nn.Module | None:
         return self._modules.get("conv", self._modules.get("fc"))
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:  # type: ignore[override]
-        """``x``: the unit's input; ``mask``: its bool mask if the caller has it already (spike input)."""
-        syn = self._synapse_layer()
+    def forward(self, x: Tensor, mask: Tensor | None = None, *, synapse_done: bool = False) -> Tensor:  # type: ignore[override]
+        """``x``: the unit's input; ``mask``: its bool mask if the caller has it already (spike input);
+        ``synapse_done``: ``x`` is already the synaptic layer's output (a static image's encoding conv, run once
+        and repeated over time)."""
+        syn = None if synapse_done else self._synapse_layer()
         lean = unit_mode(self._modules.get("bn"))
         if syn is not None:
             if lean and self.spikes_in and mask is None:
@@ -126,6 +130,22 @@ class TdBNLIF(nn.Sequential):
 
     def extra_repr(self) -> str:
         return "spikes_in=True" if self.spikes_in else ""
+
+
+def spike_sources(model: nn.Module) -> list[nn.Module]:
+    """The modules whose outputs are the spikes of every LIF of ``model``, each LIF once: a LIF that is the
+    ``lif`` child of a unit (:class:`TdBNLIF`, a residual block) is represented by that unit, whose forward
+    returns its spikes in every mode (in training the unit's operator, not the ``LIF`` child, computes them).
+    Forward hooks on these modules see all spikes, in training and in evaluation."""
+    out = []
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, LIF):
+                owns = name == "lif" and getattr(parent, "outputs_lif_spikes", False)
+                out.append(parent if owns else child)
+    if isinstance(model, LIF):
+        out.append(model)
+    return out
 
 
 def residual_junction(za: Tensor, norm_a: nn.Module, x: Tensor, x_mask: Tensor, shortcut: nn.Sequential,

@@ -56,7 +56,7 @@ class SpikingNet(nn.Module):
                     f"got shape {tuple(x.shape)}"
                 )
             y = self.encoder.conv.module(x)  # the encoding conv, once: [N, C, H, W]
-            return self.encoder.activate(y.unsqueeze(0).expand(self.timesteps, *y.shape))
+            return self.encoder(y.unsqueeze(0).expand(self.timesteps, *y.shape), synapse_done=True)
         if x.dim() == 5:
             if x.shape[2] != self.in_channels:
                 raise ValueError(

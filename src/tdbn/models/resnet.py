@@ -36,6 +36,7 @@ class _ResidualBlock(nn.Module):
 
     residual: nn.Sequential
     shortcut: nn.Sequential
+    outputs_lif_spikes = True  # the output is the ``lif`` child's spikes (tdbn.layers.units.spike_sources)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *units, last = self.residual.children()

@@ -16,7 +16,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import LIF
+from ..layers import LIF  # noqa: F401 (doctest namespace)
+from ..layers.units import spike_sources
 from .amp import Precision
 from .distributed import Context, all_reduce_sum
 from .errors import NonFiniteLossError
@@ -27,7 +28,8 @@ __all__ = ["FiringRate", "evaluate", "train_one_epoch"]
 class FiringRate:
     """Mean firing rate of all LIF neurons while active: spikes / (neurons x time steps), over every LIF output.
 
-    Forward hooks on the :class:`~tdbn.layers.LIF` modules accumulate on the device; they are removed on exit.
+    Forward hooks on the modules that output LIF spikes (:func:`tdbn.layers.units.spike_sources`: the units in
+    training, where their operators compute the spikes) accumulate on the device; they are removed on exit.
 
     >>> net = nn.Sequential(LIF(v_th=0.5))
     >>> with FiringRate(net) as fr:
@@ -48,7 +50,7 @@ class FiringRate:
         self.count += output.numel()
 
     def __enter__(self) -> FiringRate:
-        self._handles = [m.register_forward_hook(self._hook) for m in self.model.modules() if isinstance(m, LIF)]
+        self._handles = [m.register_forward_hook(self._hook) for m in spike_sources(self.model)]
         return self
 
     def __exit__(self, *exc) -> None:

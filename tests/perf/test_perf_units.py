@@ -1,0 +1,348 @@
+"""The training units (tdbn.functional.units) equal the plain formulation, store what they claim, and really run.
+
+Plain formulation = ``F.batch_norm`` tdBN + a LIF saving ``u`` + convs saving their float input, i.e. what the
+modules do one after the other inside ``lean_training(False)``. Float64 wherever spikes must be identical, so
+that rounding cannot move a value across the threshold.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import tdbn
+from tdbn import LIF, LIFParameters, TdBatchNorm1d, TdBatchNorm2d, TdBNLIF, TimeDistributed
+from tdbn.functional import fused, native, td_batch_norm, td_bn_add_lif, td_bn_lif
+from tdbn.functional.tdbn import td_batch_norm_plain
+
+F64 = torch.float64
+
+
+def _bn_args(C: int):
+    w = torch.rand(C, dtype=F64) + 0.5
+    b = torch.randn(C, dtype=F64) * 0.1
+    return w.requires_grad_(), b.requires_grad_(), torch.randn(C, dtype=F64), torch.rand(C, dtype=F64) + 0.5
+
+
+def graph_ops(t: torch.Tensor) -> set[str]:
+    """Names of every autograd node behind ``t``."""
+    seen, todo, names = set(), [t.grad_fn], set()
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.add(fn.name())
+        todo.extend(f for f, _ in fn.next_functions)
+    return names
+
+
+def has_op(names: set[str], op: str) -> bool:
+    return any(f"tdbn_{op}_default" in n or f"tdbn_{op}_" in n and n.endswith("Backward") for n in names)
+
+
+class SavedBytes:
+    """Every tensor autograd saves inside the block, seen through saved_tensors_hooks (as activation
+    checkpointing and CPU offloading see them)."""
+
+    def __init__(self):
+        self.saved: list[torch.Tensor] = []
+
+    def __enter__(self):
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(lambda t: self.saved.append(t) or t, lambda t: t)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+
+    def big(self, numel: int) -> list[torch.Tensor]:
+        return [t for t in self.saved if t.numel() >= numel]
+
+
+# ---- tdBN alone -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5, 6, 6), (4, 6, 7), (2, 3, 4, 5, 1)])
+def test_td_batch_norm_train_matches_plain(shape):
+    x = (torch.randn(shape, dtype=F64) * 2 + 0.3).requires_grad_()
+    g = torch.randn(shape, dtype=F64)
+    out = {}
+    for name, fn in (("fast", fused.td_batch_norm_train), ("plain", td_batch_norm_plain)):
+        torch.manual_seed(1)
+        w, b, rm, rv = _bn_args(shape[2])
+        kw = {"alpha": 0.7, "v_th": 0.5, "momentum": 0.1, "eps": 1e-5}
+        if name == "plain":
+            kw["training"] = True
+        y = fn(x, rm, rv, w, b, **kw)
+        grads = torch.autograd.grad(y, (x, w, b), g)
+        out[name] = (y, *grads, rm, rv)
+    for a, b in zip(out["fast"], out["plain"]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_td_batch_norm_train_gradcheck():
+    x = torch.randn(2, 3, 2, 3, 3, dtype=F64, requires_grad=True)
+    w, b, _, _ = _bn_args(2)
+    fn = lambda x, w, b: fused.td_batch_norm_train(x, None, None, w, b, alpha=0.8, v_th=0.5, momentum=0.1, eps=1e-5)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+
+
+def test_td_batch_norm_train_rejects_one_value_per_channel():
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        fused.td_batch_norm_train(torch.randn(1, 1, 3), None, None, None, None, alpha=1.0, v_th=0.5, momentum=0.1,
+                                  eps=1e-5)
+
+
+# ---- the tdBN + LIF unit ----------------------------------------------------------------------------------
+
+
+def _unit(C_in=2, C=4, spikes_in=False):
+    return TdBNLIF(TimeDistributed(nn.Conv2d(C_in, C, 3, padding=1)), TdBatchNorm2d(C), LIF(), spikes_in=spikes_in)
+
+
+def _pair(shape, p: LIFParameters, alpha=1.0):
+    torch.manual_seed(2)
+    bn = TdBatchNorm2d(shape[2], alpha=alpha, v_th=p.v_th).double() if len(shape) == 5 else \
+        TdBatchNorm1d(shape[2], alpha=alpha, v_th=p.v_th).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.2, 0.2)
+    return bn, copy.deepcopy(bn)
+
+
+@pytest.mark.parametrize("native_on", [True, False])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "1d"])
+@pytest.mark.parametrize("p", [LIFParameters(), LIFParameters(tau=0.5, v_th=0.3, surrogate="atan", surrogate_width=0.7)])
+def test_td_bn_lif_equals_modules_in_float64(native_on, layout, p):
+    """Every implementation (compiled CPU kernels; the plain PyTorch reference with them off) equals the
+    modules run one after the other: spikes, input/weight/bias gradients, running statistics."""
+    shape = (4, 3, 6, 5, 5) if layout != "1d" else (5, 4, 7)
+    z0 = torch.randn(shape, dtype=F64) * 0.8 + 0.2
+    if layout == "channels_last":
+        z0 = z0.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, shape[:2])
+    g = torch.randn(shape, dtype=F64)
+    bn1, bn2 = _pair(shape, p)
+    z1, z2 = z0.clone().requires_grad_(), z0.clone().requires_grad_()
+    with native.enabled(native_on):
+        s1 = td_bn_lif(z1, bn1.unit_args(z1), p)
+        s1.backward(g)
+    with fused.lean_training(False):
+        s2 = tdbn.functional.lif(bn2(z2), p)
+        s2.backward(g)
+    assert torch.equal(s1, s2)
+    torch.testing.assert_close(z1.grad, z2.grad, rtol=1e-11, atol=1e-12)
+    for a, b in [(bn1.weight.grad, bn2.weight.grad), (bn1.bias.grad, bn2.bias.grad), (bn1.running_mean, bn2.running_mean),
+                 (bn1.running_var, bn2.running_var), (bn1.num_batches_tracked, bn2.num_batches_tracked)]:
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
+
+
+def test_unit_stores_no_membrane_potentials():
+    """What the unit saves, seen through saved_tensors_hooks: its input z and per-channel vectors, no [T, ...]
+    membrane tensor; the plain formulation saves z (in F.batch_norm) and u (in the LIF)."""
+    unit = _unit()
+    x = torch.randn(3, 2, 2, 5, 5)
+    with SavedBytes() as lean:
+        s = unit(x)
+    assert has_op(graph_ops(s), "td_bn_lif_forward")  # sentinel: the unit operator ran
+    big = lean.big(3 * 2 * 4 * 5 * 5)
+    assert len(big) == 1 and big[0].dtype == torch.float32  # z only (the conv output)
+    with fused.lean_training(False), SavedBytes() as plain:
+        unit(x)
+    assert len(plain.big(3 * 2 * 4 * 5 * 5)) == 2  # z and u
+
+
+def test_unit_under_bf16_autocast_stores_low_precision():
+    """Under autocast the unit takes the bf16 conv output, stores it in bf16 (no float32 [T, ...] tensor at all),
+    and returns exact 0/1 spikes in bf16; gradients follow the float32 unit on the rounded input."""
+    torch.manual_seed(0)
+    unit = _unit(C=8, spikes_in=True)
+    x = (torch.rand(3, 2, 2, 6, 6) > 0.6).float().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16), SavedBytes() as saved:
+        s = unit(x)
+    n = 3 * 2 * 8 * 6 * 6
+    assert s.dtype == torch.bfloat16 and set(s.unique().tolist()) <= {0.0, 1.0}
+    big = saved.big(3 * 2 * 2 * 6 * 6)
+    assert big and all(t.dtype in (torch.bfloat16, torch.bool) for t in big), [(t.dtype, t.shape) for t in big]
+    assert sum(t.numel() * t.element_size() for t in big) <= 2 * n + 3 * 2 * 2 * 6 * 6  # z (bf16) + mask (bool)
+    g = torch.randn(s.shape)
+    s.float().backward(g)
+    # the float32 unit on the bf16-rounded conv output
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        z_bf16 = unit.conv(x.detach())
+    assert z_bf16.dtype == torch.bfloat16
+    z = z_bf16.float().requires_grad_()
+    ref = copy.deepcopy(unit.bn).train()
+    ref.running_mean.zero_(), ref.running_var.fill_(1)
+    s_ref = td_bn_lif(z, ref.unit_args(z), unit.lif.params)
+    assert torch.equal(s.float(), s_ref)
+    s_ref.backward(g)
+    torch.testing.assert_close(unit.bn.weight.grad, ref.weight.grad, rtol=2e-2, atol=1e-3)
+
+
+def test_conv_over_spikes_saves_the_mask():
+    """A unit reading spikes keeps the bool mask for its conv's weight gradient, not the float spikes."""
+    net = nn.Sequential(_unit(), _unit(4, 3, spikes_in=True)).double()
+    ref = copy.deepcopy(net)
+    x = torch.randn(3, 2, 2, 5, 5, dtype=F64)
+    with SavedBytes() as saved:
+        s = net(x)
+    spikes_shape = (3 * 2, 4, 5, 5)
+    assert any(t.dtype == torch.bool and tuple(t.shape) == spikes_shape for t in saved.saved)
+    assert not any(t.is_floating_point() and tuple(t.shape) == spikes_shape for t in saved.saved)
+    assert has_op(graph_ops(s), "spike_conv2d")
+    s.sum().backward()
+    with fused.lean_training(False):
+        ref(x).sum().backward()
+    for (name, a), b in zip(net.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-11, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("shortcut", ["tdbn", "identity", "projection"])
+def test_residual_junction_equals_modules(shortcut):
+    p = LIFParameters(tau=0.5)
+    shape = (3, 2, 4, 5, 5)
+    torch.manual_seed(1)
+    x = (torch.rand(shape, dtype=F64) > 0.5).to(F64).requires_grad_()
+    za = (torch.randn(shape, dtype=F64)).requires_grad_()
+    bn_a, bn_a2 = _pair(shape, p, alpha=2 ** -0.5)
+    bn_b, bn_b2 = _pair(shape, p, alpha=2 ** -0.5)
+    conv = nn.Conv2d(4, 4, 1).double()
+    g = torch.randn(shape, dtype=F64)
+
+    def plain():
+        with fused.lean_training(False):
+            zb = TimeDistributed(conv)(x) if shortcut == "projection" else x
+            yb = zb if shortcut == "identity" else bn_b2(zb)
+            return tdbn.functional.lif(bn_a2(za) + yb, p)
+
+    s2 = plain()
+    ga2, gx2 = torch.autograd.grad(s2, (za, x), g)
+    zb = TimeDistributed(conv)(x) if shortcut == "projection" else x
+    mask = x.detach().bool() if shortcut != "projection" else None
+    nb = None if shortcut == "identity" else bn_b.unit_args(zb)
+    with SavedBytes() as saved:
+        s1 = td_bn_add_lif(za, bn_a.unit_args(za), zb, nb, p, zb_mask=mask)
+    assert has_op(graph_ops(s1), "td_bn_add_lif_forward")
+    floats = [t for t in saved.saved if t.is_floating_point() and t.shape == shape]
+    assert len(floats) == (2 if shortcut == "projection" else 1)  # za (and the projection's output); x as a mask
+    ga1, gx1 = torch.autograd.grad(s1, (za, x), g)
+    assert torch.equal(s1, s2)
+    torch.testing.assert_close(ga1, ga2, rtol=1e-11, atol=1e-12)
+    torch.testing.assert_close(gx1, gx2, rtol=1e-11, atol=1e-12)
+    for a, b in [(bn_a.running_mean, bn_a2.running_mean), (bn_a.running_var, bn_a2.running_var),
+                 (bn_b.running_mean, bn_b2.running_mean), (bn_b.running_var, bn_b2.running_var)]:
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_junction_rejects_mismatched_branches():
+    bn = TdBatchNorm1d(3)
+    with pytest.raises(ValueError, match="one shape"):
+        td_bn_add_lif(torch.randn(2, 2, 3), bn.unit_args(torch.randn(2, 2, 3)), torch.randn(2, 2, 4), None,
+                      LIFParameters())
+    with pytest.raises(ValueError, match="floating-point"):
+        td_bn_lif(torch.ones(2, 2, 3, dtype=torch.int64), bn.unit_args(torch.randn(2, 2, 3)), LIFParameters())
+
+
+# ---- whole models ----------------------------------------------------------------------------------------
+
+
+def _run(model: nn.Module, x: torch.Tensor, lean: bool):
+    model = copy.deepcopy(model)
+    with fused.lean_training(lean):
+        out = model(x)
+    ops = graph_ops(out)
+    out.square().sum().backward()
+    return out.detach(), {n: p.grad for n, p in model.named_parameters()}, dict(model.named_buffers()), ops
+
+
+def _assert_same(a, b):
+    assert torch.equal(a[0], b[0])
+    for k in a[1]:
+        torch.testing.assert_close(a[1][k], b[1][k], rtol=1e-10, atol=1e-12, msg=k)
+    for k in a[2]:
+        torch.testing.assert_close(a[2][k], b[2][k], rtol=1e-12, atol=1e-12, msg=k)
+
+
+@pytest.mark.parametrize(
+    "name, kw",
+    [("resnet19", {}), ("resnet19", {"shortcut_norm": "projection"}), ("plain", {"depth": 6}),
+     ("resnet17", {}), ("resnet19", {"surrogate": "sigmoid", "tau": 0.5}), ("resnet50", {})],
+)
+def test_models_lean_equals_plain(name, kw):
+    torch.manual_seed(0)
+    size = 64 if name == "resnet50" else 32
+    model = tdbn.models.create(name, num_classes=5, width=0.0625, timesteps=3, **kw).double()
+    x = torch.randn(3, 2, 2, 32, 32, dtype=F64) if name == "resnet17" else torch.randn(2, 3, size, size, dtype=F64)
+    lean = _run(model, x, True)
+    plain = _run(model, x, False)
+    _assert_same(lean, plain)
+    # sentinel: the units ran, and no LIF of the lean run stored u
+    assert has_op(lean[3], "td_bn_lif_forward") and not has_op(lean[3], "lif_forward")
+    assert has_op(lean[3], "td_bn_add_lif_forward") == (name != "plain")
+    assert has_op(plain[3], "lif_forward") and not has_op(plain[3], "td_bn_lif_forward")
+
+
+def test_activation_checkpointing_keeps_the_units():
+    """Checkpointing (saved-tensor hooks) sees the units' saved tensors and recomputes them: same gradients, and
+    the unit operator is what runs inside."""
+    from torch.utils.checkpoint import checkpoint
+
+    unit = _unit().double()
+    x = torch.randn(3, 2, 2, 5, 5, dtype=F64, requires_grad=True)
+    s = checkpoint(unit, x, use_reentrant=False)
+    assert has_op(graph_ops(s), "td_bn_lif_forward")
+    (g1,) = torch.autograd.grad(s.sum(), x)
+    with fused.lean_training(False):
+        (g2,) = torch.autograd.grad(unit(x).sum(), x)
+    torch.testing.assert_close(g1, g2, rtol=1e-12, atol=1e-12)
+
+
+def test_spike_hooks_see_spikes_in_training_and_fuse_still_works():
+    from tdbn.layers.units import spike_sources
+
+    model = tdbn.models.create("resnet19", num_classes=4, width=0.0625, timesteps=2).double()
+    seen = []
+    sources = spike_sources(model)
+    assert len(sources) == sum(isinstance(m, LIF) for m in model.modules())
+    handles = [m.register_forward_hook(lambda m, i, o: seen.append(o)) for m in sources]
+    model(torch.randn(2, 3, 32, 32, dtype=F64)).sum().backward()
+    for h in handles:
+        h.remove()
+    assert len(seen) == len(sources) and all(set(s.unique().tolist()) <= {0.0, 1.0} for s in seen)
+    model.eval()
+    x = torch.randn(2, 3, 32, 32, dtype=F64)
+    with torch.no_grad():
+        torch.testing.assert_close(tdbn.fuse(model)(x), model(x), rtol=1e-9, atol=1e-9)
+
+
+def test_eval_and_no_grad_take_the_module_path():
+    unit = _unit()
+    x = torch.randn(2, 2, 2, 4, 4, requires_grad=True)
+    assert has_op(graph_ops(unit(x)), "td_bn_lif_forward")
+    calls = []
+    h = unit.lif.register_forward_hook(lambda m, i, o: calls.append(1))
+    unit.eval()
+    assert not has_op(graph_ops(unit(x)), "td_bn_lif_forward") and calls == [1]
+    unit.train()
+    with torch.no_grad():
+        unit(x)
+    assert calls == [1, 1]
+    h.remove()
+    bn = TdBatchNorm2d(3)
+    y = td_batch_norm(torch.randn(2, 2, 3, 4, 4).bfloat16(), None, None, None, None, alpha=1.0, v_th=0.5,
+                      training=True, momentum=0.1, eps=1e-5)
+    assert type(y.grad_fn).__name__ != "TdBatchNormFunctionBackward"  # 16-bit floats: plain kernels
+    assert type(bn(x.new_ones(2, 2, 3, 4, 4, requires_grad=True)).grad_fn).__name__ == "TdBatchNormFunctionBackward"
+
+
+def test_compiled_kernels_ran_in_the_units():
+    """Sentinel for the CPU implementation: a training step of a unit calls the compiled kernels' fused backward."""
+    if not native.available():
+        pytest.skip("no C compiler: the compiled kernels cannot be built here")
+    before = native.calls["lif_backward_bn"]
+    _unit()(torch.randn(3, 2, 2, 5, 5)).sum().backward()
+    assert native.calls["lif_backward_bn"] == before + 1
