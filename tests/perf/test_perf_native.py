@@ -139,11 +139,14 @@ def _unit(dtype, channels_last, on, extra_consumer=False, T=4):
         x = z.flatten(0, 1)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        y = bn(conv(x).unflatten(0, (T, 5)))
-        s = lif(y, tau=0.5)
-        loss = (s * torch.randn_like(s)).sum()
-        if extra_consumer:  # a second use of the tdBN output: its gradient is no longer the LIF's alone
-            loss = loss + (y * torch.randn_like(y)).sum()
+        zt = conv(x).unflatten(0, (T, 5))
+        if extra_consumer:  # a second use of the tdBN output: no unit, the modules run one after the other
+            y = bn(zt)
+            s = lif(y, tau=0.5)
+            loss = (s * torch.randn_like(s)).sum() + (y * torch.randn_like(y)).sum()
+        else:  # the tdBN + LIF unit
+            s = tdbn.TdBNLIF(bn, tdbn.LIF(tau=0.5))(zt)
+            loss = (s * torch.randn_like(s)).sum()
         loss.backward()
     return z.grad, conv.weight.grad, bn.weight.grad, bn.bias.grad
 
@@ -155,7 +158,7 @@ def test_fused_lif_td_batch_norm_backward_matches_unfused(channels_last, extra_c
     real = native.bn_grad_sums
     monkeypatch.setattr(native, "bn_grad_sums", lambda *a: calls.append(1) or real(*a))
     fused = _unit(torch.float64, channels_last, True, extra_consumer)
-    # the sums come from the LIF's pass unless another consumer changed the gradient
+    # the unit's fused backward computes the sums in the LIF's pass; the modules' tdBN backward sums itself
     assert len(calls) == (1 if extra_consumer else 0)
     plain = _unit(torch.float64, channels_last, False, extra_consumer)
     for a, b in zip(fused, plain):

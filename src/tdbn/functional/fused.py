@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -26,12 +25,13 @@ from .units import _affine_, _bn_weight, _channel_view
 
 Tensor = torch.Tensor
 
-_LEAN: ContextVar[bool] = ContextVar("tdbn_lean_training", default=True)
+# a plain module flag (not a ContextVar): torch.compile reads it and guards on its value
+_lean = True
 
 
 def lean_enabled() -> bool:
     """True unless turned off by :func:`lean_training`."""
-    return _LEAN.get()
+    return _lean
 
 
 @contextmanager
@@ -43,18 +43,19 @@ def lean_training(enabled: bool) -> Iterator[None]:
     Example:
         >>> unit = tdbn.layers.TdBNLIF(tdbn.TdBatchNorm1d(3), tdbn.LIF())
         >>> z = torch.randn(4, 2, 3, requires_grad=True)
-        >>> unit(z).grad_fn.name()  # one node: the tdBN + LIF unit
-        'torch::autograd::CppNode<...>'
+        >>> unit(z).grad_fn.name()  # one node: the tdBN + LIF unit, which stores z and statistics
+        'GeneratedBackwardFor_tdbn_td_bn_lif_forward_defaultBackward'
         >>> with lean_training(False):
         ...     s = unit(z)
-        >>> s.grad_fn.name()  # the plain LIF operator after F.batch_norm, which stores u
-        'torch::autograd::CppNode<...>'
+        >>> s.grad_fn.name()  # the LIF operator after F.batch_norm; it stores u
+        'GeneratedBackwardFor_tdbn_lif_forward_defaultBackward'
     """
-    token = _LEAN.set(bool(enabled))
+    global _lean
+    before, _lean = _lean, bool(enabled)
     try:
         yield
     finally:
-        _LEAN.reset(token)
+        _lean = before
 
 
 def unpack_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:

@@ -38,4 +38,7 @@ def build_model(cfg: ModelConfig, *, num_classes: int, in_channels: int, input_s
 def neuron_params(model: nn.Module) -> dict[str, Any]:
     """The neuron and tdBN hyper-parameters a model was built with (recorded in checkpoints)."""
     opts = getattr(model, "options", None)
-    return asdict(opts) if opts is not None else {}
+    if opts is None:
+        return {}
+    d = asdict(opts)
+    return {**d.pop("neuron"), **d}  # one flat record: tau, v_th, surrogate, surrogate_width, norm, ...

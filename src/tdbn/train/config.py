@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ..functional.params import DEFAULT_LIF
 
 __all__ = [
     "AMP_CHOICES", "RESUMABLE_KEYS", "DataConfig", "ModelConfig", "OptimConfig", "SCHEDULES", "TrainConfig",
@@ -56,10 +57,11 @@ class ModelConfig:
     name: str = "resnet19"  # registry name: resnet17 / resnet19 (Table 4), resnet34, resnet34_large, resnet50, ...
     width: float = 0.25  # channel multiplier; 1.0 = the paper's widths (Table 4)
     timesteps: int = 2  # T; static images are repeated T times (paper: 2/4/6 on CIFAR-10, 6 on ImageNet)
-    tau: float = 0.25  # membrane decay (Eq. 1; the paper uses 0.25)
-    v_th: float = 0.5  # firing threshold (Eq. 2; 0.5 as in the public code of the paper's group, SPEC.md section 1)
-    surrogate_width: float = 1.0  # width a of the rectangular surrogate gradient (Eq. 16)
-    surrogate: str = "rectangle"  # surrogate shape (Eq. 16 = "rectangle")
+    # the neuron (tdbn.LIFParameters; defaults defined once there): decay (Eq. 1), threshold (Eq. 2), surrogate (Eq. 16)
+    tau: float = DEFAULT_LIF.tau
+    v_th: float = DEFAULT_LIF.v_th
+    surrogate_width: float = DEFAULT_LIF.surrogate_width
+    surrogate: str = DEFAULT_LIF.surrogate
     norm: str = "tdbn"  # "tdbn" (Eq. 5-8), "bn" (standard BN, for ablations) or "none"
     residual_alpha: float | None = None  # alpha of summed tdBNs (Eq. 5; None = the model's 1/sqrt(2))
     shortcut_norm: str | None = None  # "all" / "projection" (SPEC.md section 5; None = the model's "all")
