@@ -84,13 +84,16 @@ def timed(fn: Callable[[], object], *, warmup: int, steps: int) -> dict:
     for _ in range(warmup):
         fn()
     release_memory()
+    whole_peak_warmup = peak_mb()  # the process's peak so far (warm-up included), read before the reset
     exact_peak = reset_peak()
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return {"times": times, "base_mb": base, "peak_mb": peak_mb(), "peak_since_warmup": exact_peak}
+    peak = peak_mb()
+    return {"times": times, "base_mb": base, "peak_mb": peak, "peak_since_warmup": exact_peak,
+            "whole_peak_mb": max(peak, whole_peak_warmup)}
 
 
 def median(xs: Sequence[float]) -> float:

@@ -2,9 +2,10 @@
 
 One training step = forward + cross-entropy + backward + SGD step (lr 0.1, momentum 0.9), on random CIFAR-sized
 images. Each (configuration, implementation) runs in a fresh process: ``--warmup`` steps, then ``--steps``
-measured steps; the table gives the median step time and the peak RSS above the process's baseline (the RSS
-once model and batch exist, before the first step; the peak counter is reset after warm-up, so compilation does
-not count). ``--rounds`` repeats the whole sweep, interleaving implementations, and keeps the median per cell,
+measured steps; the table gives the median step time and the whole-process peak RSS above the process's baseline
+(the RSS once model and batch exist, before the first step; nothing is reset, so warm-up and compilation count,
+as a user sees it) beside the live-tensor memory (a second run with glibc's mmap threshold at 1 MiB, where RSS
+follows the live tensors). ``--amp bf16`` runs forward and loss under CPU autocast. ``--rounds`` repeats the whole sweep, interleaving implementations, and keeps the median per cell,
 which makes the ratios robust to other load on the machine.
 
 Implementations (see ``_nets.py``): ``tdbn`` (eager, what ``tdbn.models.create`` gives), ``tdbn-compiled``
@@ -66,9 +67,15 @@ def worker(args: argparse.Namespace) -> None:
     y = torch.randint(0, 10, (args.batch,))
     model.train()
 
+    amp = torch.autocast("cpu", dtype=torch.bfloat16) if args.amp == "bf16" else None
+
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(forward(run, x), y)
+        if amp is None:
+            loss = nn.functional.cross_entropy(forward(run, x), y)
+        else:
+            with amp:
+                loss = nn.functional.cross_entropy(forward(run, x), y)
         loss.backward()
         opt.step()
 
@@ -87,7 +94,7 @@ def worker(args: argparse.Namespace) -> None:
 def _measure(args, impl: str, width: float, N: int, T: int, python: str, *, live: bool) -> dict:
     steps, warmup = (args.live_steps, 1) if live else (args.steps, args.warmup)
     cli = ["--impl", impl, "--width", str(width), "--batch", str(N), "--T", str(T), "--steps", str(steps),
-           "--warmup", str(warmup), "--lean", args.lean, "--threads", str(args.threads)]
+           "--warmup", str(warmup), "--lean", args.lean, "--threads", str(args.threads), "--amp", args.amp]
     if args.channels_last:
         cli.append("--channels-last")
     if not live:
@@ -140,6 +147,7 @@ def summarize(cells: list[dict]) -> dict | None:
     return {
         "ms": 1000 * median([median(c["times"]) for c in ok]),
         "rss_mb": median([c["peak_mb"] - c["base_mb"] for c in ok]),
+        "whole_mb": median([c.get("whole_peak_mb", c["peak_mb"]) - c["base_mb"] for c in ok]),
         "live_mb": median(live) if live else None,
         "first_s": median([c["first_step_s"] for c in ok]),
     }
@@ -171,7 +179,7 @@ def report(args, out: dict, configs, title: str) -> str:
                 row.append("error")
                 continue
             live = "-" if s[i]["live_mb"] is None else f"{s[i]['live_mb']:.0f}"
-            row.append(f"{s[i]['ms']:.0f} ms / {s[i]['rss_mb']:.0f} MB / {live} MB")
+            row.append(f"{s[i]['ms']:.0f} ms / {s[i]['whole_mb']:.0f} MB / {live} MB")
         rows.append(row)
         for o in ours:
             for r in refs:
@@ -179,11 +187,11 @@ def report(args, out: dict, configs, title: str) -> str:
                     continue
                 paired = paired_time_ratio(out["results"][(cfg, o)], out["results"][(cfg, r)])
                 ratio_rows.append([name, f"{o} / {r}", "-" if paired is None else f"{paired:.2f}x",
-                                   _ratio(s[o]["live_mb"], s[r]["live_mb"]), _ratio(s[o]["rss_mb"], s[r]["rss_mb"])])
+                                   _ratio(s[o]["live_mb"], s[r]["live_mb"]), _ratio(s[o]["whole_mb"], s[r]["whole_mb"])])
         records.append({"width": cfg[0], "N": cfg[1], "T": cfg[2], **{i: s[i] for i in impls}})
     lines = [title, "", table(["width, N, T", *impls], rows), ""]
     if ratio_rows:
-        lines += [table(["width, N, T", "ratio", "step time", "live memory", "peak RSS"], ratio_rows), ""]
+        lines += [table(["width, N, T", "ratio", "step time", "live memory", "whole-process peak RSS"], ratio_rows), ""]
     comp = [(cfg, i, summarize(out["results"][(cfg, i)])) for cfg in configs for i in impls if i.endswith("compiled")]
     if comp:
         lines.append("compile time (first step): " + ", ".join(
@@ -192,8 +200,9 @@ def report(args, out: dict, configs, title: str) -> str:
         lines.append(f"skipped {peer}: {why}")
     threads = args.threads or "default"
     lines.append(
-        f"cells: median step time / peak RSS above baseline (glibc defaults) / peak RSS above baseline with the mmap "
-        f"threshold at 1 MiB (live tensors); {args.steps} measured steps after {args.warmup} warm-up "
+        f"cells: median step time / whole-process peak RSS above the baseline before the first step (glibc defaults, "
+        f"nothing reset: warm-up and compilation included) / peak RSS above baseline with the mmap "
+        f"threshold at 1 MiB (live tensors); precision {args.amp}; {args.steps} measured steps after {args.warmup} warm-up "
         f"({args.live_steps} for the live-memory run), median over {args.rounds} round(s) (time ratios: median of the "
         f"ratios within each round); torch threads: {threads}; "
         f"lean storage {args.lean}; {'channels-last' if args.channels_last else 'contiguous (NCHW)'}")
@@ -270,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--live-steps", type=int, default=1, help="steps of the live-memory run (0: skip it)")
     p.add_argument("--threads", type=int, default=0, help="torch threads in every worker (0: torch's default)")
     p.add_argument("--lean", choices=["on", "off"], default="on", help="tdbn's lean storage (for comparison)")
+    p.add_argument("--amp", choices=["fp32", "bf16"], default="fp32", help="bf16: torch.autocast on the CPU")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format for every model")
     p.add_argument("--peer-python", default=str(DEFAULT_PEER_PYTHON), help="python of the benchmark environment")
     p.add_argument("--json", default=None, help="also write the table's numbers to this JSON file")

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from ..functional.params import DEFAULT_LIF
 
 __all__ = [
