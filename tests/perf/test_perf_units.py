@@ -166,8 +166,8 @@ def test_unit_under_bf16_autocast_stores_low_precision():
     n = 3 * 2 * 8 * 6 * 6
     assert s.dtype == torch.bfloat16 and set(s.unique().tolist()) <= {0.0, 1.0}
     big = saved.big(3 * 2 * 2 * 6 * 6)
-    assert big and all(t.dtype in (torch.bfloat16, torch.bool) for t in big), [(t.dtype, t.shape) for t in big]
-    assert sum(t.numel() * t.element_size() for t in big) <= 2 * n + 3 * 2 * 2 * 6 * 6  # z (bf16) + mask (bool)
+    assert big and all(t.dtype == torch.bfloat16 for t in big), [(t.dtype, t.shape) for t in big]
+    assert sum(t.numel() * t.element_size() for t in big) == 2 * n  # z (bf16); the input's bits are smaller
     g = torch.randn(s.shape)
     s.float().backward(g)
     # the float32 unit on the bf16-rounded conv output
@@ -184,14 +184,15 @@ def test_unit_under_bf16_autocast_stores_low_precision():
 
 
 def test_conv_over_spikes_saves_the_mask():
-    """A unit reading spikes keeps the bool mask for its conv's weight gradient, not the float spikes."""
+    """A unit reading spikes keeps their bits for its conv's weight gradient, not the float spikes."""
     net = nn.Sequential(_unit(), _unit(4, 3, spikes_in=True)).double()
     ref = copy.deepcopy(net)
     x = torch.randn(3, 2, 2, 5, 5, dtype=F64)
     with SavedBytes() as saved:
         s = net(x)
     spikes_shape = (3 * 2, 4, 5, 5)
-    assert any(t.dtype == torch.bool and tuple(t.shape) == spikes_shape for t in saved.saved)
+    n = 3 * 2 * 4 * 5 * 5
+    assert any(t.dtype == torch.uint8 and tuple(t.shape) == ((n + 7) // 8,) for t in saved.saved)
     assert not any(t.is_floating_point() and tuple(t.shape) == spikes_shape for t in saved.saved)
     assert has_op(graph_ops(s), "spike_conv2d")
     s.sum().backward()
@@ -222,13 +223,13 @@ def test_residual_junction_equals_modules(shortcut):
     s2 = plain()
     ga2, gx2 = torch.autograd.grad(s2, (za, x), g)
     zb = TimeDistributed(conv)(x) if shortcut == "projection" else x
-    mask = x.detach().bool() if shortcut != "projection" else None
+    mask = tdbn.functional.units.pack_spikes(x) if shortcut != "projection" else None
     nb = None if shortcut == "identity" else bn_b.unit_args(zb)
     with SavedBytes() as saved:
         s1 = td_bn_add_lif(za, bn_a.unit_args(za), zb, nb, p, zb_mask=mask)
     assert has_op(graph_ops(s1), "td_bn_add_lif_forward")
     floats = [t for t in saved.saved if t.is_floating_point() and t.shape == shape]
-    assert len(floats) == (2 if shortcut == "projection" else 1)  # za (and the projection's output); x as a mask
+    assert len(floats) == (2 if shortcut == "projection" else 1)  # za (and the projection's output); x as bits
     ga1, gx1 = torch.autograd.grad(s1, (za, x), g)
     assert torch.equal(s1, s2)
     torch.testing.assert_close(ga1, ga2, rtol=1e-11, atol=1e-12)
@@ -245,6 +246,33 @@ def test_junction_rejects_mismatched_branches():
                       LIFParameters())
     with pytest.raises(ValueError, match="floating-point"):
         td_bn_lif(torch.ones(2, 2, 3, dtype=torch.int64), bn.unit_args(torch.randn(2, 2, 3)), LIFParameters())
+
+
+@pytest.mark.parametrize("native_on", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.bool])
+@pytest.mark.parametrize("n", [1, 8, 13, 4099])
+def test_spike_bits_round_trip(native_on, dtype, n):
+    """pack_spikes / unpack_spikes: compiled kernels and the torch reference give the same bytes and values."""
+    from tdbn.functional.units import _pack_reference, pack_spikes, unpack_spikes
+
+    x = (torch.rand(n) > 0.5).to(dtype).view(-1, 1)
+    with native.enabled(native_on):
+        bits = pack_spikes(x)
+        assert bits.dtype == torch.uint8 and bits.numel() == (n + 7) // 8
+        assert torch.equal(bits, _pack_reference(x))
+        for out in (torch.float32, torch.float64, torch.bfloat16):
+            assert torch.equal(unpack_spikes(bits, (n, 1), out), x.to(out))
+    x_cl = (torch.rand(2, 3, 4, 5) > 0.5).float().contiguous(memory_format=torch.channels_last)
+    assert torch.equal(unpack_spikes(pack_spikes(x_cl), (2, 3, 4, 5), torch.float32), x_cl)
+
+
+def test_unpack_rejects_a_wrong_size():
+    from tdbn.functional.units import unpack_spikes
+
+    if not native.available():
+        pytest.skip("no C compiler: the compiled kernels cannot be built here")
+    with pytest.raises(native.KernelArgumentError, match="do not hold"):
+        unpack_spikes(torch.zeros(3, dtype=torch.uint8), (100,), torch.float32)
 
 
 # ---- whole models ----------------------------------------------------------------------------------------

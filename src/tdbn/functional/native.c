@@ -663,3 +663,61 @@ int tdbn_lif_backward_bn(int dtype, const void *grad_spikes, const void *z, void
     }
     return 0;
 }
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* spike masks as bits: what the units store of a spike tensor (values 0/1) for the backward pass. Bit j of
+ * byte i is element 8 i + j (x != 0); the last byte's unused bits are 0. */
+
+typedef struct {
+    const void *in;
+    void *out;
+    int64_t n;
+    int dtype;
+} bits_args;
+
+static void pack_range(const void *p, int64_t lo, int64_t hi, int part) { /* lo, hi: byte indices */
+    const bits_args *a = (const bits_args *)p;
+    uint8_t *out = (uint8_t *)a->out;
+    for (int64_t i = lo; i < hi; i++) {
+        const int64_t e0 = 8 * i, e1 = e0 + 8 < a->n ? e0 + 8 : a->n;
+        unsigned byte = 0;
+        switch (a->dtype) {
+        case 0: for (int64_t e = e0; e < e1; e++) byte |= (unsigned)(((const float *)a->in)[e] != 0.0f) << (e - e0); break;
+        case 1: for (int64_t e = e0; e < e1; e++) byte |= (unsigned)(((const double *)a->in)[e] != 0.0) << (e - e0); break;
+        case 2: for (int64_t e = e0; e < e1; e++) byte |= (unsigned)((((const uint16_t *)a->in)[e] & 0x7fffu) != 0) << (e - e0); break;
+        default: for (int64_t e = e0; e < e1; e++) byte |= (unsigned)(((const uint8_t *)a->in)[e] != 0) << (e - e0); break;
+        }
+        out[i] = (uint8_t)byte;
+    }
+}
+
+static void unpack_range(const void *p, int64_t lo, int64_t hi, int part) {
+    const bits_args *a = (const bits_args *)p;
+    const uint8_t *bits = (const uint8_t *)a->in;
+    for (int64_t i = lo; i < hi; i++) {
+        const int64_t e0 = 8 * i, e1 = e0 + 8 < a->n ? e0 + 8 : a->n;
+        const unsigned byte = bits[i];
+        switch (a->dtype) {
+        case 0: for (int64_t e = e0; e < e1; e++) ((float *)a->out)[e] = (float)((byte >> (e - e0)) & 1u); break;
+        case 1: for (int64_t e = e0; e < e1; e++) ((double *)a->out)[e] = (double)((byte >> (e - e0)) & 1u); break;
+        default: for (int64_t e = e0; e < e1; e++) ((uint16_t *)a->out)[e] = ((byte >> (e - e0)) & 1u) ? 0x3f80u : 0u; break;
+        }
+    }
+}
+
+/* dtype codes as above, and 3 for bool/uint8 input (pack only) */
+int tdbn_pack_bits(int dtype, const void *x, uint8_t *bits, int64_t n, int nthreads) {
+    if (dtype < 0 || dtype > 3) return -1;
+    bits_args a = {x, bits, n, dtype};
+    const int64_t nbytes = (n + 7) / 8;
+    parallel(pack_range, &a, nbytes, 512, plan(nbytes, 512, 8, nthreads));
+    return 0;
+}
+
+int tdbn_unpack_bits(int dtype, const uint8_t *bits, void *out, int64_t n, int nthreads) {
+    if (dtype < 0 || dtype > 2) return -1;
+    bits_args a = {bits, out, n, dtype};
+    const int64_t nbytes = (n + 7) / 8;
+    parallel(unpack_range, &a, nbytes, 512, plan(nbytes, 512, 8, nthreads));
+    return 0;
+}

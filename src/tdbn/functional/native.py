@@ -122,7 +122,9 @@ def _compile() -> ctypes.CDLL:
     lib.tdbn_lif_backward_bn.argtypes = [
         i32, ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, dbl, dbl, dbl, i32, ptr, ptr, i32
     ]
-    for fn in (lib.tdbn_bn_stats, lib.tdbn_bn_grad_sums, lib.tdbn_bn_affine, lib.tdbn_bn_grad_input,
+    lib.tdbn_pack_bits.argtypes = [i32, ptr, ptr, i64, i32]
+    lib.tdbn_unpack_bits.argtypes = [i32, ptr, ptr, i64, i32]
+    for fn in (lib.tdbn_pack_bits, lib.tdbn_unpack_bits, lib.tdbn_bn_stats, lib.tdbn_bn_grad_sums, lib.tdbn_bn_affine, lib.tdbn_bn_grad_input,
                lib.tdbn_lif_backward_bn):
         fn.restype = i32
     return lib
@@ -419,3 +421,41 @@ def lif_backward_bn(
 
 if sys.platform == "win32":  # pragma: no cover - the build line above is for gcc/clang
     _enabled = False
+
+
+# ---------------------------------------------------------------------------------------------------------
+# spike masks as bits
+
+_PACK_DTYPES = {**DTYPES, torch.bool: 3, torch.uint8: 3}
+
+
+def pack_bits(x: Tensor) -> Tensor | None:
+    """``x != 0`` of a contiguous CPU tensor as bits, 8 per byte (uint8, ``ceil(numel / 8)`` bytes), in one pass;
+    None when the kernels are unavailable or ``x`` is not a contiguous CPU tensor of a supported dtype."""
+    if not _eager() or x.device.type != "cpu" or x.dtype not in _PACK_DTYPES or not x.is_contiguous():
+        return None
+    if library() is None:
+        return None
+    n = x.numel()
+    bits = torch.empty((n + 7) // 8, dtype=torch.uint8)
+    calls["pack_bits"] += 1
+    _check(_lib.tdbn_pack_bits(_PACK_DTYPES[x.dtype], x.data_ptr(), bits.data_ptr(), n, torch.get_num_threads()),
+           "tdbn_pack_bits")
+    return bits
+
+
+def unpack_bits(bits: Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor | None:
+    """The 0/1 tensor of ``shape`` and ``dtype`` (float32/64, bfloat16) that :func:`pack_bits` packed; None when
+    the kernels cannot run."""
+    n = 1
+    for d in shape:
+        n *= d
+    if not _eager() or bits.device.type != "cpu" or dtype not in DTYPES or library() is None:
+        return None
+    if bits.dtype != torch.uint8 or not bits.is_contiguous() or bits.numel() != (n + 7) // 8:
+        raise KernelArgumentError(f"tdbn_unpack_bits: {bits.numel()} {bits.dtype} bytes do not hold {n} bits")
+    out = torch.empty(shape, dtype=dtype)
+    calls["unpack_bits"] += 1
+    _check(_lib.tdbn_unpack_bits(DTYPES[dtype], bits.data_ptr(), out.data_ptr(), n, torch.get_num_threads()),
+           "tdbn_unpack_bits")
+    return out

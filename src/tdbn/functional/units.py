@@ -10,9 +10,9 @@ and what it recomputes there:
   with the tdBN backward pass. No ``[T, ...]`` membrane tensor is ever stored.
 - :func:`td_bn_add_lif`: the residual junction ``LIF(tdBN_a(za) + tdBN_b(zb))`` of Fig. 5b, and
   ``LIF(tdBN_a(za) + zb)`` for an identity shortcut without normalization: the same storage (``za``, ``zb``, or
-  the bool mask of ``zb`` when it holds spikes).
-- :func:`spike_conv2d`: a conv whose input holds only 0/1 (spikes); it stores the input's bool mask, 1 byte per
-  value instead of 2 or 4, for its weight gradient. The gradients are ATen's ``convolution_backward``, the
+  the bits of ``zb`` when it holds spikes).
+- :func:`spike_conv2d`: a conv whose input holds only 0/1 (spikes); it stores the input as bits
+  (:func:`pack_spikes`, 8 per byte) instead of 2 or 4 bytes per value, for its weight gradient. The gradients are ATen's ``convolution_backward``, the
   formula autograd uses for ``F.conv2d``, on the same values.
 
 Each operator has one reference implementation in plain PyTorch (the default kernel, for every device), the
@@ -37,6 +37,7 @@ float32 and float64 inputs are computed in their own precision, bit-identical to
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import NamedTuple
 
@@ -531,8 +532,8 @@ def _junction_backward(kernels):
              bias_b, mean_b, invstd_b, scale_b, tau, v_th, width, surrogate):
         a = (weight_a, bias_a, mean_a, invstd_a, scale_a)
         b = (weight_b, bias_b, mean_b, invstd_b, scale_b) if normalized_b else None
-        if zb.dtype == torch.bool:  # a spike input kept as its mask
-            zb = zb.view(torch.uint8).to(zb_dtype)
+        if zb.dtype == torch.uint8:  # a spike input kept as its bits
+            zb = unpack_spikes(zb, tuple(za.shape), zb_dtype)
         g = _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surrogate, kernels())
         return g[:3] + (g[3].to(zb_dtype),) + g[4:]
     return impl
@@ -545,7 +546,7 @@ def _td_bn_add_lif_backward_op(
     weight_b: Tensor | None, bias_b: Tensor | None, mean_b: Tensor, invstd_b: Tensor, scale_b: float, tau: float,
     v_th: float, width: float, surrogate: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Reference. ``zb`` may be the bool mask of a spike tensor of ``zb_dtype``. Returns
+    """Reference. ``zb`` may be the bits (:func:`pack_spikes`) of a spike tensor of ``zb_dtype``. Returns
     ``(dL/dza, dL/dlambda_a, dL/dbeta_a, dL/dzb, dL/dlambda_b, dL/dbeta_b)`` (the last two empty for an
     unnormalized zb)."""
     return _junction_backward(_reference_kernels)(
@@ -561,7 +562,7 @@ _td_bn_add_lif_backward_op.register_kernel("cuda")(_junction_backward(_cuda_kern
 def _(grad_spikes, za, weight_a, bias_a, mean_a, invstd_a, scale_a, zb, zb_dtype, normalized_b, weight_b, bias_b,
       mean_b, invstd_b, scale_b, tau, v_th, width, surrogate):
     Ca, Cb = za.shape[2], (zb.shape[2] if normalized_b else 0)
-    return (torch.empty_like(za), mean_a.new_empty(Ca), mean_a.new_empty(Ca), torch.empty_like(zb, dtype=zb_dtype),
+    return (torch.empty_like(za), mean_a.new_empty(Ca), mean_a.new_empty(Ca), za.new_empty(za.shape, dtype=zb_dtype),
             mean_a.new_empty(Cb), mean_a.new_empty(Cb))
 
 
@@ -571,7 +572,7 @@ def _junction_setup(ctx, inputs, output):
     ctx.zb_dtype = zb.dtype
     ctx.flags = (wa is not None, ba is not None, wb is not None, bb is not None)
     _, mean_a, invstd_a, _, mean_b, invstd_b, _ = output
-    # a spike input (identity shortcut) is kept as its bool mask: 1 byte per value
+    # a spike input (identity shortcut) is kept as its bits: 1 bit per value
     ctx.save_for_backward(za, wa, ba, mean_a, invstd_a, zb if zb_mask is None else zb_mask, wb, bb, mean_b, invstd_b)
 
 
@@ -602,7 +603,7 @@ def td_bn_add_lif(za: Tensor, norm_a: NormArgs, zb: Tensor, norm_b: NormArgs | N
         zb: the shortcut: a projection conv output, or the block's input spikes for an identity shortcut.
         norm_b: the shortcut's tdBN, or None.
         p: the neuron's parameters.
-        zb_mask: ``zb != 0`` as bool when ``zb`` holds only 0/1 (spikes); the unit then stores this mask instead
+        zb_mask: ``pack_spikes(zb)`` when ``zb`` holds only 0/1 (spikes); the unit then stores these bits instead
             of ``zb``. The caller vouches for the 0/1 values.
 
     Example:
@@ -634,10 +635,54 @@ def td_bn_add_lif(za: Tensor, norm_a: NormArgs, zb: Tensor, norm_b: NormArgs | N
 # a conv over spikes
 
 
+def _pack_reference(x: Tensor) -> Tensor:
+    flat = (x != 0).reshape(-1)
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    weights = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=x.device)
+    return (flat.view(-1, 8).to(torch.uint8) * weights).sum(1, dtype=torch.uint8)
+
+
+def _unpack_reference(bits: Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    n = math.prod(shape)
+    shifts = torch.arange(8, dtype=torch.uint8, device=bits.device)
+    return ((bits[:, None] >> shifts) & 1).reshape(-1)[:n].view(shape).to(dtype)
+
+
+@custom_op("tdbn::pack_spikes", mutates_args=())
+def _pack_spikes_op(x: Tensor) -> Tensor:
+    """Reference: ``x != 0`` as bits, 8 per byte (bit j of byte i is element ``8 i + j`` in row-major order)."""
+    return _pack_reference(x)
+
+
+@_pack_spikes_op.register_kernel("cpu")
+def _(x):
+    bits = _native.pack_bits(x.contiguous())
+    return bits if bits is not None else _pack_reference(x)
+
+
+@_pack_spikes_op.register_fake
+def _(x):
+    return x.new_empty((x.numel() + 7) // 8, dtype=torch.uint8)
+
+
+def pack_spikes(x: Tensor) -> Tensor:
+    """The bits of a spike tensor (values 0/1; any float dtype or bool): ``ceil(numel / 8)`` bytes, what the units
+    store of a spike input for the backward pass. 32 times less than float32, 8 times less than a bool mask."""
+    return torch.ops.tdbn.pack_spikes(x.detach())
+
+
+def unpack_spikes(bits: Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """The 0/1 tensor of ``shape`` and ``dtype`` whose bits :func:`pack_spikes` gave (contiguous)."""
+    out = _native.unpack_bits(bits, shape, dtype) if bits.device.type == "cpu" else None
+    return out if out is not None else _unpack_reference(bits, shape, dtype)
+
+
 @custom_op("tdbn::spike_conv2d", mutates_args=())
 def _spike_conv2d_op(x: Tensor, mask: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int],
                      padding: list[int], dilation: list[int], groups: int) -> Tensor:
-    """``F.conv2d(x, ...)``; the backward pass reads ``x`` back from ``mask`` (``x`` holds only 0/1)."""
+    """``F.conv2d(x, ...)``; the backward pass reads ``x`` back from its bits ``mask`` (``x`` holds only 0/1)."""
     with _no_autocast(x.device):
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
@@ -648,12 +693,12 @@ def _(x, mask, weight, bias, stride, padding, dilation, groups):
 
 
 @custom_op("tdbn::spike_conv2d_backward", mutates_args=())
-def _spike_conv2d_backward_op(grad: Tensor, mask: Tensor, weight: Tensor, has_bias: bool, stride: list[int],
-                              padding: list[int], dilation: list[int], groups: int,
+def _spike_conv2d_backward_op(grad: Tensor, mask: Tensor, x_shape: list[int], weight: Tensor, has_bias: bool,
+                              stride: list[int], padding: list[int], dilation: list[int], groups: int,
                               output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
-    """ATen's ``convolution_backward`` (autograd's formula for conv) on the input read back from ``mask``."""
+    """ATen's ``convolution_backward`` (autograd's formula for conv) on the input read back from its bits."""
     with _no_autocast(grad.device):
-        x = mask.view(torch.uint8).to(weight.dtype)  # uint8 -> float converts faster than bool on the CPU
+        x = unpack_spikes(mask, tuple(x_shape), weight.dtype)
         gx, gw, gb = torch.ops.aten.convolution_backward(
             grad, x, weight, [weight.shape[0]] if has_bias else None, stride, padding, dilation, False, [0, 0],
             groups, output_mask,
@@ -662,8 +707,8 @@ def _spike_conv2d_backward_op(grad: Tensor, mask: Tensor, weight: Tensor, has_bi
 
 
 @_spike_conv2d_backward_op.register_fake
-def _(grad, mask, weight, has_bias, stride, padding, dilation, groups, output_mask):
-    gx = torch.empty(mask.shape, dtype=weight.dtype, device=grad.device) if output_mask[0] else grad.new_empty(0)
+def _(grad, mask, x_shape, weight, has_bias, stride, padding, dilation, groups, output_mask):
+    gx = torch.empty(x_shape, dtype=weight.dtype, device=grad.device) if output_mask[0] else grad.new_empty(0)
     gw = torch.empty_like(weight) if output_mask[1] else grad.new_empty(0)
     gb = grad.new_empty(weight.shape[0]) if output_mask[2] else grad.new_empty(0)
     return gx, gw, gb
@@ -672,14 +717,15 @@ def _(grad, mask, weight, has_bias, stride, padding, dilation, groups, output_ma
 def _spike_conv_setup(ctx, inputs, output):
     x, mask, weight, bias, ctx.stride, ctx.padding, ctx.dilation, ctx.groups = inputs
     ctx.has_bias = bias is not None
+    ctx.x_shape = list(x.shape)
     ctx.save_for_backward(mask, weight)
 
 
 def _spike_conv_grad(ctx, grad):
     mask, weight = ctx.saved_tensors
     needs = [ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.has_bias and ctx.needs_input_grad[3]]
-    gx, gw, gb = torch.ops.tdbn.spike_conv2d_backward(grad, mask, weight, ctx.has_bias, ctx.stride, ctx.padding,
-                                                      ctx.dilation, ctx.groups, needs)
+    gx, gw, gb = torch.ops.tdbn.spike_conv2d_backward(grad, mask, ctx.x_shape, weight, ctx.has_bias, ctx.stride,
+                                                      ctx.padding, ctx.dilation, ctx.groups, needs)
     return (gx if needs[0] else None, None, gw if needs[1] else None, gb if needs[2] else None, None, None, None,
             None)
 
@@ -688,9 +734,8 @@ _spike_conv2d_op.register_autograd(_spike_conv_grad, setup_context=_spike_conv_s
 
 
 def spike_conv2d(conv: torch.nn.Conv2d, x: Tensor, mask: Tensor) -> Tensor:
-    """``conv(x)`` for an input ``x`` ``[B, C, H, W]`` holding only 0/1, with ``mask = x != 0`` (bool, same
-    shape): the same values and gradients as ``conv(x)``, but the backward pass keeps ``mask`` (1 byte per value)
-    instead of ``x``. Under autocast, input and weight are cast to the autocast dtype first, as autocast casts a
+    """``conv(x)`` for an input ``x`` ``[B, C, H, W]`` holding only 0/1, with ``mask = pack_spikes(x)``: the same
+    values and gradients as ``conv(x)``, but the backward pass keeps the bits (1 bit per value) instead of ``x``. Under autocast, input and weight are cast to the autocast dtype first, as autocast casts a
     conv's operands (spikes stay exact).
     """
     if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
@@ -712,4 +757,4 @@ def bytes_per_value(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
-__all__ = ["NormArgs", "lif_op", "spike_conv2d", "td_bn_add_lif", "td_bn_lif"]
+__all__ = ["NormArgs", "lif_op", "pack_spikes", "spike_conv2d", "td_bn_add_lif", "td_bn_lif", "unpack_spikes"]

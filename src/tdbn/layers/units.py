@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..functional import fused as _fused
-from ..functional.units import spike_conv2d, td_bn_add_lif, td_bn_lif
+from ..functional.units import pack_spikes, spike_conv2d, td_bn_add_lif, td_bn_lif
 from .neuron import LIF
 from .norm import _TdBatchNorm
 from .time import TimeDistributed
@@ -50,8 +50,9 @@ def unit_mode(*norms: nn.Module | None) -> bool:
 
 
 def spike_mask(x: Tensor) -> Tensor:
-    """The bool mask of a spike tensor (values 0/1), detached: what the units store in its place."""
-    return x.detach().to(torch.bool)
+    """The bits of a spike tensor (values 0/1; :func:`tdbn.functional.units.pack_spikes`): what the units store in
+    its place."""
+    return pack_spikes(x)
 
 
 def synapse(layer: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor:
@@ -62,7 +63,7 @@ def synapse(layer: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor:
             or isinstance(inner.padding, str):
         return layer(x)
     T, N = x.shape[:2]
-    y = spike_conv2d(inner, x.flatten(0, 1), mask.flatten(0, 1))
+    y = spike_conv2d(inner, x.flatten(0, 1), mask)  # the bits of x are those of x.flatten(0, 1)
     return y.view(T, N, *y.shape[1:])
 
 
@@ -73,7 +74,7 @@ class TdBNLIF(nn.Sequential):
     In training mode with gradients recorded and a tdBN as norm, the unit is one operator
     (:func:`tdbn.functional.units.td_bn_lif`): it stores the synaptic layer's output and the per-channel
     statistics, not the membrane potentials. With ``spikes_in=True`` the unit's input holds only 0/1 (it is a
-    LIF's output) and a conv stores its bool mask for the weight gradient.
+    LIF's output) and a conv stores its bits for the weight gradient.
 
     Example:
         >>> unit = TdBNLIF(tdbn.TdBatchNorm1d(3), tdbn.LIF())           # tdBN -> LIF on [T, N, F]
@@ -106,7 +107,7 @@ class TdBNLIF(nn.Sequential):
         return self._modules.get("conv", self._modules.get("fc"))
 
     def forward(self, x: Tensor, mask: Tensor | None = None, *, synapse_done: bool = False) -> Tensor:  # type: ignore[override]
-        """``x``: the unit's input; ``mask``: its bool mask if the caller has it already (spike input);
+        """``x``: the unit's input; ``mask``: its bits (:func:`spike_mask`) if the caller has them (spike input);
         ``synapse_done``: ``x`` is already the synaptic layer's output (a static image's encoding conv, run once
         and repeated over time)."""
         syn = None if synapse_done else self._synapse_layer()
@@ -151,7 +152,7 @@ def spike_sources(model: nn.Module) -> list[nn.Module]:
 def residual_junction(za: Tensor, norm_a: nn.Module, x: Tensor, x_mask: Tensor, shortcut: nn.Sequential,
                       lif: LIF) -> Tensor | None:
     """``lif(norm_a(za) + shortcut(x))`` of a residual block (Fig. 5b) as one operator, for a block input ``x``
-    of spikes (mask ``x_mask``) and a shortcut that is a projection ``conv -> bn``, a lone ``bn`` or empty
+    of spikes (bits ``x_mask``) and a shortcut that is a projection ``conv -> bn``, a lone ``bn`` or empty
     (identity). Returns None when the operators do not apply (then the block runs its modules)."""
     conv, norm_b = shortcut._modules.get("conv"), shortcut._modules.get("bn")
     if len(shortcut) != (conv is not None) + (norm_b is not None):

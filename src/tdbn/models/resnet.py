@@ -30,7 +30,7 @@ class _ResidualBlock(nn.Module):
     ``residual`` is a sequence of :class:`~tdbn.layers.TdBNLIF` units ending with ``conv -> tdBN(1/sqrt 2)``.
     In training mode the forward pass calls the units by name: each ``conv -> tdBN -> LIF`` unit as one
     operator, and the junction ``LIF(tdBN(a) + tdBN(b))`` (or ``LIF(tdBN(a) + x)``) as another
-    (:mod:`tdbn.functional.units`); the block input's bool mask is made once and shared by the first conv and
+    (:mod:`tdbn.functional.units`); the block input's bits are packed once and shared by the first conv and
     the shortcut. Everywhere else the modules run one after the other.
     """
 
