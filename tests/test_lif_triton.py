@@ -141,3 +141,31 @@ def test_dense_layout_check():
     assert dense(x) and dense(x.contiguous(memory_format=torch.channels_last))
     assert not dense(x[:, :, ::2]) and not dense(x.transpose(0, 1))
 
+
+
+@pytest.mark.parametrize("junction", [False, True])
+def test_cuda_implementation_of_the_units_equals_the_reference(junction):
+    """The units' CUDA implementation (Triton LIF kernels + plain PyTorch tdBN), run here on the device the
+    Triton kernels can reach, equals the reference implementation in float64: spikes, gradients, statistics."""
+    from tdbn.functional import units
+
+    torch.manual_seed(0)
+    shape = (4, 3, 5, 4, 4)
+    z = (torch.randn(shape, dtype=torch.float64, device=DEVICE) * 0.7 + 0.2)
+    zb = (torch.rand(shape, dtype=torch.float64, device=DEVICE) > 0.5).to(torch.float64)
+    w = torch.rand(5, dtype=torch.float64, device=DEVICE) + 0.5
+    b = torch.randn(5, dtype=torch.float64, device=DEVICE) * 0.1
+    g = torch.randn(shape, dtype=torch.float64, device=DEVICE)
+    out = {}
+    for name, kernels in (("cuda", units._cuda_kernels), ("reference", units._reference_kernels)):
+        if junction:
+            s, mean, invstd, *_ = units._junction_forward_impl(z, (w, b, 0.5), zb, None, 1e-5, 0.5, 0.4, kernels())
+            grads = units._junction_backward_impl(g, z, (w, b, mean, invstd, 0.5), zb, None, 0.5, 0.4, 0.8,
+                                                  "atan", kernels())
+        else:
+            s, mean, invstd, var = units._td_bn_lif_forward_impl(z, w, b, 0.5, 1e-5, 0.5, 0.4, kernels())
+            grads = units._td_bn_lif_backward_impl(g, z, w, b, mean, invstd, 0.5, 0.5, 0.4, 0.8, "atan", kernels())
+        out[name] = (s, mean, invstd, *grads)
+    assert torch.equal(out["cuda"][0], out["reference"][0])
+    for a, c in zip(out["cuda"][1:], out["reference"][1:]):
+        torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-13)

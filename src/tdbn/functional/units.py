@@ -99,12 +99,15 @@ def _cuda_kernels():
     return lif_triton.integrate, lif_triton.bptt, False, False
 
 
-def _spikes_of(y: Tensor, tau: float, v_th: float, kernels) -> Tensor:
-    """Spikes of LIF neurons fed ``y`` (Eq. 1-3); ``y`` may be overwritten (it is a temporary)."""
+def _spikes_of(parts: list[Tensor], tau: float, v_th: float, kernels, dtype: torch.dtype) -> Tensor:
+    """Spikes (in ``dtype``) of LIF neurons fed ``y = parts.pop()`` (Eq. 1-3). ``y`` is a temporary, taken out of
+    ``parts`` so that it is freed as soon as the spikes exist (the peak of a low-precision step counts it)."""
     integrate, _, _, u_optional = kernels
+    y = parts.pop()
     spikes = torch.empty_like(y)
     integrate(y, None if u_optional else y, tau, v_th, spikes)
-    return spikes
+    del y
+    return spikes if spikes.dtype == dtype else spikes.to(dtype)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -323,9 +326,10 @@ def lif_op(x: Tensor, p: LIFParameters, *, return_membrane: bool = False, backen
 def _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, kernels):
     native = kernels[2]
     with _no_autocast(z.device):
-        zc = _wide(z)
-        y, mean, invstd, var = _bn_forward(zc, weight, bias, scale, eps, native)
-        return _spikes_of(y, tau, v_th, kernels).to(z.dtype), mean, invstd, var
+        y, mean, invstd, var = _bn_forward(_wide(z), weight, bias, scale, eps, native)  # float32 copy freed here
+        parts = [y]
+        del y
+        return _spikes_of(parts, tau, v_th, kernels, z.dtype), mean, invstd, var
 
 
 @custom_op("tdbn::td_bn_lif_forward", mutates_args=())
@@ -378,8 +382,11 @@ def _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, 
         else:
             y = _bn_recompute(zc, weight, bias, mean, invstd, scale, native)
             grad_y = _lif_bptt_from(y, gs, tau, v_th, width, surrogate, kernels)
+            del y
+        del gs  # temporaries go as soon as they are used: the low-precision step's peak counts them
         grad_z, grad_w, grad_b = _bn_backward(grad_y, zc, weight, mean, invstd, scale, native, sums)
-        return grad_z.to(z.dtype), grad_w, grad_b
+        del grad_y, zc
+        return (grad_z if grad_z.dtype == z.dtype else grad_z.to(z.dtype)), grad_w, grad_b
 
 
 @custom_op("tdbn::td_bn_lif_backward", mutates_args=())
@@ -474,8 +481,11 @@ def _junction_forward_impl(za, a, zb, b, eps, tau, v_th, kernels):
         else:
             yb = _wide(zb)
             mean_b, invstd_b, var_b = ya.new_empty(0), ya.new_empty(0), ya.new_empty(0)
-        y = ya.add_(yb)  # the sum of Fig. 5b: the same kernel and operand order as ``ya + yb``
-        spikes = _spikes_of(y, tau, v_th, kernels).to(za.dtype)
+        ya.add_(yb)  # the sum of Fig. 5b: the same kernel and operand order as ``ya + yb``
+        del yb
+        parts = [ya]
+        del ya
+        spikes = _spikes_of(parts, tau, v_th, kernels, za.dtype)
         return spikes, mean_a, invstd_a, var_a, mean_b, invstd_b, var_b
 
 
@@ -698,11 +708,21 @@ def _spike_conv2d_backward_op(grad: Tensor, mask: Tensor, x_shape: list[int], we
                               output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
     """ATen's ``convolution_backward`` (autograd's formula for conv) on the input read back from its bits."""
     with _no_autocast(grad.device):
-        x = unpack_spikes(mask, tuple(x_shape), weight.dtype)
-        gx, gw, gb = torch.ops.aten.convolution_backward(
-            grad, x, weight, [weight.shape[0]] if has_bias else None, stride, padding, dilation, False, [0, 0],
-            groups, output_mask,
-        )
+        bias_sizes = [weight.shape[0]] if has_bias else None
+        gx = gw = gb = None
+        if output_mask[1] or output_mask[2]:  # weight gradients first, then the input read back is freed
+            x = unpack_spikes(mask, tuple(x_shape), weight.dtype)
+            _, gw, gb = torch.ops.aten.convolution_backward(
+                grad, x, weight, bias_sizes, stride, padding, dilation, False, [0, 0], groups,
+                [False, output_mask[1], output_mask[2]],
+            )
+            del x
+        if output_mask[0]:  # the input gradient needs only the input's shape (as torch.nn.grad.conv2d_input)
+            shape_only = grad.new_empty(1, dtype=weight.dtype).expand(x_shape)
+            gx, _, _ = torch.ops.aten.convolution_backward(
+                grad, shape_only, weight, bias_sizes, stride, padding, dilation, False, [0, 0], groups,
+                [True, False, False],
+            )
         return tuple(g if g is not None else grad.new_empty(0) for g in (gx, gw, gb))
 
 
