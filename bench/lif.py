@@ -53,13 +53,13 @@ def _case(name: str, shape: tuple[int, ...]):
     if name == "unit-floor":  # the ANN floor's unit: BatchNorm2d + ReLU on the merged T*N batch
         bn2 = torch.nn.BatchNorm2d(shape[2])
         return (lambda: torch.randn(shape).requires_grad_()), lambda x: torch.relu(bn2(x.flatten(0, 1)))
-    bn = tdbn.TdBatchNorm2d(shape[2])
+    unit = tdbn.TdBNLIF(tdbn.TdBatchNorm2d(shape[2]), tdbn.LIF())  # tdBN -> LIF as one unit
     lean = name in ("unit-lean", "unit-aten")
     compiled_kernels = name != "unit-aten"
 
     def run(x):
         with fused.lean_training(lean), native.enabled(compiled_kernels):
-            return lif(bn(x))
+            return unit(x)
 
     return (lambda: torch.randn(shape).requires_grad_()), run
 

@@ -26,6 +26,21 @@ from .time import TimeDistributed
 Tensor = torch.Tensor
 
 _warned_sync = False
+_warned_backend = False
+
+
+def _backend_allows(lif: LIF, x: Tensor) -> bool:
+    """The unit operators run the device's kernels: on CUDA the Triton ones, elsewhere the compiled CPU kernels
+    or the reference. A LIF asking for ``backend="triton"`` off CUDA (Triton's interpreter) gets what it asked for:
+    its unit runs the modules one after the other (said once)."""
+    if lif.backend == "torch" or x.device.type == "cuda":
+        return True
+    global _warned_backend
+    if not _warned_backend:
+        _warned_backend = True
+        warnings.warn(f"tdbn: LIF backend {lif.backend!r} on {x.device.type} tensors: the units run their modules one "
+                      "after the other (the LIF with the requested kernels, storing u)", RuntimeWarning, stacklevel=3)
+    return False
 
 
 def unit_mode(*norms: nn.Module | None) -> bool:
@@ -111,7 +126,7 @@ class TdBNLIF(nn.Sequential):
         ``synapse_done``: ``x`` is already the synaptic layer's output (a static image's encoding conv, run once
         and repeated over time)."""
         syn = None if synapse_done else self._synapse_layer()
-        lean = unit_mode(self._modules.get("bn"))
+        lean = unit_mode(self._modules.get("bn")) and _backend_allows(self.lif, x)
         if syn is not None:
             if lean and self.spikes_in and mask is None:
                 mask = spike_mask(x)
@@ -122,7 +137,7 @@ class TdBNLIF(nn.Sequential):
         """The unit after its synaptic layer: ``LIF(bn(z))``, as one operator where it applies."""
         bn = self._modules.get("bn")
         if lean is None:
-            lean = unit_mode(bn)
+            lean = unit_mode(bn) and _backend_allows(self.lif, z)
         if lean:
             return td_bn_lif(z, bn.unit_args(z), self.lif.params)
         if bn is not None:
@@ -157,7 +172,7 @@ def residual_junction(za: Tensor, norm_a: nn.Module, x: Tensor, x_mask: Tensor, 
     conv, norm_b = shortcut._modules.get("conv"), shortcut._modules.get("bn")
     if len(shortcut) != (conv is not None) + (norm_b is not None):
         return None  # a shortcut of other layers
-    if not (unit_mode(norm_a) and (norm_b is None or unit_mode(norm_b))):
+    if not (unit_mode(norm_a) and (norm_b is None or unit_mode(norm_b)) and _backend_allows(lif, za)):
         return None
     if conv is not None:
         if norm_b is None:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..functional.params import DEFAULT_LIF, LIFParameters
-from ..layers import TimeDistributed
+from ..layers import LIF, TimeDistributed
 from ..layers.units import residual_junction, spike_mask, synapse, unit_mode
 from .net import SpikingNet, encoder, pool_head, spiking_fc
 from .options import SpikingOptions, conv_bn, scaled, unit
@@ -40,7 +40,8 @@ class _ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *units, last = self.residual.children()
-        if unit_mode(last._modules.get("bn")):
+        if unit_mode(last._modules.get("bn")) and all(m.backend == "torch" or x.device.type == "cuda"
+                                                      for m in self.modules() if isinstance(m, LIF)):
             mask = spike_mask(x)
             a, a_mask = x, mask
             for u in units:
