@@ -8,7 +8,7 @@ One time convention everywhere: tensors are time first, ``[T, N, C, H, W]`` for 
 fully-connected layers. Models also accept static images ``[N, C, H, W]`` and repeat them over T.
 """
 
-from . import functional, layers, models
+from . import functional, layers, models, stream
 from .export.fuse import fuse
 from .layers import LIF, TdBatchNorm1d, TdBatchNorm2d, TimeDistributed, convert_sync_tdbn, set_lif_backend
 
@@ -25,4 +25,5 @@ __all__ = [
     "layers",
     "models",
     "set_lif_backend",
+    "stream",
 ]
