@@ -115,3 +115,23 @@ def test_a_replayed_recording_gives_the_multi_step_scores(shared_data):
     assert report.steps[-1]["prediction"] == int(ref.argmax()) and report.steps[-1]["score"] == float(ref.max())
     s = report.summary()
     assert s["events"] == ev.num_events and s["realtime_factor"] > 0 and s["ms_per_step"] > 0
+
+
+def test_a_live_dvs_stream_restarts_every_window(shared_data):
+    """A 128x128 recording in 30 ms windows at 32x32, the network state restarted every T = 8 steps: each
+    sequence's last scores equal the multi-step forward over those 8 frames of ``to_frames``."""
+    torch.manual_seed(0)
+    model = tdbn.models.create("resnet17", num_classes=11, in_channels=2, width=1 / 16, timesteps=8, input_size=32)
+    with torch.no_grad():
+        model.train()(torch.poisson(torch.full((8, 4, 2, 32, 32), 0.5)))
+    model.eval()
+    clip = read_bin_events(shared_data / "dvs128-clips" / "clip2.bs2", sensor_size=(128, 128))
+    frames = to_frames(*clip, sensor_size=(128, 128), window_ms=30.0, downsample_to=(32, 32))
+    report = run_events(model, clip, sensor_size=(128, 128), window_ms=30.0, downsample_to=(32, 32), window=8,
+                        chunk_us=700)
+    assert len(report.steps) == frames.shape[0] and report.late_events == 0
+    assert report.window_us == 30_000 and report.steps[2]["end_ms"] == 90.0
+    for k in range(frames.shape[0] // 8):
+        with torch.no_grad():
+            ref = model(frames[8 * k:8 * k + 8].unsqueeze(1))
+        assert report.steps[8 * k + 7]["score"] == float(ref.max())

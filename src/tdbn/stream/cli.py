@@ -72,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
         when = f"{r['end_ms']:9.1f} ms" if r["end_ms"] is not None else " " * 12
         seq = "" if window is None else f" seq {(r['step'] - 1) // window + 1}"
         print(f"step {r['step']:4d}{seq} {when}  {r['events'] if r['events'] is not None else '-':>6} events  -> "
-              f"{r['prediction']} {classes[r['prediction']]} ({r['score']:.3f})  {r['model_ms']:.2f} ms", flush=True)
+              f"{_name(r['prediction'])} ({r['score']:.3f})  {r['model_ms']:.2f} ms", flush=True)
+
+    def _name(k: int) -> str:
+        return str(k) if classes[k] == str(k) else f"{k} {classes[k]}"
 
     report = run_events(
         run_.model, events, sensor_size=run_.sensor_size, n_frames=None if f.window_ms else T,
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
           f"{s['ms_per_step']:.2f} ms/step ({s['model_ms_per_step']:.2f} ms network)"
           + (f", real-time factor {rtf:.1f} for {s['window_ms']:.3g} ms frames" if rtf is not None else "")
           + (f", {s['late_events']} late events dropped" if s["late_events"] else ""))
-    print(f"prediction: {s['prediction']} {classes[s['prediction']]}")
+    print(f"prediction: {_name(s['prediction'])}")
     if args.out:
         out = Path(args.out)
         out.write_text(json.dumps({"run": str(run_.checkpoint), "events_file": str(path), "fused": args.fuse,

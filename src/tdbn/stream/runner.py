@@ -143,7 +143,7 @@ def run_events(
             scores = stream.push(frame.unsqueeze(0))  # [N=1, 2, H, W]
             model_ms = 1000.0 * (time.perf_counter() - t0)
             k = len(report.steps)
-            end_ms = None if binner.window_us is None else (k + 1) * binner.window_us / 1000.0
+            end_ms = None if report.window_us is None else (k + 1) * report.window_us / 1000.0
             record = {"step": k + 1, "end_ms": end_ms, "events": int(frame.sum().item()) if mode == "count" else None,
                       "prediction": int(top1(scores[0])), "score": float(scores[0].max()), "model_ms": model_ms}
             report.steps.append(record)
