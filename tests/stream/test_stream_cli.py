@@ -10,7 +10,7 @@ import torch
 from tdbn.cli import main
 from tdbn.data import read_bin_events, to_frames
 from tdbn.stream import load_run
-from tdbn.stream.run_dir import test_batches
+from tdbn.stream.run_dir import eval_batches
 from tdbn.train import evaluate_checkpoint, load_config, train
 
 
@@ -63,5 +63,5 @@ def test_latency_streamed_equals_batched_and_eval(nmnist_run, tmp_path, capsys):
     ev = evaluate_checkpoint(nmnist_run)
     assert result["top1"][-1] == ev["top1"] and result["stream"]["top1"][-1] == ev["top1"]
     assert "| 4 |" in capsys.readouterr().out
-    n = sum(int(y.shape[0]) for _, y in test_batches(load_run(nmnist_run)))
+    n = sum(int(y.shape[0]) for _, y in eval_batches(load_run(nmnist_run)))
     assert n == 12  # the subset tdbn eval uses

@@ -273,7 +273,7 @@ def _run_ops(args: argparse.Namespace) -> int:
 
 
 def _run_latency(args: argparse.Namespace) -> int:
-    from ..stream.run_dir import load_run, test_batches
+    from ..stream.run_dir import eval_batches, load_run
     from .latency import latency_curve, make_latency, markdown_table, stream_latency_curve
 
     _setup(args)
@@ -281,7 +281,7 @@ def _run_latency(args: argparse.Namespace) -> int:
     cfg = run.config
     result = {"checkpoint": str(run.checkpoint), "epoch": run.epoch, "model": cfg.model.name,
               "dataset": cfg.data.name, "timesteps": cfg.model.timesteps, "fused": args.fuse}
-    result |= latency_curve(run.model, test_batches(run, batch_size=args.batch_size, limit=args.limit))
+    result |= latency_curve(run.model, eval_batches(run, batch_size=args.batch_size, limit=args.limit))
     if args.stream:
         result["stream"] = stream_latency_curve(run, limit=args.limit, log=_log)
         result["stream_equals_batched"] = result["stream"]["top1"] == result["top1"]

@@ -19,7 +19,7 @@ from torch import nn
 from ..data.event_dataset import EventFrameDataset, FrameSettings
 from ..data.events import Events
 
-__all__ = ["LoadedRun", "load_run", "test_batches"]
+__all__ = ["LoadedRun", "eval_batches", "load_run"]
 
 
 @dataclass
@@ -90,7 +90,7 @@ def load_run(path: str | Path, *, fuse: bool = False, data_root: str | None = No
     return LoadedRun(model=model, checkpoint=ckpt_path, epoch=int(checkpoint["epoch"]), config=cfg, dataset=dataset)
 
 
-def test_batches(run: LoadedRun, *, batch_size: int | None = None, limit: int | None = None):
+def eval_batches(run: LoadedRun, *, batch_size: int | None = None, limit: int | None = None):
     """The run's test batches as ``tdbn eval`` reads them (same subset, same default batch size)."""
     from ..train.data import build_data
 
@@ -102,4 +102,3 @@ def test_batches(run: LoadedRun, *, batch_size: int | None = None, limit: int | 
     return build_data(data_cfg, batch_size=bs, timesteps=cfg.model.timesteps, seed=cfg.seed, train=False).test
 
 
-test_batches.__test__ = False  # type: ignore[attr-defined]  # not a pytest test

@@ -90,6 +90,8 @@ def step(model: nn.Module, x_t: Tensor, state: StreamState) -> tuple[Tensor, Str
     Returns ``(scores, new_state)``: ``scores [N, K]`` is the decoding output averaged over all steps so far
     (Eq. 11), so after T steps it equals ``model(x)`` on the frames ``x [T, N, ...]`` that were fed; spikes at
     every layer equal those of the multi-step forward bit for bit (tests/stream). ``state`` is left unchanged.
+    The conv and fc layers are computed as the multi-step forward over ``T = model.timesteps`` steps computes
+    them (:mod:`tdbn.stream.exact`), which is the forward the results are identical to.
 
     Example:
         >>> model = tdbn.models.create("resnet19", num_classes=10, width=0.125, timesteps=3).eval()
@@ -118,7 +120,7 @@ def step(model: nn.Module, x_t: Tensor, state: StreamState) -> tuple[Tensor, Str
     with torch.no_grad(), _stepping(ctx, [*lifs.values(), *stateless]):
         out = _step_output(model, x_t.unsqueeze(0))  # [1, N, K]
     missing = sorted(set(lifs) - set(ctx.new))
-    if missing and state.steps > 0:
+    if missing:
         raise RuntimeError(f"LIF module(s) {missing} were not called in this step")
     outputs = out if state.outputs is None else torch.cat([state.outputs, out])
     new = StreamState(state.batch_size, state.steps + 1, MappingProxyType(dict(ctx.new)), outputs)
