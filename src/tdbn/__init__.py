@@ -8,7 +8,7 @@ One time convention everywhere: tensors are time first, ``[T, N, C, H, W]`` for 
 fully-connected layers. Models also accept static images ``[N, C, H, W]`` and repeat them over T.
 """
 
-from . import functional, layers, models
+from . import functional, layers, models, stream
 from .export.fuse import fuse
 from .functional.params import LIFParameters
 from .layers import LIF, TdBatchNorm1d, TdBatchNorm2d, TdBNLIF, TimeDistributed, convert_sync_tdbn, set_lif_backend
@@ -28,4 +28,5 @@ __all__ = [
     "layers",
     "models",
     "set_lif_backend",
+    "stream",
 ]

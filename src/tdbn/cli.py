@@ -3,6 +3,7 @@
     tdbn train [PRESET_OR_YAML] [key=value ...] [--resume RUN_DIR] [--device DEVICE]
     tdbn eval CHECKPOINT [--data ROOT] [--fuse] [--out FILE.json]
     tdbn presets
+    tdbn stream RUN_DIR --events FILE [--fuse] ...   (tdbn.stream.cli)
     tdbn export ...      (tdbn.export.cli)
     tdbn analyze ...     (tdbn.analysis.cli)
 
@@ -64,6 +65,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stream(args: argparse.Namespace) -> int:
+    from tdbn.stream.cli import run
+
+    return run(args)
+
+
 def _describe(path: Path) -> str:
     for line in path.read_text().splitlines():
         if line.startswith("#"):
@@ -111,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("presets", help="list the shipped presets")
     p.set_defaults(func=_cmd_presets)
+
+    from tdbn.stream import cli as stream_cli
+
+    p = sub.add_parser("stream", help="run a trained network step by step on an event file replayed as a live stream",
+                       description=stream_cli.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    stream_cli.add_arguments(p)
+    p.set_defaults(func=_cmd_stream)
 
     add_export(sub)  # tdbn export ...
     add_analyze(sub)  # tdbn analyze ...

@@ -1,7 +1,8 @@
 """``tdbn analyze WHAT ...``: the paper's analyses as commands, each writing ``<out>.json`` and ``<out>.png``.
 
 WHAT is one of ``grad-norms`` (Fig. 2), ``membrane`` (Fig. 3), ``firing-rates`` (Fig. 4), ``spikes`` (Fig. 6),
-``ops`` (Table 6) and ``depth`` (accuracy against depth). ``src/tdbn/cli.py`` calls :func:`add_subparser`;
+``ops`` (Table 6), ``depth`` (accuracy against depth) and ``latency`` (accuracy against the number of time steps,
+anytime prediction). ``src/tdbn/cli.py`` calls :func:`add_subparser`;
 ``python -m tdbn.analysis.cli WHAT ...`` runs the same commands on their own.
 """
 
@@ -128,6 +129,17 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     _data_args(q, "cifar10", None)
     _model_args(q)
     q.set_defaults(func=_run_spikes)
+
+    q = sub.add_parser("latency", help="anytime prediction: test accuracy after k = 1..T time steps")
+    _common(q, "latency")
+    q.add_argument("--checkpoint", required=True, help="a tdbn train checkpoint (file or run folder)")
+    q.add_argument("--data-root", default=None, help="data folder (default: the one recorded in the checkpoint)")
+    q.add_argument("--fuse", action="store_true", help="analyze tdbn.fuse(model), the fully-spiking network")
+    q.add_argument("--limit", type=int, default=None, help="a fixed random subset of this many test samples")
+    q.add_argument("--batch-size", type=int, default=None, help="test batch size (default: as tdbn eval)")
+    q.add_argument("--stream", action="store_true",
+                   help="also replay every test recording through tdbn.stream (event data; batch 1, slower)")
+    q.set_defaults(func=_run_latency)
 
     q = sub.add_parser("ops", help="Table 6: ANN MACs vs measured SNN additions / multiplications, energy")
     _common(q, "ops_MODEL")
@@ -257,6 +269,27 @@ def _run_ops(args: argparse.Namespace) -> int:
     _setup(args)
     model, x, meta = _model_and_inputs(args)
     make_ops(args.out.replace("MODEL", meta["model"]), model, x, meta=meta, plot=not args.no_plot, log=_log)
+    return 0
+
+
+def _run_latency(args: argparse.Namespace) -> int:
+    from ..stream.run_dir import eval_batches, load_run
+    from .latency import latency_curve, make_latency, markdown_table, stream_latency_curve
+
+    _setup(args)
+    run = load_run(args.checkpoint, fuse=args.fuse, data_root=args.data_root)
+    cfg = run.config
+    result = {"checkpoint": str(run.checkpoint), "epoch": run.epoch, "model": cfg.model.name,
+              "dataset": cfg.data.name, "timesteps": cfg.model.timesteps, "fused": args.fuse}
+    result |= latency_curve(run.model, eval_batches(run, batch_size=args.batch_size, limit=args.limit))
+    if args.stream:
+        result["stream"] = stream_latency_curve(run, limit=args.limit, log=_log)
+        result["stream_equals_batched"] = result["stream"]["top1"] == result["top1"]
+    make_latency(args.out, result, plot=not args.no_plot)
+    _log(markdown_table(result))
+    if args.stream:
+        _log(f"streamed {result['stream']['samples']} recordings, {result['stream']['ms_per_step']:.2f} ms/step; "
+             f"same accuracy as the batched forward at every k: {result['stream_equals_batched']}")
     return 0
 
 
