@@ -1,4 +1,4 @@
-"""The paper's spiking residual networks (Fig. 5b, Table 4; SPEC.md section 5)."""
+"""The paper's spiking residual networks (Fig. 5b, Table 4; docs/method.md section 5)."""
 
 from __future__ import annotations
 
