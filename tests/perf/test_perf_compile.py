@@ -69,3 +69,15 @@ def test_residual_model_has_no_graph_breaks():
     out = torch.compile(model, fullgraph=True, backend=_recording_backend(targets))(torch.randn(2, 3, 16, 16))
     out.sum().backward()
     assert "tdbn.td_bn_add_lif_forward" in targets and "tdbn.td_bn_lif_forward" in targets
+
+
+def test_aot_autograd_traces_forward_and_backward_of_every_unit():
+    """AOTAutograd (what Inductor builds on) traces the forward and backward graphs through the operators' fake
+    implementations: identity and projection shortcuts, spike inputs kept as bits; equal to eager."""
+    torch.manual_seed(0)
+    for shortcut_norm in ("all", "projection"):
+        model = tdbn.models.create("resnet", num_classes=4, depth=8, width=0.0625, timesteps=2,
+                                   shortcut_norm=shortcut_norm).double()
+        ref = copy.deepcopy(model)
+        _compare(model, ref, torch.randn(2, 3, 16, 16, dtype=torch.float64),
+                 torch.compile(model, fullgraph=True, backend="aot_eager"))

@@ -515,7 +515,7 @@ _td_bn_add_lif_forward_op.register_kernel("cuda")(_junction_kernel(_cuda_kernels
 @_td_bn_add_lif_forward_op.register_fake
 def _(za, weight_a, bias_a, scale_a, zb, zb_mask, normalized_b, weight_b, bias_b, scale_b, eps, tau, v_th, width,
       surrogate):
-    Ca, Cb = za.shape[2], (zb.shape[2] if normalized_b else 0)
+    Ca, Cb = za.shape[2], (za.shape[2] if normalized_b else 0)  # zb may be bits; its shape is za's
     return (torch.empty_like(za), _stats_like(za, Ca), _stats_like(za, Ca), _stats_like(za, Ca),
             _stats_like(za, Cb), _stats_like(za, Cb), _stats_like(za, Cb))
 
@@ -571,7 +571,7 @@ _td_bn_add_lif_backward_op.register_kernel("cuda")(_junction_backward(_cuda_kern
 @_td_bn_add_lif_backward_op.register_fake
 def _(grad_spikes, za, weight_a, bias_a, mean_a, invstd_a, scale_a, zb, zb_dtype, normalized_b, weight_b, bias_b,
       mean_b, invstd_b, scale_b, tau, v_th, width, surrogate):
-    Ca, Cb = za.shape[2], (zb.shape[2] if normalized_b else 0)
+    Ca, Cb = za.shape[2], (za.shape[2] if normalized_b else 0)  # zb may be bits; its shape is za's
     return (torch.empty_like(za), mean_a.new_empty(Ca), mean_a.new_empty(Ca), za.new_empty(za.shape, dtype=zb_dtype),
             mean_a.new_empty(Cb), mean_a.new_empty(Cb))
 
