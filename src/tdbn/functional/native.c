@@ -675,49 +675,71 @@ typedef struct {
     int dtype;
 } bits_args;
 
-static void pack_range(const void *p, int64_t lo, int64_t hi, int part) { /* lo, hi: byte indices */
-    const bits_args *a = (const bits_args *)p;
-    uint8_t *out = (uint8_t *)a->out;
-    for (int64_t i = lo; i < hi; i++) {
-        const int64_t e0 = 8 * i, e1 = e0 + 8 < a->n ? e0 + 8 : a->n;
-        unsigned byte = 0;
-        switch (a->dtype) {
-        case 0: for (int64_t e = e0; e < e1; e++) byte |= (unsigned)(((const float *)a->in)[e] != 0.0f) << (e - e0); break;
-        case 1: for (int64_t e = e0; e < e1; e++) byte |= (unsigned)(((const double *)a->in)[e] != 0.0) << (e - e0); break;
-        case 2: for (int64_t e = e0; e < e1; e++) byte |= (unsigned)((((const uint16_t *)a->in)[e] & 0x7fffu) != 0) << (e - e0); break;
-        default: for (int64_t e = e0; e < e1; e++) byte |= (unsigned)(((const uint8_t *)a->in)[e] != 0) << (e - e0); break;
-        }
-        out[i] = (uint8_t)byte;
+/* one function per dtype, full bytes with a constant trip count of 8 (unrolled and vectorized by the compiler),
+ * then the partial last byte */
+#define PACK_FN(NAME, TYPE, NONZERO)                                                                      \
+    static void NAME(const void *p, int64_t lo, int64_t hi, int part) {                                  \
+        const bits_args *a = (const bits_args *)p;                                                       \
+        const TYPE *x = (const TYPE *)a->in;                                                             \
+        uint8_t *out = (uint8_t *)a->out;                                                                \
+        const int64_t full = a->n / 8, end = hi < full ? hi : full;                                      \
+        for (int64_t i = lo; i < end; i++) {                                                             \
+            const TYPE *v = x + 8 * i;                                                                   \
+            unsigned byte = 0;                                                                           \
+            for (int j = 0; j < 8; j++) byte |= (unsigned)(NONZERO(v[j])) << j;                         \
+            out[i] = (uint8_t)byte;                                                                      \
+        }                                                                                                \
+        if (hi > full && full >= lo) {                                                                   \
+            unsigned byte = 0;                                                                           \
+            for (int64_t e = 8 * full; e < a->n; e++) byte |= (unsigned)(NONZERO(x[e])) << (e - 8 * full); \
+            out[full] = (uint8_t)byte;                                                                   \
+        }                                                                                                \
     }
-}
 
-static void unpack_range(const void *p, int64_t lo, int64_t hi, int part) {
-    const bits_args *a = (const bits_args *)p;
-    const uint8_t *bits = (const uint8_t *)a->in;
-    for (int64_t i = lo; i < hi; i++) {
-        const int64_t e0 = 8 * i, e1 = e0 + 8 < a->n ? e0 + 8 : a->n;
-        const unsigned byte = bits[i];
-        switch (a->dtype) {
-        case 0: for (int64_t e = e0; e < e1; e++) ((float *)a->out)[e] = (float)((byte >> (e - e0)) & 1u); break;
-        case 1: for (int64_t e = e0; e < e1; e++) ((double *)a->out)[e] = (double)((byte >> (e - e0)) & 1u); break;
-        default: for (int64_t e = e0; e < e1; e++) ((uint16_t *)a->out)[e] = ((byte >> (e - e0)) & 1u) ? 0x3f80u : 0u; break;
-        }
+#define NZ_F(v) ((v) != 0)
+#define NZ_BF16(v) (((v) & 0x7fffu) != 0)
+PACK_FN(pack_f32, float, NZ_F)
+PACK_FN(pack_f64, double, NZ_F)
+PACK_FN(pack_bf16, uint16_t, NZ_BF16)
+PACK_FN(pack_u8, uint8_t, NZ_F)
+
+#define UNPACK_FN(NAME, TYPE, ONE)                                                                        \
+    static void NAME(const void *p, int64_t lo, int64_t hi, int part) {                                  \
+        const bits_args *a = (const bits_args *)p;                                                       \
+        const uint8_t *bits = (const uint8_t *)a->in;                                                    \
+        TYPE *out = (TYPE *)a->out;                                                                      \
+        const int64_t full = a->n / 8, end = hi < full ? hi : full;                                      \
+        for (int64_t i = lo; i < end; i++) {                                                             \
+            const unsigned byte = bits[i];                                                               \
+            TYPE *o = out + 8 * i;                                                                       \
+            for (int j = 0; j < 8; j++) o[j] = ((byte >> j) & 1u) ? (TYPE)(ONE) : (TYPE)0;              \
+        }                                                                                                \
+        if (hi > full && full >= lo) {                                                                   \
+            const unsigned byte = bits[full];                                                            \
+            for (int64_t e = 8 * full; e < a->n; e++)                                                    \
+                out[e] = ((byte >> (e - 8 * full)) & 1u) ? (TYPE)(ONE) : (TYPE)0;                       \
+        }                                                                                                \
     }
-}
+
+UNPACK_FN(unpack_f32, float, 1.0f)
+UNPACK_FN(unpack_f64, double, 1.0)
+UNPACK_FN(unpack_bf16, uint16_t, 0x3f80u)
 
 /* dtype codes as above, and 3 for bool/uint8 input (pack only) */
 int tdbn_pack_bits(int dtype, const void *x, uint8_t *bits, int64_t n, int nthreads) {
+    static const range_fn fns[4] = {pack_f32, pack_f64, pack_bf16, pack_u8};
     if (dtype < 0 || dtype > 3) return -1;
     bits_args a = {x, bits, n, dtype};
     const int64_t nbytes = (n + 7) / 8;
-    parallel(pack_range, &a, nbytes, 512, plan(nbytes, 512, 8, nthreads));
+    parallel(fns[dtype], &a, nbytes, 512, plan(nbytes, 512, 8, nthreads));
     return 0;
 }
 
 int tdbn_unpack_bits(int dtype, const uint8_t *bits, void *out, int64_t n, int nthreads) {
+    static const range_fn fns[3] = {unpack_f32, unpack_f64, unpack_bf16};
     if (dtype < 0 || dtype > 2) return -1;
     bits_args a = {bits, out, n, dtype};
     const int64_t nbytes = (n + 7) / 8;
-    parallel(unpack_range, &a, nbytes, 512, plan(nbytes, 512, 8, nthreads));
+    parallel(fns[dtype], &a, nbytes, 512, plan(nbytes, 512, 8, nthreads));
     return 0;
 }
