@@ -6,10 +6,14 @@ batch normalization (tdBN), the paper's spiking ResNets, and BN-scale fusion int
 
 One time convention everywhere: tensors are time first, ``[T, N, C, H, W]`` for conv layers and ``[T, N, F]`` for
 fully-connected layers. Models also accept static images ``[N, C, H, W]`` and repeat them over T.
+
+A trained run back in Python: ``tdbn.load(run_folder_or_checkpoint)`` (the model, eval mode) and
+``tdbn.saved_config(...)`` (its resolved configuration).
 """
 
 from . import functional, layers, models
-from .export.fuse import fuse
+from .fusion import fuse
+from .loading import load, saved_config
 from .layers import LIF, TdBatchNorm1d, TdBatchNorm2d, TimeDistributed, convert_sync_tdbn, set_lif_backend
 
 __version__ = "0.1.0"
@@ -23,6 +27,8 @@ __all__ = [
     "functional",
     "fuse",
     "layers",
+    "load",
     "models",
+    "saved_config",
     "set_lif_backend",
 ]

@@ -86,13 +86,16 @@ def test_depth_study_table_figure_and_odd_resnet_depth(tmp_path):
 
 def test_spikes_from_a_training_checkpoint(tmp_path):
     from tdbn.train import config_to_dict, load_config, save_checkpoint
-    from tdbn.train.build import build_model
+    from tdbn.train.build import create_model, model_kwargs
     from tdbn.train.checkpoint import FORMAT
 
     cfg = load_config(None, ["model.width=0.0625", "model.timesteps=2"])  # the embedded digits demo
-    model = build_model(cfg.model, num_classes=10, in_channels=1, input_size=8)
+    kwargs = model_kwargs(cfg.model, num_classes=10, in_channels=1, input_size=8)
+    model = create_model(cfg.model.name, kwargs)
     save_checkpoint(tmp_path / "checkpoint.pt", {
-        "format": FORMAT, "epoch": 3, "model": model.state_dict(), "optimizer": {}, "scheduler": {}, "scaler": {},
+        "format": FORMAT, "epoch": 3, "model": model.state_dict(), "model_name": cfg.model.name,
+        "model_kwargs": kwargs, "input": {"events": False, "shape": [1, 8, 8]},
+        "optimizer": {}, "scheduler": {}, "scaler": {},
         "rng": {}, "config": config_to_dict(cfg), "metrics": [], "version": {},
     })
     assert main(["spikes", "--checkpoint", str(tmp_path), "--num-images", "5", "--no-plot",
