@@ -105,3 +105,21 @@ def test_spikes_from_a_training_checkpoint(tmp_path):
     assert len(result["layers"]) == 18  # ResNet-19: encoding layer, 16 block LIFs, fc-256
     with pytest.raises(SystemExit, match="--model only"):
         main(["ops", "--checkpoint", str(tmp_path), "--option", "width=1", "--no-plot"])
+    assert main(["spikes", "--checkpoint", str(tmp_path), "--num-images", "5", "--no-plot"]) == 0
+    assert (tmp_path / "analysis" / "spikes_resnet19.json").is_file()  # next to the checkpoint by default
+
+
+def test_default_output_is_under_runs_and_never_replaced_without_force(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "docs" / "figures").mkdir(parents=True)
+    shipped = tmp_path / "docs" / "figures" / "membrane.json"
+    shipped.write_text("{}")
+    assert main(["membrane", "--neurons", "200", "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote runs/analysis/membrane.json" in out and (tmp_path / "runs" / "analysis" / "membrane.json").is_file()
+    assert shipped.read_text() == "{}"  # the repository's figure is untouched
+    with pytest.raises(SystemExit, match=r"membrane.json already exist.*--force"):
+        main(["membrane", "--neurons", "200", "--no-plot", "--out", "docs/figures/membrane"])
+    assert shipped.read_text() == "{}"
+    assert main(["membrane", "--neurons", "200", "--no-plot", "--out", "docs/figures/membrane", "--force"]) == 0
+    assert json.loads(shipped.read_text())["figure"] == "Fig. 3"

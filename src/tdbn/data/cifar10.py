@@ -13,7 +13,7 @@ Layouts read (``root`` is the folder that holds them):
 - image folders ``train/<class>/*.{jpg,jpeg,png}``, ``test/<class>/...``.
 
 Classes are ordered by name, which for CIFAR-10 is the official label order (airplane = 0 ... truck = 9).
-Image layouts need Pillow (``pip install tdbn[vision]``).
+Image layouts need Pillow (``pip install 'tdbn[vision]'``).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _decode(data: bytes, where: str) -> np.ndarray:
     try:
         from PIL import Image
     except ImportError as err:  # pragma: no cover - depends on the installed extras
-        raise ImportError("reading CIFAR-10 images needs Pillow: pip install tdbn[vision]") from err
+        raise ImportError("reading CIFAR-10 images needs Pillow: pip install 'tdbn[vision]'") from err
     try:
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))

@@ -10,7 +10,7 @@ aspect 3/4-4/3) and a horizontal flip; evaluation images are resized (shorter si
 
 Randomness is reproducible and independent of the number of workers: :class:`SeededSampler` hands each index
 out with a per-epoch seed, and the crop and flip of sample ``i`` are drawn from ``(epoch seed, i)``.
-:func:`imagenet_loader` wires it together. Decoding uses Pillow (``pip install tdbn[vision]``).
+:func:`imagenet_loader` wires it together. Decoding uses Pillow (``pip install 'tdbn[vision]'``).
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ class ImageNet(Dataset):
         try:
             from PIL import Image
         except ImportError as err:  # pragma: no cover - depends on the installed extras
-            raise ImportError("reading ImageNet needs Pillow: pip install tdbn[vision]") from err
+            raise ImportError("reading ImageNet needs Pillow: pip install 'tdbn[vision]'") from err
         try:
             with Image.open(path) as image:
                 return image.convert("RGB")
