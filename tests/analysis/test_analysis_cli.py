@@ -34,8 +34,8 @@ def test_membrane_and_firing_rates_write_json_and_png(tmp_path):
     assert (tmp_path / "m.png").stat().st_size > 1000 and (tmp_path / "f.png").stat().st_size > 1000
 
 
-def test_ops_and_spikes_on_real_mnist(tmp_path, shared_data):
-    common = ["--dataset", "mnist", "--data-root", str(shared_data / "mnist" / "mnist.npz"), "--size", "14",
+def test_ops_and_spikes_on_real_mnist(tmp_path, shared_mnist):
+    common = ["--dataset", "mnist", "--data-root", str(shared_mnist / "mnist" / "mnist.npz"), "--size", "14",
               "--model", "resnet", "--option", "depth=8", "--option", "width=0.0625", "--option", "timesteps=2",
               "--num-images", "4", "--calibrate-norm"]
     assert main(["ops", *common, "--out", str(tmp_path / "ops")]) == 0
@@ -49,8 +49,8 @@ def test_ops_and_spikes_on_real_mnist(tmp_path, shared_data):
     assert (tmp_path / "ops.png").stat().st_size > 1000 and not (tmp_path / "spikes.png").exists()
 
 
-def test_grad_norms_command_on_real_mnist(tmp_path, shared_data):
-    rc = main(["grad-norms", "--dataset", "mnist", "--data-root", str(shared_data / "mnist" / "mnist.npz"),
+def test_grad_norms_command_on_real_mnist(tmp_path, shared_mnist):
+    rc = main(["grad-norms", "--dataset", "mnist", "--data-root", str(shared_mnist / "mnist" / "mnist.npz"),
                "--size", "8", "--per-class", "2", "--depth", "6", "--width", "0.0625", "--timesteps", "2",
                "--batch-size", "4", "--iterations", "2", "--taus", "0.25", "--norms", "tdbn", "none",
                "--out", str(tmp_path / "g")])
@@ -61,9 +61,9 @@ def test_grad_norms_command_on_real_mnist(tmp_path, shared_data):
     assert (tmp_path / "g.png").is_file()
 
 
-def test_bad_model_option_is_a_clear_error(shared_data):
+def test_bad_model_option_is_a_clear_error(shared_mnist):
     with pytest.raises(ValueError, match="unknown option"):
-        main(["ops", "--dataset", "mnist", "--data-root", str(shared_data / "mnist" / "mnist.npz"),
+        main(["ops", "--dataset", "mnist", "--data-root", str(shared_mnist / "mnist" / "mnist.npz"),
               "--model", "plain", "--option", "widht=0.5", "--num-images", "2", "--no-plot"])
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         main(["ops", "--model", "plain", "--option", "width", "--no-plot"])

@@ -15,8 +15,8 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 
 @pytest.fixture(scope="module")
-def small_train(shared_data):
-    return CIFAR10(shared_data / "cifar10-jpeg", train=True, limit_per_class=8)
+def small_train(shared_cifar10):
+    return CIFAR10(shared_cifar10 / "cifar10-jpeg", train=True, limit_per_class=8)
 
 
 def test_zip_layout_real_subset(small_train):
@@ -25,16 +25,16 @@ def test_zip_layout_real_subset(small_train):
     assert torch.bincount(small_train.labels).tolist() == [8] * 10
 
 
-def test_full_test_set_statistics_after_normalization(shared_data):
-    test = CIFAR10(shared_data / "cifar10-jpeg", train=False)
+def test_full_test_set_statistics_after_normalization(shared_cifar10):
+    test = CIFAR10(shared_cifar10 / "cifar10-jpeg", train=False)
     assert test.images.shape == (10000, 3, 32, 32) and torch.bincount(test.labels).tolist() == [1000] * 10
     x = normalize(test.images, mean=test.mean, std=test.std)  # [N, 3, 32, 32] float
     mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
     assert mean.abs().max() < 0.05 and (std - 1).abs().max() < 0.05, (mean, std)
 
 
-def test_image_folder_layout_matches_zip(shared_data, small_train, tmp_path):
-    with zipfile.ZipFile(shared_data / "cifar10-jpeg" / "train.zip") as archive:
+def test_image_folder_layout_matches_zip(shared_cifar10, small_train, tmp_path):
+    with zipfile.ZipFile(shared_cifar10 / "cifar10-jpeg" / "train.zip") as archive:
         for cls in CLASSES:
             names = sorted(n for n in archive.namelist() if n.startswith(f"train/{cls}/") and n.endswith(".jpg"))[:8]
             for name in names:

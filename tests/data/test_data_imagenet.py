@@ -15,10 +15,10 @@ WNIDS = ["n01440764", "n01443537", "n01484850"]
 
 
 @pytest.fixture(scope="module")
-def tree(shared_data, tmp_path_factory):
+def tree(shared_cifar10, tmp_path_factory):
     """``train/<wnid>/*.JPEG`` (4 per class) and ``val/<wnid>/*.JPEG`` (2 per class) from real JPEG files."""
     root = tmp_path_factory.mktemp("imagenet")
-    with zipfile.ZipFile(shared_data / "cifar10-jpeg" / "test.zip") as archive:
+    with zipfile.ZipFile(shared_cifar10 / "cifar10-jpeg" / "test.zip") as archive:
         for wnid, cls in zip(WNIDS, ["airplane", "cat", "ship"]):
             names = sorted(n for n in archive.namelist() if n.startswith(f"test/{cls}/") and n.endswith(".jpg"))
             for split, chosen in (("train", names[:4]), ("val", names[4:6])):

@@ -19,9 +19,9 @@ def _write_idx(path, array, *, compress=False):
     return path
 
 
-def test_real_npz(shared_data):
-    train = MNIST(shared_data / "mnist")
-    test = MNIST(shared_data / "mnist" / "mnist.npz", train=False)
+def test_real_npz(shared_mnist):
+    train = MNIST(shared_mnist / "mnist")
+    test = MNIST(shared_mnist / "mnist" / "mnist.npz", train=False)
     assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
     assert train.classes == [str(d) for d in range(10)] and train.labels[:3].tolist() == [5, 0, 4]
     x, y = next(iter(BatchLoader(train, batch_size=5000, shuffle=True, seed=0)))
