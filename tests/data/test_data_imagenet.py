@@ -29,8 +29,10 @@ def tree(shared_cifar10, tmp_path_factory):
 
 
 def test_train_and_eval_samples(tree):
-    train = ImageNet(tree, train=True)
-    val = ImageNet(tree, train=False)
+    with pytest.warns(UserWarning, match=r"32x32, smaller than crop_size=224.*upscaled"):
+        train = ImageNet(tree, train=True)
+    with pytest.warns(UserWarning, match="image_folder_64"):
+        val = ImageNet(tree, train=False)
     assert len(train) == 12 and len(val) == 6 and train.classes == WNIDS and val.classes == WNIDS
     x, label = train[5]
     assert x.shape == (3, 224, 224) and x.dtype == torch.float32 and label == 1
@@ -39,6 +41,7 @@ def test_train_and_eval_samples(tree):
     assert -2.2 < float(v1.min()) and float(v1.max()) < 2.7  # ImageNet-normalized range
 
 
+@pytest.mark.filterwarnings("ignore:.*smaller than crop_size")  # 32x32 images, 64 crops: upscaled on purpose
 def test_training_crops_follow_the_seed(tree):
     train = ImageNet(tree, train=True, crop_size=64, resize_size=72)
     a, b, c = train[(3, 11)][0], train[(3, 11)][0], train[(3, 12)][0]

@@ -1,8 +1,11 @@
 """ImageNet (ILSVRC-2012) from the usual class-folder layout, decoded in parallel worker processes.
 
 Layout: ``<root>/train/<wnid>/*.JPEG`` and ``<root>/val/<wnid>/*.JPEG`` (the official validation images sorted
-into class folders, e.g. by the widely used ``valprep.sh``). Labels are the index of the wnid among the sorted
-``train`` folders, so train and val agree.
+into class folders, e.g. by the widely used ``valprep.sh``); a class folder may keep its images in an ``images/``
+subfolder (Tiny-ImageNet's training layout). Labels are the index of the wnid among the sorted ``train`` folders,
+so train and val agree. Any image folder of this layout works; for small images set ``crop_size`` /
+``resize_size`` to their size (preset ``image_folder_64``): a crop larger than the images upscales them, which
+costs time and adds nothing, and warns.
 
 Paper setting (appendix C, SPEC section 6): training images get a random resized crop to 224 (area 8-100 %,
 aspect 3/4-4/3) and a horizontal flip; evaluation images are resized (shorter side 256) and center-cropped to
@@ -16,6 +19,7 @@ out with a per-epoch seed, and the crop and flip of sample ``i`` are drawn from 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,7 +41,8 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _SUFFIXES = (".jpeg", ".jpg", ".png")
-_LAYOUT = "  <root>/train/<wnid>/*.JPEG   and   <root>/val/<wnid>/*.JPEG   (val sorted into class folders)"
+_LAYOUT = ("  <root>/train/<wnid>/*.JPEG   and   <root>/val/<wnid>/*.JPEG   (val sorted into class folders;\n"
+           "  <wnid>/images/*.JPEG also works)")
 _SOURCE = "https://image-net.org/download (ILSVRC2012 train and val; sort val into <wnid> folders, e.g. valprep.sh)"
 
 
@@ -107,11 +112,20 @@ class ImageNet(Dataset):
             (path, index[d.name])
             for d in sorted(folder.iterdir())
             if d.is_dir() and d.name in index
-            for path in sorted(d.iterdir())
+            for path in sorted((d / "images" if (d / "images").is_dir() else d).iterdir())
             if path.suffix.lower() in _SUFFIXES
         ]
         if not self.samples:
             raise DataNotFoundError(folder, expected=_LAYOUT, source=_SOURCE)
+        if crop_size < 1 or resize_size < crop_size:
+            raise ValueError(f"crop_size must be >= 1 and resize_size >= crop_size, got crop_size={crop_size}, "
+                             f"resize_size={resize_size} (data.options)")
+        first = self._load(self.samples[0][0])
+        if min(first.size) < crop_size:
+            warnings.warn(
+                f"{self.samples[0][0]}: the images are {first.size[0]}x{first.size[1]}, smaller than crop_size="
+                f"{crop_size}: they are upscaled, which is slow and adds no detail; set data.options.crop_size "
+                f"and resize_size to about their size (preset image_folder_64 for 64x64 images)", stacklevel=2)
         self.train = train
         self.crop_size = crop_size
         self.resize_size = resize_size
