@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from tdbn.data import DataNotFoundError, ImageNet, imagenet_loader
+from tdbn.data import DataNotFoundError, ImageNet
+from tdbn.train.loaders import DatasetBatches, ShardedBatchSampler
 from tdbn.data.imagenet import random_resized_crop_box
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
@@ -67,12 +68,18 @@ def test_loader_with_worker_processes_is_reproducible(tree):
     def epoch_batches(loader):
         return [(x.clone(), y.clone()) for x, y in loader]
 
-    loader = imagenet_loader(train, batch_size=4, shuffle=True, workers=2, seed=7)
-    first, second = epoch_batches(loader), epoch_batches(loader)
+    def imagenet_loader(dataset, *, workers):  # what tdbn train uses: seeded (index, epoch seed) keys
+        sampler = ShardedBatchSampler(len(dataset), batch_size=4, shuffle=True, seed=7, keyed=True)
+        return DatasetBatches(dataset, sampler, workers=workers)
+
+    loader = imagenet_loader(train, workers=2)
+    first = epoch_batches(loader)
+    loader.set_epoch(1)
+    second = epoch_batches(loader)
     assert [x.shape for x, _ in first] == [(4, 3, 32, 32)] * 3
     assert sorted(torch.cat([y for _, y in first]).tolist()) == [0] * 4 + [1] * 4 + [2] * 4
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, second))  # a new epoch, new crops
-    in_process = epoch_batches(imagenet_loader(train, batch_size=4, shuffle=True, workers=0, seed=7))
+    in_process = epoch_batches(imagenet_loader(train, workers=0))
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, in_process))
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from tdbn_data_writers import write_nmnist_bin
 
-from tdbn.data import NMNIST, DataFormatError, DataNotFoundError, event_loader, read_bin_events
+from tdbn.data import NMNIST, DataFormatError, DataNotFoundError, collate_time_first, read_bin_events
+from tdbn.train.loaders import DatasetBatches, ShardedBatchSampler
 
 
 def test_reads_real_file(shared_nmnist):
@@ -93,7 +94,9 @@ def test_convert_reports_bad_files_and_never_caches_them(shared_nmnist, tmp_path
         ds[1]
     good = ds.exclude(report.bad)
     assert len(good) == 2
-    x, y = next(iter(event_loader(good, batch_size=2)))
+    loader = DatasetBatches(good, ShardedBatchSampler(len(good), batch_size=2, shuffle=False),
+                            collate_fn=collate_time_first)
+    x, y = next(iter(loader))
     assert x.shape == (10, 2, 2, 34, 34) and y.shape == (2,)
 
 

@@ -17,7 +17,7 @@ from torch import nn
 import tdbn
 from tdbn import LIF
 from tdbn.export import from_nir, write_nir
-from tdbn.export.snntorch_check import compare_with_snntorch
+from snntorch_check import compare_with_snntorch
 
 TRAIN_STEPS = 150
 N_TEST = 200

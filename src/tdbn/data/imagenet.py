@@ -11,21 +11,21 @@ Paper setting (appendix C, SPEC section 6): training images get a random resized
 aspect 3/4-4/3) and a horizontal flip; evaluation images are resized (shorter side 256) and center-cropped to
 224; both are normalized with the ImageNet mean / std; the network sees each image for T = 6 steps.
 
-Randomness is reproducible and independent of the number of workers: :class:`SeededSampler` hands each index
-out with a per-epoch seed, and the crop and flip of sample ``i`` are drawn from ``(epoch seed, i)``.
-:func:`imagenet_loader` wires it together. Decoding uses Pillow (``pip install 'tdbn[vision]'``).
+Randomness is reproducible and independent of the number of workers: index the data set with
+``(index, epoch seed)`` keys (what ``tdbn.train.loaders.ShardedBatchSampler(keyed=True)`` yields in training) and
+the crop and flip of sample ``i`` are drawn from ``(epoch seed, i)``. Decoding uses Pillow
+(``pip install 'tdbn[vision]'``).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from tdbn.data.errors import DataFormatError, DataNotFoundError
 
@@ -34,8 +34,6 @@ __all__ = [
     "IMAGENET_STD",
     "random_resized_crop_box",
     "ImageNet",
-    "SeededSampler",
-    "imagenet_loader",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -86,7 +84,7 @@ def random_resized_crop_box(
 class ImageNet(Dataset):
     """ImageNet as ``(image [3, crop, crop] float normalized, label)``; ``train`` picks augmentation or eval crop.
 
-    Index with ``(index, seed)`` pairs (what :class:`SeededSampler` yields) to vary the training augmentation
+    Index with ``(index, seed)`` pairs (what the training sampler yields) to vary the training augmentation
     from epoch to epoch; a plain ``index`` uses the fixed ``seed`` given here.
     """
 
@@ -182,51 +180,3 @@ def _flip() -> int:
     from PIL import Image
 
     return Image.Transpose.FLIP_LEFT_RIGHT
-
-
-class SeededSampler(Sampler):
-    """Yields ``(index, epoch_seed)`` for every index, shuffled or in order; the epoch advances after each pass.
-
-    Both the order and ``epoch_seed`` derive from ``(seed, epoch)``, so a run is reproducible and worker
-    processes need no shared state. :meth:`set_epoch` resumes at a given epoch.
-    """
-
-    def __init__(self, n: int, *, shuffle: bool, seed: int = 0) -> None:
-        self.n = n
-        self.shuffle = shuffle
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch_seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
-        self.epoch += 1
-        order = np.random.default_rng(epoch_seed).permutation(self.n) if self.shuffle else np.arange(self.n)
-        for i in order:
-            yield int(i), epoch_seed
-
-
-def imagenet_loader(
-    dataset: ImageNet,
-    *,
-    batch_size: int,
-    shuffle: bool,
-    workers: int = 8,
-    seed: int = 0,
-    drop_last: bool = False,
-) -> DataLoader:
-    """Batches ``(x [B, 3, crop, crop], y [B])`` decoded by ``workers`` processes, with a :class:`SeededSampler`."""
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=SeededSampler(len(dataset), shuffle=shuffle, seed=seed),
-        num_workers=workers,
-        drop_last=drop_last,
-        persistent_workers=workers > 0,
-        pin_memory=torch.cuda.is_available(),
-    )
