@@ -6,7 +6,8 @@ Each reader takes the on-disk layout users get from the official source and yiel
 - event samples as frames ``[T, 2, H, W]`` float32 (channel 0 = OFF, 1 = ON events), batched time-first as
   ``[T, N, 2, H, W]`` by :func:`collate_time_first`.
 
-Batching for training lives in one place, :mod:`tdbn.train.loaders`. Layouts and choices: ``docs/data.md``. Errors: :class:`DataNotFoundError` (names the expected layout and the
+Batching for training lives in one place, :mod:`tdbn.train.loaders`. Layouts and choices: ``docs/data.md``.
+Errors: :class:`DataNotFoundError` (names the expected layout and the
 source), :class:`DataFormatError` (names the file and the byte offset).
 """
 

@@ -1,6 +1,6 @@
 """CIFAR-10 (Krizhevsky 2009), whole in memory: 50,000 train / 10,000 test, 32x32 RGB, 10 classes.
 
-Paper setting (appendix C, SPEC section 6): random crop with 4-pixel zero padding and horizontal flip, then
+Paper setting (appendix C, docs/method.md section 6): random crop with 4-pixel zero padding and horizontal flip, then
 per-channel mean/std normalization; the network sees the same image at each of T in {2, 4, 6} steps. Training
 batches whole tensors (``tdbn.train.loaders.TensorBatches``: augmentation on the device).
 

@@ -6,7 +6,7 @@ docstring gives the layout, the DVS128 address bits and the two orientation conv
 ``orientation="upright"`` (``column = 127 - y_raw``, ``row = 127 - x_raw``, ON = raw polarity bit 0), is the
 convention of SpikingJelly's CIFAR10-DVS loader, in which the objects appear upright.
 
-Paper setting (appendix C, SPEC section 6): 128x128 summed down to 42x42, events accumulated in 5 ms frames,
+Paper setting (appendix C, docs/method.md section 6): 128x128 summed down to 42x42, events accumulated in 5 ms frames,
 T = 10. Those ten frames cover only the first 50 ms of a ~1.3 s recording; many re-implementations instead cut
 the whole recording into T equal slices (``window_ms=None``). The default follows the paper's text.
 

@@ -7,7 +7,7 @@ so train and val agree. Any image folder of this layout works; for small images 
 ``resize_size`` to their size (preset ``image_folder_64``): a crop larger than the images upscales them, which
 costs time and adds nothing, and warns.
 
-Paper setting (appendix C, SPEC section 6): training images get a random resized crop to 224 (area 8-100 %,
+Paper setting (appendix C, docs/method.md section 6): training images get a random resized crop to 224 (area 8-100 %,
 aspect 3/4-4/3) and a horizontal flip; evaluation images are resized (shorter side 256) and center-cropped to
 224; both are normalized with the ImageNet mean / std; the network sees each image for T = 6 steps.
 

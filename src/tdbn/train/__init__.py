@@ -23,9 +23,8 @@ from .restore import Restored, restore
 from .run import saved_config, train
 
 __all__ = [
-    "CheckpointError", "CheckpointWriteError", "DataConfig", "FiringRate", "ModelConfig", "NonFiniteError", "NonFiniteLossError", "OptimConfig",
-    "TrainConfig", "TrainingError", "config_from_dict", "config_to_dict", "evaluate", "evaluate_checkpoint",
-    "load_checkpoint", "load_config", "override", "preset_names", "preset_path", "read_metrics", "Restored", "restore",
-    "save_checkpoint",
-    "saved_config", "train", "train_one_epoch",
+    "CheckpointError", "CheckpointWriteError", "config_from_dict", "config_to_dict", "DataConfig", "evaluate",
+    "evaluate_checkpoint", "FiringRate", "load_checkpoint", "load_config", "ModelConfig", "NonFiniteError",
+    "NonFiniteLossError", "OptimConfig", "override", "preset_names", "preset_path", "read_metrics", "restore",
+    "Restored", "save_checkpoint", "saved_config", "train", "train_one_epoch", "TrainConfig", "TrainingError",
 ]

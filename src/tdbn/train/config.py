@@ -48,7 +48,7 @@ DTYPES = ("float32", "float64")
 
 @dataclass
 class ModelConfig:
-    """The network (paper Table 4) and its neuron and tdBN hyper-parameters (SPEC.md sections 1-2).
+    """The network (paper Table 4) and its neuron and tdBN hyper-parameters (docs/method.md sections 1-2).
 
     Input channels, input size and the number of classes come from the data set.
     """
@@ -57,12 +57,12 @@ class ModelConfig:
     width: float = 0.25  # channel multiplier; 1.0 = the paper's widths (Table 4)
     timesteps: int = 2  # T; static images are repeated T times (paper: 2/4/6 on CIFAR-10, 6 on ImageNet)
     tau: float = 0.25  # membrane decay (Eq. 1; the paper uses 0.25)
-    v_th: float = 0.5  # firing threshold (Eq. 2; 0.5 as in the public code of the paper's group, SPEC.md section 1)
+    v_th: float = 0.5  # firing threshold (Eq. 2; 0.5 as in the public code of the paper's group, docs/method.md)
     surrogate_width: float = 1.0  # width a of the rectangular surrogate gradient (Eq. 16)
     surrogate: str = "rectangle"  # surrogate shape (Eq. 16 = "rectangle")
     norm: str = "tdbn"  # "tdbn" (Eq. 5-8), "bn" (standard BN, for ablations) or "none"
     residual_alpha: float | None = None  # alpha of summed tdBNs (Eq. 5; None = the model's 1/sqrt(2))
-    shortcut_norm: str | None = None  # "all" / "projection" (SPEC.md section 5; None = the model's "all")
+    shortcut_norm: str | None = None  # "all" / "projection" (docs/method.md section 5; None = the model's "all")
     lif_backend: str = "torch"  # LIF kernels: "torch" (any device) or "triton" (CUDA; pip install 'tdbn[triton]')
     options: dict[str, Any] = field(default_factory=dict)  # further builder options, e.g. {depth: 20} for plain
 
