@@ -282,6 +282,7 @@ def validate(cfg: TrainConfig) -> None:
         ("optim.lr_step", cfg.optim.lr_step >= 1, ">= 1"),
         ("optim.warmup_epochs", cfg.optim.warmup_epochs >= 0, ">= 0"),
         ("model.timesteps", cfg.model.timesteps >= 1, ">= 1"),
+        ("model.width", 0 < cfg.model.width <= 64, "in (0, 64] (a channel multiplier: 1.0 = the paper's widths)"),
         ("model.lif_backend", cfg.model.lif_backend in ("torch", "triton"), 'one of ["torch", "triton"]'),
         ("eval_interval", cfg.eval_interval >= 1, ">= 1"),
         ("checkpoint_interval", cfg.checkpoint_interval >= 1, ">= 1"),

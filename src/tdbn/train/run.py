@@ -199,6 +199,10 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
                             "processes; lower optim.batch_size")
     kwargs = model_kwargs(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels,
                           input_size=data.input_size)
+    if kwargs.get("input_size", data.input_size) != data.input_size:
+        raise TrainingError(f"model.options.input_size={kwargs['input_size']}, but the {cfg.data.name} inputs are "
+                            f"{data.input_size}x{data.input_size}; drop model.options.input_size (it comes from the "
+                            "data set) or resize the data")
     model = create_model(cfg.model.name, kwargs, lif_backend=cfg.model.lif_backend)
     model.to(ctx.device, getattr(torch, cfg.dtype))
     spec = {"model_name": cfg.model.name, "model_kwargs": kwargs,
