@@ -1,8 +1,9 @@
-"""``tdbn.load`` and ``tdbn.saved_config``: a trained run back in Python in one line.
+"""``tdbn.load`` and ``tdbn.saved_config``: a trained run back in Python in one line::
 
->>> import tdbn                                               # doctest: +SKIP
->>> model = tdbn.load("runs/mnist-20260101-120000")          # doctest: +SKIP
->>> model(images).argmax(1)                                   # doctest: +SKIP
+    model = tdbn.load("runs/mnist-20260101-120000")   # a run folder or its checkpoint.pt; eval mode
+    predictions = model(images).argmax(1)             # images normalized as in training
+
+Both go through :func:`tdbn.train.restore.restore`, the path ``tdbn eval``, ``tdbn export`` and ``tdbn analyze`` use.
 """
 
 from __future__ import annotations

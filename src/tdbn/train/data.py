@@ -13,6 +13,7 @@ For event data the number of frames is the model's ``timesteps`` (one source of 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,10 +190,15 @@ def build_data(cfg: DataConfig, *, batch_size: int, timesteps: int, seed: int, s
     say = log or (lambda msg: None)
     if cfg.name in IMAGE_DATASETS:
         where = f" from {cfg.root}" if cfg.root else ""
+        started = time.perf_counter()
         if cfg.name == "cifar10":
-            say(f"loading {cfg.name}{where} (decoding the images takes a while) ...")
+            say(f"loading {cfg.name}{where} ({'train and test' if train else 'test'} split; decoding the images "
+                "takes a while) ...")
         train_ds = _image_dataset(cfg, train=True) if train else None
         test_ds = _image_dataset(cfg, train=False)
+        if cfg.name == "cifar10":
+            say(f"loaded {len(test_ds) + (len(train_ds) if train_ds is not None else 0)} images in "
+                f"{time.perf_counter() - started:.1f} s")
         if train_ds is not None and ("mean" not in cfg.options or "std" not in cfg.options):
             mean, std = channel_stats(train_ds.images)  # the training split's own statistics
             cfg.options = {**cfg.options, "mean": cfg.options.get("mean", mean), "std": cfg.options.get("std", std)}
