@@ -4,14 +4,18 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 EXTRAS  ?= test
+# Where pip finds the torch wheel: empty = pip's configured index. Outside an environment that provides the CPU
+# build, set TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu (else pip may fetch the much larger CUDA build).
+TORCH_INDEX_URL ?=
+TORCH_SOURCE := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
 .PHONY: demo test bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first, pinned to the local CPU wheel, so nothing later pulls another build
-	$(BIN)/python -m pip install -q torch==2.13.0
+	# torch first, pinned, from TORCH_INDEX_URL when set, so nothing later pulls another build
+	$(BIN)/python -m pip install -q torch==2.13.0 $(TORCH_SOURCE)
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 

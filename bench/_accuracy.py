@@ -1,6 +1,6 @@
 """The shared body of the accuracy-within-a-budget scripts (``accuracy_mnist.py``, ``accuracy_cifar10.py``).
 
-Trains one preset for a wall-clock budget with :func:`tdbn.train.probe.train_for_budget`, then prints the
+Trains one preset for a wall-clock budget with :func:`_probe.train_for_budget` (bench/_probe.py), then prints the
 accuracy-against-time table and writes ``curve.csv`` and ``curve.png`` into the run folder
 ``runs/bench-<preset>-<time>``.
 """
@@ -23,8 +23,8 @@ def main(preset: str, minutes: float, doc: str) -> int:
     import torch
 
     from tdbn.train import load_config
-    from tdbn.train.curve import curve_rows, format_table, plot_curve, write_csv
-    from tdbn.train.probe import train_for_budget
+    from _curve import curve_rows, format_table, plot_curve, write_csv
+    from _probe import train_for_budget
 
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget-minutes", type=float, default=minutes)

@@ -1,22 +1,11 @@
-"""Shared test fixtures. Real data lives in ../shared/data relative to the repository root."""
+"""Shared test fixtures. Real data: ``../shared/data`` or ``$TDBN_TEST_DATA`` (see tests/realdata.py)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The real data sets (``../shared/data``); fail loudly if they are missing."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"real test data not found at {SHARED_DATA} (expected ../shared/data beside the repository)")
-    return SHARED_DATA
+from realdata import shared_cifar10, shared_dvs128, shared_mnist, shared_nmnist  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(autouse=True)

@@ -34,8 +34,8 @@ def test_membrane_and_firing_rates_write_json_and_png(tmp_path):
     assert (tmp_path / "m.png").stat().st_size > 1000 and (tmp_path / "f.png").stat().st_size > 1000
 
 
-def test_ops_and_spikes_on_real_mnist(tmp_path, shared_data):
-    common = ["--dataset", "mnist", "--data-root", str(shared_data / "mnist" / "mnist.npz"), "--size", "14",
+def test_ops_and_spikes_on_real_mnist(tmp_path, shared_mnist):
+    common = ["--dataset", "mnist", "--data-root", str(shared_mnist / "mnist" / "mnist.npz"), "--size", "14",
               "--model", "resnet", "--option", "depth=8", "--option", "width=0.0625", "--option", "timesteps=2",
               "--num-images", "4", "--calibrate-norm"]
     assert main(["ops", *common, "--out", str(tmp_path / "ops")]) == 0
@@ -49,8 +49,8 @@ def test_ops_and_spikes_on_real_mnist(tmp_path, shared_data):
     assert (tmp_path / "ops.png").stat().st_size > 1000 and not (tmp_path / "spikes.png").exists()
 
 
-def test_grad_norms_command_on_real_mnist(tmp_path, shared_data):
-    rc = main(["grad-norms", "--dataset", "mnist", "--data-root", str(shared_data / "mnist" / "mnist.npz"),
+def test_grad_norms_command_on_real_mnist(tmp_path, shared_mnist):
+    rc = main(["grad-norms", "--dataset", "mnist", "--data-root", str(shared_mnist / "mnist" / "mnist.npz"),
                "--size", "8", "--per-class", "2", "--depth", "6", "--width", "0.0625", "--timesteps", "2",
                "--batch-size", "4", "--iterations", "2", "--taus", "0.25", "--norms", "tdbn", "none",
                "--out", str(tmp_path / "g")])
@@ -61,9 +61,9 @@ def test_grad_norms_command_on_real_mnist(tmp_path, shared_data):
     assert (tmp_path / "g.png").is_file()
 
 
-def test_bad_model_option_is_a_clear_error(shared_data):
+def test_bad_model_option_is_a_clear_error(shared_mnist):
     with pytest.raises(ValueError, match="unknown option"):
-        main(["ops", "--dataset", "mnist", "--data-root", str(shared_data / "mnist" / "mnist.npz"),
+        main(["ops", "--dataset", "mnist", "--data-root", str(shared_mnist / "mnist" / "mnist.npz"),
               "--model", "plain", "--option", "widht=0.5", "--num-images", "2", "--no-plot"])
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         main(["ops", "--model", "plain", "--option", "width", "--no-plot"])
@@ -86,13 +86,16 @@ def test_depth_study_table_figure_and_odd_resnet_depth(tmp_path):
 
 def test_spikes_from_a_training_checkpoint(tmp_path):
     from tdbn.train import config_to_dict, load_config, save_checkpoint
-    from tdbn.train.build import build_model
+    from tdbn.train.build import create_model, model_kwargs
     from tdbn.train.checkpoint import FORMAT
 
     cfg = load_config(None, ["model.width=0.0625", "model.timesteps=2"])  # the embedded digits demo
-    model = build_model(cfg.model, num_classes=10, in_channels=1, input_size=8)
+    kwargs = model_kwargs(cfg.model, num_classes=10, in_channels=1, input_size=8)
+    model = create_model(cfg.model.name, kwargs)
     save_checkpoint(tmp_path / "checkpoint.pt", {
-        "format": FORMAT, "epoch": 3, "model": model.state_dict(), "optimizer": {}, "scheduler": {}, "scaler": {},
+        "format": FORMAT, "epoch": 3, "model": model.state_dict(), "model_name": cfg.model.name,
+        "model_kwargs": kwargs, "input": {"events": False, "shape": [1, 8, 8]},
+        "optimizer": {}, "scheduler": {}, "scaler": {},
         "rng": {}, "config": config_to_dict(cfg), "metrics": [], "version": {},
     })
     assert main(["spikes", "--checkpoint", str(tmp_path), "--num-images", "5", "--no-plot",
@@ -102,3 +105,21 @@ def test_spikes_from_a_training_checkpoint(tmp_path):
     assert len(result["layers"]) == 18  # ResNet-19: encoding layer, 16 block LIFs, fc-256
     with pytest.raises(SystemExit, match="--model only"):
         main(["ops", "--checkpoint", str(tmp_path), "--option", "width=1", "--no-plot"])
+    assert main(["spikes", "--checkpoint", str(tmp_path), "--num-images", "5", "--no-plot"]) == 0
+    assert (tmp_path / "analysis" / "spikes_resnet19.json").is_file()  # next to the checkpoint by default
+
+
+def test_default_output_is_under_runs_and_never_replaced_without_force(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "docs" / "figures").mkdir(parents=True)
+    shipped = tmp_path / "docs" / "figures" / "membrane.json"
+    shipped.write_text("{}")
+    assert main(["membrane", "--neurons", "200", "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote runs/analysis/membrane.json" in out and (tmp_path / "runs" / "analysis" / "membrane.json").is_file()
+    assert shipped.read_text() == "{}"  # the repository's figure is untouched
+    with pytest.raises(SystemExit, match=r"membrane.json already exist.*--force"):
+        main(["membrane", "--neurons", "200", "--no-plot", "--out", "docs/figures/membrane"])
+    assert shipped.read_text() == "{}"
+    assert main(["membrane", "--neurons", "200", "--no-plot", "--out", "docs/figures/membrane", "--force"]) == 0
+    assert json.loads(shipped.read_text())["figure"] == "Fig. 3"

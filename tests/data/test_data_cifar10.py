@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from tdbn.data import CIFAR10, BatchLoader, DataNotFoundError, augment_batch, normalize
+from tdbn.data import CIFAR10, DataNotFoundError, augment_batch, normalize
+from tdbn.train.loaders import TensorBatches
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 @pytest.fixture(scope="module")
-def small_train(shared_data):
-    return CIFAR10(shared_data / "cifar10-jpeg", train=True, limit_per_class=8)
+def small_train(shared_cifar10):
+    return CIFAR10(shared_cifar10 / "cifar10-jpeg", train=True, limit_per_class=8)
 
 
 def test_zip_layout_real_subset(small_train):
@@ -25,16 +26,16 @@ def test_zip_layout_real_subset(small_train):
     assert torch.bincount(small_train.labels).tolist() == [8] * 10
 
 
-def test_full_test_set_statistics_after_normalization(shared_data):
-    test = CIFAR10(shared_data / "cifar10-jpeg", train=False)
+def test_full_test_set_statistics_after_normalization(shared_cifar10):
+    test = CIFAR10(shared_cifar10 / "cifar10-jpeg", train=False)
     assert test.images.shape == (10000, 3, 32, 32) and torch.bincount(test.labels).tolist() == [1000] * 10
     x = normalize(test.images, mean=test.mean, std=test.std)  # [N, 3, 32, 32] float
     mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
     assert mean.abs().max() < 0.05 and (std - 1).abs().max() < 0.05, (mean, std)
 
 
-def test_image_folder_layout_matches_zip(shared_data, small_train, tmp_path):
-    with zipfile.ZipFile(shared_data / "cifar10-jpeg" / "train.zip") as archive:
+def test_image_folder_layout_matches_zip(shared_cifar10, small_train, tmp_path):
+    with zipfile.ZipFile(shared_cifar10 / "cifar10-jpeg" / "train.zip") as archive:
         for cls in CLASSES:
             names = sorted(n for n in archive.namelist() if n.startswith(f"train/{cls}/") and n.endswith(".jpg"))[:8]
             for name in names:
@@ -99,28 +100,29 @@ def test_augment_batch_determinism_and_spread(small_train):
     assert unchanged < 0.05  # 1/81 offsets x 1/2 flips keep an image as is
 
 
+def _batches(ds, **kw) -> TensorBatches:
+    """The training loader over an in-memory data set, with its augmentation and normalization."""
+    return TensorBatches(ds.images, ds.labels, augment=lambda x, g: ds.augment(x, generator=g),
+                         transform=lambda x: normalize(x, mean=ds.mean, std=ds.std), **kw)
+
+
 def test_batch_loader_epochs_reproducible(small_train):
-    def run(seed, epoch=None):
-        loader = BatchLoader(small_train, batch_size=32, shuffle=True, augment=True, seed=seed)
-        if epoch is not None:
-            loader.set_epoch(epoch)
+    def run(seed, epoch=0):
+        loader = _batches(small_train, batch_size=32, shuffle=True, seed=seed)
+        loader.set_epoch(epoch)
         return [(x.clone(), y.clone()) for x, y in loader]
 
     first, second = run(0), run(0)
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, second))
-    assert [x.shape for x, _ in first] == [(32, 3, 32, 32), (32, 3, 32, 32), (16, 3, 32, 32)]
-    assert sorted(torch.cat([y for _, y in first]).tolist()) == sorted(small_train.labels.tolist())
-    loader = BatchLoader(small_train, batch_size=32, shuffle=True, seed=0, drop_last=True)
-    epoch0, epoch1 = [y for _, y in loader], [y for _, y in loader]
-    assert len(epoch0) == 2 and not all(torch.equal(a, b) for a, b in zip(epoch0, epoch1))
-    resumed = run(0, epoch=1)
-    normal_epoch1 = BatchLoader(small_train, batch_size=32, shuffle=True, augment=True, seed=0)
-    list(normal_epoch1)
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(resumed, normal_epoch1))
+    assert [x.shape for x, _ in first] == [(32, 3, 32, 32), (32, 3, 32, 32)]  # the incomplete batch is dropped
+    assert len(set(torch.cat([y for _, y in first]).tolist())) > 1
+    epoch0, epoch1 = run(0), run(0, epoch=1)
+    assert not all(torch.equal(a[1], b[1]) for a, b in zip(epoch0, epoch1))  # a new order each epoch
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(run(0), run(1)))  # and per seed
 
 
 def test_batch_loader_without_augmentation_is_normalize(small_train):
-    x, y = next(iter(BatchLoader(small_train, batch_size=10)))
+    x, y = next(iter(_batches(small_train, batch_size=10, shuffle=False)))
     assert torch.allclose(x, normalize(small_train.images[:10], mean=small_train.mean, std=small_train.std))
     assert torch.equal(y, small_train.labels[:10])
     image, label = small_train[3]

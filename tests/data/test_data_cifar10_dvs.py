@@ -76,6 +76,7 @@ def _write_release(root, per_split=1):
     return files
 
 
+@pytest.mark.filterwarnings("ignore:.*partial copy")
 def test_dataset_paper_setting_and_whole_recording(tmp_path):
     files = _write_release(tmp_path)
     with pytest.raises(DataNotFoundError, match="missing"):

@@ -112,9 +112,9 @@ def test_collate_time_first():
     assert torch.equal(x[:, 2], batch[2][0]) and y.tolist() == [0, 1, 2, 3]
 
 
-def test_real_dvs128_clip(shared_data):
-    ev = read_bin_events(shared_data / "dvs128-clips" / "clip3.bs2", sensor_size=(128, 128))
-    assert isinstance(ev, Events) and ev.num_events == (shared_data / "dvs128-clips" / "clip3.bs2").stat().st_size // 5
+def test_real_dvs128_clip(shared_dvs128):
+    ev = read_bin_events(shared_dvs128 / "dvs128-clips" / "clip3.bs2", sensor_size=(128, 128))
+    assert isinstance(ev, Events) and ev.num_events == (shared_dvs128 / "dvs128-clips" / "clip3.bs2").stat().st_size // 5
     assert np.all(np.diff(ev.t) >= 0)
     frames = to_frames(*ev, sensor_size=(128, 128), window_ms=30, n_frames=40, downsample_to=(32, 32))
     assert frames.shape == (40, 2, 32, 32)

@@ -8,17 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from tdbn.data import DataNotFoundError, ImageNet, imagenet_loader
+from tdbn.data import DataNotFoundError, ImageNet
+from tdbn.train.loaders import DatasetBatches, ShardedBatchSampler
 from tdbn.data.imagenet import random_resized_crop_box
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
 
 
 @pytest.fixture(scope="module")
-def tree(shared_data, tmp_path_factory):
+def tree(shared_cifar10, tmp_path_factory):
     """``train/<wnid>/*.JPEG`` (4 per class) and ``val/<wnid>/*.JPEG`` (2 per class) from real JPEG files."""
     root = tmp_path_factory.mktemp("imagenet")
-    with zipfile.ZipFile(shared_data / "cifar10-jpeg" / "test.zip") as archive:
+    with zipfile.ZipFile(shared_cifar10 / "cifar10-jpeg" / "test.zip") as archive:
         for wnid, cls in zip(WNIDS, ["airplane", "cat", "ship"]):
             names = sorted(n for n in archive.namelist() if n.startswith(f"test/{cls}/") and n.endswith(".jpg"))
             for split, chosen in (("train", names[:4]), ("val", names[4:6])):
@@ -29,8 +30,10 @@ def tree(shared_data, tmp_path_factory):
 
 
 def test_train_and_eval_samples(tree):
-    train = ImageNet(tree, train=True)
-    val = ImageNet(tree, train=False)
+    with pytest.warns(UserWarning, match=r"32x32, smaller than crop_size=224.*upscaled"):
+        train = ImageNet(tree, train=True)
+    with pytest.warns(UserWarning, match="image_folder_64"):
+        val = ImageNet(tree, train=False)
     assert len(train) == 12 and len(val) == 6 and train.classes == WNIDS and val.classes == WNIDS
     x, label = train[5]
     assert x.shape == (3, 224, 224) and x.dtype == torch.float32 and label == 1
@@ -39,6 +42,7 @@ def test_train_and_eval_samples(tree):
     assert -2.2 < float(v1.min()) and float(v1.max()) < 2.7  # ImageNet-normalized range
 
 
+@pytest.mark.filterwarnings("ignore:.*smaller than crop_size")  # 32x32 images, 64 crops: upscaled on purpose
 def test_training_crops_follow_the_seed(tree):
     train = ImageNet(tree, train=True, crop_size=64, resize_size=72)
     a, b, c = train[(3, 11)][0], train[(3, 11)][0], train[(3, 12)][0]
@@ -64,12 +68,18 @@ def test_loader_with_worker_processes_is_reproducible(tree):
     def epoch_batches(loader):
         return [(x.clone(), y.clone()) for x, y in loader]
 
-    loader = imagenet_loader(train, batch_size=4, shuffle=True, workers=2, seed=7)
-    first, second = epoch_batches(loader), epoch_batches(loader)
+    def imagenet_loader(dataset, *, workers):  # what tdbn train uses: seeded (index, epoch seed) keys
+        sampler = ShardedBatchSampler(len(dataset), batch_size=4, shuffle=True, seed=7, keyed=True)
+        return DatasetBatches(dataset, sampler, workers=workers)
+
+    loader = imagenet_loader(train, workers=2)
+    first = epoch_batches(loader)
+    loader.set_epoch(1)
+    second = epoch_batches(loader)
     assert [x.shape for x, _ in first] == [(4, 3, 32, 32)] * 3
     assert sorted(torch.cat([y for _, y in first]).tolist()) == [0] * 4 + [1] * 4 + [2] * 4
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, second))  # a new epoch, new crops
-    in_process = epoch_batches(imagenet_loader(train, batch_size=4, shuffle=True, workers=0, seed=7))
+    in_process = epoch_batches(imagenet_loader(train, workers=0))
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, in_process))
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tdbn.data import MNIST, BatchLoader, DataFormatError, DataNotFoundError
+from tdbn.data import MNIST, DataFormatError, DataNotFoundError, normalize
 from tdbn.data.mnist import read_idx
 
 
@@ -19,15 +19,15 @@ def _write_idx(path, array, *, compress=False):
     return path
 
 
-def test_real_npz(shared_data):
-    train = MNIST(shared_data / "mnist")
-    test = MNIST(shared_data / "mnist" / "mnist.npz", train=False)
+def test_real_npz(shared_mnist):
+    train = MNIST(shared_mnist / "mnist")
+    test = MNIST(shared_mnist / "mnist" / "mnist.npz", train=False)
     assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
     assert train.classes == [str(d) for d in range(10)] and train.labels[:3].tolist() == [5, 0, 4]
-    x, y = next(iter(BatchLoader(train, batch_size=5000, shuffle=True, seed=0)))
+    x = normalize(train.images[:5000], mean=train.mean, std=train.std)
     assert x.shape == (5000, 1, 28, 28) and abs(float(x.mean())) < 0.05 and abs(float(x.std()) - 1) < 0.05
     with pytest.raises(ValueError, match="no augmentation"):
-        BatchLoader(train, batch_size=8, augment=True)
+        train.augment(train.images[:8], generator=torch.Generator())
 
 
 @pytest.mark.parametrize("compress", [False, True])

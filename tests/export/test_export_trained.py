@@ -17,7 +17,7 @@ from torch import nn
 import tdbn
 from tdbn import LIF
 from tdbn.export import from_nir, write_nir
-from tdbn.export.snntorch_check import compare_with_snntorch
+from snntorch_check import compare_with_snntorch
 
 TRAIN_STEPS = 150
 N_TEST = 200
@@ -29,8 +29,8 @@ def _digits(x: np.ndarray) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def trained(shared_data: Path):
-    path = shared_data / "mnist" / "mnist.npz"
+def trained(shared_mnist: Path):
+    path = shared_mnist / "mnist" / "mnist.npz"
     if not path.is_file():
         pytest.fail(f"MNIST not found at {path} (expected ../shared/data/mnist/mnist.npz)")
     data = np.load(path)

@@ -83,7 +83,7 @@ def test_tensorboard_is_an_optional_extra(tmp_path, capsys):
     run = tmp_path / "tb"
     code = main(["train", *tiny(f"run_dir={run}", "optim.epochs=1", "data.train_limit=32", "tensorboard=true")])
     if importlib.util.find_spec("tensorboard") is None:
-        assert code == 2 and "pip install tdbn[tensorboard]" in capsys.readouterr().err
+        assert code == 2 and "pip install 'tdbn[tensorboard]'" in capsys.readouterr().err
         assert not run.exists()  # stopped before writing anything
     else:
         assert code == 0 and any((run / "tensorboard").iterdir())

@@ -82,7 +82,7 @@ def test_nan_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeyp
 
     monkeypatch.setattr(engine, "F", types.SimpleNamespace(cross_entropy=nan_on_sixth))
     run = tmp_path / "run"
-    with pytest.raises(NonFiniteLossError, match=r"loss is nan at epoch 2, iteration 2.*checkpoint.pt \(epoch 1\) is kept"):
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) at epoch 2, iteration 2.*checkpoint.pt \(epoch 1\) is kept"):
         train(load_config(None, tiny(f"run_dir={run}", "optim.epochs=3", "eval_interval=5")), log=lambda s: None)
     assert load_checkpoint(run)["epoch"] == 1
     assert [r["epoch"] for r in metrics(run)] == [1]

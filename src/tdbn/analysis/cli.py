@@ -4,6 +4,9 @@ WHAT is one of ``grad-norms`` (Fig. 2), ``membrane`` (Fig. 3), ``firing-rates`` 
 ``ops`` (Table 6), ``depth`` (accuracy against depth) and ``latency`` (accuracy against the number of time steps,
 anytime prediction). ``src/tdbn/cli.py`` calls :func:`add_subparser`;
 ``python -m tdbn.analysis.cli WHAT ...`` runs the same commands on their own.
+
+Output: ``--out PREFIX``; by default ``<run folder>/analysis/NAME`` for ``--checkpoint``, else ``runs/analysis/NAME``.
+Existing files are never replaced unless ``--force`` is given; the paths written are printed.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-FIGURES = "docs/figures"
+DEFAULT_DIR = "runs/analysis"
 
 
 def _log(msg: str) -> None:
@@ -42,8 +45,11 @@ def _options(pairs: Sequence[str]) -> dict:
 
 def _common(p: argparse.ArgumentParser, default_out: str) -> None:
     named = ", MODEL = the model's name" if "MODEL" in default_out else ""
-    p.add_argument("--out", default=f"{FIGURES}/{default_out}",
-                   help=f"output prefix: writes PREFIX.json and PREFIX.png (default: %(default)s{named})")
+    p.add_argument("--out", default=None,
+                   help=f"output prefix: writes PREFIX.json and PREFIX.png (default: {DEFAULT_DIR}/{default_out}, or "
+                        f"<run folder>/analysis/{default_out} with --checkpoint{named})")
+    p.add_argument("--force", action="store_true", help="replace PREFIX.json / PREFIX.png if they exist")
+    p.set_defaults(default_out=default_out)
     p.add_argument("--no-plot", action="store_true", help="write the JSON only (no matplotlib needed)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0)
@@ -148,6 +154,34 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_run_ops)
 
 
+def _prefix(args: argparse.Namespace, model: str | None = None) -> str:
+    """The output prefix: ``--out`` or the default; refuses to replace existing files without ``--force``."""
+    from pathlib import Path
+
+    from .report import output_paths
+
+    name = args.default_out.replace("MODEL", model or "model")
+    if args.out is not None:
+        prefix = args.out.replace("MODEL", model or "model")
+    elif getattr(args, "checkpoint", None):
+        ckpt = Path(args.checkpoint)
+        prefix = str((ckpt if ckpt.is_dir() else ckpt.parent) / "analysis" / name)
+    else:
+        prefix = f"{DEFAULT_DIR}/{name}"
+    existing = [str(p) for p in output_paths(prefix) if p.exists()]
+    if existing and not args.force:
+        raise SystemExit(f"tdbn analyze: {', '.join(existing)} already exist(s); pass --force to replace, "
+                         "or choose another --out")
+    return prefix
+
+
+def _wrote(prefix: str, args: argparse.Namespace) -> None:
+    from .report import output_paths
+
+    js, png = output_paths(prefix)
+    _log(f"wrote {js}" + (f" and {png}" if not args.no_plot and png.exists() else ""))
+
+
 def _setup(args: argparse.Namespace) -> None:
     import torch
 
@@ -160,11 +194,13 @@ def _run_membrane(args: argparse.Namespace) -> int:
     from .figures import make_membrane
 
     _setup(args)
-    result = make_membrane(args.out, variances=args.variances, tau=args.tau, v_th=args.v_th,
+    out = _prefix(args)
+    result = make_membrane(out, variances=args.variances, tau=args.tau, v_th=args.v_th,
                            timesteps=args.timesteps, neurons=args.neurons, seed=args.seed, plot=not args.no_plot)
     for p in result["panels"]:
         _log(f"x ~ N(0, {p['variance']:g}): var(x) {p['var_x']:.3f}, var(u) {p['var_u']:.3f}, "
              f"ratio {p['var_ratio_u_over_x']:.3f}")
+    _wrote(out, args)
     return 0
 
 
@@ -172,12 +208,14 @@ def _run_firing_rates(args: argparse.Namespace) -> int:
     from .figures import make_firing_rates
 
     _setup(args)
-    result = make_firing_rates(args.out, variances=args.variances, tau=args.tau, v_th=args.v_th,
+    out = _prefix(args)
+    result = make_firing_rates(out, variances=args.variances, tau=args.tau, v_th=args.v_th,
                                timesteps=args.timesteps, neurons=args.neurons, seed=args.seed,
                                plot=not args.no_plot)
     for p in result["panels"]:
         _log(f"x ~ N(0, {p['variance']:g}) {'held' if p['constant_input'] else 'iid'}: mean rate "
              f"{p['mean_rate']:.3f}, silent {p['silent_fraction']:.3f}, saturated {p['saturated_fraction']:.3f}")
+    _wrote(out, args)
     return 0
 
 
@@ -187,6 +225,7 @@ def _run_grad_norms(args: argparse.Namespace) -> int:
     from .grad_norms import grad_norm_study
 
     _setup(args)
+    out = _prefix(args)
     x, y = load_images(args.dataset, args.data_root, train=True, limit_per_class=args.per_class, size=args.size)
     start = time.perf_counter()
     study = grad_norm_study(
@@ -194,7 +233,8 @@ def _run_grad_norms(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, iterations=args.iterations, lr=args.lr, seed=args.seed, log=_log,
     )
     study.config.update(dataset=args.dataset, seconds=round(time.perf_counter() - start, 1))
-    make_grad_norms(args.out, study, plot=not args.no_plot)
+    make_grad_norms(out, study, plot=not args.no_plot)
+    _wrote(out, args)
     return 0
 
 
@@ -205,17 +245,19 @@ def _run_depth(args: argparse.Namespace) -> int:
     from .report import output_paths, write_json
 
     _setup(args)
+    out = _prefix(args)
     train = load_images(args.dataset, args.data_root, train=True, limit_per_class=args.per_class, size=args.size)
     test = load_images(args.dataset, args.data_root, train=False, limit_per_class=args.test_per_class,
                        size=args.size)
-    js, _ = output_paths(args.out)
+    js, _ = output_paths(out)
     study = depth_study(
         train, test, archs=args.archs, depths=args.depths, norms=args.norms, seeds=args.seeds, width=args.width,
         timesteps=args.timesteps, batch_size=args.batch_size, iterations=args.iterations, lr=args.lr, tau=args.tau,
         log=_log, on_run=lambda s: write_json(js, s.to_dict() | {"partial": True}),
     )
     study.config["dataset"] = args.dataset
-    make_depth(args.out, study, plot=not args.no_plot)
+    make_depth(out, study, plot=not args.no_plot)
+    _wrote(out, args)
     _log("test accuracy, running statistics:\n" + study.markdown_table(recalibrated=False))
     _log("test accuracy, statistics recomputed after training:\n" + study.markdown_table(recalibrated=True))
     return 0
@@ -256,10 +298,11 @@ def _run_spikes(args: argparse.Namespace) -> int:
 
     _setup(args)
     model, x, meta = _model_and_inputs(args)
-    out = args.out.replace("MODEL", meta["model"])
+    out = _prefix(args, meta["model"])
     result = make_spikes(out, model, x, meta=meta, plot=not args.no_plot)
     for i, layer in enumerate(result["layers"], 1):
         _log(f"{i:3d} {layer['name']:<32} {layer['spikes_per_neuron']:.3f} spikes/neuron")
+    _wrote(out, args)
     return 0
 
 
@@ -268,7 +311,9 @@ def _run_ops(args: argparse.Namespace) -> int:
 
     _setup(args)
     model, x, meta = _model_and_inputs(args)
-    make_ops(args.out.replace("MODEL", meta["model"]), model, x, meta=meta, plot=not args.no_plot, log=_log)
+    out = _prefix(args, meta["model"])
+    make_ops(out, model, x, meta=meta, plot=not args.no_plot, log=_log)
+    _wrote(out, args)
     return 0
 
 

@@ -1,8 +1,8 @@
 """CIFAR-10 (Krizhevsky 2009), whole in memory: 50,000 train / 10,000 test, 32x32 RGB, 10 classes.
 
-Paper setting (appendix C, SPEC section 6): random crop with 4-pixel zero padding and horizontal flip, then
-per-channel mean/std normalization; the network sees the same image at each of T in {2, 4, 6} steps. Use
-:class:`~tdbn.data.inmemory.BatchLoader` for training (augmentation on whole batches, on the device).
+Paper setting (appendix C, docs/method.md section 6): random crop with 4-pixel zero padding and horizontal flip, then
+per-channel mean/std normalization; the network sees the same image at each of T in {2, 4, 6} steps. Training
+batches whole tensors (``tdbn.train.loaders.TensorBatches``: augmentation on the device).
 
 Layouts read (``root`` is the folder that holds them):
 
@@ -13,7 +13,7 @@ Layouts read (``root`` is the folder that holds them):
 - image folders ``train/<class>/*.{jpg,jpeg,png}``, ``test/<class>/...``.
 
 Classes are ordered by name, which for CIFAR-10 is the official label order (airplane = 0 ... truck = 9).
-Image layouts need Pillow (``pip install tdbn[vision]``).
+Image layouts need Pillow (``pip install 'tdbn[vision]'``).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _decode(data: bytes, where: str) -> np.ndarray:
     try:
         from PIL import Image
     except ImportError as err:  # pragma: no cover - depends on the installed extras
-        raise ImportError("reading CIFAR-10 images needs Pillow: pip install tdbn[vision]") from err
+        raise ImportError("reading CIFAR-10 images needs Pillow: pip install 'tdbn[vision]'") from err
     try:
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
@@ -141,7 +141,7 @@ class CIFAR10(InMemoryImages):
     """CIFAR-10 as one uint8 tensor ``images [N, 3, 32, 32]`` and ``labels [N]`` (layouts: module docstring).
 
     ``limit_per_class`` keeps the first images of each class (by file name), for quick experiments and tests.
-    Augmentation (for :class:`~tdbn.data.inmemory.BatchLoader`): random crop, padding 4, horizontal flip.
+    Augmentation (:meth:`augment`, on whole batches): random crop, padding 4, horizontal flip.
     """
 
     mean = CIFAR10_MEAN

@@ -6,7 +6,7 @@ docstring gives the layout, the DVS128 address bits and the two orientation conv
 ``orientation="upright"`` (``column = 127 - y_raw``, ``row = 127 - x_raw``, ON = raw polarity bit 0), is the
 convention of SpikingJelly's CIFAR10-DVS loader, in which the objects appear upright.
 
-Paper setting (appendix C, SPEC section 6): 128x128 summed down to 42x42, events accumulated in 5 ms frames,
+Paper setting (appendix C, docs/method.md section 6): 128x128 summed down to 42x42, events accumulated in 5 ms frames,
 T = 10. Those ten frames cover only the first 50 ms of a ~1.3 s recording; many re-implementations instead cut
 the whole recording into T equal slices (``window_ms=None``). The default follows the paper's text.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -75,28 +76,42 @@ def load_split() -> dict[str, Any]:
 
 
 def _find_samples(root: Path, train: bool, require_complete: bool) -> list[EventSample]:
-    split = load_split()["train" if train else "test"]
-    if not all((root / cls).is_dir() for cls in CIFAR10_DVS_CLASSES):
-        raise DataNotFoundError(root, expected=_LAYOUT, source=_SOURCE)
+    which = "train" if train else "test"
+    split = load_split()[which]
+    absent = [cls for cls in CIFAR10_DVS_CLASSES if not (root / cls).is_dir()]
+    if len(absent) == len(CIFAR10_DVS_CLASSES) or (absent and require_complete):
+        hint = "" if len(absent) == len(CIFAR10_DVS_CLASSES) else \
+            "; pass require_complete=False (data.options.require_complete=false) to use the classes present"
+        raise DataNotFoundError(root, expected=f"{_LAYOUT}\n  (missing class folder(s): {', '.join(absent)}{hint})",
+                                source=_SOURCE)
     samples, missing = [], 0
     for label, cls in enumerate(CIFAR10_DVS_CLASSES):
         by_index = {}
-        for path in (root / cls).glob("*.aedat"):
-            match = _INDEX.search(path.name)
-            if match:
-                by_index[int(match.group(1))] = path
+        if cls not in absent:
+            for path in (root / cls).glob("*.aedat"):
+                match = _INDEX.search(path.name)
+                if match:
+                    by_index[int(match.group(1))] = path
         for index in split[cls]:
             if index in by_index:
                 samples.append(EventSample(by_index[index], label))
             else:
                 missing += 1
+    total = sum(len(v) for v in split.values())
     if missing and require_complete:
         raise DataNotFoundError(
             root,
-            expected=f"{_LAYOUT}\n  ({missing} file(s) of the {'train' if train else 'test'} split are missing; "
+            expected=f"{_LAYOUT}\n  ({missing} file(s) of the {which} split are missing; "
             "pass require_complete=False to use the files present)",
             source=_SOURCE,
         )
+    if not samples:
+        example = next(f"{cls}/cifar10_{cls}_{split[cls][0]}.aedat" for cls in CIFAR10_DVS_CLASSES if split[cls])
+        raise DataNotFoundError(root, expected=f"{_LAYOUT}\n  (none of the {total} files of the {which} split "
+                                f"is present, e.g. {example}; the split is in tdbn/data/splits/)", source=_SOURCE)
+    if missing:
+        warnings.warn(f"{root}: partial copy: {len(samples)} of {total} {which} samples"
+                      + (f"; missing class folder(s): {', '.join(absent)}" if absent else ""), stacklevel=3)
     return samples
 
 

@@ -44,9 +44,12 @@ def load_digit_arrays() -> tuple[np.ndarray, np.ndarray]:
     Read straight from the ``digits.csv.gz`` that scikit-learn ships (64 pixel values and the label per row),
     which avoids importing scikit-learn (seconds); falls back to ``load_digits`` if that file is not found.
     """
-    spec = importlib.util.find_spec("sklearn")
+    try:
+        spec = importlib.util.find_spec("sklearn")
+    except ImportError:  # a broken or hidden installation counts as missing
+        spec = None
     if spec is None:
-        raise ImportError("the embedded digits data set needs scikit-learn: pip install tdbn[train]")
+        raise ImportError("the embedded digits data set needs scikit-learn: pip install 'tdbn[train]'")
     for folder in spec.submodule_search_locations or []:
         path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
         if path.is_file():

@@ -5,7 +5,7 @@ The official release (``DvsGesture.tar.gz``) unpacks to one folder holding, per 
 ``trials_to_train.txt`` and ``trials_to_test.txt`` (one ``.aedat`` name per line; users 1-23 train, 24-29 test).
 Each labelled gesture is one sample, labels 0..10 (class 11, "other gestures", included as in the paper).
 
-Paper setting (appendix C, SPEC section 6): 128x128 summed down to 32x32, one frame every 30 ms, T = 40 frames
+Paper setting (appendix C, docs/method.md section 6): 128x128 summed down to 32x32, one frame every 30 ms, T = 40 frames
 from the gesture's start, i.e. its first 1200 ms; events after the gesture's end are not used. (The paper quotes
 1342 / 288 recordings; one sample per labelled gesture of the official files gives 1176 train and 288 test, the
 counts SpikingJelly and snnTorch report; 1342 is the total the data set's own paper gives.)

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset  # noqa: F401
 
 from tdbn.data.cache import FrameCache
 from tdbn.data.errors import DataError
 from tdbn.data.events import Events, collate_time_first, to_frames
 
-__all__ = ["EventSample", "FrameSettings", "ConversionReport", "EventFrameDataset", "event_loader"]
+__all__ = ["EventSample", "FrameSettings", "ConversionReport", "EventFrameDataset"]
 
 
 @dataclass(frozen=True)
@@ -221,27 +221,3 @@ class EventFrameDataset(Dataset):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
         for i in range(len(self)):
             yield self[i]
-
-
-def event_loader(
-    dataset: Dataset,
-    *,
-    batch_size: int,
-    shuffle: bool = False,
-    workers: int = 0,
-    seed: int = 0,
-    drop_last: bool = False,
-) -> DataLoader:
-    """A ``DataLoader`` yielding ``(frames [T, N, 2, H, W], labels [N])``, shuffled reproducibly from ``seed``."""
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=workers,
-        collate_fn=collate_time_first,
-        generator=generator,
-        drop_last=drop_last,
-        persistent_workers=workers > 0,
-    )

@@ -1,4 +1,4 @@
-"""Event streams and their conversion to frames (paper Sec. "Experiments", appendix C; SPEC section 6).
+"""Event streams and their conversion to frames (paper Sec. "Experiments", appendix C; docs/method.md section 6).
 
 An event camera emits a stream of events ``(t, x, y, p)``: timestamp in microseconds, pixel column ``x``, pixel
 row ``y`` (row 0 at the top) and polarity ``p`` (1 = ON, brightness up; 0 = OFF). The networks take frames

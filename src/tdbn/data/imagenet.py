@@ -1,27 +1,31 @@
 """ImageNet (ILSVRC-2012) from the usual class-folder layout, decoded in parallel worker processes.
 
 Layout: ``<root>/train/<wnid>/*.JPEG`` and ``<root>/val/<wnid>/*.JPEG`` (the official validation images sorted
-into class folders, e.g. by the widely used ``valprep.sh``). Labels are the index of the wnid among the sorted
-``train`` folders, so train and val agree.
+into class folders, e.g. by the widely used ``valprep.sh``); a class folder may keep its images in an ``images/``
+subfolder (Tiny-ImageNet's training layout). Labels are the index of the wnid among the sorted ``train`` folders,
+so train and val agree. Any image folder of this layout works; for small images set ``crop_size`` /
+``resize_size`` to their size (preset ``image_folder_64``): a crop larger than the images upscales them, which
+costs time and adds nothing, and warns.
 
-Paper setting (appendix C, SPEC section 6): training images get a random resized crop to 224 (area 8-100 %,
+Paper setting (appendix C, docs/method.md section 6): training images get a random resized crop to 224 (area 8-100 %,
 aspect 3/4-4/3) and a horizontal flip; evaluation images are resized (shorter side 256) and center-cropped to
 224; both are normalized with the ImageNet mean / std; the network sees each image for T = 6 steps.
 
-Randomness is reproducible and independent of the number of workers: :class:`SeededSampler` hands each index
-out with a per-epoch seed, and the crop and flip of sample ``i`` are drawn from ``(epoch seed, i)``.
-:func:`imagenet_loader` wires it together. Decoding uses Pillow (``pip install tdbn[vision]``).
+Randomness is reproducible and independent of the number of workers: index the data set with
+``(index, epoch seed)`` keys (what ``tdbn.train.loaders.ShardedBatchSampler(keyed=True)`` yields in training) and
+the crop and flip of sample ``i`` are drawn from ``(epoch seed, i)``. Decoding uses Pillow
+(``pip install 'tdbn[vision]'``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from tdbn.data.errors import DataFormatError, DataNotFoundError
 
@@ -30,14 +34,13 @@ __all__ = [
     "IMAGENET_STD",
     "random_resized_crop_box",
     "ImageNet",
-    "SeededSampler",
-    "imagenet_loader",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _SUFFIXES = (".jpeg", ".jpg", ".png")
-_LAYOUT = "  <root>/train/<wnid>/*.JPEG   and   <root>/val/<wnid>/*.JPEG   (val sorted into class folders)"
+_LAYOUT = ("  <root>/train/<wnid>/*.JPEG   and   <root>/val/<wnid>/*.JPEG   (val sorted into class folders;\n"
+           "  <wnid>/images/*.JPEG also works)")
 _SOURCE = "https://image-net.org/download (ILSVRC2012 train and val; sort val into <wnid> folders, e.g. valprep.sh)"
 
 
@@ -81,7 +84,7 @@ def random_resized_crop_box(
 class ImageNet(Dataset):
     """ImageNet as ``(image [3, crop, crop] float normalized, label)``; ``train`` picks augmentation or eval crop.
 
-    Index with ``(index, seed)`` pairs (what :class:`SeededSampler` yields) to vary the training augmentation
+    Index with ``(index, seed)`` pairs (what the training sampler yields) to vary the training augmentation
     from epoch to epoch; a plain ``index`` uses the fixed ``seed`` given here.
     """
 
@@ -107,11 +110,20 @@ class ImageNet(Dataset):
             (path, index[d.name])
             for d in sorted(folder.iterdir())
             if d.is_dir() and d.name in index
-            for path in sorted(d.iterdir())
+            for path in sorted((d / "images" if (d / "images").is_dir() else d).iterdir())
             if path.suffix.lower() in _SUFFIXES
         ]
         if not self.samples:
             raise DataNotFoundError(folder, expected=_LAYOUT, source=_SOURCE)
+        if crop_size < 1 or resize_size < crop_size:
+            raise ValueError(f"crop_size must be >= 1 and resize_size >= crop_size, got crop_size={crop_size}, "
+                             f"resize_size={resize_size} (data.options)")
+        first = self._load(self.samples[0][0])
+        if min(first.size) < crop_size:
+            warnings.warn(
+                f"{self.samples[0][0]}: the images are {first.size[0]}x{first.size[1]}, smaller than crop_size="
+                f"{crop_size}: they are upscaled, which is slow and adds no detail; set data.options.crop_size "
+                f"and resize_size to about their size (preset image_folder_64 for 64x64 images)", stacklevel=2)
         self.train = train
         self.crop_size = crop_size
         self.resize_size = resize_size
@@ -150,7 +162,7 @@ class ImageNet(Dataset):
         try:
             from PIL import Image
         except ImportError as err:  # pragma: no cover - depends on the installed extras
-            raise ImportError("reading ImageNet needs Pillow: pip install tdbn[vision]") from err
+            raise ImportError("reading ImageNet needs Pillow: pip install 'tdbn[vision]'") from err
         try:
             with Image.open(path) as image:
                 return image.convert("RGB")
@@ -168,51 +180,3 @@ def _flip() -> int:
     from PIL import Image
 
     return Image.Transpose.FLIP_LEFT_RIGHT
-
-
-class SeededSampler(Sampler):
-    """Yields ``(index, epoch_seed)`` for every index, shuffled or in order; the epoch advances after each pass.
-
-    Both the order and ``epoch_seed`` derive from ``(seed, epoch)``, so a run is reproducible and worker
-    processes need no shared state. :meth:`set_epoch` resumes at a given epoch.
-    """
-
-    def __init__(self, n: int, *, shuffle: bool, seed: int = 0) -> None:
-        self.n = n
-        self.shuffle = shuffle
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch_seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
-        self.epoch += 1
-        order = np.random.default_rng(epoch_seed).permutation(self.n) if self.shuffle else np.arange(self.n)
-        for i in order:
-            yield int(i), epoch_seed
-
-
-def imagenet_loader(
-    dataset: ImageNet,
-    *,
-    batch_size: int,
-    shuffle: bool,
-    workers: int = 8,
-    seed: int = 0,
-    drop_last: bool = False,
-) -> DataLoader:
-    """Batches ``(x [B, 3, crop, crop], y [B])`` decoded by ``workers`` processes, with a :class:`SeededSampler`."""
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=SeededSampler(len(dataset), shuffle=shuffle, seed=seed),
-        num_workers=workers,
-        drop_last=drop_last,
-        persistent_workers=workers > 0,
-        pin_memory=torch.cuda.is_available(),
-    )

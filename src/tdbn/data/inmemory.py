@@ -1,16 +1,16 @@
 """Small image data sets held whole in memory as one uint8 tensor, batched and augmented on the training device.
 
 CIFAR-10 (50,000 x 3 x 32 x 32 bytes = 150 MiB) and MNIST fit in memory and on any GPU. Instead of per-image
-Python transforms in loader processes, :class:`BatchLoader` indexes a batch out of the device-resident uint8
-tensor, augments the whole batch with a few tensor ops (:func:`augment_batch`) and normalizes it
-(:func:`normalize`), all driven by one seeded ``torch.Generator``: reproducible, and fast on a GPU.
+Python transforms in loader processes, training (``tdbn.train.loaders.TensorBatches``) indexes a batch out of the
+device-resident uint8 tensor, augments the whole batch with a few tensor ops (:func:`augment_batch`) and
+normalizes it (:func:`normalize`), all driven by one seeded ``torch.Generator``: reproducible, and fast on a GPU.
 
 Static images come out as ``[N, C, H, W]`` float; the models repeat them over the T time steps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-__all__ = ["InMemoryImages", "augment_batch", "normalize", "BatchLoader"]
+__all__ = ["InMemoryImages", "augment_batch", "normalize"]
 
 
 def augment_batch(
@@ -62,7 +62,7 @@ class InMemoryImages(Dataset):
     """A whole image data set in memory: ``images`` uint8 ``[N, C, H, W]``, ``labels`` int64 ``[N]``.
 
     As a ``Dataset`` it yields single normalized ``(image [C, H, W] float, label)`` pairs (no augmentation);
-    for training prefer :class:`BatchLoader`.
+    training batches whole tensors instead (``tdbn.train.loaders.TensorBatches``).
     """
 
     mean: tuple[float, ...]  # per channel, of pixel values / 255
@@ -87,73 +87,5 @@ class InMemoryImages(Dataset):
     def augment(self, images: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
         """This data set's training augmentation of a uint8 batch."""
         if self.augment_padding is None:
-            raise ValueError(f"{type(self).__name__} defines no augmentation; use BatchLoader(augment=False)")
+            raise ValueError(f"{type(self).__name__} defines no augmentation")
         return augment_batch(images, generator=generator, padding=self.augment_padding, flip=self.augment_flip)
-
-
-class BatchLoader:
-    """Batches ``(x float [B, C, H, W], y int64 [B])`` of an :class:`InMemoryImages`, made on ``device``.
-
-    The whole uint8 tensor is moved to ``device`` once. Each pass (epoch) draws its order and augmentation from
-    a generator seeded by ``(seed, epoch)``; the epoch counter advances after each pass, or is set with
-    :meth:`set_epoch` when resuming, so a run is reproducible batch for batch.
-
-    >>> from tdbn.data.inmemory import InMemoryImages
-    >>> class Toy(InMemoryImages):
-    ...     mean, std, augment_padding, augment_flip = (0.5,), (0.5,), 1, True
-    >>> toy = Toy(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), torch.arange(10), ["c"])
-    >>> loader = BatchLoader(toy, batch_size=4, shuffle=True, augment=True, seed=0)
-    >>> [tuple(x.shape) for x, y in loader], len(loader)
-    ([(4, 1, 4, 4), (4, 1, 4, 4), (2, 1, 4, 4)], 3)
-    """
-
-    def __init__(
-        self,
-        dataset: InMemoryImages,
-        *,
-        batch_size: int,
-        shuffle: bool = False,
-        augment: bool = False,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        drop_last: bool = False,
-    ) -> None:
-        if augment and dataset.augment_padding is None:
-            raise ValueError(f"{type(dataset).__name__} defines no augmentation; use augment=False")
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.augment = augment
-        self.seed = seed
-        self.device = torch.device(device)
-        self.drop_last = drop_last
-        self.epoch = 0
-        self._images: torch.Tensor | None = None
-        self._labels: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self._images is None or self._labels is None:
-            self._images = self.dataset.images.to(self.device)
-            self._labels = self.dataset.labels.to(self.device)
-        images, labels = self._images, self._labels
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
-        self.epoch += 1
-        n = images.shape[0]
-        if self.shuffle:
-            order = torch.randperm(n, generator=generator, device=self.device)
-        else:
-            order = torch.arange(n, device=self.device)
-        for b in range(len(self)):
-            index = order[b * self.batch_size : (b + 1) * self.batch_size]
-            x = images[index]  # uint8 [B, C, H, W]
-            if self.augment:
-                x = self.dataset.augment(x, generator=generator)
-            yield normalize(x, mean=self.dataset.mean, std=self.dataset.std), labels[index]

@@ -66,15 +66,26 @@ def _find_idx(root: Path, prefix: str, kind: str) -> Path | None:
 
 def _read_npz(path: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
     split = "train" if train else "test"
-    with np.load(path, allow_pickle=False) as archive:
-        missing = {f"x_{split}", f"y_{split}"} - set(archive.files)
-        if missing:
-            raise DataFormatError(path, None, f"missing array(s) {sorted(missing)}; has {sorted(archive.files)}")
-        return archive[f"x_{split}"], archive[f"y_{split}"]
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not hasattr(archive, "files"):
+                raise DataFormatError(path, None, "not an .npz archive (a single .npy array)")
+            missing = {f"x_{split}", f"y_{split}"} - set(archive.files)
+            if missing:
+                raise DataFormatError(path, None, f"missing array(s) {sorted(missing)}; has {sorted(archive.files)}")
+            return archive[f"x_{split}"], archive[f"y_{split}"]
+    except DataFormatError:
+        raise
+    except Exception as err:  # noqa: BLE001 - zipfile, zlib and numpy raise many types for a damaged file
+        raise DataFormatError(path, None, f"not a readable .npz archive: truncated, corrupted or another kind of "
+                              f"file ({type(err).__name__}); download it again") from None
 
 
 class MNIST(InMemoryImages):
-    """MNIST-like data as ``images [N, 1, H, W]`` uint8, ``labels [N]``; normalized by ``mean``/``std``."""
+    """MNIST-like data as ``images [N, 1, H, W]`` uint8, ``labels [N]``; normalized by ``mean``/``std``.
+
+    Labels must lie in ``0 .. num_classes - 1`` (checked here, naming the file).
+    """
 
     mean = MNIST_MEAN
     std = MNIST_STD
@@ -86,6 +97,7 @@ class MNIST(InMemoryImages):
         train: bool = True,
         mean: tuple[float, ...] = MNIST_MEAN,
         std: tuple[float, ...] = MNIST_STD,
+        num_classes: int = 10,
     ) -> None:
         root = Path(root)
         prefix = "train" if train else "t10k"
@@ -106,7 +118,12 @@ class MNIST(InMemoryImages):
         if x.dtype != np.uint8 or x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise DataFormatError(source, None, f"expected images [N, H, W] uint8 and labels [N], got "
                                   f"{x.shape} {x.dtype} and {y.shape}")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+            bad = sorted({int(v) for v in np.unique(y[(y < 0) | (y >= num_classes)])[:10]})
+            raise DataFormatError(source, None, f"{'train' if train else 'test'} labels {bad} outside "
+                                  f"0..{num_classes - 1}; set data.options.num_classes if the data set has "
+                                  f"more than {num_classes} classes")
         self.mean, self.std = tuple(mean), tuple(std)
-        classes = [str(c) for c in range(int(y.max()) + 1)] if len(y) else []
+        classes = [str(c) for c in range(num_classes)]
         super().__init__(torch.from_numpy(np.ascontiguousarray(x[:, None])), torch.from_numpy(y.astype(np.int64)),
                          classes)

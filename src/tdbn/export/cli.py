@@ -1,9 +1,10 @@
 """``tdbn export CHECKPOINT --format {nir,onnx} OUT``: fuse a trained checkpoint (Eq. 9-10) and write it out.
 
-The model is rebuilt from the configuration stored in the checkpoint; its input channels and number of classes are
-read from the saved weights. The input size comes from ``--input-size``, else from the configuration, else from the
-data set named in the configuration (which must then be present). After writing, the file is read back (NIR:
-``tdbn.export.from_nir``; ONNX: onnxruntime) and compared with the fused model on random inputs.
+The model is rebuilt from the name and constructor arguments stored in the checkpoint (``tdbn.train.restore``, the
+path ``tdbn eval`` and ``tdbn.load`` use), for the input shape it was trained on; ``--input-size`` changes the size
+only for networks with a global pooling (the ImageNet ResNets). After writing, the file is read back (NIR:
+``tdbn.export.from_nir``; ONNX: onnxruntime) and compared with the fused model on random inputs. The output's suffix
+must match ``--format`` (``.nir`` / ``.onnx``; any other suffix is accepted with a note).
 """
 
 from __future__ import annotations
@@ -32,33 +33,38 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_export)
 
 
+SUFFIXES = {"nir": (".nir",), "onnx": (".onnx",)}
+
+
 def _model_from_checkpoint(path: str, input_size: int | None) -> tuple[Any, bool, int]:
     """``(model in eval mode, events?, input size)`` rebuilt from a training checkpoint."""
-    from tdbn.train import config_from_dict, load_checkpoint
-    from tdbn.train.build import build_model
-    from tdbn.train.data import EVENT_DATASETS
+    from tdbn.train.restore import restore
 
-    ckpt = load_checkpoint(path)
-    cfg = config_from_dict(ckpt["config"])
-    state = ckpt["model"]
+    run = restore(path, lif_backend="torch")  # a kernel choice, not part of the trained network
+    size = run.input_shape[1]
+    if input_size is not None and input_size != size:
+        if run.sized:
+            raise ValueError(f"--input-size {input_size}: this {run.config.model.name} was built for {size}x{size} "
+                             f"inputs (its fc layer depends on the size); omit --input-size or pass {size}")
+        size = input_size
+    return run.model, run.events, int(size)
+
+
+def _check_suffix(out: Path, fmt: str) -> None:
+    other = {s for f, suffixes in SUFFIXES.items() if f != fmt for s in suffixes}
+    if out.suffix.lower() in other:
+        raise ValueError(f"{out}: the suffix {out.suffix} says {out.suffix[1:].upper()} but --format is {fmt}; "
+                         f"name the file {out.with_suffix(SUFFIXES[fmt][0]).name} or pass the matching --format")
+
+
+def _require(module: str, extra: str) -> None:
+    import importlib
+
     try:
-        in_channels = int(state["encoder.conv.module.weight"].shape[1])
-        num_classes = int(state["decoder.module.weight"].shape[0])
-    except KeyError as e:
-        raise ValueError(f"{path}: the saved model has no {e} weight; tdbn export handles tdbn.models networks") from e
-    size = input_size or cfg.model.options.get("input_size")
-    if size is None:
-        from tdbn.train.data import build_data
-
-        try:
-            data = build_data(cfg.data, batch_size=1, timesteps=cfg.model.timesteps, seed=cfg.seed, train=False)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"{e}\n(the input size comes from the data set; or pass --input-size H)") from e
-        size = data.input_size
-    cfg.model.lif_backend = "torch"  # a kernel choice, not part of the trained network: export runs on the CPU
-    model = build_model(cfg.model, num_classes=num_classes, in_channels=in_channels, input_size=int(size))
-    model.load_state_dict(state)
-    return model.eval(), cfg.data.name in EVENT_DATASETS, int(size)
+        importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"tdbn export --format {'nir' if extra == 'export' else 'onnx'} needs the {module} "
+                          f"package: pip install 'tdbn[{extra}]'") from None
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -66,9 +72,17 @@ def run_export(args: argparse.Namespace) -> int:
 
     from tdbn.export import fuse
 
+    out = Path(args.out)
+    _check_suffix(out, args.format)
+    if args.format == "onnx":
+        _require("onnx", "onnx")
+        _require("onnxruntime", "onnx")
+    else:
+        _require("nir", "export")
+    if args.dt is not None and args.format != "nir":
+        raise ValueError("--dt applies to --format nir only (ONNX unrolls the T steps; it has no time step)")
     model, events, size = _model_from_checkpoint(args.checkpoint, args.input_size)
     shape = (model.in_channels, size, size)
-    out = Path(args.out)
     gen = torch.Generator().manual_seed(0)
     if events:  # event frames [T, N, C, H, W]
         x = (torch.rand(model.timesteps, 4, *shape, generator=gen) > 0.8).float()
@@ -84,8 +98,6 @@ def run_export(args: argparse.Namespace) -> int:
             back = from_nir(out)(x)
         detail = f"{len(graph.nodes)} nodes, {len(graph.edges)} edges, dt={graph.metadata['dt']}"
     else:
-        if args.dt is not None:
-            raise ValueError("--dt applies to --format nir only (ONNX unrolls the T steps; it has no time step)")
         import onnxruntime as ort
 
         from tdbn.export.onnx import to_onnx

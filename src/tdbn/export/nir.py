@@ -43,7 +43,7 @@ from ..layers.norm import _TdBatchNorm
 from ..layers.time import Flatten, TimeDistributed
 from ..models.net import SpikingNet
 from ..models.resnet import BasicBlock, Bottleneck
-from .fuse import fuse
+from ..fusion import fuse
 from .neuron_map import DEFAULT_DT, lif_to_nir
 
 if TYPE_CHECKING:  # nir is an optional dependency (the ``export`` extra)

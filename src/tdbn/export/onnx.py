@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..layers.neuron import LIF
-from .fuse import fuse
+from ..fusion import fuse
 
 
 class UnrolledLIF(nn.Module):

@@ -11,11 +11,14 @@ from .. import models
 from ..layers import set_lif_backend
 from .config import ModelConfig
 
-__all__ = ["build_model", "neuron_params"]
+__all__ = ["build_model", "create_model", "model_kwargs", "neuron_params"]
 
 
-def build_model(cfg: ModelConfig, *, num_classes: int, in_channels: int, input_size: int) -> nn.Module:
-    """``tdbn.models.create`` with the config's options; unknown options raise listing the valid ones."""
+def model_kwargs(cfg: ModelConfig, *, num_classes: int, in_channels: int, input_size: int) -> dict[str, Any]:
+    """The keyword arguments of ``tdbn.models.create(cfg.name, **kwargs)``, as plain data (stored in checkpoints).
+
+    Unknown options raise listing the valid ones.
+    """
     options: dict[str, Any] = dict(
         width=cfg.width, timesteps=cfg.timesteps, tau=cfg.tau, v_th=cfg.v_th, surrogate_width=cfg.surrogate_width,
         surrogate=cfg.surrogate, norm=cfg.norm,
@@ -29,10 +32,26 @@ def build_model(cfg: ModelConfig, *, num_classes: int, in_channels: int, input_s
         raise ValueError(f"model.options {overlap} duplicate dedicated keys: set model.<key> instead "
                          "(in_channels and num_classes come from the data set)")
     options.update(cfg.options)
-    if "input_size" in models.options_of(cfg.name) and "input_size" not in options:
+    valid = models.options_of(cfg.name)  # raises for an unknown model name
+    if "input_size" in valid and "input_size" not in options:
         options["input_size"] = input_size  # ResNet-17/19 size their fc layer from it
-    model = models.create(cfg.name, num_classes=num_classes, in_channels=in_channels, **options)
-    return set_lif_backend(model, cfg.lif_backend)  # raises naming the fix if triton is missing
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for model {cfg.name!r}; valid: "
+                         f"{sorted(set(valid) - {'num_classes', 'in_channels'})}")
+    return {"num_classes": num_classes, "in_channels": in_channels, **options}
+
+
+def create_model(name: str, kwargs: dict[str, Any], *, lif_backend: str = "torch") -> nn.Module:
+    """``tdbn.models.create(name, **kwargs)`` with the LIF kernels of ``lif_backend``."""
+    model = models.create(name, **kwargs)
+    return set_lif_backend(model, lif_backend)  # raises naming the fix if triton is missing
+
+
+def build_model(cfg: ModelConfig, *, num_classes: int, in_channels: int, input_size: int) -> nn.Module:
+    """``tdbn.models.create`` with the config's options; unknown options raise listing the valid ones."""
+    kwargs = model_kwargs(cfg, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
+    return create_model(cfg.name, kwargs, lif_backend=cfg.lif_backend)
 
 
 def neuron_params(model: nn.Module) -> dict[str, Any]:

@@ -1,33 +1,57 @@
-"""Checkpoints as plain data, written atomically and read with ``torch.load(weights_only=True)``.
+"""Checkpoints as plain data, verified by a SHA-256 digest, written atomically, the previous one kept.
 
-A checkpoint is one dict of tensors, numbers, strings, lists and dicts (never pickled objects), holding
-everything needed to resume exactly: model, optimizer, scheduler and gradient-scaler states, the number of
-completed epochs, the random-number-generator states, the resolved configuration (neuron hyper-parameters
-included), the metrics history and the code version.
+A checkpoint is one dict of tensors, numbers, strings, lists and dicts (never pickled objects), read with
+``torch.load(weights_only=True)``. Format ``tdbn-train-checkpoint/2`` holds:
 
-It is written to a temporary file in the same folder, flushed to disk, then renamed over the previous one
-(``os.replace`` is atomic), so a crash mid-write leaves the previous checkpoint intact.
+``format``, ``epoch`` (completed epochs), ``model`` (state dict), ``model_name`` (registry name, for
+``tdbn.models.create``), ``model_kwargs`` (its constructor arguments, plain data: ``num_classes``,
+``in_channels``, ``width``, ``timesteps``, ...), ``input`` (``{"events": bool, "shape": [C, H, W]}``, what the
+model was trained on), ``optimizer``, ``scheduler``, ``scaler`` (states), ``rng`` (generator states), ``config``
+(the resolved configuration), ``neuron`` (neuron and tdBN hyper-parameters), ``metrics`` (history), ``version``
+(package version and git commit) and ``world_size``. Format ``/1`` (no ``model_name``, ``model_kwargs``,
+``input``) still loads: :func:`tdbn.train.restore.model_spec` rebuilds its constructor arguments.
+
+Integrity: the file is the ``torch.save`` body followed by one trailer line ``tdbn-sha256:<hex digest of the
+body>``; every load checks it before unpickling, so a changed byte anywhere in the file raises
+:class:`CheckpointError` naming the file (``torch.load(path)`` still reads the file directly).
+
+Writing: a temporary file ``.NAME.tmp-PID`` in the same folder is flushed to disk, the current ``checkpoint.pt``
+(if its digest verifies) is renamed to ``checkpoint.prev.pt``, then the temporary file is renamed to
+``checkpoint.pt`` (each rename is atomic), so a crash at any point leaves at least one good checkpoint. A full
+disk or a permission problem raises :class:`CheckpointWriteError` (one line naming the path) with the previous
+checkpoint intact. Leftover temporary files of killed writes are removed by :func:`remove_leftovers`.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
 import os
-import pickle
 import random
 import subprocess
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, CheckpointWriteError
 
-__all__ = ["FORMAT", "code_version", "get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state"]
+__all__ = [
+    "CHECKPOINT", "FORMAT", "PREVIOUS", "code_version", "find_checkpoint", "get_rng_state", "load_checkpoint",
+    "load_latest", "non_finite_tensors", "remove_leftovers", "save_checkpoint", "set_rng_state",
+]
 
-FORMAT = "tdbn-train-checkpoint/1"
+FORMAT = "tdbn-train-checkpoint/2"
+LEGACY_FORMATS = ("tdbn-train-checkpoint/1",)
+CHECKPOINT = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"
 REQUIRED = ("format", "epoch", "model", "optimizer", "scheduler", "scaler", "rng", "config", "metrics", "version")
+REQUIRED_V2 = ("model_name", "model_kwargs", "input")
+_MAGIC = b"\ntdbn-sha256:"
+_TRAILER = len(_MAGIC) + 64 + 1  # magic, hex digest, newline
 
 
 def code_version() -> dict[str, str | None]:
@@ -69,21 +93,47 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss_next))
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` atomically: temporary file, fsync, rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def non_finite_tensors(obj: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the floating-point tensors (and floats) in ``obj`` holding NaN or infinity."""
+    bad: list[str] = []
+    if isinstance(obj, torch.Tensor):
+        if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):
+            bad.append(prefix or "<tensor>")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            bad += non_finite_tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            bad += non_finite_tensors(v, f"{prefix}[{i}]")
+    return bad
+
+
+def _body_and_digest(data: bytes) -> tuple[bytes, str | None]:
+    """Split a file into its ``torch.save`` body and the digest of its trailer (None: no trailer)."""
+    tail = data[-_TRAILER:]
+    if len(data) > _TRAILER and tail.startswith(_MAGIC) and tail.endswith(b"\n"):
+        return data[:-_TRAILER], tail[len(_MAGIC):-1].decode("ascii", errors="replace")
+    return data, None
+
+
+def _encode(payload: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    body = buf.getvalue()
+    return body + _MAGIC + hashlib.sha256(body).hexdigest().encode("ascii") + b"\n"
+
+
+def _verifies(path: Path) -> bool:
     try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
+        body, digest = _body_and_digest(path.read_bytes())
+    except OSError:
+        return False
+    return digest is not None and hashlib.sha256(body).hexdigest() == digest
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:  # make the renames themselves durable
+        fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
@@ -92,23 +142,127 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         pass
 
 
-def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; :class:`CheckpointError` names the file if it is unusable."""
+_WRITE_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                 errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+                 errno.EROFS: "read-only file system"}
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` atomically, keeping the replaced file as ``checkpoint.prev.pt``.
+
+    Refuses (:class:`CheckpointError`) a payload holding a NaN or infinite tensor: no such checkpoint is ever
+    written. A full disk or a permission error raises :class:`CheckpointWriteError` naming the path; the files
+    already there are left as they were.
+    """
     path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoint.pt"
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+    bad = non_finite_tensors({k: payload[k] for k in ("model", "optimizer") if k in payload})
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise CheckpointError(f"{path}: not written: non-finite values in {shown}")
+    previous = path.with_name(PREVIOUS if path.name == CHECKPOINT else f"{path.stem}.prev{path.suffix}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        data = _encode(payload)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            if _verifies(path):
+                os.replace(path, previous)
+            else:  # never let a damaged file push out the last good one
+                warnings.warn(f"{path} fails its digest check; keeping {previous} and replacing {path}",
+                              stacklevel=2)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        reason = _WRITE_ERRORS.get(err.errno)
+        if reason is None:
+            raise
+        intact = [str(p) for p in (path, previous) if p.exists()]
+        kept = f"the previous checkpoint {intact[0]} is intact" if intact else "no earlier checkpoint exists"
+        raise CheckpointWriteError(f"{reason} while writing {path}; {kept}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def remove_leftovers(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (``.*.tmp-PID``) that killed checkpoint writes left in ``folder``."""
+    removed = []
+    folder = Path(folder)
+    if folder.is_dir():
+        for p in folder.glob(".*.pt.tmp-*"):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """The checkpoint file of ``path``: the file itself, or ``<run folder>/checkpoint.pt``."""
+    path = Path(path)
+    return path / CHECKPOINT if path.is_dir() else path
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and verify a checkpoint (file or run folder) with ``weights_only=True``.
+
+    Raises :class:`CheckpointError` naming the file when it is missing, fails its digest check, cannot be read,
+    or is not a tdbn training checkpoint.
+    """
+    path = find_checkpoint(path)
+    if not path.is_file():
+        hint = f" (the run folder {path.parent} has no checkpoint yet)" if path.parent.is_dir() else ""
+        raise CheckpointError(f"{path}: checkpoint not found{hint}")
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror})") from None
+    body, digest = _body_and_digest(raw)
+    previous = path.with_name(PREVIOUS)
+    advice = (f"; the previous checkpoint {previous} may be intact" if previous.is_file() and previous != path
+              else "; restore an intact copy or start a new run")
+    if digest is not None and hashlib.sha256(body).hexdigest() != digest:
+        raise CheckpointError(f"{path}: corrupted checkpoint, its content does not match its SHA-256 digest{advice}")
+    try:
+        data = torch.load(io.BytesIO(body), map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure of the unpickler means an unusable file
         raise CheckpointError(
-            f"{path}: truncated or corrupted checkpoint, cannot be read ({type(err).__name__}: {err}); "
-            "restore an intact copy or start a new run"
+            f"{path}: truncated or corrupted checkpoint, cannot be read ({type(err).__name__}){advice}"
         ) from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict) or data.get("format") not in (FORMAT, *LEGACY_FORMATS):
         raise CheckpointError(f"{path}: not a tdbn training checkpoint (expected format {FORMAT!r})")
-    missing = [k for k in REQUIRED if k not in data]
+    if data["format"] == FORMAT and digest is None:
+        raise CheckpointError(f"{path}: corrupted checkpoint, its digest line is missing or damaged{advice}")
+    required = REQUIRED + (REQUIRED_V2 if data["format"] == FORMAT else ())
+    missing = [k for k in required if k not in data]
     if missing:
         raise CheckpointError(f"{path}: incomplete checkpoint, missing {missing}")
+    if not isinstance(data["epoch"], int) or data["epoch"] < 0 or (
+            isinstance(data.get("metrics"), list) and any(not isinstance(r, dict) for r in data["metrics"])):
+        raise CheckpointError(f"{path}: corrupted checkpoint (implausible epoch or metrics)")
     return data
+
+
+def load_latest(run_dir: str | Path, *, warn=None) -> tuple[dict[str, Any], Path]:
+    """``(checkpoint, its file)``: ``checkpoint.pt`` of ``run_dir``, else ``checkpoint.prev.pt`` with a warning.
+
+    ``warn(message)`` reports the fallback (default: :func:`warnings.warn`). Raises the error of the newest file
+    when neither loads.
+    """
+    run_dir = Path(run_dir)
+    newest, previous = run_dir / CHECKPOINT, run_dir / PREVIOUS
+    try:
+        return load_checkpoint(newest), newest
+    except CheckpointError as err:
+        if not previous.is_file():
+            raise
+        try:
+            data = load_checkpoint(previous)
+        except CheckpointError:
+            raise err from None
+        message = f"{err}\nresuming from the previous checkpoint {previous} (epoch {data['epoch']}) instead"
+        (warn or (lambda m: warnings.warn(m, stacklevel=3)))(message)
+        return data, previous
+

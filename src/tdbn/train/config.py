@@ -50,7 +50,7 @@ DTYPES = ("float32", "float64")
 
 @dataclass
 class ModelConfig:
-    """The network (paper Table 4) and its neuron and tdBN hyper-parameters (SPEC.md sections 1-2).
+    """The network (paper Table 4) and its neuron and tdBN hyper-parameters (docs/method.md sections 1-2).
 
     Input channels, input size and the number of classes come from the data set.
     """
@@ -65,7 +65,7 @@ class ModelConfig:
     surrogate: str = DEFAULT_LIF.surrogate
     norm: str = "tdbn"  # "tdbn" (Eq. 5-8), "bn" (standard BN, for ablations) or "none"
     residual_alpha: float | None = None  # alpha of summed tdBNs (Eq. 5; None = the model's 1/sqrt(2))
-    shortcut_norm: str | None = None  # "all" / "projection" (SPEC.md section 5; None = the model's "all")
+    shortcut_norm: str | None = None  # "all" / "projection" (docs/method.md section 5; None = the model's "all")
     lif_backend: str = "torch"  # LIF kernels: "torch" (any device) or "triton" (CUDA; pip install 'tdbn[triton]')
     options: dict[str, Any] = field(default_factory=dict)  # further builder options, e.g. {depth: 20} for plain
 
@@ -285,6 +285,7 @@ def validate(cfg: TrainConfig) -> None:
         ("optim.lr_step", cfg.optim.lr_step >= 1, ">= 1"),
         ("optim.warmup_epochs", cfg.optim.warmup_epochs >= 0, ">= 0"),
         ("model.timesteps", cfg.model.timesteps >= 1, ">= 1"),
+        ("model.width", 0 < cfg.model.width <= 64, "in (0, 64] (a channel multiplier: 1.0 = the paper's widths)"),
         ("model.lif_backend", cfg.model.lif_backend in ("torch", "triton"), 'one of ["torch", "triton"]'),
         ("eval_interval", cfg.eval_interval >= 1, ">= 1"),
         ("checkpoint_interval", cfg.checkpoint_interval >= 1, ">= 1"),

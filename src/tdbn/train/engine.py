@@ -20,7 +20,7 @@ from ..layers import LIF  # noqa: F401 (doctest namespace)
 from ..layers.units import spike_sources
 from .amp import Precision
 from .distributed import Context, all_reduce_sum
-from .errors import NonFiniteLossError
+from .errors import NonFiniteError, NonFiniteLossError, TrainingError
 
 __all__ = ["FiringRate", "evaluate", "train_one_epoch"]
 
@@ -93,11 +93,43 @@ def _param_dtype(model: nn.Module) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
-def _finite_everywhere(loss: torch.Tensor, ctx: Context) -> bool:
-    ok = torch.isfinite(loss.detach()).to(torch.float32)
+def _all_true(flags: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """``flags`` (float, 1 = fine) reduced with MIN over the processes, so every process stops together."""
     if ctx.distributed:
-        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
-    return bool(ok)
+        dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+    return flags
+
+
+def _norm_buffers(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The running statistics of every normalization layer (what a forward pass in train mode updates)."""
+    return [(f"{name}.{b}" if name else b, t) for name, m in model.named_modules()
+            for b, t in m.named_buffers(recurse=False) if isinstance(t, torch.Tensor)]
+
+
+def _first_bad_grad(model: nn.Module) -> str:
+    for name, p in model.named_parameters():
+        if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+            return name.removeprefix("module.")
+    return "a parameter"
+
+
+def _check_step(model: nn.Module, x: torch.Tensor, loss: torch.Tensor, buffers: list[tuple[str, torch.Tensor]],
+                ctx: Context, *, epoch: int, iteration: int) -> None:
+    """One reduction over input, loss and running statistics; raises :class:`NonFiniteError` naming which."""
+    stats = [t for _, t in buffers if t.is_floating_point()]
+    flags = torch.stack([
+        torch.isfinite(x).all(), torch.isfinite(loss.detach()),
+        torch.stack([torch.isfinite(t).all() for t in stats]).all() if stats else torch.ones((), dtype=torch.bool,
+                                                                                                device=x.device),
+    ]).to(torch.float32)
+    flags = _all_true(flags, ctx).tolist()
+    if flags[0] < 1:
+        raise NonFiniteError(epoch=epoch, iteration=iteration, what="input")
+    if flags[1] < 1:
+        raise NonFiniteLossError(epoch=epoch, iteration=iteration, value=float(loss.detach()))
+    if flags[2] < 1:
+        bad = next((n for n, t in buffers if t.is_floating_point() and not bool(torch.isfinite(t).all())), "a layer")
+        raise NonFiniteError(epoch=epoch, iteration=iteration, what=f"statistics of {bad.removeprefix('module.')}")
 
 
 def train_one_epoch(
@@ -114,26 +146,48 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """Train for one pass over ``loader``; returns ``loss, top1, top5, firing_rate, images_per_s, lr``.
 
-    Raises :class:`NonFiniteLossError` (epoch and iteration from 1) before any update with a NaN or infinite
-    loss, so the parameters and the last checkpoint stay those of the last good step.
+    Before each update, one reduction checks the batch's inputs, the loss and the normalization layers' running
+    statistics, and another the total gradient norm (fp32 / bf16; with fp16 the gradient scaler skips such
+    steps itself). A NaN or infinity raises :class:`NonFiniteError` (epoch and iteration from 1, and what:
+    ``input``, ``loss``, ``gradient of <parameter>``, ``statistics of <buffer>``) with the running statistics
+    restored and no parameter changed, so the parameters and the last checkpoint stay those of the last good
+    step.
     """
     model.train()
     device, dtype = ctx.device, _param_dtype(model)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss * n, top-1 hits, top-5 hits, n
     lr = optimizer.param_groups[0]["lr"]
+    buffers = _norm_buffers(model)
+    params = [p for p in model.parameters() if p.requires_grad]
     start = time.perf_counter()
     bar = _progress(loader, total=len(loader), desc=f"epoch {epoch + 1}/{epochs}", enabled=progress)
     with FiringRate(model) as fr:
         for i, (x, y) in enumerate(bar):
             x = x.to(device, dtype, non_blocking=True)  # [N, C, H, W] images or [T, N, C, H, W] frames
             y = y.to(device, non_blocking=True)
-            with precision.autocast():
-                output = model(x)  # [N, classes], averaged over time (Eq. 11)
-            loss = F.cross_entropy(_full(output), y)  # Eq. 12
-            if not _finite_everywhere(loss, ctx):
-                raise NonFiniteLossError(epoch=epoch + 1, iteration=i + 1, value=float(loss.detach()))
-            optimizer.zero_grad(set_to_none=True)
-            precision.backward_step(loss, optimizer)
+            saved = [t.clone() for _, t in buffers]  # running statistics before this step
+            try:
+                with precision.autocast():
+                    output = model(x)  # [N, classes], averaged over time (Eq. 11)
+                loss = F.cross_entropy(_full(output), y)  # Eq. 12
+                _check_step(model, x, loss, buffers, ctx, epoch=epoch + 1, iteration=i + 1)
+                optimizer.zero_grad(set_to_none=True)
+                if precision.scaler.is_enabled():  # fp16: the scaler skips steps with inf/NaN gradients itself
+                    precision.backward_step(loss, optimizer)
+                else:
+                    loss.backward()
+                    grads = [p.grad for p in params if p.grad is not None]
+                    norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=device)
+                    if _all_true(torch.isfinite(norm).to(torch.float32).reshape(1), ctx).item() < 1:
+                        raise NonFiniteError(epoch=epoch + 1, iteration=i + 1,
+                                             what=f"gradient of {_first_bad_grad(model)}")
+                    optimizer.step()
+            except NonFiniteError:
+                with torch.no_grad():
+                    for (_, t), old in zip(buffers, saved):
+                        t.copy_(old)  # the step is not applied: neither weights nor statistics change
+                optimizer.zero_grad(set_to_none=True)
+                raise
             scheduler.step()
             with torch.no_grad():
                 top1, top5 = _correct(output, y)
@@ -167,8 +221,10 @@ def evaluate(
     sums = torch.zeros(4, dtype=torch.float64, device=device)
     start = time.perf_counter()
     with FiringRate(model) as fr:
-        for x, y in _progress(loader, total=len(loader), desc=desc, enabled=progress):
+        for i, (x, y) in enumerate(_progress(loader, total=len(loader), desc=desc, enabled=progress)):
             x = x.to(device, dtype, non_blocking=True)
+            if not bool(torch.isfinite(x).all()):
+                raise TrainingError(f"{desc}: non-finite input (NaN or infinity) in test batch {i + 1}; check the data")
             y = y.to(device, non_blocking=True)
             if precision is not None:
                 with precision.autocast():

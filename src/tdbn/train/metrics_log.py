@@ -15,7 +15,7 @@ def require_tensorboard() -> None:
     try:
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError as err:
-        raise ImportError("tensorboard=true needs TensorBoard: pip install tdbn[tensorboard]") from err
+        raise ImportError("tensorboard=true needs TensorBoard: pip install 'tdbn[tensorboard]'") from err
 
 
 class MetricsLog:

@@ -10,11 +10,14 @@ Run folder (``runs/<name>-<timestamp>`` by default)::
     config.yaml, config.json   the resolved configuration
     metrics.jsonl              one JSON object per epoch
     checkpoint.pt              the latest checkpoint (see tdbn.train.checkpoint)
+    checkpoint.prev.pt         the one before it, kept in case the latest is damaged
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,19 +29,21 @@ from torch.nn.parallel import DistributedDataParallel
 from ..functional import native as native_kernels
 from ..layers import convert_sync_tdbn
 from .amp import Precision, resolve_amp
-from .build import build_model, neuron_params
-from .checkpoint import FORMAT, code_version, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .build import create_model, model_kwargs, neuron_params
+from .checkpoint import (
+    CHECKPOINT, FORMAT, PREVIOUS, code_version, get_rng_state, load_checkpoint, load_latest, remove_leftovers,
+    save_checkpoint, set_rng_state,
+)
 from .config import RESUMABLE_KEYS, TrainConfig, config_from_dict, config_to_dict, diff_configs, save_config
 from .data import build_data
 from .distributed import Context, broadcast_object, setup, teardown
 from .engine import evaluate, train_one_epoch
-from .errors import NonFiniteLossError, TrainingError
+from .errors import NonFiniteError, TrainingError
 from .metrics_log import MetricsLog, require_tensorboard
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, lr_factor
 
 __all__ = ["CHECKPOINT", "make_run_dir", "saved_config", "train"]
 
-CHECKPOINT = "checkpoint.pt"
 TIME_KEYS = ("elapsed_s", "epoch_s", "images_per_s", "test_images_per_s")  # differ between identical runs
 
 
@@ -68,9 +73,44 @@ def make_run_dir(cfg: TrainConfig) -> Path:
     raise TrainingError(f"cannot create a new run folder next to {base}")
 
 
-def saved_config(run_dir: str | Path) -> TrainConfig:
-    """The resolved configuration stored in ``<run_dir>/checkpoint.pt``."""
-    return config_from_dict(load_checkpoint(Path(run_dir) / CHECKPOINT)["config"])
+def saved_config(path: str | Path) -> TrainConfig:
+    """The resolved configuration of a run: from its checkpoint (file or run folder), else its ``config.json``.
+
+    A run folder whose checkpoint is damaged falls back to ``checkpoint.prev.pt``; one killed before its first
+    checkpoint has only ``config.json``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / CHECKPOINT).exists() and not (path / PREVIOUS).exists() and (path / "config.json").is_file():
+            return _config_json(path)
+        return config_from_dict(load_latest(path, warn=lambda m: None)[0]["config"])
+    return config_from_dict(load_checkpoint(path)["config"])
+
+
+def _config_json(run_dir: Path) -> TrainConfig:
+    try:
+        return config_from_dict(json.loads((run_dir / "config.json").read_text()))
+    except (OSError, ValueError) as err:
+        raise TrainingError(f"{run_dir / 'config.json'}: unreadable run configuration ({err})") from None
+
+
+def _check_writable(folder: Path, key: str) -> None:
+    """Fail before any work when ``folder`` (or the nearest existing folder above it) cannot be written."""
+    probe = folder.resolve()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise TrainingError(f"cannot write the run folder {folder}: {probe} is not a writable folder; "
+                            f"choose another {key}=PATH")
+
+
+def _absolute_paths(cfg: TrainConfig) -> None:
+    """Data paths are stored absolute, so ``tdbn eval`` works from any working directory."""
+    for section, key in (("data", "root"), ("data", "cache_dir")):
+        obj = getattr(cfg, section)
+        value = getattr(obj, key)
+        if value is not None and value != "":
+            setattr(obj, key, str(Path(value).expanduser().resolve()))
 
 
 def _check_resumable(saved: TrainConfig, cfg: TrainConfig, run_dir: Path) -> None:
@@ -116,24 +156,57 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
     cfg.amp = resolve_amp(cfg.amp, ctx.device)
     if cfg.tensorboard:
         require_tensorboard()  # before anything is written
+    _absolute_paths(cfg)
     checkpoint = None
     run_dir = Path(resume) if resume is not None else None
-    if resume is not None:
-        checkpoint = load_checkpoint(Path(resume) / CHECKPOINT)
-        saved = config_from_dict(checkpoint["config"])
+    if run_dir is not None:
+        if not run_dir.is_dir():
+            raise TrainingError(f"--resume {run_dir}: no such run folder")
+        _check_writable(run_dir, "run_dir")
+        if ctx.is_main:
+            remove_leftovers(run_dir)  # temporary files of a write that was killed
+        if (run_dir / CHECKPOINT).exists() or (run_dir / PREVIOUS).exists():
+            checkpoint, _ = load_latest(run_dir, warn=lambda m: log(f"warning: {m}") if ctx.is_main else None)
+            saved = config_from_dict(checkpoint["config"])
+        elif (run_dir / "config.json").is_file():
+            saved = _config_json(run_dir)
+            if ctx.is_main:
+                log(f"{run_dir} has no checkpoint yet (the run stopped before its first one): "
+                    "starting it again from scratch with its configuration")
+        else:
+            raise TrainingError(f"--resume {run_dir}: neither a checkpoint nor config.json there; start a new run "
+                                "with run_dir=PATH or out_dir=PATH")
+        for key in ("mean", "std"):  # computed at the start of the run: inherited, not a change
+            if key in saved.data.options and key not in cfg.data.options:
+                cfg.data.options[key] = saved.data.options[key]
         cfg.run_dir = saved.run_dir  # the folder may have moved: its checkpoint decides
-        _check_resumable(saved, cfg, Path(resume))
+        _check_resumable(saved, cfg, run_dir)
+        if checkpoint is not None and int(checkpoint["epoch"]) >= cfg.optim.epochs:
+            raise TrainingError(
+                f"cannot resume {run_dir}: it has completed {checkpoint['epoch']} epochs and optim.epochs="
+                f"{cfg.optim.epochs}; nothing to do (to train longer: --resume {run_dir} "
+                f"optim.epochs={int(checkpoint['epoch']) + 1} or more)")
     else:
         _check_run_dir_free(cfg)  # fail before loading any data
+        _check_writable(Path(cfg.run_dir) if cfg.run_dir is not None else Path(cfg.out_dir),
+                        "run_dir" if cfg.run_dir is not None else "out_dir")
     torch.manual_seed(cfg.seed)  # the initialization
     bs = cfg.optim.batch_size
     data = build_data(cfg.data, batch_size=bs, timesteps=cfg.model.timesteps, seed=cfg.seed, shard=ctx.shard,
-                      device=ctx.device, eval_batch_size=2 * bs)
+                      device=ctx.device, eval_batch_size=2 * bs, log=log if ctx.is_main else None)
     if len(data.train) == 0:
         raise TrainingError(f"{data.train.num_samples} training samples make no batch of {bs} x {ctx.shard.world} "
                             "processes; lower optim.batch_size")
-    model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels,
-                        input_size=data.input_size).to(ctx.device, getattr(torch, cfg.dtype))
+    kwargs = model_kwargs(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels,
+                          input_size=data.input_size)
+    if kwargs.get("input_size", data.input_size) != data.input_size:
+        raise TrainingError(f"model.options.input_size={kwargs['input_size']}, but the {cfg.data.name} inputs are "
+                            f"{data.input_size}x{data.input_size}; drop model.options.input_size (it comes from the "
+                            "data set) or resize the data")
+    model = create_model(cfg.model.name, kwargs, lif_backend=cfg.model.lif_backend)
+    model.to(ctx.device, getattr(torch, cfg.dtype))
+    spec = {"model_name": cfg.model.name, "model_kwargs": kwargs,
+            "input": {"events": data.events, "shape": [data.in_channels, data.input_size, data.input_size]}}
     if run_dir is None:  # created only now that data and model are known to work
         run_dir = broadcast_object(make_run_dir(cfg) if ctx.is_main else None, ctx)
     assert run_dir is not None
@@ -146,21 +219,26 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
             convert_sync_tdbn(model)
         net = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
     optimizer = build_optimizer(model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, len(data.train))
+    steps = len(data.train)
+    scheduler = build_scheduler(optimizer, cfg.optim, steps)
     precision = Precision.create(cfg.amp, ctx.device)
-    metrics = MetricsLog(run_dir, tensorboard=cfg.tensorboard) if ctx.is_main else None
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
+        # the schedule of this run's optim.epochs (which may have been extended), at the step reached
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+            group["lr"] = base * lr_factor(cfg.optim, scheduler.last_epoch / steps)
+        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
         precision.scaler.load_state_dict(checkpoint["scaler"])
         set_rng_state(checkpoint["rng"])
         start_epoch = int(checkpoint["epoch"])
         history = list(checkpoint["metrics"])
-        if metrics is not None:
-            metrics.rewrite(history)  # drop lines of epochs after the checkpoint
+    metrics = MetricsLog(run_dir, tensorboard=cfg.tensorboard) if ctx.is_main else None
+    if metrics is not None:
+        metrics.rewrite(history)  # drop lines of epochs after the checkpoint (all of them when starting over)
     version = code_version()
     if ctx.is_main:
         n_params = sum(p.numel() for p in model.parameters())
@@ -180,14 +258,13 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
         try:
             tr = train_one_epoch(net, data.train, optimizer, scheduler, precision, ctx, epoch=epoch, epochs=epochs,
                                  progress=cfg.progress and ctx.is_main)
-        except NonFiniteLossError as err:
+        except NonFiniteError as err:
             ckpt = run_dir / CHECKPOINT
-            kept = f"the last good checkpoint {ckpt} (epoch {history[-1]['epoch']}) is kept" if ckpt.exists() \
-                else "no checkpoint had been written yet"
-            raise NonFiniteLossError(
-                epoch=err.epoch, iteration=err.iteration, value=err.value,
-                detail=f"; training stopped before applying it, {kept}. Lower optim.lr or use amp=fp32",
-            ) from None
+            kept = f"the last good checkpoint {ckpt} (epoch {history[-1]['epoch']}) is kept" \
+                if ckpt.exists() and history else "no checkpoint had been written yet"
+            hint = "check the data" if err.what == "input" else "lower optim.lr or use amp=fp32"
+            raise type(err)(**_error_fields(err), detail=f"; training stopped before applying it, {kept}. "
+                                                         f"{hint[0].upper()}{hint[1:]}") from None
         over_budget = cfg.budget_minutes is not None and \
             elapsed_before + time.perf_counter() - start > 60 * cfg.budget_minutes
         over_budget = bool(broadcast_object(over_budget, ctx))
@@ -208,7 +285,7 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
             metrics.append(record)
             if (epoch + 1) % cfg.checkpoint_interval == 0 or last:
                 save_checkpoint(run_dir / CHECKPOINT, {
-                    "format": FORMAT, "epoch": epoch + 1, "model": model.state_dict(),
+                    "format": FORMAT, "epoch": epoch + 1, "model": model.state_dict(), **spec,
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": precision.scaler.state_dict(), "rng": get_rng_state(), "config": config_to_dict(cfg),
                     "neuron": neuron_params(model), "metrics": history, "version": version,
@@ -226,3 +303,10 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
         log(f"test accuracy: {100 * final['test_top1']:.2f}% top-1, {100 * final['test_top5']:.2f}% top-5 "
             f"({data.test.num_samples} test samples, epoch {final['epoch']}); run folder: {run_dir}")
     return final
+
+
+def _error_fields(err: NonFiniteError) -> dict[str, Any]:
+    fields = {"epoch": err.epoch, "iteration": err.iteration, "value": err.value}
+    if type(err) is NonFiniteError:
+        fields["what"] = err.what
+    return fields

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .nir_model import NIRNet, from_nir, read_nir_file
+from tdbn.export.nir_model import NIRNet, from_nir, read_nir_file
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from .metrics_log import read_metrics
+from tdbn.train.metrics_log import read_metrics
 
 __all__ = ["COLUMNS", "curve_rows", "format_table", "plot_curve", "write_csv"]
 

@@ -8,13 +8,13 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .amp import Precision, resolve_amp
-from .build import build_model
-from .config import TrainConfig
-from .data import build_data
-from .distributed import resolve_device
-from .optim import build_optimizer
-from .run import train
+from tdbn.train.amp import Precision, resolve_amp
+from tdbn.train.build import build_model
+from tdbn.train.config import TrainConfig
+from tdbn.train.data import build_data
+from tdbn.train.distributed import resolve_device
+from tdbn.train.optim import build_optimizer
+from tdbn.train.run import train
 
 __all__ = ["Throughput", "epochs_for_budget", "train_for_budget", "train_throughput"]
 
