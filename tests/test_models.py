@@ -123,3 +123,11 @@ def test_bad_input_layout():
         m(torch.randn(2, 1, 32, 32))
     with pytest.raises(ValueError, match=r"\[T, N, C, H, W\]"):
         m(torch.randn(32, 32))
+
+
+def test_integer_images_and_zero_time_steps_are_clear_errors():
+    m = models.create("resnet19", num_classes=10, width=0.0625, timesteps=2, input_size=8)
+    with pytest.raises(ValueError, match="floating-point input.*x.float"):
+        m(torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="at least one time step"):
+        tdbn.LIF()(torch.zeros(0, 2, 4))

@@ -15,12 +15,12 @@ from tdbn.train import evaluate_checkpoint, load_config, train
 
 
 @pytest.fixture(scope="module")
-def nmnist_run(tmp_path_factory, shared_data):
+def nmnist_run(tmp_path_factory, shared_nmnist):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     run_dir = tmp_path_factory.mktemp("stream") / "run"
     cfg = load_config("nmnist", [
-        f"data.root={shared_data / 'nmnist-small'}", "model.width=0.0625", "model.timesteps=4",
+        f"data.root={shared_nmnist / 'nmnist-small'}", "model.width=0.0625", "model.timesteps=4",
         "data.train_limit=40", "data.test_limit=12", "optim.batch_size=8", "optim.epochs=1", "progress=false",
         f"run_dir={run_dir}",
     ])
@@ -29,8 +29,8 @@ def nmnist_run(tmp_path_factory, shared_data):
     torch.set_num_threads(threads)
 
 
-def test_stream_cli_prints_each_step_and_the_eval_prediction(nmnist_run, shared_data, tmp_path, capsys):
-    path = shared_data / "nmnist-small" / "60003.bs2"
+def test_stream_cli_prints_each_step_and_the_eval_prediction(nmnist_run, shared_nmnist, tmp_path, capsys):
+    path = shared_nmnist / "nmnist-small" / "60003.bs2"
     out = tmp_path / "stream.json"
     assert main(["stream", str(nmnist_run), "--events", str(path), "--out", str(out)]) == 0
     text = capsys.readouterr().out

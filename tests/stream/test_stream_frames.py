@@ -53,13 +53,13 @@ def test_frames_on_the_fly_equal_to_frames(settings, start):
     assert ref.sum() > 0
 
 
-def test_real_recordings_binned_on_the_fly(shared_data):
-    nm = read_bin_events(shared_data / "nmnist-small" / "60001.bs2")
+def test_real_recordings_binned_on_the_fly(shared_nmnist, shared_dvs128):
+    nm = read_bin_events(shared_nmnist / "nmnist-small" / "60001.bs2")
     ref = to_frames(*nm, sensor_size=(34, 34), n_frames=10)
     got = _stream_frames(nm, chunk_sizes=[257], sensor_size=(34, 34), start_us=int(nm.t.min()), n_frames=10,
                          last_us=int(nm.t.max()))
     assert torch.equal(got, ref) and ref.sum() == nm.num_events
-    clip = read_bin_events(shared_data / "dvs128-clips" / "clip1.bs2", sensor_size=(128, 128))
+    clip = read_bin_events(shared_dvs128 / "dvs128-clips" / "clip1.bs2", sensor_size=(128, 128))
     ref = to_frames(*clip, sensor_size=(128, 128), window_ms=30.0, downsample_to=(32, 32))
     binner = FrameBinner(sensor_size=(128, 128), start_us=int(clip.t.min()), window_ms=30.0, downsample_to=(32, 32))
     frames = [f for c in chunks(clip, 1000) for f in binner.push(*c)] + binner.finish()
@@ -97,14 +97,14 @@ def test_read_events_by_format(tmp_path):
         read_events(tmp_path / "missing.bs2")
 
 
-def test_a_replayed_recording_gives_the_multi_step_scores(shared_data):
+def test_a_replayed_recording_gives_the_multi_step_scores(shared_nmnist):
     torch.manual_seed(0)
     model = tdbn.models.create("resnet17", num_classes=10, in_channels=2, width=1 / 16, timesteps=10,
                                input_size=34)
     with torch.no_grad():
         model.train()(torch.poisson(torch.full((10, 4, 2, 34, 34), 0.3)))
     model.eval()
-    ev = read_bin_events(shared_data / "nmnist-small" / "60002.bs2")
+    ev = read_bin_events(shared_nmnist / "nmnist-small" / "60002.bs2")
     frames = to_frames(*ev, sensor_size=(34, 34), n_frames=10)
     seen = []
     report = run_events(model, ev, sensor_size=(34, 34), n_frames=10, on_step=seen.append)
@@ -117,7 +117,7 @@ def test_a_replayed_recording_gives_the_multi_step_scores(shared_data):
     assert s["events"] == ev.num_events and s["realtime_factor"] > 0 and s["ms_per_step"] > 0
 
 
-def test_a_live_dvs_stream_restarts_every_window(shared_data):
+def test_a_live_dvs_stream_restarts_every_window(shared_dvs128):
     """A 128x128 recording in 30 ms windows at 32x32, the network state restarted every T = 8 steps: each
     sequence's last scores equal the multi-step forward over those 8 frames of ``to_frames``."""
     torch.manual_seed(0)
@@ -125,7 +125,7 @@ def test_a_live_dvs_stream_restarts_every_window(shared_data):
     with torch.no_grad():
         model.train()(torch.poisson(torch.full((8, 4, 2, 32, 32), 0.5)))
     model.eval()
-    clip = read_bin_events(shared_data / "dvs128-clips" / "clip2.bs2", sensor_size=(128, 128))
+    clip = read_bin_events(shared_dvs128 / "dvs128-clips" / "clip2.bs2", sensor_size=(128, 128))
     frames = to_frames(*clip, sensor_size=(128, 128), window_ms=30.0, downsample_to=(32, 32))
     report = run_events(model, clip, sensor_size=(128, 128), window_ms=30.0, downsample_to=(32, 32), window=8,
                         chunk_us=700)

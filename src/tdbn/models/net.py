@@ -49,6 +49,11 @@ class SpikingNet(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Output spikes of the encoding layer, ``[T, N, C, H, W]``."""
+        if not x.is_floating_point():
+            raise ValueError(
+                f"expected floating-point input, got {x.dtype}: convert images first, e.g. x.float() / 255 and "
+                "normalize them as in training (the data sets of tdbn.data do this)"
+            )
         if x.dim() == 4:
             if x.shape[1] != self.in_channels:
                 raise ValueError(

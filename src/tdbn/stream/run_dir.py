@@ -1,9 +1,9 @@
 """A trained run folder as a streamable model plus what streaming needs to know about its inputs.
 
-The model is rebuilt as ``tdbn eval`` rebuilds it (the configuration stored in the checkpoint, ``build_model``,
-the weights read with ``weights_only=True``). For event data the frame settings, sensor size, classes and event
-reader come from the run's test data set, constructed from the recorded data folder (its files listed, none
-converted). This is the one place here that does so, to be replaced by the library's own run loader.
+The model is rebuilt by :func:`tdbn.train.restore` (the path ``tdbn.load``, ``tdbn eval`` and ``tdbn export``
+share: verified checkpoint, stored constructor arguments, ``weights_only=True``). For event data the frame
+settings, sensor size, classes and event reader come from the run's test data set, constructed from the recorded
+data folder (its files listed, none converted).
 """
 
 from __future__ import annotations
@@ -60,33 +60,15 @@ def load_run(path: str | Path, *, fuse: bool = False, data_root: str | None = No
     ``data_root`` replaces the data folder recorded in the run. Raises the data set's ``DataNotFoundError``
     (naming the folder and the layout) when the data folder is missing.
     """
-    from ..export.fuse import fuse as fuse_model
-    from ..train.build import build_model
-    from ..train.checkpoint import load_checkpoint
-    from ..train.config import config_from_dict
-    from ..train.data import EVENT_DATASETS, _event_dataset, build_data
+    from ..train.data import EVENT_DATASETS, _event_dataset
+    from ..train.restore import restore
 
-    path = Path(path)
-    ckpt_path = path / "checkpoint.pt" if path.is_dir() else path
-    checkpoint = load_checkpoint(ckpt_path)
-    cfg = config_from_dict(checkpoint["config"])
+    restored = restore(path, fuse=fuse)  # the one rebuild path: verified checkpoint, stored constructor arguments
+    cfg = restored.config
     if data_root is not None:
         cfg.data.root = data_root
-    cfg.model.lif_backend = "torch"  # the CPU kernels; the network is the same
-    dataset = None
-    if cfg.data.name in EVENT_DATASETS:
-        dataset = _event_dataset(cfg.data, False, cfg.model.timesteps)
-        size = dataset.frames.size or dataset.sensor_size
-        shape = dict(num_classes=len(dataset.classes), in_channels=2, input_size=int(size[0]))
-    else:
-        data = build_data(cfg.data, batch_size=1, timesteps=cfg.model.timesteps, seed=cfg.seed, train=False)
-        shape = dict(num_classes=data.num_classes, in_channels=data.in_channels, input_size=data.input_size)
-    model = build_model(cfg.model, **shape)
-    model.load_state_dict(checkpoint["model"])
-    model.eval()
-    if fuse:
-        model = fuse_model(model)
-    model.to(dtype=getattr(torch, cfg.dtype))  # as tdbn eval runs it (float32 unless the run says float64)
+    dataset = _event_dataset(cfg.data, False, cfg.model.timesteps) if cfg.data.name in EVENT_DATASETS else None
+    model, ckpt_path, checkpoint = restored.model, restored.path, restored.checkpoint
     return LoadedRun(model=model, checkpoint=ckpt_path, epoch=int(checkpoint["epoch"]), config=cfg, dataset=dataset)
 
 
