@@ -55,6 +55,19 @@ def _as_int64(a: ArrayLike) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
+def check_frame_settings(*, mode: str, split_by: str, window_ms: float | None, n_frames: int | None) -> None:
+    """Raise ``ValueError`` naming the valid values for frame settings that :func:`to_frames` (and the streaming
+    binner, which must build the same frames) cannot use."""
+    if mode not in ("count", "binary"):
+        raise ValueError(f"mode must be 'count' or 'binary', got {mode!r}")
+    if split_by not in ("time", "events"):
+        raise ValueError(f"split_by must be 'time' or 'events', got {split_by!r}")
+    if window_ms is None and n_frames is None:
+        raise ValueError("give window_ms (fixed windows) and/or n_frames (slices of the whole recording)")
+    if n_frames is not None and n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+
+
 def to_frames(
     t: ArrayLike,
     x: ArrayLike,
@@ -97,16 +110,9 @@ def to_frames(
     >>> tuple(to_frames(t, x, y, p, sensor_size=(4, 4), n_frames=2, downsample_to=(2, 2)).shape)
     (2, 2, 2, 2)
     """
-    if mode not in ("count", "binary"):
-        raise ValueError(f"mode must be 'count' or 'binary', got {mode!r}")
-    if split_by not in ("time", "events"):
-        raise ValueError(f"split_by must be 'time' or 'events', got {split_by!r}")
-    if window_ms is None and n_frames is None:
-        raise ValueError("give window_ms (fixed windows) and/or n_frames (slices of the whole recording)")
+    check_frame_settings(mode=mode, split_by=split_by, window_ms=window_ms, n_frames=n_frames)
     if window_ms is not None and split_by != "time":
         raise ValueError("split_by='events' applies only to slicing the whole recording (window_ms=None)")
-    if n_frames is not None and n_frames < 1:
-        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
     height, width = (int(s) for s in sensor_size)
     out_h, out_w = (height, width) if downsample_to is None else (int(s) for s in downsample_to)
     if not (0 < out_h <= height and 0 < out_w <= width):

@@ -22,7 +22,7 @@ import torch
 from numpy.typing import ArrayLike
 
 from ..data.aedat import read_aedat2, read_aedat31
-from ..data.events import Events
+from ..data.events import Events, check_frame_settings
 from ..data.nmnist import read_bin_events
 
 __all__ = ["FrameBinner", "read_events"]
@@ -63,14 +63,7 @@ class FrameBinner:
         last_us: int | None = None,
         num_events: int | None = None,
     ):
-        if mode not in ("count", "binary"):
-            raise ValueError(f"mode must be 'count' or 'binary', got {mode!r}")
-        if split_by not in ("time", "events"):
-            raise ValueError(f"split_by must be 'time' or 'events', got {split_by!r}")
-        if window_ms is None and n_frames is None:
-            raise ValueError("give window_ms (fixed windows) and/or n_frames (slices of the whole recording)")
-        if n_frames is not None and n_frames < 1:
-            raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+        check_frame_settings(mode=mode, split_by=split_by, window_ms=window_ms, n_frames=n_frames)
         self.height, self.width = (int(s) for s in sensor_size)
         self.out_h, self.out_w = (self.height, self.width) if downsample_to is None else (int(s) for s in downsample_to)
         if not (0 < self.out_h <= self.height and 0 < self.out_w <= self.width):
