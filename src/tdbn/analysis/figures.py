@@ -98,9 +98,13 @@ def plot_grad_norms(result: dict, png: str | Path) -> Path:
 def make_depth(out: str | Path, study: DepthStudy, *, plot: bool = True) -> dict:
     """Accuracy against depth: one panel per architecture and evaluation, one curve per normalization."""
     result = study.to_dict() | {
+        "progress": study.progress(),
         "table_markdown_recalibrated": study.markdown_table(recalibrated=True),
         "table_markdown_running_stats": study.markdown_table(recalibrated=False),
     }
+    if any(r.best_test_accuracy is not None for r in study.runs):
+        result["table_markdown_best_recalibrated"] = study.markdown_table(recalibrated=True, best=True)
+        result["table_markdown_best_running_stats"] = study.markdown_table(recalibrated=False, best=True)
     return _write(out, result, plot_depth if plot else None)
 
 
@@ -124,9 +128,9 @@ def plot_depth(result: dict, png: str | Path) -> Path:
 
 
 def _depth_runs(rows: list[dict]):
-    from .depth import DepthRun
+    from .depth import run_from_dict
 
-    return [DepthRun(**row) for row in rows]
+    return [run_from_dict(row) for row in rows]
 
 
 def make_spikes(out: str | Path, model: nn.Module, x: torch.Tensor, *, meta: dict, plot: bool = True) -> dict:
