@@ -136,7 +136,13 @@ def test_depth_command_budget_in_epochs_resume_and_grad_norms(tmp_path, shared_d
     assert runs["tdbn"]["grad_norms"]["iterations"] == 3 and runs["bn"]["grad_norms"] is None
     assert sorted(p.name for p in (tmp_path / "d_runs").iterdir()) == [
         "resnet-8-bn-seed0.json", "resnet-8-tdbn-seed0.json"]
-    assert main(args) == 0  # resumed: everything loaded
-    assert json.loads((tmp_path / "d.json").read_text())["runs"] == result["runs"]
+    (tmp_path / "d_runs" / "resnet-8-bn-seed0.json").unlink()
+    assert main([*args, "--report-only"]) == 0  # trains nothing: reports the one net there
+    report = json.loads((tmp_path / "d.json").read_text())
+    assert report["done"] == 1 and report["runs"] == result["runs"][:1]
+    assert main(args) == 0  # resumed: the missing net trained again, with the same numbers
+    rerun = json.loads((tmp_path / "d.json").read_text())["runs"]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in rerun] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in result["runs"]]
     with pytest.raises(SystemExit, match="ARCH-DEPTH-NORM"):
         main(["resnet50" if a == "resnet-8-tdbn" else a for a in args])

@@ -141,6 +141,8 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--results-dir", default=None,
                    help="one JSON per net, written when it finishes; nets already there are not retrained "
                         "(default: PREFIX_runs beside --out)")
+    q.add_argument("--report-only", action="store_true",
+                   help="train nothing: tables and plot of the nets already in --results-dir")
     q.add_argument("--jobs", type=int, default=1, help="worker processes training nets in parallel, each with "
                                                        "--threads torch threads (default 1 with --jobs > 1)")
     q.set_defaults(func=_run_depth)
@@ -239,8 +241,8 @@ def _run_depth(args: argparse.Namespace) -> int:
         momentum=args.momentum, weight_decay=args.weight_decay, tau=args.tau, schedule=args.schedule,
         eval_every=args.eval_every, grad_norm_nets=[_grad_norm_net(t) for t in args.grad_norms],
         grad_norm_iterations=args.grad_norm_iterations, results_dir=results, jobs=args.jobs,
-        threads=args.threads, data_info={"dataset": args.dataset, "size": args.size}, log=_log,
-        on_run=lambda s: write_json(js, s.to_dict() | {"partial": True}),
+        threads=args.threads, data_info={"dataset": args.dataset, "size": args.size},
+        train_missing=not args.report_only, log=_log, on_run=lambda s: write_json(js, s.to_dict() | {"partial": True}),
     )
     study.config.update(results_dir=results, seconds_this_invocation=round(time.perf_counter() - start, 1))
     make_depth(args.out, study, plot=not args.no_plot)

@@ -309,6 +309,7 @@ def depth_study(
     jobs: int = 1,
     threads: int | None = None,
     data_info: dict | None = None,
+    train_missing: bool = True,
     log: Callable[[str], None] = lambda s: None,
     on_run: Callable[[DepthStudy], None] = lambda s: None,
 ) -> DepthStudy:
@@ -320,6 +321,8 @@ def depth_study(
     ``results_dir``: one JSON file per net (:func:`run_name`), written when it finishes; nets already there with
     the same settings are loaded, not retrained. ``jobs``: worker processes (``threads`` torch threads each,
     default 1 when ``jobs > 1``). ``data_info`` is recorded in every net's settings (e.g. the data set's name).
+    ``train_missing=False`` trains nothing: the study holds the nets found in ``results_dir`` (a report on a
+    study that is still running or was interrupted).
     """
     bad = [d for d in depths if "resnet" in archs and d % 2]
     if bad:
@@ -385,6 +388,8 @@ def depth_study(
                     grad_norm_iterations=s["grad_norm_iterations"])
 
     study.runs[:] = [done[k] for k in order if k in done]
+    if not train_missing:
+        return study
     if jobs == 1 or len(todo) <= 1:
         before = torch.get_num_threads()
         if threads is not None:
