@@ -136,6 +136,10 @@ def test_depth_command_budget_in_epochs_resume_and_grad_norms(tmp_path, shared_d
     assert runs["tdbn"]["grad_norms"]["iterations"] == 3 and runs["bn"]["grad_norms"] is None
     assert sorted(p.name for p in (tmp_path / "d_runs").iterdir()) == [
         "resnet-8-bn-seed0.json", "resnet-8-tdbn-seed0.json"]
+    curves = json.loads((tmp_path / "d_grad_norms.json").read_text())["curves"]
+    assert [(c["norm"], c["seeds"]) for c in curves] == [("tdbn", [0])]
+    csv = (tmp_path / "d_grad_norms.csv").read_text().splitlines()
+    assert csv[0].startswith("arch,depth,norm,seed") and len(csv) == 1 + len(curves[0]["layers"])
     (tmp_path / "d_runs" / "resnet-8-bn-seed0.json").unlink()
     assert main([*args, "--report-only"]) == 0  # trains nothing: reports the one net there
     report = json.loads((tmp_path / "d.json").read_text())
@@ -146,3 +150,15 @@ def test_depth_command_budget_in_epochs_resume_and_grad_norms(tmp_path, shared_d
         {k: v for k, v in r.items() if k != "seconds"} for r in result["runs"]]
     with pytest.raises(SystemExit, match="ARCH-DEPTH-NORM"):
         main(["resnet50" if a == "resnet-8-tdbn" else a for a in args])
+
+
+def test_grad_norm_figure_of_the_study_nets(tmp_path):
+    from tdbn.analysis.figures import make_depth_grad_norms
+
+    train, test = _data()
+    study = depth_study(train, test, **TINY, grad_norm_nets=[("resnet", 8, "tdbn"), ("resnet", 8, "bn")],
+                        grad_norm_iterations=2)
+    result = make_depth_grad_norms(tmp_path / "g", study)
+    assert [c["norm"] for c in result["curves"]] == ["tdbn", "bn"]
+    assert all(c["ratio_max_min"] >= 1 for c in result["curves"])
+    assert (tmp_path / "g.png").stat().st_size > 1000 and (tmp_path / "g.csv").is_file()

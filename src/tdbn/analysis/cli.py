@@ -221,7 +221,7 @@ def _grad_norm_net(text: str) -> tuple[str, int, str]:
 def _run_depth(args: argparse.Namespace) -> int:
     from .datasets import load_images
     from .depth import depth_study
-    from .figures import make_depth
+    from .figures import make_depth, make_depth_grad_norms
     from .report import output_paths, write_json
 
     _setup(args)
@@ -246,6 +246,8 @@ def _run_depth(args: argparse.Namespace) -> int:
     )
     study.config.update(results_dir=results, seconds_this_invocation=round(time.perf_counter() - start, 1))
     make_depth(args.out, study, plot=not args.no_plot)
+    if any(r.grad_norms is not None for r in study.runs):
+        make_depth_grad_norms(str(js.with_suffix("")) + "_grad_norms", study, plot=not args.no_plot)
     _log(study.progress())
     _log("final test accuracy, running statistics:\n" + study.markdown_table(recalibrated=False))
     _log("final test accuracy, statistics recomputed:\n" + study.markdown_table(recalibrated=True))
