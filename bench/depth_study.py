@@ -4,6 +4,9 @@ normalization, after the same small training budget on MNIST (14x14). Prints the
 
     python bench/depth_study.py                # = tdbn analyze depth --threads 1 --out docs/figures/depth_study --force
     python bench/depth_study.py --iterations 100 --depths 8 20 --seeds 0 --out depth_quick
+    python bench/depth_study.py --jobs 2 --epochs 6 --schedule cosine --eval-every 625 --out depth_long
+                                               # a longer, resumable study in 2 processes
+    bash bench/depth_converged.sh              # the converged study of docs/analysis.md (exact options)
 
 Any option of ``tdbn analyze depth --help`` is accepted.
 """

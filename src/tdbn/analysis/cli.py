@@ -113,7 +113,10 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--lr", type=float, default=0.1)
     q.set_defaults(func=_run_grad_norms)
 
-    q = sub.add_parser("depth", help="accuracy against depth: plain / residual x tdBN / BN / none")
+    q = sub.add_parser("depth", help="accuracy against depth: plain / residual x tdBN / BN / none",
+                       description="Train every (arch, depth, norm, seed) on the same batches and test it. Each "
+                                   "net's result goes to its own file in --results-dir as it finishes; a rerun "
+                                   "skips the nets already there (resume), --jobs trains nets in parallel.")
     _common(q, "depth_study")
     _data_args(q, "mnist", 14)
     q.add_argument("--per-class", type=int, default=2000, help="training images per class (default: %(default)s)")
@@ -126,8 +129,29 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--timesteps", type=int, default=2)
     q.add_argument("--tau", type=float, default=0.25)
     q.add_argument("--batch-size", type=int, default=32)
-    q.add_argument("--iterations", type=int, default=300)
+    budget = q.add_mutually_exclusive_group()
+    budget.add_argument("--iterations", type=int, default=None, help="SGD steps per net (default: 300)")
+    budget.add_argument("--epochs", type=float, default=None,
+                        help="budget in passes over the training images instead (rounded to whole iterations)")
     q.add_argument("--lr", type=float, default=0.1)
+    q.add_argument("--momentum", type=float, default=0.9)
+    q.add_argument("--weight-decay", type=float, default=0.0)
+    q.add_argument("--schedule", choices=("constant", "cosine", "step"), default="constant",
+                   help="learning rate over the budget: constant, cosine (to 0), or step (/10 at 1/2 and 3/4)")
+    q.add_argument("--eval-every", type=int, default=0, metavar="N",
+                   help="also test every N iterations; the final and the best-so-far accuracy are reported "
+                        "separately (default: test at the end only)")
+    q.add_argument("--grad-norms", nargs="+", default=[], metavar="ARCH-DEPTH-NORM",
+                   help="nets whose per-layer gradient norms (Fig. 2) are recorded, e.g. resnet-50-tdbn")
+    q.add_argument("--grad-norm-iterations", type=int, default=100,
+                   help="iterations the gradient norms are averaged over, from the start (default: %(default)s)")
+    q.add_argument("--results-dir", default=None,
+                   help="one JSON per net, written when it finishes; nets already there are not retrained "
+                        "(default: PREFIX_runs beside --out)")
+    q.add_argument("--report-only", action="store_true",
+                   help="train nothing: tables and plot of the nets already in --results-dir")
+    q.add_argument("--jobs", type=int, default=1, help="worker processes training nets in parallel, each with "
+                                                       "--threads torch threads (default 1 with --jobs > 1)")
     q.set_defaults(func=_run_depth)
 
     q = sub.add_parser("spikes", help="Fig. 6: average spikes per neuron in each layer over one inference")
@@ -154,8 +178,9 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_run_ops)
 
 
-def _prefix(args: argparse.Namespace, model: str | None = None) -> str:
-    """The output prefix: ``--out`` or the default; refuses to replace existing files without ``--force``."""
+def _prefix(args: argparse.Namespace, model: str | None = None, *, replace_ok: bool = False) -> str:
+    """The output prefix: ``--out`` or the default; refuses to replace existing files without ``--force`` (unless
+    ``replace_ok``: outputs rebuilt from results that are themselves never replaced)."""
     from pathlib import Path
 
     from .report import output_paths
@@ -169,7 +194,7 @@ def _prefix(args: argparse.Namespace, model: str | None = None) -> str:
     else:
         prefix = f"{DEFAULT_DIR}/{name}"
     existing = [str(p) for p in output_paths(prefix) if p.exists()]
-    if existing and not args.force:
+    if existing and not (args.force or replace_ok):
         raise SystemExit(f"tdbn analyze: {', '.join(existing)} already exist(s); pass --force to replace, "
                          "or choose another --out")
     return prefix
@@ -238,28 +263,52 @@ def _run_grad_norms(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grad_norm_net(text: str) -> tuple[str, int, str]:
+    arch, _, rest = text.partition("-")
+    depth, _, norm = rest.partition("-")
+    if arch not in ("plain", "resnet") or not depth.isdigit() or norm not in ("tdbn", "bn", "none"):
+        raise SystemExit(f"--grad-norms expects ARCH-DEPTH-NORM (e.g. resnet-50-tdbn), got {text!r}")
+    return arch, int(depth), norm
+
+
 def _run_depth(args: argparse.Namespace) -> int:
     from .datasets import load_images
     from .depth import depth_study
-    from .figures import make_depth
+    from .figures import make_depth, make_depth_grad_norms
     from .report import output_paths, write_json
 
     _setup(args)
-    out = _prefix(args)
+    out = _prefix(args, replace_ok=True)  # the study's tables are rebuilt from the per-net files, kept as they are
     train = load_images(args.dataset, args.data_root, train=True, limit_per_class=args.per_class, size=args.size)
     test = load_images(args.dataset, args.data_root, train=False, limit_per_class=args.test_per_class,
                        size=args.size)
+    if args.epochs is not None:
+        iterations = max(1, round(args.epochs * (len(train[0]) // args.batch_size)))
+    else:
+        iterations = 300 if args.iterations is None else args.iterations
     js, _ = output_paths(out)
+    results = args.results_dir if args.results_dir is not None else str(js.with_suffix("")) + "_runs"
+    start = time.perf_counter()
     study = depth_study(
         train, test, archs=args.archs, depths=args.depths, norms=args.norms, seeds=args.seeds, width=args.width,
-        timesteps=args.timesteps, batch_size=args.batch_size, iterations=args.iterations, lr=args.lr, tau=args.tau,
-        log=_log, on_run=lambda s: write_json(js, s.to_dict() | {"partial": True}),
+        timesteps=args.timesteps, batch_size=args.batch_size, iterations=iterations, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, tau=args.tau, schedule=args.schedule,
+        eval_every=args.eval_every, grad_norm_nets=[_grad_norm_net(t) for t in args.grad_norms],
+        grad_norm_iterations=args.grad_norm_iterations, results_dir=results, jobs=args.jobs,
+        threads=args.threads, data_info={"dataset": args.dataset, "size": args.size},
+        train_missing=not args.report_only, log=_log, on_run=lambda s: write_json(js, s.to_dict() | {"partial": True}),
     )
-    study.config["dataset"] = args.dataset
+    study.config.update(results_dir=results, seconds_this_invocation=round(time.perf_counter() - start, 1))
     make_depth(out, study, plot=not args.no_plot)
+    if any(r.grad_norms is not None for r in study.runs):
+        make_depth_grad_norms(str(js.with_suffix("")) + "_grad_norms", study, plot=not args.no_plot)
     _wrote(out, args)
-    _log("test accuracy, running statistics:\n" + study.markdown_table(recalibrated=False))
-    _log("test accuracy, statistics recomputed after training:\n" + study.markdown_table(recalibrated=True))
+    _log(study.progress())
+    _log("final test accuracy, running statistics:\n" + study.markdown_table(recalibrated=False))
+    _log("final test accuracy, statistics recomputed:\n" + study.markdown_table(recalibrated=True))
+    if args.eval_every:
+        _log("best test accuracy over the evaluations, statistics recomputed:\n"
+             + study.markdown_table(recalibrated=True, best=True))
     return 0
 
 
@@ -330,7 +379,9 @@ def _run_latency(args: argparse.Namespace) -> int:
     if args.stream:
         result["stream"] = stream_latency_curve(run, limit=args.limit, log=_log)
         result["stream_equals_batched"] = result["stream"]["top1"] == result["top1"]
-    make_latency(args.out, result, plot=not args.no_plot)
+    out = _prefix(args, cfg.model.name)
+    make_latency(out, result, plot=not args.no_plot)
+    _wrote(out, args)
     _log(markdown_table(result))
     if args.stream:
         _log(f"streamed {result['stream']['samples']} recordings, {result['stream']['ms_per_step']:.2f} ms/step; "

@@ -5,6 +5,7 @@ when plotting. The CLI (``tdbn analyze ...``) and the benchmark scripts call the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -98,9 +99,13 @@ def plot_grad_norms(result: dict, png: str | Path) -> Path:
 def make_depth(out: str | Path, study: DepthStudy, *, plot: bool = True) -> dict:
     """Accuracy against depth: one panel per architecture and evaluation, one curve per normalization."""
     result = study.to_dict() | {
+        "progress": study.progress(),
         "table_markdown_recalibrated": study.markdown_table(recalibrated=True),
         "table_markdown_running_stats": study.markdown_table(recalibrated=False),
     }
+    if any(r.best_test_accuracy is not None for r in study.runs):
+        result["table_markdown_best_recalibrated"] = study.markdown_table(recalibrated=True, best=True)
+        result["table_markdown_best_running_stats"] = study.markdown_table(recalibrated=False, best=True)
     return _write(out, result, plot_depth if plot else None)
 
 
@@ -123,10 +128,52 @@ def plot_depth(result: dict, png: str | Path) -> Path:
                      rows=len(study.config["archs"]))
 
 
-def _depth_runs(rows: list[dict]):
-    from .depth import DepthRun
+def make_depth_grad_norms(out: str | Path, study: DepthStudy, *, plot: bool = True) -> dict:
+    """Fig. 2 for the depth study's nets with recorded gradient norms: mean ``||dL/dW||_2`` of every hidden weight
+    layer over the first iterations, averaged over the seeds done; writes ``out.json``, ``out.csv`` (one row per
+    net, seed and layer) and ``out.png`` (one panel per architecture and depth, one curve per normalization)."""
+    curves = {}
+    for r in study.runs:
+        if r.grad_norms is None:
+            continue
+        c = curves.setdefault((r.arch, r.depth, r.norm), {
+            "arch": r.arch, "depth": r.depth, "norm": r.norm, "layers": r.grad_norms["layers"],
+            "iterations": r.grad_norms["iterations"], "seeds": [], "per_seed": []})
+        c["seeds"].append(r.seed)
+        c["per_seed"].append(r.grad_norms["mean_norms"])
+    for c in curves.values():
+        c["mean_norms"] = [sum(v) / len(v) for v in zip(*c["per_seed"])]
+        finite = [v for v in c["mean_norms"] if v > 0]
+        c["ratio_max_min"] = max(finite) / min(finite) if len(finite) == len(c["mean_norms"]) else math.inf
+    result = {"figure": "Fig. 2 (depth study nets)", "config": study.config, "curves": list(curves.values())}
+    js, _ = output_paths(out)
+    _write(out, result, plot_depth_grad_norms if plot else None)
+    lines = ["arch,depth,norm,seed,layer_index,layer,mean_grad_norm"]
+    for c in curves.values():
+        for seed, norms in zip(c["seeds"], c["per_seed"]):
+            lines += [f"{c['arch']},{c['depth']},{c['norm']},{seed},{i},{name},{v:.6g}"
+                      for i, (name, v) in enumerate(zip(c["layers"], norms), 1)]
+    js.with_suffix(".csv").write_text("\n".join(lines) + "\n")
+    return result
 
-    return [DepthRun(**row) for row in rows]
+
+def plot_depth_grad_norms(result: dict, png: str | Path) -> Path:
+    """Residual-branch and plain conv layers in order (shortcut projections left out), log scale."""
+    from .plots import line_plot
+
+    series, panels = {}, {}
+    for c in result["curves"]:
+        keep = [(i, v) for i, (name, v) in enumerate(zip(c["layers"], c["mean_norms"])) if "shortcut" not in name]
+        label = f"{c['arch']}-{c['depth']} {c['norm']}"
+        series[label] = ([k + 2 for k in range(len(keep))], [v for _, v in keep])  # layer 1 = encoding conv
+        panels.setdefault(f"{c['arch']}-{c['depth']}, first {c['iterations']} iterations", []).append(label)
+    return line_plot(series, png, xlabel="layer", ylabel="mean ||dL/dW||_2", panels=panels, logy=True)
+
+
+def _depth_runs(rows: list[dict]):
+    from .depth import run_from_dict
+
+    return [run_from_dict(row) for row in rows]
 
 
 def make_spikes(out: str | Path, model: nn.Module, x: torch.Tensor, *, meta: dict, plot: bool = True) -> dict:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,9 @@ def _finite(obj: Any) -> Any:
 def write_json(path: str | Path, result: dict) -> Path:
     """Write ``result`` to ``path`` as strict JSON, adding ``tdbn_version``; NaN / inf become ``null``.
 
+    The file is written beside ``path`` and renamed over it: a reader (or an interrupted run) never sees half a
+    file.
+
     Example:
         >>> import tempfile, os
         >>> p = write_json(os.path.join(tempfile.mkdtemp(), "r.json"), {"ratio": float("inf")})
@@ -31,7 +36,15 @@ def write_json(path: str | Path, result: dict) -> Path:
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(_finite({"tdbn_version": __version__, **result}), indent=1, allow_nan=False) + "\n")
+    text = json.dumps(_finite({"tdbn_version": __version__, **result}), indent=1, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return p
 
 

@@ -24,19 +24,26 @@ def sgd_steps(
     lr: float = 0.1,
     momentum: float = 0.9,
     weight_decay: float = 0.0,
+    schedule: str = "constant",
     after_backward: Callable[[nn.Module], None] | None = None,
+    after_step: Callable[[int, list[float]], None] | None = None,
 ) -> list[float]:
     """Train ``model`` for ``iterations`` mini-batches from ``data`` with softmax cross-entropy (Eq. 12-13).
 
-    ``after_backward(model)`` runs after each backward pass, before the update (to read gradients). Stops early,
-    returning the losses so far, when a loss is not finite (the run diverged).
+    The learning rate of step ``i`` is :func:`scheduled_lr` (``schedule`` = ``"constant"``, ``"cosine"`` or
+    ``"step"``). ``after_backward(model)`` runs after each backward pass, before the update (to read gradients);
+    ``after_step(i, losses)`` after the update of step ``i`` (0-based; to evaluate). Stops early, returning the
+    losses so far, when a loss is not finite (the run diverged).
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
+    scheduled_lr(0, lr=lr, iterations=iterations, schedule=schedule)  # validates the schedule's name
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     model.train()
     losses: list[float] = []
-    for _ in range(iterations):
+    for step in range(iterations):
+        for group in opt.param_groups:
+            group["lr"] = scheduled_lr(step, lr=lr, iterations=iterations, schedule=schedule)
         x, y = next(data)
         loss = F.cross_entropy(model(x), y)
         losses.append(float(loss.detach()))
@@ -47,7 +54,31 @@ def sgd_steps(
         if after_backward is not None:
             after_backward(model)
         opt.step()
+        if after_step is not None:
+            after_step(step, losses)
     return losses
+
+
+SCHEDULES = ("constant", "cosine", "step")
+
+
+def scheduled_lr(step: int, *, lr: float, iterations: int, schedule: str) -> float:
+    """Learning rate of SGD step ``step`` (0-based) of ``iterations``.
+
+    ``"constant"``: ``lr``; ``"cosine"``: ``lr / 2 x (1 + cos(pi step / iterations))`` (no restart, no warm-up);
+    ``"step"``: the paper's step decay, ``lr`` divided by 10 at 1/2 and again at 3/4 of the budget.
+
+    Example:
+        >>> [round(scheduled_lr(s, lr=0.1, iterations=4, schedule="step"), 6) for s in range(4)]
+        [0.1, 0.1, 0.01, 0.001]
+    """
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        return 0.5 * lr * (1.0 + math.cos(math.pi * step / iterations))
+    if schedule == "step":
+        return lr * 0.1 ** ((step >= iterations // 2) + (step >= (3 * iterations) // 4))
+    raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 256) -> float:
