@@ -122,8 +122,8 @@ def test_parallel_workers_give_the_serial_numbers(tmp_path):
     assert len(list(tmp_path.glob("*.json"))) == 2
 
 
-def test_depth_command_budget_in_epochs_resume_and_grad_norms(tmp_path, shared_data):
-    args = ["depth", "--data-root", str(shared_data / "mnist" / "mnist.npz"), "--size", "8", "--per-class", "4",
+def test_depth_command_budget_in_epochs_resume_and_grad_norms(tmp_path, shared_mnist):
+    args = ["depth", "--data-root", str(shared_mnist / "mnist" / "mnist.npz"), "--size", "8", "--per-class", "4",
             "--test-per-class", "2", "--archs", "resnet", "--depths", "8", "--norms", "tdbn", "bn", "--seeds", "0",
             "--width", "0.0625", "--batch-size", "8", "--epochs", "2", "--schedule", "step", "--eval-every", "5",
             "--grad-norms", "resnet-8-tdbn", "--grad-norm-iterations", "3", "--no-plot", "--out",
