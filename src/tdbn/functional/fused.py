@@ -43,12 +43,16 @@ def lean_training(enabled: bool) -> Iterator[None]:
     Example:
         >>> unit = tdbn.layers.TdBNLIF(tdbn.TdBatchNorm1d(3), tdbn.LIF())
         >>> z = torch.randn(4, 2, 3, requires_grad=True)
-        >>> unit(z).grad_fn.name()  # one node: the tdBN + LIF unit, which stores z and statistics
-        'GeneratedBackwardFor_tdbn_td_bn_lif_forward_defaultBackward'
-        >>> with lean_training(False):
-        ...     s = unit(z)
-        >>> s.grad_fn.name()  # the LIF operator after F.batch_norm; it stores u
-        'GeneratedBackwardFor_tdbn_lif_forward_defaultBackward'
+        >>> def big_saved(enabled):  # tensors of z's size that autograd keeps for backward
+        ...     saved = []
+        ...     with lean_training(enabled), torch.autograd.graph.saved_tensors_hooks(
+        ...             lambda t: saved.append(t) or t, lambda t: t):
+        ...         unit(z)
+        ...     return sum(t.numel() == z.numel() for t in saved)
+        >>> big_saved(True)  # the unit: z only (u is recomputed in backward)
+        1
+        >>> big_saved(False)  # F.batch_norm keeps z, the LIF keeps u
+        2
     """
     global _lean
     before, _lean = _lean, bool(enabled)
