@@ -15,28 +15,15 @@ import tdbn
 from tdbn import LIF, TdBatchNorm2d, TimeDistributed
 from tdbn.export import NIRExportError, from_nir, to_nir, write_nir
 from tdbn.layers import Flatten
+from tiny_models import tiny_model
 
 SIZE = 16
 
 
 def _model(name: str, *, in_channels: int = 2, timesteps: int = 3) -> nn.Module:
-    options = {"num_classes": 5, "in_channels": in_channels, "width": 1 / 16, "timesteps": timesteps}
-    if "input_size" in tdbn.models.options_of(name):
-        options["input_size"] = SIZE
-    if "depth" in tdbn.models.options_of(name):
-        options["depth"] = 8
-    model = tdbn.models.create(name, **options)
     # non-trivial tdBN parameters and running statistics, so that fusion changes every weight
-    for m in model.modules():
-        if isinstance(m, (tdbn.TdBatchNorm1d, TdBatchNorm2d)):
-            with torch.no_grad():
-                m.weight.uniform_(0.6, 1.6)
-                m.bias.uniform_(-0.2, 0.2)
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.rand(8, in_channels, SIZE, SIZE))
-    return model.eval()
+    return tiny_model(name, in_channels=in_channels, timesteps=timesteps, size=SIZE, weight=(0.6, 1.6),
+                      bias=(-0.2, 0.2), warm_input=lambda: torch.rand(8, in_channels, SIZE, SIZE))
 
 
 def _spikes_by_path(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:

@@ -12,28 +12,15 @@ import tdbn
 from tdbn import LIF
 from tdbn.export import from_nir, to_nir
 from tdbn.stream import Stream, StreamState, init_state, lif_step, step
+from tiny_models import tiny_model
 
 SIZE, T, N = 16, 4, 2
 
 
 def _model(name: str, *, in_channels: int = 2, timesteps: int = T) -> nn.Module:
     """A tiny model with non-trivial tdBN statistics (set by two training-mode passes), in eval mode."""
-    options = {"num_classes": 5, "in_channels": in_channels, "width": 1 / 16, "timesteps": timesteps}
-    if "input_size" in tdbn.models.options_of(name):
-        options["input_size"] = SIZE
-    if "depth" in tdbn.models.options_of(name):
-        options["depth"] = 8
-    model = tdbn.models.create(name, **options)
-    for m in model.modules():
-        if isinstance(m, (tdbn.TdBatchNorm1d, tdbn.TdBatchNorm2d)):
-            with torch.no_grad():
-                m.weight.uniform_(0.8, 1.8)
-                m.bias.uniform_(-0.1, 0.3)
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(_frames(in_channels, timesteps))
-    return model.eval()
+    return tiny_model(name, in_channels=in_channels, timesteps=timesteps, size=SIZE, weight=(0.8, 1.8),
+                      bias=(-0.1, 0.3), warm_input=lambda: _frames(in_channels, timesteps))
 
 
 def _frames(channels: int = 2, timesteps: int = T, n: int = N) -> torch.Tensor:
