@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import tdbn
-from tdbn import LIF, TdBatchNorm2d, TimeDistributed
+from tdbn import LIF, TimeDistributed
 from tdbn.export import NIRExportError, from_nir, to_nir, write_nir
 from tdbn.layers import Flatten
 from tiny_models import tiny_model
