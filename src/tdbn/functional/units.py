@@ -772,9 +772,4 @@ def spike_conv2d(conv: torch.nn.Conv2d, x: Tensor, mask: Tensor) -> Tensor:
                                        list(conv.dilation), conv.groups)
 
 
-def bytes_per_value(dtype: torch.dtype) -> int:
-    """Bytes of one element (for storage accounting in tests and benchmarks)."""
-    return torch.empty((), dtype=dtype).element_size()
-
-
 __all__ = ["NormArgs", "lif_op", "pack_spikes", "spike_conv2d", "td_bn_add_lif", "td_bn_lif", "unpack_spikes"]

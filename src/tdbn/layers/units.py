@@ -64,12 +64,6 @@ def unit_mode(*norms: nn.Module | None) -> bool:
     return True
 
 
-def spike_mask(x: Tensor) -> Tensor:
-    """The bits of a spike tensor (values 0/1; :func:`tdbn.functional.units.pack_spikes`): what the units store in
-    its place."""
-    return pack_spikes(x)
-
-
 def synapse(layer: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor:
     """``layer(x)`` for a :class:`TimeDistributed` conv or fc; a conv over spikes (``mask`` given) runs as
     :func:`tdbn.functional.units.spike_conv2d`, which stores the mask instead of ``x``."""
@@ -122,14 +116,15 @@ class TdBNLIF(nn.Sequential):
         return self._modules.get("conv", self._modules.get("fc"))
 
     def forward(self, x: Tensor, mask: Tensor | None = None, *, synapse_done: bool = False) -> Tensor:  # type: ignore[override]
-        """``x``: the unit's input; ``mask``: its bits (:func:`spike_mask`) if the caller has them (spike input);
+        """``x``: the unit's input; ``mask``: its bits (:func:`~tdbn.functional.units.pack_spikes`) if the caller
+        has them (spike input);
         ``synapse_done``: ``x`` is already the synaptic layer's output (a static image's encoding conv, run once
         and repeated over time)."""
         syn = None if synapse_done else self._synapse_layer()
         lean = unit_mode(self._modules.get("bn")) and _backend_allows(self.lif, x)
         if syn is not None:
             if lean and self.spikes_in and mask is None:
-                mask = spike_mask(x)
+                mask = pack_spikes(x)
             x = synapse(syn, x, mask if lean else None)
         return self.activate(x, lean=lean)
 

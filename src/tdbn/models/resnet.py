@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from ..functional.params import DEFAULT_LIF, LIFParameters
-from ..layers import LIF, TimeDistributed
-from ..layers.units import residual_junction, spike_mask, synapse, unit_mode
+from ..layers import TimeDistributed
+from ..functional.units import pack_spikes
+from ..layers.units import residual_junction, synapse, unit_mode
 from .net import SpikingNet, encoder, pool_head, spiking_fc
 from .options import SpikingOptions, conv_bn, scaled, unit
 from .registry import register
@@ -40,13 +41,12 @@ class _ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *units, last = self.residual.children()
-        if unit_mode(last._modules.get("bn")) and all(m.backend == "torch" or x.device.type == "cuda"
-                                                      for m in self.modules() if isinstance(m, LIF)):
-            mask = spike_mask(x)
+        if unit_mode(last._modules.get("bn")):  # each unit and the junction check the rest themselves
+            mask = pack_spikes(x)
             a, a_mask = x, mask
             for u in units:
                 a = u(a, a_mask)
-                a_mask = spike_mask(a)
+                a_mask = pack_spikes(a)
             za = synapse(last.conv, a, a_mask)
             out = residual_junction(za, last.bn, x, mask, self.shortcut, self.lif)
             if out is not None:
