@@ -292,47 +292,59 @@ static void backward_bf16(const void *p, int64_t lo, int64_t hi, int part) { /* 
 
 /* ---------------------------------------------------------------------------------------------------- */
 /* tdBN (Eq. 5-8) on x viewed as [outer, C, inner]: inner = spatial size for the contiguous layout, 1 for
- * channels-last. Statistics and gradient sums are accumulated in float64, per thread, then combined. */
+ * channels-last. Statistics and gradient sums are accumulated in float64, per thread, then combined.
+ *
+ * Storage and compute types: x (and the input gradient written for it) is stored in STYPE, everything else
+ * (per-channel vectors, the output gradient g, the affine output) is CTYPE, the type of the arithmetic. For
+ * float32 and float64 the two are one type; for bfloat16 x is read as float32 (exactly) and the input gradient
+ * rounded once to bfloat16, so a bfloat16 tensor gives the float32 results of its float32 copy, without the
+ * copy. LD reads one STYPE value as CTYPE, ST writes one CTYPE value as STYPE. */
+
+#define LD_ID(v) (v)
+#define LD_BF(v) bf16_load(v)
+#define ST_ID(v) (v)
+#define ST_BF(v) bf16_store(v)
 
 typedef struct {
-    const void *x, *g;       /* input; gradient of the output */
-    void *y;                 /* output (affine, grad_input) */
-    const void *mean, *w, *b, *k, *c0, *cx; /* per-channel vectors in the tensor's dtype (b may be NULL) */
+    const void *x, *g;       /* input (STYPE); gradient of the output (CTYPE) */
+    void *y;                 /* output: affine (CTYPE), grad_input (STYPE) */
+    const void *mean, *w, *b, *k, *c0, *cx; /* per-channel vectors (CTYPE; b may be NULL) */
     double *acc;             /* per-part accumulators: parts x 2C */
     int64_t C, inner;
     int pass;                /* stats: 0 sums x, 1 sums (x - mean)^2 */
 } bn_args;
 
-#define BN_KERNELS(SUF, TYPE)                                                                              \
+#define BN_KERNELS(SUF, STYPE, CTYPE, LD, ST)                                                              \
     /* pass 0: acc[c] += x; pass 1: acc[C + c] += (x - mean[c])^2 */                                       \
     static void bn_stats_##SUF(const void *p, int64_t lo, int64_t hi, int part) {                          \
         const bn_args *a = (const bn_args *)p;                                                             \
-        const TYPE *x = (const TYPE *)a->x, *mean = (const TYPE *)a->mean;                                 \
+        const STYPE *x = (const STYPE *)a->x;                                                              \
+        const CTYPE *mean = (const CTYPE *)a->mean;                                                        \
         const int64_t C = a->C, S = a->inner;                                                              \
         double *acc = a->acc + (int64_t)part * 2 * C + (a->pass ? C : 0);                                  \
         for (int64_t r = lo; r < hi; r++) {                                                                \
-            const TYPE *row = x + r * C * S;                                                               \
+            const STYPE *row = x + r * C * S;                                                              \
             if (S == 1) {                                                                                  \
                 if (a->pass == 0)                                                                          \
-                    for (int64_t c = 0; c < C; c++) acc[c] += (double)row[c];                              \
+                    for (int64_t c = 0; c < C; c++) acc[c] += (double)LD(row[c]);                          \
                 else                                                                                       \
                     for (int64_t c = 0; c < C; c++) {                                                      \
-                        const double d = (double)row[c] - (double)mean[c];                                 \
+                        const double d = (double)LD(row[c]) - (double)mean[c];                             \
                         acc[c] += d * d;                                                                   \
                     }                                                                                      \
                 continue;                                                                                  \
             }                                                                                              \
             for (int64_t c = 0; c < C; c++) {                                                              \
-                const TYPE *v = row + c * S;                                                               \
+                const STYPE *v = row + c * S;                                                              \
                 double total = 0.0;                                                                        \
                 if (a->pass == 0) {                                                                        \
                     _Pragma("omp simd reduction(+ : total)")                                               \
-                    for (int64_t s = 0; s < S; s++) total += (double)v[s];                                 \
+                    for (int64_t s = 0; s < S; s++) total += (double)LD(v[s]);                             \
                 } else {                                                                                   \
                     const double m = (double)mean[c];                                                      \
                     _Pragma("omp simd reduction(+ : total)")                                               \
                     for (int64_t s = 0; s < S; s++) {                                                      \
-                        const double d = (double)v[s] - m;                                                 \
+                        const double d = (double)LD(v[s]) - m;                                             \
                         total += d * d;                                                                    \
                     }                                                                                      \
                 }                                                                                          \
@@ -344,27 +356,30 @@ typedef struct {
     /* acc[c] += g, acc[C + c] += g * (x - mean[c]) */                                                     \
     static void bn_grad_sums_##SUF(const void *p, int64_t lo, int64_t hi, int part) {                      \
         const bn_args *a = (const bn_args *)p;                                                             \
-        const TYPE *x = (const TYPE *)a->x, *g = (const TYPE *)a->g, *mean = (const TYPE *)a->mean;        \
+        const STYPE *x = (const STYPE *)a->x;                                                              \
+        const CTYPE *g = (const CTYPE *)a->g, *mean = (const CTYPE *)a->mean;                              \
         const int64_t C = a->C, S = a->inner;                                                              \
         double *sg = a->acc + (int64_t)part * 2 * C, *sgx = sg + C;                                        \
         for (int64_t r = lo; r < hi; r++) {                                                                \
-            const TYPE *xr = x + r * C * S, *gr = g + r * C * S;                                           \
+            const STYPE *xr = x + r * C * S;                                                               \
+            const CTYPE *gr = g + r * C * S;                                                               \
             if (S == 1) {                                                                                  \
                 for (int64_t c = 0; c < C; c++) {                                                          \
                     sg[c] += (double)gr[c];                                                                \
-                    sgx[c] += (double)gr[c] * ((double)xr[c] - (double)mean[c]);                           \
+                    sgx[c] += (double)gr[c] * ((double)LD(xr[c]) - (double)mean[c]);                       \
                 }                                                                                          \
                 continue;                                                                                  \
             }                                                                                              \
             for (int64_t c = 0; c < C; c++) {                                                              \
-                const TYPE *xv = xr + c * S, *gv = gr + c * S;                                             \
+                const STYPE *xv = xr + c * S;                                                              \
+                const CTYPE *gv = gr + c * S;                                                              \
                 const double m = (double)mean[c];                                                          \
                 double t0 = 0.0, t1 = 0.0;                                                                 \
                 _Pragma("omp simd reduction(+ : t0, t1)")                                                  \
                 for (int64_t s = 0; s < S; s++) {                                                          \
                     const double gg = (double)gv[s];                                                       \
                     t0 += gg;                                                                              \
-                    t1 += gg * ((double)xv[s] - m);                                                        \
+                    t1 += gg * ((double)LD(xv[s]) - m);                                                    \
                 }                                                                                          \
                 sg[c] += t0;                                                                               \
                 sgx[c] += t1;                                                                              \
@@ -375,57 +390,59 @@ typedef struct {
     /* y = (x - mean[c]) * w[c] + b[c], each operation rounded (the recomputation repeats it exactly) */   \
     static void bn_affine_##SUF(const void *p, int64_t lo, int64_t hi, int part) {                         \
         const bn_args *a = (const bn_args *)p;                                                             \
-        const TYPE *x = (const TYPE *)a->x, *mean = (const TYPE *)a->mean, *w = (const TYPE *)a->w;        \
-        const TYPE *bias = (const TYPE *)a->b;                                                             \
-        TYPE *y = (TYPE *)a->y;                                                                            \
+        const STYPE *x = (const STYPE *)a->x;                                                              \
+        const CTYPE *mean = (const CTYPE *)a->mean, *w = (const CTYPE *)a->w, *bias = (const CTYPE *)a->b; \
+        CTYPE *y = (CTYPE *)a->y;                                                                          \
         const int64_t C = a->C, S = a->inner;                                                              \
         for (int64_t r = lo; r < hi; r++) {                                                                \
-            const TYPE *xr = x + r * C * S;                                                                \
-            TYPE *yr = y + r * C * S;                                                                      \
+            const STYPE *xr = x + r * C * S;                                                               \
+            CTYPE *yr = y + r * C * S;                                                                     \
             if (S == 1) {                                                                                  \
                 if (bias)                                                                                  \
-                    for (int64_t c = 0; c < C; c++) yr[c] = (xr[c] - mean[c]) * w[c] + bias[c];            \
+                    for (int64_t c = 0; c < C; c++) yr[c] = (LD(xr[c]) - mean[c]) * w[c] + bias[c];        \
                 else                                                                                       \
-                    for (int64_t c = 0; c < C; c++) yr[c] = (xr[c] - mean[c]) * w[c];                      \
+                    for (int64_t c = 0; c < C; c++) yr[c] = (LD(xr[c]) - mean[c]) * w[c];                  \
                 continue;                                                                                  \
             }                                                                                              \
             for (int64_t c = 0; c < C; c++) {                                                              \
-                const TYPE m = mean[c], wc = w[c], bc = bias ? bias[c] : (TYPE)0;                          \
-                const TYPE *xv = xr + c * S;                                                               \
-                TYPE *yv = yr + c * S;                                                                     \
+                const CTYPE m = mean[c], wc = w[c], bc = bias ? bias[c] : (CTYPE)0;                        \
+                const STYPE *xv = xr + c * S;                                                              \
+                CTYPE *yv = yr + c * S;                                                                    \
                 if (bias)                                                                                  \
-                    for (int64_t s = 0; s < S; s++) yv[s] = (xv[s] - m) * wc + bc;                         \
+                    for (int64_t s = 0; s < S; s++) yv[s] = (LD(xv[s]) - m) * wc + bc;                     \
                 else                                                                                       \
-                    for (int64_t s = 0; s < S; s++) yv[s] = (xv[s] - m) * wc;                              \
+                    for (int64_t s = 0; s < S; s++) yv[s] = (LD(xv[s]) - m) * wc;                          \
             }                                                                                              \
         }                                                                                                  \
     }                                                                                                      \
                                                                                                            \
-    /* dL/dx = (g * k[c] + c0[c]) + (x - mean[c]) * cx[c] */                                               \
+    /* dL/dx = (g * k[c] + c0[c]) + (x - mean[c]) * cx[c], rounded once to STYPE */                        \
     static void bn_grad_input_##SUF(const void *p, int64_t lo, int64_t hi, int part) {                     \
         const bn_args *a = (const bn_args *)p;                                                             \
-        const TYPE *x = (const TYPE *)a->x, *g = (const TYPE *)a->g, *mean = (const TYPE *)a->mean;        \
-        const TYPE *k = (const TYPE *)a->k, *c0 = (const TYPE *)a->c0, *cx = (const TYPE *)a->cx;          \
-        TYPE *out = (TYPE *)a->y;                                                                          \
+        const STYPE *x = (const STYPE *)a->x;                                                              \
+        const CTYPE *g = (const CTYPE *)a->g, *mean = (const CTYPE *)a->mean;                              \
+        const CTYPE *k = (const CTYPE *)a->k, *c0 = (const CTYPE *)a->c0, *cx = (const CTYPE *)a->cx;      \
+        STYPE *out = (STYPE *)a->y;                                                                        \
         const int64_t C = a->C, S = a->inner;                                                              \
         for (int64_t r = lo; r < hi; r++) {                                                                \
             const int64_t o = r * C * S;                                                                   \
             if (S == 1) {                                                                                  \
                 for (int64_t c = 0; c < C; c++)                                                            \
-                    out[o + c] = (g[o + c] * k[c] + c0[c]) + (x[o + c] - mean[c]) * cx[c];                 \
+                    out[o + c] = ST((g[o + c] * k[c] + c0[c]) + (LD(x[o + c]) - mean[c]) * cx[c]);         \
                 continue;                                                                                  \
             }                                                                                              \
             for (int64_t c = 0; c < C; c++) {                                                              \
-                const TYPE m = mean[c], kc = k[c], c0c = c0[c], cxc = cx[c];                               \
+                const CTYPE m = mean[c], kc = k[c], c0c = c0[c], cxc = cx[c];                              \
                 const int64_t oc = o + c * S;                                                              \
                 for (int64_t s = 0; s < S; s++)                                                            \
-                    out[oc + s] = (g[oc + s] * kc + c0c) + (x[oc + s] - m) * cxc;                          \
+                    out[oc + s] = ST((g[oc + s] * kc + c0c) + (LD(x[oc + s]) - m) * cxc);                  \
             }                                                                                              \
         }                                                                                                  \
     }
 
-BN_KERNELS(f32, float)
-BN_KERNELS(f64, double)
+BN_KERNELS(f32, float, float, LD_ID, ST_ID)
+BN_KERNELS(f64, double, double, LD_ID, ST_ID)
+BN_KERNELS(bf16, uint16_t, float, LD_BF, ST_BF)
 
 static int64_t combine(const double *acc, int parts, int64_t C, double *out) { /* out[2C] = sum over parts */
     for (int64_t c = 0; c < 2 * C; c++) {
@@ -437,9 +454,18 @@ static int64_t combine(const double *acc, int parts, int64_t C, double *out) { /
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
-/* LIF backward pass fed by a tdBN (the lean path): recompute y = (z - mean) * w + b and u from y, walk BPTT
- * back in time, and accumulate the tdBN backward's per-channel sums of dL/dy and dL/dy * (z - mean), in one
- * pass over z and dL/do. Element n of a step belongs to channel (n / cdiv) % C. */
+/* The units: a LIF fed by tdBN (the lean training path), over z in the [T, M] time-major view.
+ *
+ *   mode 0: y = bn_a(za)                 (conv -> tdBN -> LIF)
+ *   mode 1: y = bn_a(za) + zb            (the junction with an unnormalized identity shortcut)
+ *   mode 2: y = bn_a(za) + bn_b(zb)      (the junction of Fig. 5b)
+ *
+ * with bn(z) = (z - mean) * w + b per channel (b optional), each operation rounded in CTYPE like bn_affine and
+ * the torch additions, so that no [T, M] tensor of y or u is written. Forward: the LIF recursion (Eq. 1-3) over
+ * each block of neurons, spikes written in STYPE. Backward: recompute y and u per block (the same operations,
+ * so the same u bit for bit), walk BPTT back in time (Eq. 14-15, 18), write dL/dy (CTYPE) and optionally
+ * accumulate the tdBN backward's per-channel sums of dL/dy and dL/dy * (z - mean) (mode 0 only).
+ * Element n of a step belongs to channel (n / cdiv) % C. */
 
 #define SUM_FN(SUF, TYPE) /* sum of a short run, in lanes (the compiler may not reorder a plain sum) */   \
     static inline double sum_##SUF(const TYPE *v, int64_t n) {                                             \
@@ -452,87 +478,152 @@ SUM_FN(f32, float)
 SUM_FN(f64, double)
 
 typedef struct {
-    const void *gs, *z, *mean, *w, *b;
-    void *gy;
-    double *acc; /* parts x 2C */
-    void *ubuf;  /* parts x T x BLK membrane potentials */
+    const void *gs, *za, *zb;                 /* dL/do (backward; STYPE), the two inputs (STYPE; zb mode 1-2) */
+    const void *mean_a, *w_a, *b_a, *mean_b, *w_b, *b_b; /* per-channel vectors (CTYPE; b_* may be NULL) */
+    void *out;                                /* forward: spikes (STYPE); backward: dL/dy (CTYPE) */
+    double *acc;                              /* parts x 2C, or NULL: no sums */
+    void *ubuf;                               /* parts x T x BLK membrane potentials (backward) */
     int64_t T, M, C, cdiv;
     double tau, v_th, width;
-} lbn_args;
+    int mode;
+} unit_args;
 
-#define LIF_BACKWARD_BN(SUF, KIND, TYPE, SG, FMA)                                                          \
-    static void lif_backward_bn_##SUF##_##KIND(const void *p, int64_t lo, int64_t hi, int part) {          \
-        const lbn_args *a = (const lbn_args *)p;                                                           \
-        const TYPE *gs = (const TYPE *)a->gs, *z = (const TYPE *)a->z, *mean = (const TYPE *)a->mean;      \
-        const TYPE *w = (const TYPE *)a->w, *bias = (const TYPE *)a->b;                                    \
-        TYPE *gy = (TYPE *)a->gy;                                                                          \
-        const int64_t T = a->T, M = a->M, C = a->C, cdiv = a->cdiv;                                        \
-        const TYPE tau = (TYPE)a->tau, neg_tau = (TYPE)(-a->tau), v_th = (TYPE)a->v_th;                   \
-        const TYPE width = (TYPE)a->width, half = (TYPE)(0.5 * a->width), inv = (TYPE)(1.0 / a->width);   \
-        double *sg_acc = a->acc + (int64_t)part * 2 * C, *sgx_acc = sg_acc + C;                            \
-        TYPE *u = (TYPE *)a->ubuf + (int64_t)part * T * BLK; /* [T][BLK] */                                \
-        TYPE mb[BLK], wb[BLK], bb[BLK], gn[BLK], lg[BLK], lgx[BLK];                                        \
+/* the per-channel vectors of block [b, b + n), spread per element */
+#define SPREAD(CTYPE, SRC_M, SRC_W, SRC_B, DM, DW, DB)                                                     \
+    for (int64_t i = 0, c = c_first, len = cdiv - r_first; i < n; i += len, len = cdiv) {                  \
+        if (len > n - i) len = n - i;                                                                      \
+        const CTYPE mc = SRC_M[c], wc = SRC_W[c], bc = SRC_B ? SRC_B[c] : (CTYPE)0;                        \
+        for (int64_t j = i; j < i + len; j++) {                                                            \
+            DM[j] = mc;                                                                                    \
+            DW[j] = wc;                                                                                    \
+            DB[j] = bc;                                                                                    \
+        }                                                                                                  \
+        if (++c == C) c = 0;                                                                               \
+    }
+
+/* y[0:n] of step t (offset o = t * M + b): the tdBN output(s) and their sum, operation by operation */
+#define UNIT_Y(STYPE, LD, y, o)                                                                      \
+    {                                                                                                      \
+        const STYPE *restrict zat = za + (o);                                                              \
+        if (ba)                                                                                            \
+            for (int64_t i = 0; i < n; i++) y[i] = (LD(zat[i]) - ma[i]) * wa[i] + bav[i];                 \
+        else                                                                                               \
+            for (int64_t i = 0; i < n; i++) y[i] = (LD(zat[i]) - ma[i]) * wa[i];                          \
+        if (mode == 1) {                                                                                   \
+            const STYPE *restrict zbt = zb + (o);                                                          \
+            for (int64_t i = 0; i < n; i++) y[i] = y[i] + LD(zbt[i]);                                      \
+        } else if (mode == 2) {                                                                            \
+            const STYPE *restrict zbt = zb + (o);                                                          \
+            if (bb)                                                                                        \
+                for (int64_t i = 0; i < n; i++) y[i] = y[i] + ((LD(zbt[i]) - mb[i]) * wbv[i] + bbv[i]);   \
+            else                                                                                           \
+                for (int64_t i = 0; i < n; i++) y[i] = y[i] + (LD(zbt[i]) - mb[i]) * wbv[i];              \
+        }                                                                                                  \
+    }
+
+#define UNIT_PROLOGUE(STYPE, CTYPE)                                                                        \
+    const unit_args *a = (const unit_args *)p;                                                             \
+    const STYPE *za = (const STYPE *)a->za, *zb = (const STYPE *)a->zb;                                    \
+    const CTYPE *ma_c = (const CTYPE *)a->mean_a, *wa_c = (const CTYPE *)a->w_a, *ba = (const CTYPE *)a->b_a; \
+    const CTYPE *mb_c = (const CTYPE *)a->mean_b, *wb_c = (const CTYPE *)a->w_b, *bb = (const CTYPE *)a->b_b; \
+    const int64_t T = a->T, M = a->M, C = a->C, cdiv = a->cdiv;                                            \
+    const int mode = a->mode;                                                                              \
+    const CTYPE tau = (CTYPE)a->tau, v_th = (CTYPE)a->v_th;                                                \
+    CTYPE ma[BLK], wa[BLK], bav[BLK], mb[BLK], wbv[BLK], bbv[BLK];
+
+#define UNIT_SPREAD(CTYPE)                                                                                 \
+    const int64_t c_first = (b / cdiv) % C, r_first = b % cdiv;                                            \
+    SPREAD(CTYPE, ma_c, wa_c, ba, ma, wa, bav)                                                             \
+    if (mode == 2) SPREAD(CTYPE, mb_c, wb_c, bb, mb, wbv, bbv)
+
+#define UNIT_FORWARD(SUF, STYPE, CTYPE, LD, ONE)                                                       \
+    static void unit_forward_##SUF(const void *p, int64_t lo, int64_t hi, int part) {                      \
+        UNIT_PROLOGUE(STYPE, CTYPE)                                                                        \
+        STYPE *s = (STYPE *)a->out;                                                                        \
+        CTYPE st[BLK], y[BLK];                                                                             \
         for (int64_t b = lo; b < hi; b += BLK) {                                                           \
             const int64_t n = hi - b < BLK ? hi - b : BLK;                                                 \
-            prefetch_block(z, b + BLK, hi, T, M, sizeof(TYPE));                                            \
-            prefetch_block(gs, b + BLK, hi, T, M, sizeof(TYPE));                                           \
-            /* element b + i belongs to channel ((b + i) / cdiv) % C: runs of equal channels */            \
-            const int64_t c_first = (b / cdiv) % C, r_first = b % cdiv;                                    \
-            for (int64_t i = 0, c = c_first, len = cdiv - r_first; i < n; i += len, len = cdiv) {          \
-                if (len > n - i) len = n - i;                                                              \
-                const TYPE mc = mean[c], wc = w[c], bc = bias ? bias[c] : (TYPE)0;                         \
-                for (int64_t j = i; j < i + len; j++) {                                                    \
-                    mb[j] = mc;                                                                            \
-                    wb[j] = wc;                                                                            \
-                    bb[j] = bc;                                                                            \
+            UNIT_SPREAD(CTYPE)                                                                             \
+            for (int64_t t = 0; t < T; t++) {                                                              \
+                const int64_t o = t * M + b;                                                               \
+                UNIT_Y(STYPE, LD, y, o)                                                                             \
+                if (t == 0) {                                                                              \
+                    for (int64_t i = 0; i < n; i++) st[i] = y[i];                                          \
+                } else {                                                                                   \
+                    for (int64_t i = 0; i < n; i++) {                                                      \
+                        const CTYPE keep = st[i] <= v_th ? (CTYPE)1 : (CTYPE)0; /* 1 - o[t-1] */          \
+                        st[i] = y[i] + (tau * st[i]) * keep;                                               \
+                    }                                                                                      \
                 }                                                                                          \
-                if (++c == C) c = 0;                                                                       \
+                STYPE *restrict so = s + o;                                                                \
+                for (int64_t i = 0; i < n; i++) so[i] = st[i] > v_th ? (STYPE)(ONE) : (STYPE)0;            \
             }                                                                                              \
+        }                                                                                                  \
+    }
+
+#define UNIT_BACKWARD(SUF, KIND, STYPE, CTYPE, LD, SG, FMA, SUM)                                           \
+    static void unit_backward_##SUF##_##KIND(const void *p, int64_t lo, int64_t hi, int part) {            \
+        UNIT_PROLOGUE(STYPE, CTYPE)                                                                        \
+        const STYPE *gs = (const STYPE *)a->gs;                                                            \
+        CTYPE *gy = (CTYPE *)a->out;                                                                       \
+        const CTYPE neg_tau = (CTYPE)(-a->tau);                                                            \
+        const CTYPE width = (CTYPE)a->width, half = (CTYPE)(0.5 * a->width), inv = (CTYPE)(1.0 / a->width); \
+        double *sg_acc = a->acc ? a->acc + (int64_t)part * 2 * C : NULL, *sgx_acc = sg_acc ? sg_acc + C : NULL; \
+        CTYPE *u = (CTYPE *)a->ubuf + (int64_t)part * T * BLK; /* [T][BLK] */                              \
+        CTYPE gn[BLK], lg[BLK], lgx[BLK];                                                                  \
+        for (int64_t b = lo; b < hi; b += BLK) {                                                           \
+            const int64_t n = hi - b < BLK ? hi - b : BLK;                                                 \
+            prefetch_block(za, b + BLK, hi, T, M, sizeof(STYPE));                                          \
+            prefetch_block(gs, b + BLK, hi, T, M, sizeof(STYPE));                                          \
+            UNIT_SPREAD(CTYPE)                                                                             \
             /* forward: y, then u (Eq. 1-2), with the forward pass's operations */                         \
             for (int64_t t = 0; t < T; t++) {                                                              \
-                const TYPE *restrict zt = z + t * M + b;                                                   \
-                TYPE *restrict ut = u + t * BLK;                                                           \
-                if (bias)                                                                                  \
-                    for (int64_t i = 0; i < n; i++) ut[i] = (zt[i] - mb[i]) * wb[i] + bb[i];               \
-                else                                                                                       \
-                    for (int64_t i = 0; i < n; i++) ut[i] = (zt[i] - mb[i]) * wb[i];                       \
+                CTYPE *restrict ut = u + t * BLK;                                                          \
+                UNIT_Y(STYPE, LD, ut, t * M + b)                                                                      \
                 if (t > 0) {                                                                               \
-                    const TYPE *restrict prev = u + (t - 1) * BLK;                                         \
+                    const CTYPE *restrict prev = u + (t - 1) * BLK;                                        \
                     for (int64_t i = 0; i < n; i++) {                                                      \
-                        const TYPE keep = prev[i] <= v_th ? (TYPE)1 : (TYPE)0;                             \
+                        const CTYPE keep = prev[i] <= v_th ? (CTYPE)1 : (CTYPE)0;                          \
                         ut[i] = ut[i] + (tau * prev[i]) * keep;                                            \
                     }                                                                                      \
                 }                                                                                          \
             }                                                                                              \
             /* backward: Eq. 14-15, 18; per-neuron sums over time of dL/dy and dL/dy * (z - mean) */      \
-            {                                                                                              \
-                const int64_t o = (T - 1) * M + b;                                                         \
-                const TYPE *restrict ut = u + (T - 1) * BLK, *restrict gt = gs + o, *restrict zt = z + o;  \
-                TYPE *restrict out = gy + o;                                                               \
-                for (int64_t i = 0; i < n; i++) {                                                          \
-                    const TYPE g = gt[i] * SG(ut[i] - v_th, width, half, inv, KIND);                       \
-                    gn[i] = g;                                                                             \
-                    out[i] = g;                                                                            \
-                    lg[i] = g;                                                                             \
-                    lgx[i] = g * (zt[i] - mb[i]);                                                          \
-                }                                                                                          \
-            }                                                                                              \
-            for (int64_t t = T - 2; t >= 0; t--) {                                                         \
+            for (int64_t t = T - 1; t >= 0; t--) {                                                         \
                 const int64_t o = t * M + b;                                                               \
-                const TYPE *restrict ut = u + t * BLK, *restrict gt = gs + o, *restrict zt = z + o;        \
-                TYPE *restrict out = gy + o;                                                               \
-                for (int64_t i = 0; i < n; i++) {                                                          \
-                    const TYPE v = ut[i];                                                                  \
-                    const TYPE sg = SG(v - v_th, width, half, inv, KIND);                                  \
-                    const TYPE go = FMA(neg_tau * v, gn[i], gt[i]) * sg;                                   \
-                    const TYPE keep = v <= v_th ? (TYPE)1 : (TYPE)0;                                       \
-                    const TYPE g = FMA(tau * keep, gn[i], go);                                             \
-                    gn[i] = g;                                                                             \
-                    out[i] = g;                                                                            \
-                    lg[i] += g;                                                                            \
-                    lgx[i] += g * (zt[i] - mb[i]);                                                         \
+                const CTYPE *restrict ut = u + t * BLK;                                                    \
+                const STYPE *restrict gt = gs + o, *restrict zt = za + o;                                  \
+                CTYPE *restrict out = gy + o;                                                              \
+                if (t == T - 1) {                                                                          \
+                    for (int64_t i = 0; i < n; i++) {                                                      \
+                        const CTYPE g = LD(gt[i]) * SG(ut[i] - v_th, width, half, inv, KIND);              \
+                        gn[i] = g;                                                                         \
+                        out[i] = g;                                                                        \
+                    }                                                                                      \
+                } else {                                                                                   \
+                    for (int64_t i = 0; i < n; i++) {                                                      \
+                        const CTYPE v = ut[i];                                                             \
+                        const CTYPE sg = SG(v - v_th, width, half, inv, KIND);                             \
+                        const CTYPE go = FMA(neg_tau * v, gn[i], LD(gt[i])) * sg;                          \
+                        const CTYPE keep = v <= v_th ? (CTYPE)1 : (CTYPE)0;                                \
+                        const CTYPE g = FMA(tau * keep, gn[i], go);                                        \
+                        gn[i] = g;                                                                         \
+                        out[i] = g;                                                                        \
+                    }                                                                                      \
                 }                                                                                          \
+                if (!sg_acc) continue;                                                                     \
+                if (t == T - 1)                                                                            \
+                    for (int64_t i = 0; i < n; i++) {                                                      \
+                        lg[i] = gn[i];                                                                     \
+                        lgx[i] = gn[i] * (LD(zt[i]) - ma[i]);                                              \
+                    }                                                                                      \
+                else                                                                                       \
+                    for (int64_t i = 0; i < n; i++) {                                                      \
+                        lg[i] += gn[i];                                                                    \
+                        lgx[i] += gn[i] * (LD(zt[i]) - ma[i]);                                             \
+                    }                                                                                      \
             }                                                                                              \
+            if (!sg_acc) continue;                                                                         \
             if (cdiv == 1) { /* channels-last: neighbours belong to different channels, add one by one */  \
                 for (int64_t i = 0, c = c_first; i < n; i++) {                                             \
                     sg_acc[c] += (double)lg[i];                                                            \
@@ -542,22 +633,29 @@ typedef struct {
             } else {                                                                                       \
                 for (int64_t i = 0, c = c_first, len = cdiv - r_first; i < n; i += len, len = cdiv) {      \
                     if (len > n - i) len = n - i;                                                          \
-                    sg_acc[c] += sum_##SUF(lg + i, len);                                                   \
-                    sgx_acc[c] += sum_##SUF(lgx + i, len);                                                 \
+                    sg_acc[c] += SUM(lg + i, len);                                                         \
+                    sgx_acc[c] += SUM(lgx + i, len);                                                       \
                     if (++c == C) c = 0;                                                                   \
                 }                                                                                          \
             }                                                                                              \
         }                                                                                                  \
     }
 
-LIF_BACKWARD_BN(f32, 0, float, surrogate_f32, fmaf)
-LIF_BACKWARD_BN(f32, 1, float, surrogate_f32, fmaf)
-LIF_BACKWARD_BN(f32, 2, float, surrogate_f32, fmaf)
-LIF_BACKWARD_BN(f32, 3, float, surrogate_f32, fmaf)
-LIF_BACKWARD_BN(f64, 0, double, surrogate_f64, fma)
-LIF_BACKWARD_BN(f64, 1, double, surrogate_f64, fma)
-LIF_BACKWARD_BN(f64, 2, double, surrogate_f64, fma)
-LIF_BACKWARD_BN(f64, 3, double, surrogate_f64, fma)
+UNIT_FORWARD(f32, float, float, LD_ID, 1.0f)
+UNIT_BACKWARD(f32, 0, float, float, LD_ID, surrogate_f32, fmaf, sum_f32)
+UNIT_BACKWARD(f32, 1, float, float, LD_ID, surrogate_f32, fmaf, sum_f32)
+UNIT_BACKWARD(f32, 2, float, float, LD_ID, surrogate_f32, fmaf, sum_f32)
+UNIT_BACKWARD(f32, 3, float, float, LD_ID, surrogate_f32, fmaf, sum_f32)
+UNIT_FORWARD(f64, double, double, LD_ID, 1.0)
+UNIT_BACKWARD(f64, 0, double, double, LD_ID, surrogate_f64, fma, sum_f64)
+UNIT_BACKWARD(f64, 1, double, double, LD_ID, surrogate_f64, fma, sum_f64)
+UNIT_BACKWARD(f64, 2, double, double, LD_ID, surrogate_f64, fma, sum_f64)
+UNIT_BACKWARD(f64, 3, double, double, LD_ID, surrogate_f64, fma, sum_f64)
+UNIT_FORWARD(bf16, uint16_t, float, LD_BF, 0x3f80u)
+UNIT_BACKWARD(bf16, 0, uint16_t, float, LD_BF, surrogate_f32, fmaf, sum_f32)
+UNIT_BACKWARD(bf16, 1, uint16_t, float, LD_BF, surrogate_f32, fmaf, sum_f32)
+UNIT_BACKWARD(bf16, 2, uint16_t, float, LD_BF, surrogate_f32, fmaf, sum_f32)
+UNIT_BACKWARD(bf16, 3, uint16_t, float, LD_BF, surrogate_f32, fmaf, sum_f32)
 
 /* ---------------------------------------------------------------------------------------------------- */
 /* entry points */
@@ -584,12 +682,12 @@ int tdbn_lif_backward(int dtype, const void *grad_spikes, const void *u, void *g
     return 0;
 }
 
-/* per-channel mean (into `mean`, in the tensor's dtype) and biased variance around that rounded mean (into
+/* per-channel mean (into `mean`, in the compute dtype) and biased variance around that rounded mean (into
  * `var`, float64) of x [outer, C, inner] (Eq. 6-7); `scratch` holds 2C doubles per thread */
 int tdbn_bn_stats(int dtype, const void *x, int64_t outer, int64_t C, int64_t inner, void *mean, double *var,
                   double *scratch, int nthreads) {
-    static const range_fn fns[2] = {bn_stats_f32, bn_stats_f64};
-    if (dtype < 0 || dtype > 1) return -1;
+    static const range_fn fns[3] = {bn_stats_f32, bn_stats_f64, bn_stats_bf16};
+    if (dtype < 0 || dtype > 2) return -1;
     const double n = (double)outer * (double)inner;
     const int parts = plan(outer, 1, C * inner, nthreads);
     bn_args a = {x, NULL, NULL, mean, NULL, NULL, NULL, NULL, NULL, scratch, C, inner, 0};
@@ -601,8 +699,8 @@ int tdbn_bn_stats(int dtype, const void *x, int64_t outer, int64_t C, int64_t in
             double t = 0.0;
             for (int i = 0; i < parts; i++) t += scratch[(int64_t)i * 2 * C + pass * C + c];
             if (pass == 1) var[c] = t / n;
-            else if (dtype == 0) ((float *)mean)[c] = (float)(t / n);
-            else ((double *)mean)[c] = t / n;
+            else if (dtype == 1) ((double *)mean)[c] = t / n;
+            else ((float *)mean)[c] = (float)(t / n);
         }
     }
     return 0;
@@ -611,8 +709,8 @@ int tdbn_bn_stats(int dtype, const void *x, int64_t outer, int64_t C, int64_t in
 /* per-channel sums of g and of g * (x - mean) for the tdBN backward pass: out[0:C], out[C:2C] */
 int tdbn_bn_grad_sums(int dtype, const void *g, const void *x, const void *mean, int64_t outer, int64_t C,
                       int64_t inner, double *out, double *scratch, int nthreads) {
-    static const range_fn fns[2] = {bn_grad_sums_f32, bn_grad_sums_f64};
-    if (dtype < 0 || dtype > 1) return -1;
+    static const range_fn fns[3] = {bn_grad_sums_f32, bn_grad_sums_f64, bn_grad_sums_bf16};
+    if (dtype < 0 || dtype > 2) return -1;
     const int parts = plan(outer, 1, C * inner, nthreads);
     bn_args a = {x, g, NULL, mean, NULL, NULL, NULL, NULL, NULL, scratch, C, inner, 0};
     memset(scratch, 0, sizeof(double) * 2 * C * parts);
@@ -623,8 +721,8 @@ int tdbn_bn_grad_sums(int dtype, const void *g, const void *x, const void *mean,
 
 int tdbn_bn_affine(int dtype, const void *x, void *y, const void *mean, const void *w, const void *b, int64_t outer,
                    int64_t C, int64_t inner, int nthreads) {
-    static const range_fn fns[2] = {bn_affine_f32, bn_affine_f64};
-    if (dtype < 0 || dtype > 1) return -1;
+    static const range_fn fns[3] = {bn_affine_f32, bn_affine_f64, bn_affine_bf16};
+    if (dtype < 0 || dtype > 2) return -1;
     bn_args a = {x, NULL, y, mean, w, b, NULL, NULL, NULL, NULL, C, inner, 0};
     parallel(fns[dtype], &a, outer, 1, plan(outer, 1, C * inner, nthreads));
     return 0;
@@ -632,35 +730,47 @@ int tdbn_bn_affine(int dtype, const void *x, void *y, const void *mean, const vo
 
 int tdbn_bn_grad_input(int dtype, const void *g, const void *x, void *grad_x, const void *mean, const void *k,
                        const void *c0, const void *cx, int64_t outer, int64_t C, int64_t inner, int nthreads) {
-    static const range_fn fns[2] = {bn_grad_input_f32, bn_grad_input_f64};
-    if (dtype < 0 || dtype > 1) return -1;
+    static const range_fn fns[3] = {bn_grad_input_f32, bn_grad_input_f64, bn_grad_input_bf16};
+    if (dtype < 0 || dtype > 2) return -1;
     bn_args a = {x, g, grad_x, mean, NULL, NULL, k, c0, cx, NULL, C, inner, 0};
     parallel(fns[dtype], &a, outer, 1, plan(outer, 1, C * inner, nthreads));
     return 0;
 }
 
-/* dL/dy of a LIF whose input y is the tdBN output (z - mean) * w + b, into grad_y, and the tdBN backward's
- * per-channel sums of dL/dy and dL/dy * (z - mean) into out[0:C], out[C:2C] */
-int tdbn_lif_backward_bn(int dtype, const void *grad_spikes, const void *z, void *grad_y, const void *mean,
-                         const void *w, const void *b, int64_t T, int64_t M, int64_t C, int64_t cdiv, double tau,
-                         double v_th, double width, int surrogate, double *out, double *scratch, int nthreads) {
-    static const range_fn fns[2][4] = {
-        {lif_backward_bn_f32_0, lif_backward_bn_f32_1, lif_backward_bn_f32_2, lif_backward_bn_f32_3},
-        {lif_backward_bn_f64_0, lif_backward_bn_f64_1, lif_backward_bn_f64_2, lif_backward_bn_f64_3},
+/* spikes (in the storage dtype) of a unit: LIF(y) for y of `mode` (see the units above) */
+int tdbn_unit_forward(int dtype, int mode, const void *za, const void *zb, const void *mean_a, const void *w_a,
+                      const void *b_a, const void *mean_b, const void *w_b, const void *b_b, void *spikes, int64_t T,
+                      int64_t M, int64_t C, int64_t cdiv, double tau, double v_th, int nthreads) {
+    static const range_fn fns[3] = {unit_forward_f32, unit_forward_f64, unit_forward_bf16};
+    if (dtype < 0 || dtype > 2 || mode < 0 || mode > 2) return -1;
+    unit_args a = {NULL, za, zb, mean_a, w_a, b_a, mean_b, w_b, b_b, spikes, NULL, NULL, T, M, C, cdiv, tau, v_th,
+                   1.0, mode};
+    parallel(fns[dtype], &a, M, BLK, plan(M, BLK, T, nthreads));
+    return 0;
+}
+
+/* dL/dy (compute dtype) of a unit's LIF into grad_y; with `out` (2C doubles, mode 0), the tdBN backward's
+ * per-channel sums of dL/dy and dL/dy * (za - mean_a) into out[0:C], out[C:2C] */
+int tdbn_unit_backward(int dtype, int mode, const void *grad_spikes, const void *za, const void *zb,
+                       const void *mean_a, const void *w_a, const void *b_a, const void *mean_b, const void *w_b,
+                       const void *b_b, void *grad_y, int64_t T, int64_t M, int64_t C, int64_t cdiv, double tau,
+                       double v_th, double width, int surrogate, double *out, double *scratch, int nthreads) {
+    static const range_fn fns[3][4] = {
+        {unit_backward_f32_0, unit_backward_f32_1, unit_backward_f32_2, unit_backward_f32_3},
+        {unit_backward_f64_0, unit_backward_f64_1, unit_backward_f64_2, unit_backward_f64_3},
+        {unit_backward_bf16_0, unit_backward_bf16_1, unit_backward_bf16_2, unit_backward_bf16_3},
     };
-    if (dtype < 0 || dtype > 1 || surrogate < 0 || surrogate > 3) return -1;
+    if (dtype < 0 || dtype > 2 || mode < 0 || mode > 2 || surrogate < 0 || surrogate > 3) return -1;
+    if (out && mode != 0) return -1;
     const int parts = plan(M, BLK, T, nthreads);
     void *ubuf = malloc(sizeof(double) * (size_t)(parts * T * BLK));
     if (!ubuf) return -2;
-    lbn_args a = {grad_spikes, z, mean, w, b, grad_y, scratch, ubuf, T, M, C, cdiv, tau, v_th, width};
-    memset(scratch, 0, sizeof(double) * 2 * C * parts);
+    unit_args a = {grad_spikes, za, zb, mean_a, w_a, b_a, mean_b, w_b, b_b, grad_y, out ? scratch : NULL, ubuf,
+                   T, M, C, cdiv, tau, v_th, width, mode};
+    if (out) memset(scratch, 0, sizeof(double) * 2 * C * parts);
     parallel(fns[dtype][surrogate], &a, M, BLK, parts);
     free(ubuf);
-    for (int64_t c = 0; c < 2 * C; c++) {
-        double t = 0.0;
-        for (int i = 0; i < parts; i++) t += scratch[(int64_t)i * 2 * C + c];
-        out[c] = t;
-    }
+    if (out) combine(scratch, parts, C, out);
     return 0;
 }
 

@@ -44,6 +44,9 @@ Tensor = torch.Tensor
 SOURCE = Path(__file__).with_name("native.c")
 CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-fno-math-errno", "-std=c11", "-fPIC", "-shared"]
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2}
+#: The arithmetic of the tdBN and unit kernels per storage dtype: bfloat16 values are read as float32 (exactly)
+#: and computed in float32; their per-channel vectors and the output gradients they read are float32.
+COMPUTE = {torch.float32: torch.float32, torch.float64: torch.float64, torch.bfloat16: torch.float32}
 
 #: How many times each entry point of the compiled kernels ran in this process (the sentinel tests read it).
 calls: Counter[str] = Counter()
@@ -119,13 +122,12 @@ def _compile() -> ctypes.CDLL:
     lib.tdbn_bn_grad_sums.argtypes = [i32, ptr, ptr, ptr, i64, i64, i64, ptr, ptr, i32]
     lib.tdbn_bn_affine.argtypes = [i32, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i32]
     lib.tdbn_bn_grad_input.argtypes = [i32, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i32]
-    lib.tdbn_lif_backward_bn.argtypes = [
-        i32, ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, dbl, dbl, dbl, i32, ptr, ptr, i32
-    ]
+    lib.tdbn_unit_forward.argtypes = [i32, i32, *[ptr] * 9, i64, i64, i64, i64, dbl, dbl, i32]
+    lib.tdbn_unit_backward.argtypes = [i32, i32, *[ptr] * 10, i64, i64, i64, i64, dbl, dbl, dbl, i32, ptr, ptr, i32]
     lib.tdbn_pack_bits.argtypes = [i32, ptr, ptr, i64, i32]
     lib.tdbn_unpack_bits.argtypes = [i32, ptr, ptr, i64, i32]
     for fn in (lib.tdbn_pack_bits, lib.tdbn_unpack_bits, lib.tdbn_bn_stats, lib.tdbn_bn_grad_sums, lib.tdbn_bn_affine, lib.tdbn_bn_grad_input,
-               lib.tdbn_lif_backward_bn):
+               lib.tdbn_unit_forward, lib.tdbn_unit_backward):
         fn.restype = i32
     return lib
 
@@ -217,7 +219,7 @@ def _guard(what: str, ref: Tensor, *others: Tensor | None, vectors: tuple[Tensor
            channels: int = 0, repeated_input: Tensor | None = None) -> None:
     """Check dtype, device, shape and strides of every operand of a kernel call before entering C: a mismatch
     raises :class:`KernelArgumentError` naming the call and the operand, instead of reading or writing memory
-    out of bounds. ``vectors``: per-channel operands (``channels`` elements, contiguous, ``ref``'s dtype)."""
+    out of bounds. ``vectors``: per-channel operands (``channels`` elements, contiguous, in ``ref``'s compute dtype)."""
     if ref.device.type != "cpu" or ref.dtype not in DTYPES:
         raise KernelArgumentError(f"{what}: needs a CPU tensor of {sorted(map(str, DTYPES))}, got {ref.dtype} "
                                   f"on {ref.device}")
@@ -239,10 +241,10 @@ def _guard(what: str, ref: Tensor, *others: Tensor | None, vectors: tuple[Tensor
             raise KernelArgumentError(f"{what}: input ({x.dtype}, shape {tuple(x.shape)}, strides {x.stride()}) is "
                                       f"not laid out like the outputs ({ref.dtype}, strides {ref.stride()})")
     for v in vectors:
-        if v is not None and (v.numel() != channels or not v.is_contiguous() or v.dtype != ref.dtype
+        if v is not None and (v.numel() != channels or not v.is_contiguous() or v.dtype != COMPUTE[ref.dtype]
                               or v.device != ref.device):
             raise KernelArgumentError(f"{what}: per-channel operand ({v.dtype}, shape {tuple(v.shape)}) must hold "
-                                      f"{channels} contiguous {ref.dtype} values")
+                                      f"{channels} contiguous {COMPUTE[ref.dtype]} values")
 
 
 def integrate(x: Tensor, u: Tensor | None, tau: float, v_th: float, spikes: Tensor | None = None) -> None:
@@ -286,12 +288,12 @@ def bptt(grad_spikes: Tensor, u: Tensor, grad_x: Tensor, tau: float, v_th: float
 Layout = tuple[int, int, int]
 
 
-def bn_layout(x: Tensor) -> Layout | None:
-    """``(outer, C, inner)`` when the kernels can run tdBN on ``x`` [T, N, C, ...] (float32/64 on the CPU,
-    contiguous or channels-last), else None."""
+def bn_layout(x: Tensor, *, mixed: bool = False) -> Layout | None:
+    """``(outer, C, inner)`` when the kernels can run tdBN on ``x`` [T, N, C, ...] (contiguous or channels-last
+    CPU tensors of float32/64, and with ``mixed`` also bfloat16, computed in float32), else None."""
     if not _eager() or x.device.type != "cpu" or x.numel() == 0:
         return None
-    if x.dtype not in (torch.float32, torch.float64) or x.dim() < 3:
+    if x.dtype not in (COMPUTE if mixed else (torch.float32, torch.float64)) or x.dim() < 3:
         return None
     C = x.shape[2]
     if x.is_contiguous():
@@ -305,7 +307,7 @@ def bn_layout(x: Tensor) -> Layout | None:
 
 def _bn_guard(what: str, x: Tensor, layout: Layout) -> Layout:
     """The layout, after checking that it is ``x``'s (:func:`bn_layout`): anything else raises before C."""
-    if layout != bn_layout(x):
+    if layout != bn_layout(x, mixed=True):
         raise KernelArgumentError(f"{what}: layout {layout} does not describe the operand of shape "
                                   f"{tuple(x.shape)}, dtype {x.dtype} and strides {x.stride()}")
     return layout
@@ -316,19 +318,34 @@ def _check(rc: int, what: str) -> None:
         raise RuntimeError(f"{what} failed")
 
 
-def _vec(v: Tensor, like: Tensor) -> Tensor:
-    return v.to(like.dtype).contiguous()
+def _vec(v: Tensor | None, like: Tensor) -> Tensor | None:
+    """A per-channel vector in the compute dtype of ``like``."""
+    return None if v is None else v.to(COMPUTE[like.dtype]).contiguous()
+
+
+def _ptr(t: Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
 
 
 def _scratch(C: int) -> Tensor:
     return torch.empty(2 * C * max(1, min(torch.get_num_threads(), 64)), dtype=torch.float64)
 
 
+def _guard_computed(what: str, x: Tensor, *computed: Tensor) -> None:
+    """Operands in ``x``'s compute dtype (a float32 gradient of a bfloat16 tensor): ``x``'s shape and strides."""
+    for t in computed:
+        if (t.dtype != COMPUTE[x.dtype] or t.device != x.device or t.shape != x.shape
+                or t.stride() != x.stride()):
+            raise KernelArgumentError(
+                f"{what}: operand ({t.dtype}, shape {tuple(t.shape)}, strides {t.stride()}) must be "
+                f"{COMPUTE[x.dtype]} with the shape and strides of the input ({tuple(x.shape)}, {x.stride()})")
+
+
 def bn_stats(x: Tensor, layout: Layout) -> tuple[Tensor, Tensor]:
-    """Per-channel mean (``x``'s dtype) and biased variance around it (Eq. 6-7)."""
+    """Per-channel mean and biased variance around it (Eq. 6-7), both in ``x``'s compute dtype."""
     outer, C, inner = _bn_guard("tdbn_bn_stats", x, layout)
     calls["bn_stats"] += 1
-    mean = x.new_empty(C)
+    mean = torch.empty(C, dtype=COMPUTE[x.dtype])
     var = torch.empty(C, dtype=torch.float64)
     scratch = _scratch(C)  # referenced until the call returns
     rc = _lib.tdbn_bn_stats(
@@ -336,49 +353,54 @@ def bn_stats(x: Tensor, layout: Layout) -> tuple[Tensor, Tensor]:
         torch.get_num_threads(),
     )
     _check(rc, "tdbn_bn_stats")
-    return mean, var.to(x.dtype)
+    return mean, var.to(mean.dtype)
 
 
 def bn_affine(x: Tensor, mean: Tensor, w: Tensor, bias: Tensor | None, layout: Layout) -> Tensor:
-    """``(x - mean) * w + bias`` per channel, each operation rounded; a new tensor with ``x``'s strides."""
+    """``(x - mean) * w + bias`` per channel, each operation rounded; a new tensor with ``x``'s strides, in its
+    compute dtype."""
     outer, C, inner = _bn_guard("tdbn_bn_affine", x, layout)
-    y = torch.empty_like(x)
-    mean, w = _vec(mean, x), _vec(w, x)
-    b = None if bias is None else _vec(bias, x)
-    _guard("tdbn_bn_affine", x, y, vectors=(mean, w, b), channels=C)
+    y = torch.empty_like(x, dtype=COMPUTE[x.dtype])
+    mean, w, b = _vec(mean, x), _vec(w, x), _vec(bias, x)
+    _guard("tdbn_bn_affine", x, vectors=(mean, w, b), channels=C)
+    _guard_computed("tdbn_bn_affine", x, y)
     calls["bn_affine"] += 1
     rc = _lib.tdbn_bn_affine(
-        DTYPES[x.dtype], x.data_ptr(), y.data_ptr(), mean.data_ptr(), w.data_ptr(), 0 if b is None else b.data_ptr(),
-        outer, C, inner, torch.get_num_threads(),
+        DTYPES[x.dtype], x.data_ptr(), y.data_ptr(), mean.data_ptr(), w.data_ptr(), _ptr(b), outer, C, inner,
+        torch.get_num_threads(),
     )
     _check(rc, "tdbn_bn_affine")
     return y
 
 
 def bn_grad_sums(g: Tensor, x: Tensor, mean: Tensor, layout: Layout) -> tuple[Tensor, Tensor]:
-    """Per-channel ``sum(g)`` and ``sum(g * (x - mean))`` (float64 accumulation, returned in ``x``'s dtype)."""
+    """Per-channel ``sum(g)`` and ``sum(g * (x - mean))`` (float64 accumulation, returned in ``x``'s compute
+    dtype); ``g`` is in that dtype."""
     outer, C, inner = _bn_guard("tdbn_bn_grad_sums", x, layout)
     out = torch.empty(2 * C, dtype=torch.float64)
     mean, scratch = _vec(mean, x), _scratch(C)
-    _guard("tdbn_bn_grad_sums", x, g, vectors=(mean,), channels=C)
+    _guard("tdbn_bn_grad_sums", x, vectors=(mean,), channels=C)
+    _guard_computed("tdbn_bn_grad_sums", x, g)
     calls["bn_grad_sums"] += 1
     rc = _lib.tdbn_bn_grad_sums(
         DTYPES[x.dtype], g.data_ptr(), x.data_ptr(), mean.data_ptr(), outer, C, inner, out.data_ptr(),
         scratch.data_ptr(), torch.get_num_threads(),
     )
     _check(rc, "tdbn_bn_grad_sums")
-    out = out.to(x.dtype)
+    out = out.to(COMPUTE[x.dtype])
     return out[:C], out[C:]
 
 
 def bn_grad_input(
     g: Tensor, x: Tensor, mean: Tensor, k: Tensor, c0: Tensor, cx: Tensor, layout: Layout
 ) -> Tensor:
-    """``(g * k + c0) + (x - mean) * cx`` per channel: the tdBN input gradient; a new tensor."""
+    """``(g * k + c0) + (x - mean) * cx`` per channel: the tdBN input gradient, a new tensor in ``x``'s dtype
+    (computed in the compute dtype, which ``g`` has, and rounded once)."""
     outer, C, inner = _bn_guard("tdbn_bn_grad_input", x, layout)
     out = torch.empty_like(x)
     mean, k, c0, cx = (_vec(v, x) for v in (mean, k, c0, cx))
-    _guard("tdbn_bn_grad_input", x, g, out, vectors=(mean, k, c0, cx), channels=C)
+    _guard("tdbn_bn_grad_input", x, out, vectors=(mean, k, c0, cx), channels=C)
+    _guard_computed("tdbn_bn_grad_input", x, g)
     calls["bn_grad_input"] += 1
     rc = _lib.tdbn_bn_grad_input(
         DTYPES[x.dtype], g.data_ptr(), x.data_ptr(), out.data_ptr(), mean.data_ptr(), k.data_ptr(), c0.data_ptr(),
@@ -388,35 +410,70 @@ def bn_grad_input(
     return out
 
 
-def lif_backward_bn(
-    grad_spikes: Tensor, z: Tensor, mean: Tensor, w: Tensor, bias: Tensor | None, layout: Layout,
-    tau: float, v_th: float, width: float, surrogate: str,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """LIF backward pass for a LIF fed by a tdBN, in one pass: recompute ``y = (z - mean) * w + bias`` and ``u``
-    (as the forward pass did), walk BPTT back in time, and sum what the tdBN backward pass needs.
+# ---------------------------------------------------------------------------------------------------------
+# the units: a LIF fed by one or two tdBNs
 
-    Returns ``(dL/dy, sum(dL/dy), sum(dL/dy * (z - mean)))``, the sums per channel. ``grad_spikes`` must have
-    ``z``'s strides; ``layout`` is ``bn_layout(z)``.
+#: ``(mean, w, bias)`` of a tdBN as the unit kernels apply it: ``(z - mean) * w + bias`` per channel.
+Affine = tuple[Tensor, Tensor, Tensor | None]
+
+
+def _unit_operands(what: str, za: Tensor, a: Affine, zb: Tensor | None, b: Affine | None, layout: Layout):
+    """Checked operands of a unit kernel call: ``(mode, vectors, T, M, C, cdiv)``; ``zb`` None (mode 0), an
+    unnormalized second input (``b`` None, mode 1) or a normalized one (mode 2)."""
+    outer, C, inner = _bn_guard(what, za, layout)
+    mode = 0 if zb is None else (1 if b is None else 2)
+    _guard(what, za, zb)
+    va = tuple(_vec(v, za) for v in a)
+    vb = tuple(_vec(v, za) for v in b) if b is not None else (None, None, None)
+    _guard(what, za, vectors=va + vb, channels=C)
+    T = za.shape[0]
+    return mode, va + vb, T, za.numel() // T, C, inner
+
+
+def unit_forward(za: Tensor, a: Affine, zb: Tensor | None, b: Affine | None, layout: Layout, tau: float,
+                 v_th: float) -> Tensor:
+    """Spikes (``za``'s dtype and strides) of ``LIF(y)`` with ``y = (za - mean_a) * w_a + bias_a``, plus ``zb``
+    (``b`` None) or ``(zb - mean_b) * w_b + bias_b``: no ``[T, ...]`` tensor of ``y`` or ``u`` is written.
+    The same operations as :func:`bn_affine`, the addition and :func:`integrate`, in the compute dtype."""
+    mode, vecs, T, M, C, cdiv = _unit_operands("tdbn_unit_forward", za, a, zb, b, layout)
+    spikes = torch.empty_like(za)
+    calls["unit_forward"] += 1
+    rc = _lib.tdbn_unit_forward(
+        DTYPES[za.dtype], mode, za.data_ptr(), _ptr(zb), *map(_ptr, vecs), spikes.data_ptr(), T, M, C, cdiv,
+        float(tau), float(v_th), torch.get_num_threads(),
+    )
+    _check(rc, "tdbn_unit_forward")
+    return spikes
+
+
+def unit_backward(grad_spikes: Tensor, za: Tensor, a: Affine, zb: Tensor | None, b: Affine | None,
+                  layout: Layout, tau: float, v_th: float, width: float, surrogate: str, *, sums: bool = False):
+    """The LIF backward pass of :func:`unit_forward` in one pass: recompute ``y`` and ``u`` per block of neurons
+    (the forward pass's operations, so the same ``u``), walk BPTT back in time (Eq. 14-15, 18).
+
+    Returns ``(dL/dy, sums)``: ``dL/dy`` in the compute dtype with ``za``'s strides; with ``sums`` (one input
+    only) the per-channel ``(sum(dL/dy), sum(dL/dy * (za - mean_a)))`` the tdBN backward pass needs, else None.
+    ``grad_spikes`` has ``za``'s dtype and strides.
     """
-    outer, C, inner = _bn_guard("tdbn_lif_backward_bn", z, layout)
-    T = z.shape[0]
-    M = z.numel() // T
-    grad_y = torch.empty_like(z)
-    mean, w = _vec(mean, z), _vec(w, z)
-    b = None if bias is None else _vec(bias, z)
-    _guard("tdbn_lif_backward_bn", z, grad_spikes, grad_y, vectors=(mean, w, b), channels=C)
-    calls["lif_backward_bn"] += 1
-    out, scratch = torch.empty(2 * C, dtype=torch.float64), _scratch(C)
-    rc = _lib.tdbn_lif_backward_bn(
-        DTYPES[z.dtype], grad_spikes.data_ptr(), z.data_ptr(), grad_y.data_ptr(), mean.data_ptr(), w.data_ptr(),
-        0 if b is None else b.data_ptr(), T, M, C, inner, float(tau), float(v_th), float(width),
-        SURROGATE_IDS[surrogate], out.data_ptr(), scratch.data_ptr(), torch.get_num_threads(),
+    mode, vecs, T, M, C, cdiv = _unit_operands("tdbn_unit_backward", za, a, zb, b, layout)
+    if sums and mode != 0:
+        raise KernelArgumentError("tdbn_unit_backward: the per-channel sums come with one input only")
+    _guard("tdbn_unit_backward", za, grad_spikes)
+    grad_y = torch.empty_like(za, dtype=COMPUTE[za.dtype])
+    out, scratch = (torch.empty(2 * C, dtype=torch.float64), _scratch(C)) if sums else (None, None)
+    calls["unit_backward"] += 1
+    rc = _lib.tdbn_unit_backward(
+        DTYPES[za.dtype], mode, grad_spikes.data_ptr(), za.data_ptr(), _ptr(zb), *map(_ptr, vecs),
+        grad_y.data_ptr(), T, M, C, cdiv, float(tau), float(v_th), float(width), SURROGATE_IDS[surrogate],
+        _ptr(out), _ptr(scratch), torch.get_num_threads(),
     )
     if rc == -2:
-        raise MemoryError("tdbn_lif_backward_bn: out of memory for the per-thread membrane buffers")
-    _check(rc, "tdbn_lif_backward_bn")
-    out = out.to(z.dtype)
-    return grad_y, out[:C], out[C:]
+        raise MemoryError("tdbn_unit_backward: out of memory for the per-thread membrane buffers")
+    _check(rc, "tdbn_unit_backward")
+    if out is None:
+        return grad_y, None
+    out = out.to(grad_y.dtype)
+    return grad_y, (out[:C], out[C:])
 
 
 if sys.platform == "win32":  # pragma: no cover - the build line above is for gcc/clang

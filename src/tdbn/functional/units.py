@@ -179,7 +179,9 @@ def _bn_backward(grad_y, z, weight, mean, invstd, scale, native: bool, sums=None
     """tdBN backward pass (Eq. 5-8): ``(dL/dz, dL/dlambda, dL/dbeta)``; ``sums`` = per-channel ``sum(dL/dy)``
     and ``sum(dL/dy * (z - mean))`` when already computed (by the fused LIF backward kernel)."""
     dims, shape, n = _channel_view(grad_y)
-    layout = _native.bn_layout(z) if native and grad_y.stride() == z.stride() else None
+    layout = _native.bn_layout(z, mixed=True) if native and grad_y.stride() == z.stride() else None
+    if layout is None:
+        z = _wide(z)
     lam = invstd.new_ones(()) if weight is None else weight
     k = invstd * (lam * scale)  # lambda * alpha * v_th / sigma
     xc = prod = None
@@ -210,6 +212,34 @@ def _matching(ref: Tensor, t: Tensor) -> Tensor:
     if t.dtype == ref.dtype and t.stride() == ref.stride():
         return t
     return torch.empty_like(ref).copy_(t)
+
+
+def _unit_layout(z: Tensor, native: bool, *others: Tensor | None) -> "_native.Layout | None":
+    """The layout for the compiled unit kernels (:func:`tdbn.functional.native.unit_forward`), which read ``z``
+    in its own dtype (float32, float64, or bfloat16 computed in float32), or None: not the CPU kernels, another
+    dtype (float16), a layout they cannot index, or ``others`` with another dtype or strides than ``z``."""
+    if not native:
+        return None
+    if any(o is not None and (o.dtype != z.dtype or o.shape != z.shape or o.stride() != z.stride()) for o in others):
+        return None
+    return _native.bn_layout(z, mixed=True)
+
+
+def _dense_low_precision(z: Tensor, native: bool) -> Tensor:
+    """``z``, or for a bfloat16/float16 ``z`` that the unit kernels cannot index (the encoder's conv output of a
+    static image, repeated over time with stride 0) a dense copy in its own dtype: the kernels then read it
+    as they read any bfloat16 ``z`` (float32 and float64 keep their path, bit for bit)."""
+    if z.dtype in _WIDE or not native or _unit_layout(z, native) is not None:
+        return z
+    return z.contiguous()
+
+
+def _stats(z: Tensor, layout, weight, bias, scale: float, eps: float):
+    """tdBN statistics of ``z`` by the compiled kernels: ``(affine, mean, invstd, var)`` with ``affine = (mean,
+    lambda * alpha * v_th / sigma, beta)``, what :func:`tdbn.functional.native.unit_forward` applies."""
+    mean, var = _native.bn_stats(z, layout)
+    invstd = torch.rsqrt(var + eps)
+    return (mean, _bn_weight(weight, invstd, scale), bias), mean, invstd, var
 
 
 def _no_autocast(device: torch.device):
@@ -326,6 +356,11 @@ def lif_op(x: Tensor, p: LIFParameters, *, return_membrane: bool = False, backen
 def _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, kernels):
     native = kernels[2]
     with _no_autocast(z.device):
+        z = _dense_low_precision(z, native)
+        layout = _unit_layout(z, native)
+        if layout is not None:  # tdBN output and LIF in one pass over z: no float [T, ...] temporary at all
+            affine, mean, invstd, var = _stats(z, layout, weight, bias, scale, eps)
+            return _native.unit_forward(z, affine, None, None, layout, tau, v_th), mean, invstd, var
         y, mean, invstd, var = _bn_forward(_wide(z), weight, bias, scale, eps, native)  # float32 copy freed here
         parts = [y]
         del y
@@ -370,23 +405,23 @@ def _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, 
                              kernels):
     native = kernels[2]
     with _no_autocast(z.device):
+        z_dtype, z = z.dtype, _dense_low_precision(z, native)
+        gs = _matching(z, grad_spikes)
+        layout = _unit_layout(z, native, gs)
+        if layout is not None:  # one pass over z (in its own dtype): recompute y and u per block, BPTT, sums
+            affine = (mean, _bn_weight(weight, invstd, scale), bias)
+            grad_y, sums = _native.unit_backward(gs, z, affine, None, None, layout, tau, v_th, width, surrogate,
+                                                 sums=True)
+            del gs  # temporaries go as soon as they are used: the low-precision step's peak counts them
+            return _bn_backward(grad_y, z, weight, mean, invstd, scale, native, sums)  # dL/dz in z's dtype
         zc = _wide(z)
-        gs = _matching(zc, grad_spikes)
-        layout = _native.bn_layout(zc) if native else None
-        sums = None
-        if layout is not None:  # one pass: recompute y and u per block, BPTT, and the per-channel sums
-            w = _bn_weight(weight, invstd, scale)
-            grad_y, sum_g, sum_gx = _native.lif_backward_bn(gs, zc, mean, w, bias, layout, tau, v_th, width,
-                                                            surrogate)
-            sums = (sum_g, sum_gx)
-        else:
-            y = _bn_recompute(zc, weight, bias, mean, invstd, scale, native)
-            grad_y = _lif_bptt_from(y, gs, tau, v_th, width, surrogate, kernels)
-            del y
-        del gs  # temporaries go as soon as they are used: the low-precision step's peak counts them
-        grad_z, grad_w, grad_b = _bn_backward(grad_y, zc, weight, mean, invstd, scale, native, sums)
+        gs = _matching(zc, gs)
+        y = _bn_recompute(zc, weight, bias, mean, invstd, scale, native)
+        grad_y = _lif_bptt_from(y, gs, tau, v_th, width, surrogate, kernels)
+        del y, gs
+        grad_z, grad_w, grad_b = _bn_backward(grad_y, zc, weight, mean, invstd, scale, native)
         del grad_y, zc
-        return (grad_z if grad_z.dtype == z.dtype else grad_z.to(z.dtype)), grad_w, grad_b
+        return (grad_z if grad_z.dtype == z_dtype else grad_z.to(z_dtype)), grad_w, grad_b
 
 
 @custom_op("tdbn::td_bn_lif_backward", mutates_args=())
@@ -475,6 +510,15 @@ def _junction_forward_impl(za, a, zb, b, eps, tau, v_th, kernels):
     statistics ``(mean, invstd, var)`` of each branch (empty for an unnormalized zb)."""
     native = kernels[2]
     with _no_autocast(za.device):
+        layout = _unit_layout(za, native, zb)
+        if layout is not None:  # both tdBNs, the sum and the LIF in one pass: no float [T, ...] temporary
+            affine_a, mean_a, invstd_a, var_a = _stats(za, layout, *a, eps)
+            if b is not None:
+                affine_b, mean_b, invstd_b, var_b = _stats(zb, layout, *b, eps)
+            else:
+                affine_b, mean_b, invstd_b, var_b = None, mean_a.new_empty(0), mean_a.new_empty(0), mean_a.new_empty(0)
+            spikes = _native.unit_forward(za, affine_a, zb, affine_b, layout, tau, v_th)
+            return spikes, mean_a, invstd_a, var_a, mean_b, invstd_b, var_b
         ya, mean_a, invstd_a, var_a = _bn_forward(_wide(za), *a, eps, native)
         if b is not None:
             yb, mean_b, invstd_b, var_b = _bn_forward(_wide(zb), *b, eps, native)
@@ -524,10 +568,19 @@ def _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surroga
     """``a``/``b``: ``(weight, mean, invstd, scale)`` plus bias; returns the six gradients (empty where none)."""
     native = kernels[2]
     with _no_autocast(za.device):
-        zac, zbc = _wide(za), _wide(zb)
-        y = _bn_recompute(zac, *a, native)
-        y.add_(_bn_recompute(zbc, *b, native) if b is not None else zbc)
-        grad_y = _lif_bptt_from(y, _matching(zac, grad_spikes), tau, v_th, width, surrogate, kernels)
+        gs = _matching(za, grad_spikes)
+        layout = _unit_layout(za, native, zb, gs)
+        if layout is not None:  # recompute y and u per block and walk BPTT in one pass over za and zb
+            affine_a = (a[2], _bn_weight(a[0], a[3], a[4]), a[1])
+            affine_b = (b[2], _bn_weight(b[0], b[3], b[4]), b[1]) if b is not None else None
+            grad_y, _ = _native.unit_backward(gs, za, affine_a, zb, affine_b, layout, tau, v_th, width, surrogate)
+            zac, zbc = za, zb  # the tdBN backward kernels read them in their own dtype
+        else:
+            zac, zbc = _wide(za), _wide(zb)
+            y = _bn_recompute(zac, *a, native)
+            y.add_(_bn_recompute(zbc, *b, native) if b is not None else zbc)
+            grad_y = _lif_bptt_from(y, _matching(zac, gs), tau, v_th, width, surrogate, kernels)
+        del gs
         wa, _, mean_a, invstd_a, scale_a = a
         grad_za, grad_wa, grad_ba = _bn_backward(grad_y, zac, wa, mean_a, invstd_a, scale_a, native)
         if b is None:
@@ -542,8 +595,10 @@ def _junction_backward(kernels):
              bias_b, mean_b, invstd_b, scale_b, tau, v_th, width, surrogate):
         a = (weight_a, bias_a, mean_a, invstd_a, scale_a)
         b = (weight_b, bias_b, mean_b, invstd_b, scale_b) if normalized_b else None
-        if zb.dtype == torch.uint8:  # a spike input kept as its bits
+        if zb.dtype == torch.uint8:  # a spike input kept as its bits (read back contiguous)
             zb = unpack_spikes(zb, tuple(za.shape), zb_dtype)
+            if zb.stride() != za.stride():  # channels-last: the one-pass kernels read both in one layout
+                zb = torch.empty_like(za, dtype=zb_dtype).copy_(zb)
         g = _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surrogate, kernels())
         return g[:3] + (g[3].to(zb_dtype),) + g[4:]
     return impl
