@@ -341,6 +341,24 @@ def test_bfloat16_units_compute_exactly_the_float32_unit_of_their_values(kind, l
         assert torch.equal(a, b), (i, (a.float() - b.float()).abs().max())
 
 
+def test_float16_units_on_the_cpu_say_that_they_take_the_float32_path():
+    """float16 has no compiled unit kernel: the unit says so once and computes through float32 copies (the
+    same results as the float32 unit on its values, rounded once)."""
+    if not native.available():
+        pytest.skip("no C compiler: the compiled kernels cannot be built here")
+    from tdbn.functional import units
+
+    units._warned.discard("float16-cpu")
+    z, zb, g, bns = _unit_case("td_bn_lif", "contiguous", torch.float16)
+    before = native.calls["unit_forward"]
+    with pytest.warns(RuntimeWarning, match="float16 units compute through float32 copies"):
+        low = _run_unit("td_bn_lif", z, None, g, LIFParameters(), copy.deepcopy(bns))
+    assert native.calls["unit_forward"] == before  # the one-pass kernels did not run
+    wide = _run_unit("td_bn_lif", z.float(), None, g.float(), LIFParameters(), copy.deepcopy(bns))
+    assert low[0].dtype == torch.float16 and torch.equal(low[0].float(), wide[0])
+    torch.testing.assert_close(low[1].float(), wide[1], rtol=1e-3, atol=1e-4)
+
+
 def test_unit_kernels_reject_mismatched_operands():
     """The checks before C: a per-channel vector of the wrong length or dtype, or a second input laid out
     differently, raises KernelArgumentError instead of reaching the kernel."""

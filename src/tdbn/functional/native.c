@@ -9,14 +9,19 @@
  * called exactly where ATen's addcmul rounds once; the tests check bit equality with the ATen loops.
  *
  * tdBN (Eq. 5-8): per-channel statistics and gradient sums with float64 accumulators, the affine map and the
- * input gradient, each one pass; and the LIF backward pass fused with its tdBN input (recompute y and u per
- * block, BPTT, and the per-channel sums the tdBN backward pass needs).
+ * input gradient, each one pass. The units (a LIF fed by one tdBN, or by the sum of two tdBNs / a tdBN and a
+ * shortcut): forward in one pass (tdBN output(s), sum and LIF per block of neurons, nothing but the spikes
+ * written), backward in one (recompute y and u per block, BPTT, and the per-channel sums the tdBN backward pass
+ * needs).
  *
  * Layouts: LIF tensors are time-major and dense (element n of step t at t * M + n, any order of the trailing
  * dimensions); tdBN tensors are [outer, C, inner] (inner = spatial size for NCHW, 1 for channels-last).
- * dtype codes: 0 float32, 1 float64, 2 bfloat16 (LIF only: computed in float32 and rounded to bfloat16, to
- * nearest even, after every operation ATen rounds). Surrogate codes: 0 rectangle, 1 triangle, 2 sigmoid,
- * 3 atan (bfloat16: rectangle only). Entry points return 0, or -1 for codes they lack.
+ * dtype codes: 0 float32, 1 float64, 2 bfloat16. For the LIF kernels bfloat16 is computed in float32 and
+ * rounded to bfloat16, to nearest even, after every operation ATen rounds (the LIF module's own bf16
+ * arithmetic); for the tdBN and unit kernels it is a storage type only: values are read as float32 (exactly),
+ * computed in float32 exactly as their float32 copy would be, and what is written for the tensor (spikes, the
+ * input gradient) is rounded once. Surrogate codes: 0 rectangle, 1 triangle, 2 sigmoid,
+ * 3 atan (bfloat16 LIF backward: rectangle only). Entry points return 0, or -1 for codes they lack.
  */
 
 #include <math.h>
@@ -109,7 +114,7 @@ typedef struct {
 /* surrogate derivatives (surrogate.py), operation by operation */
 
 #define SURROGATE_FN(NAME, TYPE, ABS, EXP)                                                                 \
-    static inline TYPE NAME(TYPE d, TYPE width, TYPE half_width, TYPE inv_width, const int kind) {              \
+    static inline TYPE NAME(TYPE d, TYPE width, TYPE half_width, TYPE inv_width, const int kind) {         \
         switch (kind) {                                                                                    \
         case 0: return (ABS(d) < half_width ? (TYPE)1 : (TYPE)0) * inv_width;                              \
         case 1: {                                                                                          \
@@ -135,13 +140,13 @@ SURROGATE_FN(surrogate_f64, double, fabs, exp)
  * is a constant inside the vectorized loop */
 
 #define LIF_FORWARD(SUF, TYPE)                                                                             \
-    static void forward_##SUF(const void *p, int64_t lo, int64_t hi, int part) {                                     \
+    static void forward_##SUF(const void *p, int64_t lo, int64_t hi, int part) {                           \
         const lif_args *a = (const lif_args *)p;                                                           \
         const TYPE *x = (const TYPE *)a->x;                                                                \
         TYPE *u = (TYPE *)a->out_u, *s = (TYPE *)a->spikes;                                                \
         const TYPE tau = (TYPE)a->tau, v_th = (TYPE)a->v_th;                                               \
         const int64_t T = a->T, M = a->M;                                                                  \
-        if (u) { /* u stored: time outermost, u[t-1] is the state (sequential streams beat blocking here) */   \
+        if (u) { /* u stored: time outermost, u[t-1] is the state (sequential streams beat blocking here) */ \
             for (int64_t t = 0; t < T; t++) {                                                              \
                 const TYPE *xt = x + t * a->x_step, *prev = u + (t - 1) * M;                               \
                 TYPE *ut = u + t * M, *sp = s ? s + t * M : NULL;                                          \
@@ -168,7 +173,7 @@ SURROGATE_FN(surrogate_f64, double, fabs, exp)
                     for (int64_t i = 0; i < n; i++) st[i] = xt[i];                                         \
                 } else {                                                                                   \
                     for (int64_t i = 0; i < n; i++) {                                                      \
-                        const TYPE keep = st[i] <= v_th ? (TYPE)1 : (TYPE)0; /* 1 - o[t-1] */             \
+                        const TYPE keep = st[i] <= v_th ? (TYPE)1 : (TYPE)0; /* 1 - o[t-1] */              \
                         st[i] = xt[i] + (tau * st[i]) * keep;                                              \
                     }                                                                                      \
                 }                                                                                          \
@@ -182,12 +187,12 @@ SURROGATE_FN(surrogate_f64, double, fabs, exp)
 
 /* the torch kernels' addcmul rounds once: fma(value * t1, t2, self) */
 #define LIF_BACKWARD(SUF, KIND, TYPE, SG, FMA)                                                             \
-    static void backward_##SUF##_##KIND(const void *p, int64_t lo, int64_t hi, int part) {                           \
+    static void backward_##SUF##_##KIND(const void *p, int64_t lo, int64_t hi, int part) {                 \
         const lif_args *a = (const lif_args *)p;                                                           \
         const TYPE *gs = (const TYPE *)a->x, *u = (const TYPE *)a->u;                                      \
         TYPE *gx = (TYPE *)a->grad;                                                                        \
-        const TYPE tau = (TYPE)a->tau, neg_tau = (TYPE)(-a->tau), v_th = (TYPE)a->v_th;                   \
-        const TYPE width = (TYPE)a->width, half = (TYPE)(0.5 * a->width), inv = (TYPE)(1.0 / a->width);   \
+        const TYPE tau = (TYPE)a->tau, neg_tau = (TYPE)(-a->tau), v_th = (TYPE)a->v_th;                    \
+        const TYPE width = (TYPE)a->width, half = (TYPE)(0.5 * a->width), inv = (TYPE)(1.0 / a->width);    \
         const int64_t T = a->T, M = a->M;                                                                  \
         TYPE gn[BLK]; /* dL/du[t+1] */                                                                     \
         for (int64_t b = lo; b < hi; b += BLK) {                                                           \
@@ -467,7 +472,7 @@ static int64_t combine(const double *acc, int parts, int64_t C, double *out) { /
  * accumulate the tdBN backward's per-channel sums of dL/dy and dL/dy * (z - mean) (mode 0 only).
  * Element n of a step belongs to channel (n / cdiv) % C. */
 
-#define SUM_FN(SUF, TYPE) /* sum of a short run, in lanes (the compiler may not reorder a plain sum) */   \
+#define SUM_FN(SUF, TYPE) /* sum of a short run, in lanes (the compiler may not reorder a plain sum) */    \
     static inline double sum_##SUF(const TYPE *v, int64_t n) {                                             \
         double t = 0.0;                                                                                    \
         _Pragma("omp simd reduction(+ : t)")                                                               \
@@ -502,22 +507,22 @@ typedef struct {
     }
 
 /* y[0:n] of step t (offset o = t * M + b): the tdBN output(s) and their sum, operation by operation */
-#define UNIT_Y(STYPE, LD, y, o)                                                                      \
+#define UNIT_Y(STYPE, LD, y, o)                                                                            \
     {                                                                                                      \
         const STYPE *restrict zat = za + (o);                                                              \
         if (ba)                                                                                            \
-            for (int64_t i = 0; i < n; i++) y[i] = (LD(zat[i]) - ma[i]) * wa[i] + bav[i];                 \
+            for (int64_t i = 0; i < n; i++) y[i] = (LD(zat[i]) - ma[i]) * wa[i] + bav[i];                  \
         else                                                                                               \
-            for (int64_t i = 0; i < n; i++) y[i] = (LD(zat[i]) - ma[i]) * wa[i];                          \
+            for (int64_t i = 0; i < n; i++) y[i] = (LD(zat[i]) - ma[i]) * wa[i];                           \
         if (mode == 1) {                                                                                   \
             const STYPE *restrict zbt = zb + (o);                                                          \
             for (int64_t i = 0; i < n; i++) y[i] = y[i] + LD(zbt[i]);                                      \
         } else if (mode == 2) {                                                                            \
             const STYPE *restrict zbt = zb + (o);                                                          \
             if (bb)                                                                                        \
-                for (int64_t i = 0; i < n; i++) y[i] = y[i] + ((LD(zbt[i]) - mb[i]) * wbv[i] + bbv[i]);   \
+                for (int64_t i = 0; i < n; i++) y[i] = y[i] + ((LD(zbt[i]) - mb[i]) * wbv[i] + bbv[i]);    \
             else                                                                                           \
-                for (int64_t i = 0; i < n; i++) y[i] = y[i] + (LD(zbt[i]) - mb[i]) * wbv[i];              \
+                for (int64_t i = 0; i < n; i++) y[i] = y[i] + (LD(zbt[i]) - mb[i]) * wbv[i];               \
         }                                                                                                  \
     }
 
@@ -536,7 +541,7 @@ typedef struct {
     SPREAD(CTYPE, ma_c, wa_c, ba, ma, wa, bav)                                                             \
     if (mode == 2) SPREAD(CTYPE, mb_c, wb_c, bb, mb, wbv, bbv)
 
-#define UNIT_FORWARD(SUF, STYPE, CTYPE, LD, ONE)                                                       \
+#define UNIT_FORWARD(SUF, STYPE, CTYPE, LD, ONE)                                                           \
     static void unit_forward_##SUF(const void *p, int64_t lo, int64_t hi, int part) {                      \
         UNIT_PROLOGUE(STYPE, CTYPE)                                                                        \
         STYPE *s = (STYPE *)a->out;                                                                        \
@@ -546,12 +551,12 @@ typedef struct {
             UNIT_SPREAD(CTYPE)                                                                             \
             for (int64_t t = 0; t < T; t++) {                                                              \
                 const int64_t o = t * M + b;                                                               \
-                UNIT_Y(STYPE, LD, y, o)                                                                             \
+                UNIT_Y(STYPE, LD, y, o)                                                                    \
                 if (t == 0) {                                                                              \
                     for (int64_t i = 0; i < n; i++) st[i] = y[i];                                          \
                 } else {                                                                                   \
                     for (int64_t i = 0; i < n; i++) {                                                      \
-                        const CTYPE keep = st[i] <= v_th ? (CTYPE)1 : (CTYPE)0; /* 1 - o[t-1] */          \
+                        const CTYPE keep = st[i] <= v_th ? (CTYPE)1 : (CTYPE)0; /* 1 - o[t-1] */           \
                         st[i] = y[i] + (tau * st[i]) * keep;                                               \
                     }                                                                                      \
                 }                                                                                          \
@@ -579,7 +584,7 @@ typedef struct {
             /* forward: y, then u (Eq. 1-2), with the forward pass's operations */                         \
             for (int64_t t = 0; t < T; t++) {                                                              \
                 CTYPE *restrict ut = u + t * BLK;                                                          \
-                UNIT_Y(STYPE, LD, ut, t * M + b)                                                                      \
+                UNIT_Y(STYPE, LD, ut, t * M + b)                                                           \
                 if (t > 0) {                                                                               \
                     const CTYPE *restrict prev = u + (t - 1) * BLK;                                        \
                     for (int64_t i = 0; i < n; i++) {                                                      \
@@ -588,7 +593,7 @@ typedef struct {
                     }                                                                                      \
                 }                                                                                          \
             }                                                                                              \
-            /* backward: Eq. 14-15, 18; per-neuron sums over time of dL/dy and dL/dy * (z - mean) */      \
+            /* backward: Eq. 14-15, 18; per-neuron sums over time of dL/dy and dL/dy * (z - mean) */       \
             for (int64_t t = T - 1; t >= 0; t--) {                                                         \
                 const int64_t o = t * M + b;                                                               \
                 const CTYPE *restrict ut = u + t * BLK;                                                    \
@@ -787,23 +792,23 @@ typedef struct {
 
 /* one function per dtype, full bytes with a constant trip count of 8 (unrolled and vectorized by the compiler),
  * then the partial last byte */
-#define PACK_FN(NAME, TYPE, NONZERO)                                                                      \
-    static void NAME(const void *p, int64_t lo, int64_t hi, int part) {                                  \
-        const bits_args *a = (const bits_args *)p;                                                       \
-        const TYPE *x = (const TYPE *)a->in;                                                             \
-        uint8_t *out = (uint8_t *)a->out;                                                                \
-        const int64_t full = a->n / 8, end = hi < full ? hi : full;                                      \
-        for (int64_t i = lo; i < end; i++) {                                                             \
-            const TYPE *v = x + 8 * i;                                                                   \
-            unsigned byte = 0;                                                                           \
-            for (int j = 0; j < 8; j++) byte |= (unsigned)(NONZERO(v[j])) << j;                         \
-            out[i] = (uint8_t)byte;                                                                      \
-        }                                                                                                \
-        if (hi > full && full >= lo) {                                                                   \
-            unsigned byte = 0;                                                                           \
+#define PACK_FN(NAME, TYPE, NONZERO)                                                                       \
+    static void NAME(const void *p, int64_t lo, int64_t hi, int part) {                                    \
+        const bits_args *a = (const bits_args *)p;                                                         \
+        const TYPE *x = (const TYPE *)a->in;                                                               \
+        uint8_t *out = (uint8_t *)a->out;                                                                  \
+        const int64_t full = a->n / 8, end = hi < full ? hi : full;                                        \
+        for (int64_t i = lo; i < end; i++) {                                                               \
+            const TYPE *v = x + 8 * i;                                                                     \
+            unsigned byte = 0;                                                                             \
+            for (int j = 0; j < 8; j++) byte |= (unsigned)(NONZERO(v[j])) << j;                            \
+            out[i] = (uint8_t)byte;                                                                        \
+        }                                                                                                  \
+        if (hi > full && full >= lo) {                                                                     \
+            unsigned byte = 0;                                                                             \
             for (int64_t e = 8 * full; e < a->n; e++) byte |= (unsigned)(NONZERO(x[e])) << (e - 8 * full); \
-            out[full] = (uint8_t)byte;                                                                   \
-        }                                                                                                \
+            out[full] = (uint8_t)byte;                                                                     \
+        }                                                                                                  \
     }
 
 #define NZ_F(v) ((v) != 0)
@@ -813,22 +818,22 @@ PACK_FN(pack_f64, double, NZ_F)
 PACK_FN(pack_bf16, uint16_t, NZ_BF16)
 PACK_FN(pack_u8, uint8_t, NZ_F)
 
-#define UNPACK_FN(NAME, TYPE, ONE)                                                                        \
-    static void NAME(const void *p, int64_t lo, int64_t hi, int part) {                                  \
-        const bits_args *a = (const bits_args *)p;                                                       \
-        const uint8_t *bits = (const uint8_t *)a->in;                                                    \
-        TYPE *out = (TYPE *)a->out;                                                                      \
-        const int64_t full = a->n / 8, end = hi < full ? hi : full;                                      \
-        for (int64_t i = lo; i < end; i++) {                                                             \
-            const unsigned byte = bits[i];                                                               \
-            TYPE *o = out + 8 * i;                                                                       \
-            for (int j = 0; j < 8; j++) o[j] = ((byte >> j) & 1u) ? (TYPE)(ONE) : (TYPE)0;              \
-        }                                                                                                \
-        if (hi > full && full >= lo) {                                                                   \
-            const unsigned byte = bits[full];                                                            \
-            for (int64_t e = 8 * full; e < a->n; e++)                                                    \
-                out[e] = ((byte >> (e - 8 * full)) & 1u) ? (TYPE)(ONE) : (TYPE)0;                       \
-        }                                                                                                \
+#define UNPACK_FN(NAME, TYPE, ONE)                                                                         \
+    static void NAME(const void *p, int64_t lo, int64_t hi, int part) {                                    \
+        const bits_args *a = (const bits_args *)p;                                                         \
+        const uint8_t *bits = (const uint8_t *)a->in;                                                      \
+        TYPE *out = (TYPE *)a->out;                                                                        \
+        const int64_t full = a->n / 8, end = hi < full ? hi : full;                                        \
+        for (int64_t i = lo; i < end; i++) {                                                               \
+            const unsigned byte = bits[i];                                                                 \
+            TYPE *o = out + 8 * i;                                                                         \
+            for (int j = 0; j < 8; j++) o[j] = ((byte >> j) & 1u) ? (TYPE)(ONE) : (TYPE)0;                 \
+        }                                                                                                  \
+        if (hi > full && full >= lo) {                                                                     \
+            const unsigned byte = bits[full];                                                              \
+            for (int64_t e = 8 * full; e < a->n; e++)                                                      \
+                out[e] = ((byte >> (e - 8 * full)) & 1u) ? (TYPE)(ONE) : (TYPE)0;                          \
+        }                                                                                                  \
     }
 
 UNPACK_FN(unpack_f32, float, 1.0f)

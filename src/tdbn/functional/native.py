@@ -9,8 +9,13 @@
 - tdBN in training mode (:class:`tdbn.functional.fused.TdBatchNormFunction`, Eq. 5-8): statistics in two
   reading passes (float64 accumulators), the normalized output in one pass, and the backward pass in two (the
   per-channel gradient sums, then the input gradient), where the ATen formulation makes about ten. The same
-  mathematics, equal to the ATen path up to float rounding (tested); the output's recomputation for the LIF
-  backward pass repeats the forward kernel, so it stays bit-exact.
+  mathematics, equal to the ATen path up to float rounding (tested).
+- The training units of :mod:`tdbn.functional.units` (:func:`unit_forward`, :func:`unit_backward`): the tdBN
+  output (or the junction's sum of two), and the LIF, in one pass without writing ``y`` or ``u``; the backward
+  pass recomputes both per block of neurons with the forward pass's operations (so the same ``u``, bit for
+  bit), walks BPTT and sums what the tdBN backward pass needs. These and the tdBN kernels read bfloat16 tensors
+  directly (computed in float32, as their float32 copy would be, bit for bit; the input gradient is rounded
+  once), so a unit under autocast makes no float32 copy of its input or gradients.
 
 The C file is compiled on first use with the system C compiler (``$CC``, default ``cc``; about a second)
 into a cache directory (``$TDBN_CACHE_DIR``, default ``~/.cache/tdbn``), keyed by the source, the compiler and

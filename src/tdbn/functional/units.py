@@ -220,6 +220,11 @@ def _unit_layout(z: Tensor, native: bool, *others: Tensor | None) -> "_native.La
     dtype (float16), a layout they cannot index, or ``others`` with another dtype or strides than ``z``."""
     if not native:
         return None
+    if z.dtype not in _native.COMPUTE:
+        _warn_once("float16-cpu", f"tdbn: the compiled CPU unit kernels take float32, float64 and bfloat16; these "
+                   f"{z.dtype} units compute through float32 copies (same storage, slower). On the CPU, autocast "
+                   "to torch.bfloat16 instead.")
+        return None
     if any(o is not None and (o.dtype != z.dtype or o.shape != z.shape or o.stride() != z.stride()) for o in others):
         return None
     return _native.bn_layout(z, mixed=True)
