@@ -136,6 +136,15 @@ typedef struct {
 SURROGATE_FN(surrogate_f32, float, fabsf, expf)
 SURROGATE_FN(surrogate_f64, double, fabs, exp)
 
+/* one step of the membrane recursion (Eq. 1-2), for i in [LO, HI): u[t] = x[t] + (tau u[t-1]) (1 - o[t-1]), with
+ * o[t-1] = u[t-1] > v_th; DST may be PREV (a state updated in place) or X. The one definition used by the LIF and
+ * unit kernels of 32- and 64-bit floats (bfloat16 LIF: forward_bf16 rounds after each operation). */
+#define LIF_STEP(TYPE, DST, X, PREV, LO, HI)                                                               \
+    for (int64_t i = (LO); i < (HI); i++) {                                                                \
+        const TYPE keep = (PREV)[i] <= v_th ? (TYPE)1 : (TYPE)0; /* 1 - o[t-1] */                          \
+        (DST)[i] = (X)[i] + (tau * (PREV)[i]) * keep;                                                      \
+    }
+
 /* forward and backward for 32- and 64-bit floats; one backward function per surrogate, so that the surrogate
  * is a constant inside the vectorized loop */
 
@@ -153,10 +162,7 @@ SURROGATE_FN(surrogate_f64, double, fabs, exp)
                 if (t == 0) {                                                                              \
                     for (int64_t i = lo; i < hi; i++) ut[i] = xt[i];                                       \
                 } else {                                                                                   \
-                    for (int64_t i = lo; i < hi; i++) {                                                    \
-                        const TYPE keep = prev[i] <= v_th ? (TYPE)1 : (TYPE)0;                             \
-                        ut[i] = xt[i] + (tau * prev[i]) * keep;                                            \
-                    }                                                                                      \
+                    LIF_STEP(TYPE, ut, xt, prev, lo, hi)                                                   \
                 }                                                                                          \
                 if (sp)                                                                                    \
                     for (int64_t i = lo; i < hi; i++) sp[i] = ut[i] > v_th ? (TYPE)1 : (TYPE)0;            \
@@ -172,10 +178,7 @@ SURROGATE_FN(surrogate_f64, double, fabs, exp)
                 if (t == 0) {                                                                              \
                     for (int64_t i = 0; i < n; i++) st[i] = xt[i];                                         \
                 } else {                                                                                   \
-                    for (int64_t i = 0; i < n; i++) {                                                      \
-                        const TYPE keep = st[i] <= v_th ? (TYPE)1 : (TYPE)0; /* 1 - o[t-1] */              \
-                        st[i] = xt[i] + (tau * st[i]) * keep;                                              \
-                    }                                                                                      \
+                    LIF_STEP(TYPE, st, xt, st, 0, n)                                                       \
                 }                                                                                          \
                 if (u)                                                                                     \
                     for (int64_t i = 0; i < n; i++) u[o + i] = st[i];                                      \
@@ -555,10 +558,7 @@ typedef struct {
                 if (t == 0) {                                                                              \
                     for (int64_t i = 0; i < n; i++) st[i] = y[i];                                          \
                 } else {                                                                                   \
-                    for (int64_t i = 0; i < n; i++) {                                                      \
-                        const CTYPE keep = st[i] <= v_th ? (CTYPE)1 : (CTYPE)0; /* 1 - o[t-1] */           \
-                        st[i] = y[i] + (tau * st[i]) * keep;                                               \
-                    }                                                                                      \
+                    LIF_STEP(CTYPE, st, y, st, 0, n)                                                       \
                 }                                                                                          \
                 STYPE *restrict so = s + o;                                                                \
                 for (int64_t i = 0; i < n; i++) so[i] = st[i] > v_th ? (STYPE)(ONE) : (STYPE)0;            \
@@ -587,10 +587,7 @@ typedef struct {
                 UNIT_Y(STYPE, LD, ut, t * M + b)                                                           \
                 if (t > 0) {                                                                               \
                     const CTYPE *restrict prev = u + (t - 1) * BLK;                                        \
-                    for (int64_t i = 0; i < n; i++) {                                                      \
-                        const CTYPE keep = prev[i] <= v_th ? (CTYPE)1 : (CTYPE)0;                          \
-                        ut[i] = ut[i] + (tau * prev[i]) * keep;                                            \
-                    }                                                                                      \
+                    LIF_STEP(CTYPE, ut, ut, prev, 0, n)                                                    \
                 }                                                                                          \
             }                                                                                              \
             /* backward: Eq. 14-15, 18; per-neuron sums over time of dL/dy and dL/dy * (z - mean) */       \
