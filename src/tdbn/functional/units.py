@@ -239,12 +239,16 @@ def _dense_low_precision(z: Tensor, native: bool) -> Tensor:
     return z.contiguous()
 
 
+def _affine(weight, bias, mean, invstd, scale: float) -> "_native.Affine":
+    """``(mean, lambda * alpha * v_th / sigma, beta)``: a tdBN as the unit kernels apply it."""
+    return mean, _bn_weight(weight, invstd, scale), bias
+
+
 def _stats(z: Tensor, layout, weight, bias, scale: float, eps: float):
-    """tdBN statistics of ``z`` by the compiled kernels: ``(affine, mean, invstd, var)`` with ``affine = (mean,
-    lambda * alpha * v_th / sigma, beta)``, what :func:`tdbn.functional.native.unit_forward` applies."""
+    """tdBN statistics of ``z`` by the compiled kernels: ``(affine, mean, invstd, var)`` (:func:`_affine`)."""
     mean, var = _native.bn_stats(z, layout)
     invstd = torch.rsqrt(var + eps)
-    return (mean, _bn_weight(weight, invstd, scale), bias), mean, invstd, var
+    return _affine(weight, bias, mean, invstd, scale), mean, invstd, var
 
 
 def _no_autocast(device: torch.device):
@@ -414,7 +418,7 @@ def _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, 
         gs = _matching(z, grad_spikes)
         layout = _unit_layout(z, native, gs)
         if layout is not None:  # one pass over z (in its own dtype): recompute y and u per block, BPTT, sums
-            affine = (mean, _bn_weight(weight, invstd, scale), bias)
+            affine = _affine(weight, bias, mean, invstd, scale)
             grad_y, sums = _native.unit_backward(gs, z, affine, None, None, layout, tau, v_th, width, surrogate,
                                                  sums=True)
             del gs  # temporaries go as soon as they are used: the low-precision step's peak counts them
@@ -576,8 +580,8 @@ def _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surroga
         gs = _matching(za, grad_spikes)
         layout = _unit_layout(za, native, zb, gs)
         if layout is not None:  # recompute y and u per block and walk BPTT in one pass over za and zb
-            affine_a = (a[2], _bn_weight(a[0], a[3], a[4]), a[1])
-            affine_b = (b[2], _bn_weight(b[0], b[3], b[4]), b[1]) if b is not None else None
+            affine_a = _affine(*a)  # a, b: (weight, bias, mean, invstd, scale)
+            affine_b = _affine(*b) if b is not None else None
             grad_y, _ = _native.unit_backward(gs, za, affine_a, zb, affine_b, layout, tau, v_th, width, surrogate)
             zac, zbc = za, zb  # the tdBN backward kernels read them in their own dtype
         else:
