@@ -378,6 +378,25 @@ def test_unit_kernels_reject_mismatched_operands():
         native.bn_grad_input(z, z, *(torch.zeros(3),) * 4, layout)  # the gradient must be float32
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bn_grad_input_in_place_equals_a_new_tensor(dtype, channels_last):
+    """The tdBN input gradient written over dL/dy (what a unit's backward pass does with its last use of it)
+    equals the one written into a new tensor, bit for bit; an ``out`` of another dtype is refused before C."""
+    if not native.available():
+        pytest.skip("no C compiler: the compiled kernels cannot be built here")
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    z, g = (torch.randn(6, 5, 7, 3, dtype=dtype).contiguous(memory_format=fmt).view(2, 3, 5, 7, 3) for _ in "zg")
+    layout = native.bn_layout(z, mixed=True)
+    vecs = [torch.randn(5, dtype=dtype) for _ in range(4)]
+    fresh = native.bn_grad_input(g, z, *vecs, layout)
+    g_ptr = g.data_ptr()
+    into = native.bn_grad_input(g, z, *vecs, layout, out=g)
+    assert into.data_ptr() == g_ptr and torch.equal(into, fresh)
+    with pytest.raises(native.KernelArgumentError, match="does not match"):
+        native.bn_grad_input(fresh, z, *vecs, layout, out=torch.empty(z.shape, dtype=torch.bfloat16))
+
+
 def test_junction_rejects_mismatched_branches():
     bn = TdBatchNorm1d(3)
     with pytest.raises(ValueError, match="one shape"):
@@ -403,6 +422,40 @@ def test_spike_bits_round_trip(native_on, dtype, n):
             assert torch.equal(unpack_spikes(bits, (n, 1), out), x.to(out))
     x_cl = (torch.rand(2, 3, 4, 5) > 0.5).float().contiguous(memory_format=torch.channels_last)
     assert torch.equal(unpack_spikes(pack_spikes(x_cl), (2, 3, 4, 5), torch.float32), x_cl)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("conv", [
+    dict(in_channels=6, out_channels=8, kernel_size=3, padding=1),
+    dict(in_channels=6, out_channels=8, kernel_size=3, padding=1, stride=2, bias=True),
+    dict(in_channels=6, out_channels=8, kernel_size=1, stride=2),
+    dict(in_channels=6, out_channels=4, kernel_size=3, padding=2, dilation=2, groups=2),
+])
+def test_spike_conv2d_equals_conv_autograd(dtype, channels_last, conv):
+    """spike_conv2d (the input kept as bits, its gradient by the transposed convolution) gives autograd's conv
+    output and input/weight/bias gradients bit for bit, in the gradient's memory format, odd sizes included.
+    Grouped convs in channels-last: oneDNN sums in another order there (to rounding)."""
+    from tdbn.functional.units import pack_spikes, spike_conv2d
+
+    torch.manual_seed(0)
+    layer = nn.Conv2d(**{"bias": False, **conv}).to(dtype)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = (torch.rand(5, 6, 11, 9) > 0.7).to(dtype).contiguous(memory_format=fmt)
+    out_ref = layer(x.clone().requires_grad_())
+    g = torch.randn(out_ref.shape).to(dtype).contiguous(memory_format=fmt)
+    xr, xs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ref = layer(xr)
+    ref_grads = torch.autograd.grad(ref, [xr, *layer.parameters()], g)
+    got = spike_conv2d(layer, xs, pack_spikes(xs.detach()))
+    got_grads = torch.autograd.grad(got, [xs, *layer.parameters()], g)
+    assert torch.equal(got, ref)
+    for a, b in zip(got_grads, ref_grads):
+        if channels_last and conv.get("groups", 1) > 1:
+            torch.testing.assert_close(a, b)
+        else:
+            assert torch.equal(a, b)
+    assert got_grads[0].stride() == ref_grads[0].stride()
 
 
 def test_unpack_rejects_a_wrong_size():

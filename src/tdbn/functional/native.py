@@ -397,12 +397,14 @@ def bn_grad_sums(g: Tensor, x: Tensor, mean: Tensor, layout: Layout) -> tuple[Te
 
 
 def bn_grad_input(
-    g: Tensor, x: Tensor, mean: Tensor, k: Tensor, c0: Tensor, cx: Tensor, layout: Layout
+    g: Tensor, x: Tensor, mean: Tensor, k: Tensor, c0: Tensor, cx: Tensor, layout: Layout, *,
+    out: Tensor | None = None,
 ) -> Tensor:
-    """``(g * k + c0) + (x - mean) * cx`` per channel: the tdBN input gradient, a new tensor in ``x``'s dtype
-    (computed in the compute dtype, which ``g`` has, and rounded once)."""
+    """``(g * k + c0) + (x - mean) * cx`` per channel: the tdBN input gradient in ``x``'s dtype (computed in the
+    compute dtype, which ``g`` has, and rounded once), into ``out`` (``x``'s dtype and strides; may be ``g``
+    itself, each element is read before it is written) or a new tensor."""
     outer, C, inner = _bn_guard("tdbn_bn_grad_input", x, layout)
-    out = torch.empty_like(x)
+    out = torch.empty_like(x) if out is None else out
     mean, k, c0, cx = (_vec(v, x) for v in (mean, k, c0, cx))
     _guard("tdbn_bn_grad_input", x, out, vectors=(mean, k, c0, cx), channels=C)
     _guard_computed("tdbn_bn_grad_input", x, g)

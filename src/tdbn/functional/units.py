@@ -175,9 +175,11 @@ def _bn_recompute(z: Tensor, weight, bias, mean, invstd, scale, native: bool) ->
     return _affine_(torch.sub(z, mean.view(shape)), w, bias, shape)
 
 
-def _bn_backward(grad_y, z, weight, mean, invstd, scale, native: bool, sums=None):
+def _bn_backward(grad_y, z, weight, mean, invstd, scale, native: bool, sums=None, last_use: bool = False):
     """tdBN backward pass (Eq. 5-8): ``(dL/dz, dL/dlambda, dL/dbeta)``; ``sums`` = per-channel ``sum(dL/dy)``
-    and ``sum(dL/dy * (z - mean))`` when already computed (by the fused LIF backward kernel)."""
+    and ``sum(dL/dy * (z - mean))`` when already computed (by the fused LIF backward kernel). ``last_use``:
+    nothing reads ``grad_y`` afterwards, so the compiled kernel may write ``dL/dz`` over it when the dtypes
+    agree (float32, float64): one fresh ``[T, ...]`` tensor fewer per unit, and its first-touch page faults."""
     dims, shape, n = _channel_view(grad_y)
     layout = _native.bn_layout(z, mixed=True) if native and grad_y.stride() == z.stride() else None
     if layout is None:
@@ -198,7 +200,8 @@ def _bn_backward(grad_y, z, weight, mean, invstd, scale, native: bool, sums=None
     c_x = -k * invstd * invstd * sum_gx / n
     c_0 = -k * sum_g / n
     if layout is not None:
-        grad_z = _native.bn_grad_input(grad_y, z, mean, k, c_0, c_x, layout)
+        into = grad_y if last_use and grad_y.dtype == z.dtype else None
+        grad_z = _native.bn_grad_input(grad_y, z, mean, k, c_0, c_x, layout, out=into)
     else:
         if xc is None:
             xc = torch.sub(z, mean.view(shape))
@@ -422,7 +425,7 @@ def _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, 
             grad_y, sums = _native.unit_backward(gs, z, affine, None, None, layout, tau, v_th, width, surrogate,
                                                  sums=True)
             del gs  # temporaries go as soon as they are used: the low-precision step's peak counts them
-            return _bn_backward(grad_y, z, weight, mean, invstd, scale, native, sums)  # dL/dz in z's dtype
+            return _bn_backward(grad_y, z, weight, mean, invstd, scale, native, sums, last_use=True)  # z's dtype
         zc = _wide(z)
         gs = _matching(zc, gs)
         y = _bn_recompute(zc, weight, bias, mean, invstd, scale, native)
@@ -595,7 +598,7 @@ def _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surroga
         if b is None:
             return grad_za.to(za.dtype), grad_wa, grad_ba, grad_y, grad_y.new_empty(0), grad_y.new_empty(0)
         wb, _, mean_b, invstd_b, scale_b = b
-        grad_zb, grad_wb, grad_bb = _bn_backward(grad_y, zbc, wb, mean_b, invstd_b, scale_b, native)
+        grad_zb, grad_wb, grad_bb = _bn_backward(grad_y, zbc, wb, mean_b, invstd_b, scale_b, native, last_use=True)
         return grad_za.to(za.dtype), grad_wa, grad_ba, grad_zb, grad_wb, grad_bb
 
 
@@ -766,6 +769,20 @@ def _(x, mask, weight, bias, stride, padding, dilation, groups):
     return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
 
+def _conv2d_input_grad(grad: Tensor, x_shape: list[int], weight: Tensor, stride: list[int], padding: list[int],
+                       dilation: list[int], groups: int) -> Tensor:
+    """``dL/dx`` of ``conv2d(x, weight)`` from the output gradient and ``x``'s shape alone: the transposed
+    convolution, with the output padding that gives back ``x``'s size. The same kernel and values, bit for bit,
+    as autograd's ``convolution_backward`` on a stored ``x`` (tested in both memory formats); a stand-in input
+    expanded from one element would be made dense inside ATen (a copy of ``x``'s size) and is computed in the
+    contiguous format whatever the gradient's."""
+    k = weight.shape[2:]
+    out = grad.shape[2:]
+    output_padding = [x_shape[2 + i] - ((out[i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (k[i] - 1) + 1)
+                      for i in range(2)]
+    return F.conv_transpose2d(grad, weight, None, stride, padding, output_padding, groups, dilation)
+
+
 @custom_op("tdbn::spike_conv2d_backward", mutates_args=())
 def _spike_conv2d_backward_op(grad: Tensor, mask: Tensor, x_shape: list[int], weight: Tensor, has_bias: bool,
                               stride: list[int], padding: list[int], dilation: list[int], groups: int,
@@ -781,12 +798,8 @@ def _spike_conv2d_backward_op(grad: Tensor, mask: Tensor, x_shape: list[int], we
                 [False, output_mask[1], output_mask[2]],
             )
             del x
-        if output_mask[0]:  # the input gradient needs only the input's shape (as torch.nn.grad.conv2d_input)
-            shape_only = grad.new_empty(1, dtype=weight.dtype).expand(x_shape)
-            gx, _, _ = torch.ops.aten.convolution_backward(
-                grad, shape_only, weight, bias_sizes, stride, padding, dilation, False, [0, 0], groups,
-                [True, False, False],
-            )
+        if output_mask[0]:
+            gx = _conv2d_input_grad(grad, x_shape, weight, stride, padding, dilation, groups)
         return tuple(g if g is not None else grad.new_empty(0) for g in (gx, gw, gb))
 
 
