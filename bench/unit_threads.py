@@ -6,12 +6,19 @@ times forward + backward of
 - the 3x3 convolution (``F.conv2d`` on the merged ``T*N`` batch, ATen/oneDNN),
 - the ``conv -> tdBN -> LIF`` unit's own part (``td_bn_lif`` on the conv output),
 - the residual junction ``LIF(tdBN(a) + b)`` with an identity shortcut of spikes (``td_bn_add_lif``),
+- ATen's own ``a + b`` of the same size: a memory-bound reference (what the memory system gives two threads),
 
 at 1 thread and at the machine's default thread count, in float32 and in bfloat16 (what autocast hands the
 units), medians over ``--reps`` interleaved repetitions in one process. The last column is the speed-up from 1
 thread to the default count: a unit that scales as well as the convolution shows the same ratio.
 
+The second table times each compiled kernel alone on tensors of 64K to 1M elements at 1 and 2 threads: where
+2 threads stop losing is the threshold the kernels use (``tdbn.functional.native.MIN_PARALLEL_WORK``; it is
+lifted for this table). Run once as is (``OMP_WAIT_POLICY=PASSIVE``, what the ``tdbn`` command sets) and once
+with ``OMP_WAIT_POLICY=ACTIVE`` (spinning threads): the policy is read when torch loads OpenMP.
+
     python bench/unit_threads.py [--shape 4,32,32,32,32] [--reps 15]
+    OMP_WAIT_POLICY=ACTIVE python bench/unit_threads.py
 """
 
 from __future__ import annotations
@@ -62,7 +69,52 @@ def cases(shape: tuple[int, ...], dtype: torch.dtype):
     def junction():
         td_bn_add_lif(z, bn_b.unit_args(z), spikes, None, p, zb_mask=bits).backward(g)
 
-    return {"3x3 conv (fwd+bwd)": conv, "conv -> tdBN -> LIF unit": unit, "junction LIF(tdBN(a) + b)": junction}
+    def add():
+        return z.detach() + g
+
+    return {"3x3 conv (fwd+bwd)": conv, "conv -> tdBN -> LIF unit": unit, "junction LIF(tdBN(a) + b)": junction,
+            "ATen a + b (memory-bound reference)": add}
+
+
+def kernel_sizes(reps: int) -> list[list[str]]:
+    """Each compiled kernel alone at 64K-1M elements, 1 vs 2 threads, with every size allowed 2 threads."""
+    lib = native.library()
+    lib.tdbn_set_min_parallel_work(1)
+    rows = []
+    try:
+        for numel in (65536, 131072, 262144, 524288, 1048576):
+            T, C = 4, 32
+            z = torch.randn(T, numel // (T * C * 16), C, 16)
+            layout = native.bn_layout(z, mixed=True)
+            mean, var = native.bn_stats(z, layout)
+            aff = (mean, torch.rsqrt(var.float() + 1e-5), None)
+            gs = torch.randn(z.shape)
+            gy, _ = native.unit_backward(gs, z, aff, None, None, layout, 0.25, 0.5, 1.0, "rectangle", sums=True)
+            vec = [torch.randn(C) for _ in range(4)]
+            ops = {
+                "bn_stats": lambda: native.bn_stats(z, layout),
+                "unit_forward": lambda: native.unit_forward(z, aff, None, None, layout, 0.25, 0.5),
+                "unit_backward": lambda: native.unit_backward(gs, z, aff, None, None, layout, 0.25, 0.5, 1.0,
+                                                              "rectangle", sums=True),
+                "bn_grad_input": lambda: native.bn_grad_input(gy, z, *vec, layout),
+                "pack_bits": lambda: native.pack_bits(z),
+            }
+            for name, fn in ops.items():
+                us = {}
+                for n in (1, 2):
+                    torch.set_num_threads(n)
+                    for _ in range(5):
+                        fn()
+                    ts = []
+                    for _ in range(reps * 10):
+                        start = time.perf_counter()
+                        fn()
+                        ts.append(time.perf_counter() - start)
+                    us[n] = 1e6 * median(ts)
+                rows.append([f"{numel:,}", name, f"{us[1]:.0f} us", f"{us[2]:.0f} us", f"{us[1] / us[2]:.2f}x"])
+    finally:
+        lib.tdbn_set_min_parallel_work(native.min_parallel_work())
+    return rows
 
 
 def main() -> int:
@@ -91,8 +143,13 @@ def main() -> int:
             rows.append([str(dtype).replace("torch.", ""), name, *(f"{ms[n]:.1f} ms" for n in counts),
                          f"{ms[counts[0]] / ms[counts[-1]]:.2f}x"])
     head = ["dtype", "operation", *(f"{n} thread{'s' if n > 1 else ''}" for n in counts), "speed-up"]
-    print(f"shape {list(shape)}, compiled kernels: {native.status()}\n")
+    policy = os.environ.get("OMP_WAIT_POLICY", "(unset: spin, then sleep)")
+    print(f"shape {list(shape)}, OMP_WAIT_POLICY={policy}, compiled kernels: {native.status()}\n")
     print(table(head, rows))
+    if default_threads >= 2 and native.available():
+        print("\neach kernel alone, float32 [4, *, 32, 16], every size allowed 2 threads:\n")
+        print(table(["elements", "kernel", "1 thread", "2 threads", "speed-up"], kernel_sizes(args.reps)))
+        torch.set_num_threads(default_threads)
     print(f"\nmedian of {args.reps} interleaved repetitions; {machine()}; {datetime.date.today()}")
     return 0
 

@@ -222,6 +222,48 @@ def test_turned_off_by_environment(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing compiled
 
 
+@pytest.mark.parametrize("policy, threshold", [("PASSIVE", None), ("", None), ("PASSIVE", "1")])
+def test_threads_are_woken_only_for_enough_work(policy, threshold):
+    """With sleeping OpenMP threads (OMP_WAIT_POLICY=PASSIVE) a kernel starts a 2-thread region only from
+    MIN_PARALLEL_WORK["passive"] elements, with spinning threads from MIN_PARALLEL_WORK["spin"];
+    TDBN_MIN_PARALLEL_WORK overrides both. The regions are counted in C; results equal the 1-thread ones."""
+    if not native.available():
+        pytest.skip("no C compiler: the compiled kernels cannot be built here")
+    code = textwrap.dedent(
+        """
+        import torch
+        from tdbn.functional import native
+        torch.set_num_threads(2)
+        out = [native.min_parallel_work()]
+        for numel in (4 * 8 * 16 * 256, 4 * 8 * 16 * 8192):  # 131K and 4.2M elements
+            z = torch.randn(4, 8, 16, numel // (4 * 8 * 16))
+            layout = native.bn_layout(z, mixed=True)
+            before = native.parallel_regions()
+            stats = native.bn_stats(z, layout)
+            out.append(native.parallel_regions() - before)
+            torch.set_num_threads(1)
+            one = native.bn_stats(z, layout)
+            torch.set_num_threads(2)
+            out.append(all(torch.equal(a, b) for a, b in zip(stats, one)) or "differs")
+        print(*out)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "TDBN_MIN_PARALLEL_WORK")}
+    if policy:
+        env["OMP_WAIT_POLICY"] = policy
+    if threshold:
+        env["TDBN_MIN_PARALLEL_WORK"] = threshold
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    limit, small, small_eq, large, _ = out.stdout.split()
+    expected = int(threshold) if threshold else native.MIN_PARALLEL_WORK["passive" if policy else "spin"]
+    assert int(limit) == expected
+    assert int(small) == (2 if 131072 >= expected else 0)  # bn_stats: two passes, one region each
+    assert int(large) == 2
+    if int(small) == 0:
+        assert small_eq == "True"  # one thread's arithmetic, bit for bit
+
+
 @pytest.mark.parametrize("store_u", [False, True])
 def test_lif_forward_reads_an_input_repeated_over_time(store_u):
     """A static image's encoding expanded over T (stride 0 in time) runs the compiled forward kernel as it is."""

@@ -40,19 +40,30 @@ typedef void (*range_fn)(const void *args, int64_t lo, int64_t hi, int part);
 
 #define MAX_THREADS 64
 
+/* the least work (elements) worth a parallel region: below it, waking the other threads costs more than the
+ * work. Set by the loader from the OpenMP wait policy (sleeping threads take far longer to wake). */
+static int64_t min_parallel_work = 32768;
+
+void tdbn_set_min_parallel_work(int64_t elements) { min_parallel_work = elements < 1 ? 1 : elements; }
+
 /* how many ranges: one per thread, fewer when the work (n items of `cost` elements) is too small to share */
 static int plan(int64_t n, int64_t grain, int64_t cost, int nthreads) {
     int64_t chunks = (n + grain - 1) / grain;
     int64_t parts = nthreads < 1 ? 1 : nthreads;
     if (parts > MAX_THREADS) parts = MAX_THREADS;
     if (parts > chunks) parts = chunks;
-    if (n * cost < 32768) parts = 1; /* a thread start costs more than the work */
+    if (n * cost < min_parallel_work) parts = 1;
     return parts < 1 ? 1 : (int)parts;
 }
 
 /* OpenMP: linked by soname, so in a process that loaded torch first this is torch's own runtime and thread
  * pool (threads already waiting, no second pool competing with it for the cores) */
+static int64_t regions = 0; /* parallel regions started (read by the tests through tdbn_parallel_regions) */
+
+int64_t tdbn_parallel_regions(void) { return regions; }
+
 static void parallel(range_fn fn, const void *args, int64_t n, int64_t grain, int parts) {
+    if (parts > 1) regions++;
     if (parts <= 1) {
         fn(args, 0, n, 0);
         return;

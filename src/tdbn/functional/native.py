@@ -100,6 +100,23 @@ def _cpu_signature() -> str:
     return platform.machine() + "".join(lines)
 
 
+#: least work (elements) for which a kernel wakes the other threads: with spinning OpenMP threads (the default
+#: wait policy) a parallel region starts in microseconds and 2 threads win from 64K elements on; with
+#: OMP_WAIT_POLICY=PASSIVE (what the ``tdbn`` command sets) the sleeping threads take 50-100 us to wake on the
+#: 2-core development machine, and 2 threads win only from about 512K elements (``bench/unit_threads.py``
+#: prints both tables).
+MIN_PARALLEL_WORK = {"spin": 32768, "passive": 524288}
+
+
+def min_parallel_work() -> int:
+    """The threshold for this process: ``$TDBN_MIN_PARALLEL_WORK`` if set, else by ``$OMP_WAIT_POLICY`` (read,
+    like OpenMP reads it, from the environment the process started with)."""
+    if os.environ.get("TDBN_MIN_PARALLEL_WORK"):
+        return max(1, int(os.environ["TDBN_MIN_PARALLEL_WORK"]))
+    passive = os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
+    return MIN_PARALLEL_WORK["passive" if passive else "spin"]
+
+
 def _compile() -> ctypes.CDLL:
     cc = os.environ.get("CC", "cc")
     src = SOURCE.read_bytes()
@@ -134,6 +151,11 @@ def _compile() -> ctypes.CDLL:
     for fn in (lib.tdbn_pack_bits, lib.tdbn_unpack_bits, lib.tdbn_bn_stats, lib.tdbn_bn_grad_sums, lib.tdbn_bn_affine, lib.tdbn_bn_grad_input,
                lib.tdbn_unit_forward, lib.tdbn_unit_backward):
         fn.restype = i32
+    lib.tdbn_parallel_regions.argtypes = []
+    lib.tdbn_parallel_regions.restype = i64
+    lib.tdbn_set_min_parallel_work.argtypes = [i64]
+    lib.tdbn_set_min_parallel_work.restype = None
+    lib.tdbn_set_min_parallel_work(min_parallel_work())
     return lib
 
 
@@ -154,6 +176,11 @@ def library() -> ctypes.CDLL | None:
     return _lib
 
 
+def parallel_regions() -> int:
+    """How many multi-threaded regions the compiled kernels have started in this process (0 without them)."""
+    return 0 if library() is None else int(_lib.tdbn_parallel_regions())
+
+
 def available() -> bool:
     """Whether the compiled kernels are enabled and built (building them on first call)."""
     return _enabled and library() is not None
@@ -165,7 +192,8 @@ def status() -> str:
         return "off (TDBN_NATIVE=0 or set_enabled(False)): ATen loops"
     if library() is None:
         return f"unavailable ({_error}): ATen loops"
-    return f"on (compiled with {os.environ.get('CC', 'cc')}, cache {cache_dir()})"
+    return (f"on (compiled with {os.environ.get('CC', 'cc')}, cache {cache_dir()}; threads from "
+            f"{min_parallel_work()} elements)")
 
 
 def _eager() -> bool:
