@@ -397,6 +397,54 @@ def test_bn_grad_input_in_place_equals_a_new_tensor(dtype, channels_last):
         native.bn_grad_input(fresh, z, *vecs, layout, out=torch.empty(z.shape, dtype=torch.bfloat16))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_identity_junction_writes_its_input_gradient_into_the_read_back_spikes(monkeypatch, dtype, channels_last):
+    """The junction with an identity shortcut kept as bits reads the spikes back into a temporary of its own;
+    once the LIF backward pass has read them, dL/dza goes into that temporary instead of a fresh tensor. Same
+    gradients bit for bit as with a fresh output."""
+    if not native.available():
+        pytest.skip("no C compiler: the compiled kernels cannot be built here")
+    from tdbn.functional import units
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    torch.manual_seed(3)
+    za0 = torch.randn(12, 5, 6, 7, dtype=dtype).contiguous(memory_format=fmt).view(3, 4, 5, 6, 7)
+    spikes = (torch.rand(12, 5, 6, 7) > 0.6).to(dtype).contiguous(memory_format=fmt).view(3, 4, 5, 6, 7)
+    g = torch.randn(3, 4, 5, 6, 7, dtype=dtype)
+    seen = []
+    real = native.bn_grad_input
+
+    def recording(*args, out=None, **kw):
+        seen.append(out)
+        return real(*args, out=out, **kw)
+
+    def run(reuse: bool):
+        if not reuse:  # the same call with nothing spare: dL/dza into a new tensor
+            monkeypatch.setattr(units, "_bn_backward", _without_spare(units._bn_backward))
+        za = za0.clone().requires_grad_()
+        s = spikes.clone().requires_grad_()
+        bn = TdBatchNorm2d(5, alpha=2 ** -0.5).to(dtype)
+        out = td_bn_add_lif(za, bn.unit_args(za), s, None, LIFParameters(), zb_mask=units.pack_spikes(s))
+        out.backward(g)
+        monkeypatch.undo()
+        return za.grad, s.grad, bn.weight.grad, bn.bias.grad
+
+    monkeypatch.setattr(native, "bn_grad_input", recording)
+    reused = run(True)
+    assert len(seen) == 1 and seen[0] is not None, "dL/dza went into a new tensor, not the read-back spikes"
+    assert seen[0].dtype == dtype and seen[0].stride() == za0.stride()
+    fresh = run(False)
+    for a, b in zip(reused, fresh):
+        assert torch.equal(a, b)
+
+
+def _without_spare(fn):
+    def call(*args, spare=None, **kw):
+        return fn(*args, **kw)
+    return call
+
+
 def test_junction_rejects_mismatched_branches():
     bn = TdBatchNorm1d(3)
     with pytest.raises(ValueError, match="one shape"):

@@ -175,11 +175,14 @@ def _bn_recompute(z: Tensor, weight, bias, mean, invstd, scale, native: bool) ->
     return _affine_(torch.sub(z, mean.view(shape)), w, bias, shape)
 
 
-def _bn_backward(grad_y, z, weight, mean, invstd, scale, native: bool, sums=None, last_use: bool = False):
+def _bn_backward(grad_y, z, weight, mean, invstd, scale, native: bool, sums=None, last_use: bool = False,
+                 spare: Tensor | None = None):
     """tdBN backward pass (Eq. 5-8): ``(dL/dz, dL/dlambda, dL/dbeta)``; ``sums`` = per-channel ``sum(dL/dy)``
     and ``sum(dL/dy * (z - mean))`` when already computed (by the fused LIF backward kernel). ``last_use``:
     nothing reads ``grad_y`` afterwards, so the compiled kernel may write ``dL/dz`` over it when the dtypes
-    agree (float32, float64): one fresh ``[T, ...]`` tensor fewer per unit, and its first-touch page faults."""
+    agree (float32, float64): one fresh ``[T, ...]`` tensor fewer per unit, and its first-touch page faults.
+    ``spare``: a private temporary nothing reads any more, which the compiled kernel may write ``dL/dz`` into
+    when it has ``z``'s dtype and strides (the same saving where ``grad_y`` is still needed)."""
     dims, shape, n = _channel_view(grad_y)
     layout = _native.bn_layout(z, mixed=True) if native and grad_y.stride() == z.stride() else None
     if layout is None:
@@ -201,6 +204,8 @@ def _bn_backward(grad_y, z, weight, mean, invstd, scale, native: bool, sums=None
     c_0 = -k * sum_g / n
     if layout is not None:
         into = grad_y if last_use and grad_y.dtype == z.dtype else None
+        if into is None and spare is not None and spare.dtype == z.dtype and spare.stride() == z.stride():
+            into = spare
         grad_z = _native.bn_grad_input(grad_y, z, mean, k, c_0, c_x, layout, out=into)
     else:
         if xc is None:
@@ -576,8 +581,10 @@ def _(za, weight_a, bias_a, scale_a, zb, zb_mask, normalized_b, weight_b, bias_b
             _stats_like(za, Cb), _stats_like(za, Cb), _stats_like(za, Cb))
 
 
-def _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surrogate, kernels):
-    """``a``/``b``: ``(weight, mean, invstd, scale)`` plus bias; returns the six gradients (empty where none)."""
+def _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surrogate, kernels, zb_private=False):
+    """``a``/``b``: ``(weight, mean, invstd, scale)`` plus bias; returns the six gradients (empty where none).
+    ``zb_private``: ``zb`` is this call's own temporary (the spikes read back from their bits), free to be
+    overwritten once the LIF backward pass has read it."""
     native = kernels[2]
     with _no_autocast(za.device):
         gs = _matching(za, grad_spikes)
@@ -594,9 +601,13 @@ def _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surroga
             grad_y = _lif_bptt_from(y, _matching(zac, gs), tau, v_th, width, surrogate, kernels)
         del gs
         wa, _, mean_a, invstd_a, scale_a = a
-        grad_za, grad_wa, grad_ba = _bn_backward(grad_y, zac, wa, mean_a, invstd_a, scale_a, native)
-        if b is None:
+        if b is None:  # dL/dza may go into the spikes read back from the bits: nothing reads them any more
+            spare = zb if zb_private and layout is not None else None
+            del zb, zbc
+            grad_za, grad_wa, grad_ba = _bn_backward(grad_y, zac, wa, mean_a, invstd_a, scale_a, native,
+                                                     spare=spare)
             return grad_za.to(za.dtype), grad_wa, grad_ba, grad_y, grad_y.new_empty(0), grad_y.new_empty(0)
+        grad_za, grad_wa, grad_ba = _bn_backward(grad_y, zac, wa, mean_a, invstd_a, scale_a, native)
         wb, _, mean_b, invstd_b, scale_b = b
         grad_zb, grad_wb, grad_bb = _bn_backward(grad_y, zbc, wb, mean_b, invstd_b, scale_b, native, last_use=True)
         return grad_za.to(za.dtype), grad_wa, grad_ba, grad_zb, grad_wb, grad_bb
@@ -607,11 +618,13 @@ def _junction_backward(kernels):
              bias_b, mean_b, invstd_b, scale_b, tau, v_th, width, surrogate):
         a = (weight_a, bias_a, mean_a, invstd_a, scale_a)
         b = (weight_b, bias_b, mean_b, invstd_b, scale_b) if normalized_b else None
-        if zb.dtype == torch.uint8:  # a spike input kept as its bits (read back contiguous)
+        private = zb.dtype == torch.uint8
+        if private:  # a spike input kept as its bits (read back contiguous)
             zb = unpack_spikes(zb, tuple(za.shape), zb_dtype)
             if zb.stride() != za.stride():  # channels-last: the one-pass kernels read both in one layout
                 zb = torch.empty_like(za, dtype=zb_dtype).copy_(zb)
-        g = _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surrogate, kernels())
+        g = _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surrogate, kernels(),
+                                    zb_private=private)
         return g[:3] + (g[3].to(zb_dtype),) + g[4:]
     return impl
 
