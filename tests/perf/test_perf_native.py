@@ -278,3 +278,11 @@ def test_lif_forward_reads_an_input_repeated_over_time(store_u):
     assert torch.equal(spikes, ref_s)
     if store_u:
         assert torch.equal(u, ref_u)
+
+
+def test_a_malformed_thread_threshold_names_the_variable(monkeypatch):
+    monkeypatch.setenv("TDBN_MIN_PARALLEL_WORK", "half a million")
+    with pytest.raises(ValueError, match="TDBN_MIN_PARALLEL_WORK='half a million' is not a whole number"):
+        native.min_parallel_work()
+    monkeypatch.setenv("TDBN_MIN_PARALLEL_WORK", " 65536 ")
+    assert native.min_parallel_work() == 65536

@@ -111,8 +111,13 @@ MIN_PARALLEL_WORK = {"spin": 32768, "passive": 524288}
 def min_parallel_work() -> int:
     """The threshold for this process: ``$TDBN_MIN_PARALLEL_WORK`` if set, else by ``$OMP_WAIT_POLICY`` (read,
     like OpenMP reads it, from the environment the process started with)."""
-    if os.environ.get("TDBN_MIN_PARALLEL_WORK"):
-        return max(1, int(os.environ["TDBN_MIN_PARALLEL_WORK"]))
+    value = os.environ.get("TDBN_MIN_PARALLEL_WORK", "").strip()
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            raise ValueError(f"TDBN_MIN_PARALLEL_WORK={value!r} is not a whole number of elements; set it to "
+                             "e.g. 524288, or unset it to follow OMP_WAIT_POLICY") from None
     passive = os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
     return MIN_PARALLEL_WORK["passive" if passive else "spin"]
 
