@@ -413,36 +413,31 @@ def test_identity_junction_writes_its_input_gradient_into_the_read_back_spikes(m
     spikes = (torch.rand(12, 5, 6, 7) > 0.6).to(dtype).contiguous(memory_format=fmt).view(3, 4, 5, 6, 7)
     g = torch.randn(3, 4, 5, 6, 7, dtype=dtype)
     seen = []
-    real = native.bn_grad_input
+    real_input_grad, real_bn_backward = native.bn_grad_input, units._bn_backward
 
     def recording(*args, out=None, **kw):
         seen.append(out)
-        return real(*args, out=out, **kw)
+        return real_input_grad(*args, out=out, **kw)
 
-    def run(reuse: bool):
-        if not reuse:  # the same call with nothing spare: dL/dza into a new tensor
-            monkeypatch.setattr(units, "_bn_backward", _without_spare(units._bn_backward))
-        za = za0.clone().requires_grad_()
-        s = spikes.clone().requires_grad_()
-        bn = TdBatchNorm2d(5, alpha=2 ** -0.5).to(dtype)
-        out = td_bn_add_lif(za, bn.unit_args(za), s, None, LIFParameters(), zb_mask=units.pack_spikes(s))
-        out.backward(g)
-        monkeypatch.undo()
+    def backward(offer_spare: bool):
+        with monkeypatch.context() as m:
+            m.setattr(native, "bn_grad_input", recording)
+            if not offer_spare:  # the same call with nothing offered: dL/dza into a new tensor
+                m.setattr(units, "_bn_backward", lambda *args, into=None, **kw: real_bn_backward(*args, **kw))
+            za = za0.clone().requires_grad_()
+            s = spikes.clone().requires_grad_()
+            bn = TdBatchNorm2d(5, alpha=2 ** -0.5).to(dtype)
+            out = td_bn_add_lif(za, bn.unit_args(za), s, None, LIFParameters(), zb_mask=units.pack_spikes(s))
+            out.backward(g)
         return za.grad, s.grad, bn.weight.grad, bn.bias.grad
 
-    monkeypatch.setattr(native, "bn_grad_input", recording)
-    reused = run(True)
+    reused = backward(True)
     assert len(seen) == 1 and seen[0] is not None, "dL/dza went into a new tensor, not the read-back spikes"
     assert seen[0].dtype == dtype and seen[0].stride() == za0.stride()
-    fresh = run(False)
+    fresh = backward(False)
+    assert len(seen) == 2 and seen[1] is None
     for a, b in zip(reused, fresh):
         assert torch.equal(a, b)
-
-
-def _without_spare(fn):
-    def call(*args, spare=None, **kw):
-        return fn(*args, **kw)
-    return call
 
 
 def test_junction_rejects_mismatched_branches():

@@ -175,14 +175,12 @@ def _bn_recompute(z: Tensor, weight, bias, mean, invstd, scale, native: bool) ->
     return _affine_(torch.sub(z, mean.view(shape)), w, bias, shape)
 
 
-def _bn_backward(grad_y, z, weight, mean, invstd, scale, native: bool, sums=None, last_use: bool = False,
-                 spare: Tensor | None = None):
+def _bn_backward(grad_y, z, weight, mean, invstd, scale, native: bool, sums=None, into: Tensor | None = None):
     """tdBN backward pass (Eq. 5-8): ``(dL/dz, dL/dlambda, dL/dbeta)``; ``sums`` = per-channel ``sum(dL/dy)``
-    and ``sum(dL/dy * (z - mean))`` when already computed (by the fused LIF backward kernel). ``last_use``:
-    nothing reads ``grad_y`` afterwards, so the compiled kernel may write ``dL/dz`` over it when the dtypes
-    agree (float32, float64): one fresh ``[T, ...]`` tensor fewer per unit, and its first-touch page faults.
-    ``spare``: a private temporary nothing reads any more, which the compiled kernel may write ``dL/dz`` into
-    when it has ``z``'s dtype and strides (the same saving where ``grad_y`` is still needed)."""
+    and ``sum(dL/dy * (z - mean))`` when already computed (by the fused LIF backward kernel). ``into``: a
+    temporary that nothing reads afterwards (``grad_y`` itself at its last use, or another private one), which
+    the compiled kernel writes ``dL/dz`` into when it has ``z``'s dtype and strides: one fresh ``[T, ...]``
+    tensor fewer per unit, and its first-touch page faults."""
     dims, shape, n = _channel_view(grad_y)
     layout = _native.bn_layout(z, mixed=True) if native and grad_y.stride() == z.stride() else None
     if layout is None:
@@ -203,9 +201,8 @@ def _bn_backward(grad_y, z, weight, mean, invstd, scale, native: bool, sums=None
     c_x = -k * invstd * invstd * sum_gx / n
     c_0 = -k * sum_g / n
     if layout is not None:
-        into = grad_y if last_use and grad_y.dtype == z.dtype else None
-        if into is None and spare is not None and spare.dtype == z.dtype and spare.stride() == z.stride():
-            into = spare
+        if into is not None and (into.dtype != z.dtype or into.stride() != z.stride()):
+            into = None
         grad_z = _native.bn_grad_input(grad_y, z, mean, k, c_0, c_x, layout, out=into)
     else:
         if xc is None:
@@ -430,7 +427,7 @@ def _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, 
             grad_y, sums = _native.unit_backward(gs, z, affine, None, None, layout, tau, v_th, width, surrogate,
                                                  sums=True)
             del gs  # temporaries go as soon as they are used: the low-precision step's peak counts them
-            return _bn_backward(grad_y, z, weight, mean, invstd, scale, native, sums, last_use=True)  # z's dtype
+            return _bn_backward(grad_y, z, weight, mean, invstd, scale, native, sums, into=grad_y)  # z's dtype
         zc = _wide(z)
         gs = _matching(zc, gs)
         y = _bn_recompute(zc, weight, bias, mean, invstd, scale, native)
@@ -605,11 +602,11 @@ def _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surroga
             spare = zb if zb_private and layout is not None else None
             del zb, zbc
             grad_za, grad_wa, grad_ba = _bn_backward(grad_y, zac, wa, mean_a, invstd_a, scale_a, native,
-                                                     spare=spare)
+                                                     into=spare)
             return grad_za.to(za.dtype), grad_wa, grad_ba, grad_y, grad_y.new_empty(0), grad_y.new_empty(0)
         grad_za, grad_wa, grad_ba = _bn_backward(grad_y, zac, wa, mean_a, invstd_a, scale_a, native)
         wb, _, mean_b, invstd_b, scale_b = b
-        grad_zb, grad_wb, grad_bb = _bn_backward(grad_y, zbc, wb, mean_b, invstd_b, scale_b, native, last_use=True)
+        grad_zb, grad_wb, grad_bb = _bn_backward(grad_y, zbc, wb, mean_b, invstd_b, scale_b, native, into=grad_y)
         return grad_za.to(za.dtype), grad_wa, grad_ba, grad_zb, grad_wb, grad_bb
 
 
