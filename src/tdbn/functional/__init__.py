@@ -5,7 +5,7 @@ from . import surrogate
 from .fold import bn_scale_shift, fold_into
 from .lif import lif, lif_naive
 from .params import DEFAULT_LIF, LIFParameters
-from .tdbn import sync_td_batch_norm, td_batch_norm
+from .tdbn import td_batch_norm
 from .units import NormArgs, spike_conv2d, td_bn_add_lif, td_bn_lif
 
 __all__ = [
@@ -18,7 +18,6 @@ __all__ = [
     "lif_naive",
     "spike_conv2d",
     "surrogate",
-    "sync_td_batch_norm",
     "td_batch_norm",
     "td_bn_add_lif",
     "td_bn_lif",

@@ -21,7 +21,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from . import native as _native
-from .units import _affine_, _bn_weight, _channel_view
+from .units import _bn_backward, _bn_forward, _global_stats, _grad_sums, _synced_grad_sums
 
 Tensor = torch.Tensor
 
@@ -79,40 +79,34 @@ class TdBatchNormFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, scale: float, momentum: float, eps: float):  # type: ignore[override]
-        dims, shape, n = _channel_view(x)
-        ctx.scale = scale
-        ctx.native = _native.bn_layout(x)  # compiled kernels (same mathematics, fewer passes), or ATen
-        if ctx.native is not None:
-            mean, var = _native.bn_stats(x, ctx.native)
-        else:
-            mean = x.sum(dims) / n
-            centred = torch.sub(x, mean.view(shape))
-            var = torch.mul(centred, centred).sum(dims) / n  # biased (Eq. 8)
-        invstd = torch.rsqrt(var + eps)
-        w = _bn_weight(weight, invstd, scale)  # lambda * alpha * v_th / sigma
-        if ctx.native is not None:
-            y = _native.bn_affine(x, mean, w, bias, ctx.native)
-        else:
-            y = _affine_(centred, w, bias, shape)
+    def forward(ctx, x, weight, bias, running_mean, running_var, scale: float, momentum: float, eps: float,  # type: ignore[override]
+                group: str = ""):
+        ctx.scale, ctx.group = scale, group
+        # the units' tdBN maths: compiled kernels where they apply (same mathematics, fewer passes), else ATen
+        stats = None
+        if group:
+            ((mean, var),), n = _global_stats([x], _native.bn_layout(x), group)
+            stats = (mean, var, n)
+        y, mean, invstd, unbiased = _bn_forward(x, weight, bias, scale, eps, True, stats)
         if running_mean is not None and running_var is not None:
             running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-            running_var.mul_(1 - momentum).add_(var * (n / max(n - 1, 1)), alpha=momentum)
+            running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
         ctx.save_for_backward(x, weight, bias, mean, invstd)
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y):  # type: ignore[override]
-        from .units import _bn_backward
-
         x, weight, bias, mean, invstd = ctx.saved_tensors
-        native = ctx.native is not None and grad_y.stride() == x.stride()
-        grad_x, grad_w, grad_b = _bn_backward(grad_y, x, weight, mean, invstd, ctx.scale, native)
+        sums = None
+        if ctx.group:
+            (sums,) = _synced_grad_sums([_grad_sums(grad_y, x, mean, True)], x.numel() // x.shape[2], ctx.group,
+                                        mean.dtype)
+        grad_x, grad_w, grad_b = _bn_backward(grad_y, x, weight, mean, invstd, ctx.scale, True, sums)
         grad_x = grad_x if ctx.needs_input_grad[0] else None
         grad_w = grad_w if weight is not None and ctx.needs_input_grad[1] else None
         grad_b = grad_b if bias is not None and ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b, None, None, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None, None, None, None
 
 
 def td_batch_norm_train(
@@ -126,8 +120,11 @@ def td_batch_norm_train(
     v_th: float,
     momentum: float,
     eps: float,
+    group: str = "",
 ) -> Tensor:
-    """tdBN of ``x`` ``[T, N, C, ...]`` in training mode (Eq. 5-8) through :class:`TdBatchNormFunction`.
+    """tdBN of ``x`` ``[T, N, C, ...]`` in training mode (Eq. 5-8) through :class:`TdBatchNormFunction`;
+    ``group``: the name of a process group whose batches the statistics span (sync tdBN), ``""`` for this
+    process's batch alone.
 
     The same values, running-statistics update and gradients as the plain formulation
     ``F.batch_norm(x.flatten(0, 1), ..., weight * alpha * v_th, ...)`` up to float rounding. Floating-point
@@ -135,4 +132,5 @@ def td_batch_norm_train(
     """
     if x.numel() == x.shape[2]:  # the check F.batch_norm makes in training mode
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
-    return TdBatchNormFunction.apply(x, weight, bias, running_mean, running_var, float(alpha * v_th), momentum, eps)
+    return TdBatchNormFunction.apply(x, weight, bias, running_mean, running_var, float(alpha * v_th), momentum, eps,
+                                     group)

@@ -330,19 +330,33 @@ typedef struct {
     const void *mean, *w, *b, *k, *c0, *cx; /* per-channel vectors (CTYPE; b may be NULL) */
     double *acc;             /* per-part accumulators: parts x 2C */
     int64_t C, inner;
-    int pass;                /* stats: 0 sums x, 1 sums (x - mean)^2 */
+    int pass;                /* stats: 0 sums x, 1 sums (x - mean)^2, 2 sums x and x^2 (sync tdBN) */
 } bn_args;
 
 #define BN_KERNELS(SUF, STYPE, CTYPE, LD, ST)                                                              \
-    /* pass 0: acc[c] += x; pass 1: acc[C + c] += (x - mean[c])^2 */                                       \
+    /* pass 0: acc[c] += x; pass 1: acc[C + c] += (x - mean[c])^2; pass 2: acc[c] += x, acc[C + c] += x^2 */ \
     static void bn_stats_##SUF(const void *p, int64_t lo, int64_t hi, int part) {                          \
         const bn_args *a = (const bn_args *)p;                                                             \
         const STYPE *x = (const STYPE *)a->x;                                                              \
         const CTYPE *mean = (const CTYPE *)a->mean;                                                        \
         const int64_t C = a->C, S = a->inner;                                                              \
-        double *acc = a->acc + (int64_t)part * 2 * C + (a->pass ? C : 0);                                  \
+        double *acc = a->acc + (int64_t)part * 2 * C + (a->pass == 1 ? C : 0);                             \
         for (int64_t r = lo; r < hi; r++) {                                                                \
             const STYPE *row = x + r * C * S;                                                              \
+            if (a->pass == 2) {                                                                            \
+                for (int64_t c = 0; c < C; c++) {                                                          \
+                    double t1 = 0.0, t2 = 0.0;                                                             \
+                    _Pragma("omp simd reduction(+ : t1, t2)")                                              \
+                    for (int64_t s = 0; s < S; s++) {                                                      \
+                        const double v = (double)LD(row[c * S + s]);                                       \
+                        t1 += v;                                                                           \
+                        t2 += v * v;                                                                       \
+                    }                                                                                      \
+                    acc[c] += t1;                                                                          \
+                    acc[C + c] += t2;                                                                      \
+                }                                                                                          \
+                continue;                                                                                  \
+            }                                                                                              \
             if (S == 1) {                                                                                  \
                 if (a->pass == 0)                                                                          \
                     for (int64_t c = 0; c < C; c++) acc[c] += (double)LD(row[c]);                          \
@@ -716,6 +730,20 @@ int tdbn_bn_stats(int dtype, const void *x, int64_t outer, int64_t C, int64_t in
             else ((float *)mean)[c] = (float)(t / n);
         }
     }
+    return 0;
+}
+
+/* per-channel sums of x and of x^2 in one pass, float64: out[0:C], out[C:2C] (the share of one process in the
+ * statistics of a tdBN synchronized across processes; reduced over the processes, then mean and variance) */
+int tdbn_bn_sums(int dtype, const void *x, int64_t outer, int64_t C, int64_t inner, double *out, double *scratch,
+                 int nthreads) {
+    static const range_fn fns[3] = {bn_stats_f32, bn_stats_f64, bn_stats_bf16};
+    if (dtype < 0 || dtype > 2) return -1;
+    const int parts = plan(outer, 1, C * inner, nthreads);
+    bn_args a = {x, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, scratch, C, inner, 2};
+    memset(scratch, 0, sizeof(double) * 2 * C * parts);
+    parallel(fns[dtype], &a, outer, 1, parts);
+    combine(scratch, parts, C, out);
     return 0;
 }
 

@@ -147,13 +147,14 @@ def _compile() -> ctypes.CDLL:
     lib.tdbn_lif_backward.restype = i32
     lib.tdbn_bn_stats.argtypes = [i32, ptr, i64, i64, i64, ptr, ptr, ptr, i32]
     lib.tdbn_bn_grad_sums.argtypes = [i32, ptr, ptr, ptr, i64, i64, i64, ptr, ptr, i32]
+    lib.tdbn_bn_sums.argtypes = [i32, ptr, i64, i64, i64, ptr, ptr, i32]
     lib.tdbn_bn_affine.argtypes = [i32, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i32]
     lib.tdbn_bn_grad_input.argtypes = [i32, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i32]
     lib.tdbn_unit_forward.argtypes = [i32, i32, *[ptr] * 9, i64, i64, i64, i64, dbl, dbl, i32]
     lib.tdbn_unit_backward.argtypes = [i32, i32, *[ptr] * 10, i64, i64, i64, i64, dbl, dbl, dbl, i32, ptr, ptr, i32]
     lib.tdbn_pack_bits.argtypes = [i32, ptr, ptr, i64, i32]
     lib.tdbn_unpack_bits.argtypes = [i32, ptr, ptr, i64, i32]
-    for fn in (lib.tdbn_pack_bits, lib.tdbn_unpack_bits, lib.tdbn_bn_stats, lib.tdbn_bn_grad_sums, lib.tdbn_bn_affine, lib.tdbn_bn_grad_input,
+    for fn in (lib.tdbn_pack_bits, lib.tdbn_unpack_bits, lib.tdbn_bn_stats, lib.tdbn_bn_sums, lib.tdbn_bn_grad_sums, lib.tdbn_bn_affine, lib.tdbn_bn_grad_input,
                lib.tdbn_unit_forward, lib.tdbn_unit_backward):
         fn.restype = i32
     lib.tdbn_parallel_regions.argtypes = []
@@ -394,6 +395,19 @@ def bn_stats(x: Tensor, layout: Layout) -> tuple[Tensor, Tensor]:
     return mean, var.to(mean.dtype)
 
 
+def bn_sums(x: Tensor, layout: Layout) -> Tensor:
+    """Per-channel ``sum(x)`` and ``sum(x^2)`` in one pass, accumulated and returned in float64 (``[2C]``): one
+    process's share of the statistics of a tdBN synchronized across processes."""
+    outer, C, inner = _bn_guard("tdbn_bn_sums", x, layout)
+    calls["bn_sums"] += 1
+    out = torch.empty(2 * C, dtype=torch.float64)
+    scratch = _scratch(C)
+    rc = _lib.tdbn_bn_sums(DTYPES[x.dtype], x.data_ptr(), outer, C, inner, out.data_ptr(), scratch.data_ptr(),
+                           torch.get_num_threads())
+    _check(rc, "tdbn_bn_sums")
+    return out
+
+
 def bn_affine(x: Tensor, mean: Tensor, w: Tensor, bias: Tensor | None, layout: Layout) -> Tensor:
     """``(x - mean) * w + bias`` per channel, each operation rounded; a new tensor with ``x``'s strides, in its
     compute dtype."""
@@ -411,9 +425,9 @@ def bn_affine(x: Tensor, mean: Tensor, w: Tensor, bias: Tensor | None, layout: L
     return y
 
 
-def bn_grad_sums(g: Tensor, x: Tensor, mean: Tensor, layout: Layout) -> tuple[Tensor, Tensor]:
+def bn_grad_sums(g: Tensor, x: Tensor, mean: Tensor, layout: Layout, *, wide: bool = False) -> tuple[Tensor, Tensor]:
     """Per-channel ``sum(g)`` and ``sum(g * (x - mean))`` (float64 accumulation, returned in ``x``'s compute
-    dtype); ``g`` is in that dtype."""
+    dtype, or in float64 with ``wide``); ``g`` is in that dtype."""
     outer, C, inner = _bn_guard("tdbn_bn_grad_sums", x, layout)
     out = torch.empty(2 * C, dtype=torch.float64)
     mean, scratch = _vec(mean, x), _scratch(C)
@@ -425,7 +439,7 @@ def bn_grad_sums(g: Tensor, x: Tensor, mean: Tensor, layout: Layout) -> tuple[Te
         scratch.data_ptr(), torch.get_num_threads(),
     )
     _check(rc, "tdbn_bn_grad_sums")
-    out = out.to(COMPUTE[x.dtype])
+    out = out if wide else out.to(COMPUTE[x.dtype])
     return out[:C], out[C:]
 
 
@@ -487,12 +501,14 @@ def unit_forward(za: Tensor, a: Affine, zb: Tensor | None, b: Affine | None, lay
 
 
 def unit_backward(grad_spikes: Tensor, za: Tensor, a: Affine, zb: Tensor | None, b: Affine | None,
-                  layout: Layout, tau: float, v_th: float, width: float, surrogate: str, *, sums: bool = False):
+                  layout: Layout, tau: float, v_th: float, width: float, surrogate: str, *, sums: bool = False,
+                  wide: bool = False):
     """The LIF backward pass of :func:`unit_forward` in one pass: recompute ``y`` and ``u`` per block of neurons
     (the forward pass's operations, so the same ``u``), walk BPTT back in time (Eq. 14-15, 18).
 
     Returns ``(dL/dy, sums)``: ``dL/dy`` in the compute dtype with ``za``'s strides; with ``sums`` (one input
-    only) the per-channel ``(sum(dL/dy), sum(dL/dy * (za - mean_a)))`` the tdBN backward pass needs, else None.
+    only) the per-channel ``(sum(dL/dy), sum(dL/dy * (za - mean_a)))`` the tdBN backward pass needs (float64 with
+    ``wide``, else the compute dtype), else None.
     ``grad_spikes`` has ``za``'s dtype and strides.
     """
     mode, vecs, T, M, C, cdiv = _unit_operands("tdbn_unit_backward", za, a, zb, b, layout)
@@ -512,7 +528,7 @@ def unit_backward(grad_spikes: Tensor, za: Tensor, a: Affine, zb: Tensor | None,
     _check(rc, "tdbn_unit_backward")
     if out is None:
         return grad_y, None
-    out = out.to(grad_y.dtype)
+    out = out if wide else out.to(grad_y.dtype)
     return grad_y, (out[:C], out[C:])
 
 

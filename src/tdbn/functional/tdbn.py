@@ -13,8 +13,9 @@ forward pass, so ``lambda`` itself starts at 1 and its gradient is the paper's.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from . import fused as _fused
@@ -34,6 +35,7 @@ def td_batch_norm(
     training: bool,
     momentum: float,
     eps: float,
+    group: str = "",
 ) -> Tensor:
     """tdBN of ``x`` shaped ``[T, N, C, ...]``; statistics per channel over all other dimensions.
 
@@ -42,7 +44,18 @@ def td_batch_norm(
     mathematics as :func:`td_batch_norm_plain` (values, running statistics and gradients equal up to float
     rounding) with faster CPU kernels. A tdBN followed by a LIF is better run as one unit
     (:func:`tdbn.functional.units.td_bn_lif`), which the models do.
+
+    ``group``: in training mode, the name of a process group whose batches the statistics span (sync tdBN,
+    ``ProcessGroup.group_name``); always through :func:`~tdbn.functional.fused.td_batch_norm_train`, which
+    reduces the per-channel sums in one all-reduce (the same mathematics as the units).
     """
+    if training and group:
+        if torch.compiler.is_compiling():
+            _warn_compile_sync()
+        return _fused.td_batch_norm_train(
+            x, running_mean, running_var, weight, bias, alpha=alpha, v_th=v_th, momentum=momentum, eps=eps,
+            group=group,
+        )
     lean = _fused.lean_enabled() and not torch.compiler.is_compiling()  # the compiler traces F.batch_norm
     if training and x.dtype in (torch.float32, torch.float64) and lean:
         return _fused.td_batch_norm_train(
@@ -75,47 +88,14 @@ def td_batch_norm_plain(
     return y.view(x.shape)
 
 
-def sync_td_batch_norm(
-    x: Tensor,
-    running_mean: Tensor | None,
-    running_var: Tensor | None,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    *,
-    alpha: float,
-    v_th: float,
-    momentum: float,
-    eps: float,
-    group: "dist.ProcessGroup | None" = None,
-) -> Tensor:
-    """tdBN in training mode with statistics reduced over all processes of ``group`` (sync-BN).
+_warned_compile = False
 
-    Works with every backend (gloo on CPU, NCCL on CUDA): two differentiable all-reduces, one for the
-    per-channel sums and counts, one for the centred sums of squares, so the result equals tdBN of the
-    concatenated global batch.
-    """
-    from torch.distributed.nn.functional import all_reduce
 
-    C = x.shape[2]
-    dims = [d for d in range(x.dim()) if d != 2]
-    count = x.new_tensor([x.numel() / C])
-    s1 = torch.cat([x.sum(dims), count])
-    s1 = all_reduce(s1, group=group)
-    n = s1[-1]
-    mean = s1[:-1] / n
-    shape = [1, 1, C] + [1] * (x.dim() - 3)
-    xc = x - mean.view(shape)
-    var = all_reduce(xc.square().sum(dims), group=group) / n  # biased (Eq. 8)
-    invstd = torch.rsqrt(var + eps)
-    scale = alpha * v_th
-    w = invstd * scale if weight is None else invstd * (weight * scale)
-    y = xc * w.view(shape)
-    if bias is not None:
-        y = y + bias.view(shape)
-    if running_mean is not None and running_var is not None:
-        with torch.no_grad():
-            nn_ = float(n)
-            unbiased = var.detach() * (nn_ / max(nn_ - 1.0, 1.0))
-            running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
-            running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
-    return y
+def _warn_compile_sync() -> None:
+    global _warned_compile
+    if not _warned_compile:
+        _warned_compile = True
+        warnings.warn("tdbn: a synchronized tdBN outside a unit (not followed by a LIF) is not traced by "
+                      "torch.compile: its all-reduce runs eagerly (a graph break; fullgraph=True fails). The "
+                      "units (tdBN -> LIF, the residual junction) are traced as single operators.", RuntimeWarning,
+                      stacklevel=4)

@@ -42,6 +42,7 @@ import warnings
 from typing import NamedTuple
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch.library import custom_op
 
@@ -56,7 +57,8 @@ _WIDE = (torch.float32, torch.float64)
 
 class NormArgs(NamedTuple):
     """What a tdBN contributes to a unit in training mode (Eq. 5-8): its parameters, its running statistics
-    (updated in place), the scale ``alpha * v_th``, and ``momentum`` and ``eps``."""
+    (updated in place), the scale ``alpha * v_th``, ``momentum`` and ``eps``, and the name of the process group
+    over which its statistics are synchronized (``""``: this process's batch alone)."""
 
     weight: Tensor | None
     bias: Tensor | None
@@ -65,6 +67,7 @@ class NormArgs(NamedTuple):
     scale: float
     momentum: float
     eps: float
+    group: str = ""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -138,12 +141,67 @@ def _affine_(centred: Tensor, w: Tensor, bias: Tensor | None, shape: list[int]) 
     return y if bias is None else y.add_(bias.view(shape))
 
 
-def _bn_forward(z: Tensor, weight, bias, scale, eps, native: bool):
-    """tdBN in training mode on a compute-dtype tensor ``z`` [T, N, C, ...] (Eq. 5-8): ``(y, mean, invstd, var)``
-    with the biased batch variance ``var``; the caller updates the running statistics (:func:`_update_running`)."""
+# ---------------------------------------------------------------------------------------------------------
+# tdBN statistics: this process's batch, or the batches of all processes of a group (sync tdBN)
+
+
+def _all_reduce(t: Tensor, group: str) -> Tensor:
+    """``t`` summed over the processes of the group named ``group`` (in place; gloo on CPU, NCCL on CUDA)."""
+    from torch.distributed.distributed_c10d import _resolve_process_group
+
+    dist.all_reduce(t, group=_resolve_process_group(group))
+    return t
+
+
+def _reduce_sums(sums: list[Tensor], count: int, group: str) -> tuple[list[Tensor], int]:
+    """Per-channel float64 sums of this process added over the group in one all-reduce, with the values per
+    channel counted (batches may differ between processes): the global sums and count."""
+    flat = torch.cat([*sums, sums[0].new_full((1,), float(count))])
+    _all_reduce(flat, group)
+    C = sums[0].numel()
+    return [flat[i * C:(i + 1) * C] for i in range(len(sums))], int(flat[-1].item())
+
+
+def _local_sums(z: Tensor, layout) -> Tensor:
+    """Per-channel ``[sum(z), sum(z^2)]`` in float64 (the compiled one-pass kernel where it applies)."""
+    if layout is not None:
+        return _native.bn_sums(z, layout)
+    dims, _, _ = _channel_view(z)
+    z64 = z.to(torch.float64)
+    return torch.cat([z64.sum(dims), z64.square().sum(dims)])
+
+
+def _global_stats(zs: list[Tensor], layout, group: str) -> tuple[list[tuple[Tensor, Tensor]], int]:
+    """Mean and biased variance (Eq. 6-8) per channel of each of ``zs`` over the batches of all processes of
+    ``group``, in the compute dtype: one all-reduce of the float64 sums of ``z`` and ``z^2`` of every input, then
+    ``var = E[z^2] - E[z]^2`` in float64. Also the global count of values per channel."""
+    sums = [_local_sums(z, layout) for z in zs]
+    C = zs[0].shape[2]
+    flat, n = _reduce_sums(sums, zs[0].numel() // C, group)
+    out = []
+    for s, z in zip(flat, zs):
+        mean = s[:C] / n
+        var = (s[C:] / n - mean * mean).clamp_min_(0.0)
+        dtype = _compute_dtype(z.dtype)
+        out.append((mean.to(dtype), var.to(dtype)))
+    return out, n
+
+
+def _running_var(var: Tensor, n: int) -> Tensor:
+    """The variance the running statistics take in: unbiased over the ``n`` values (like ``torch.nn.BatchNorm``)."""
+    return var * (n / max(n - 1, 1))
+
+
+def _bn_forward(z: Tensor, weight, bias, scale, eps, native: bool, stats=None):
+    """tdBN in training mode on a compute-dtype tensor ``z`` [T, N, C, ...] (Eq. 5-8): ``(y, mean, invstd,
+    running_var)``, the last the unbiased batch variance for the running statistics (:func:`_update_running`).
+    ``stats``: ``(mean, var, n)`` of a synchronized batch (:func:`_global_stats`), else this batch's own."""
     dims, shape, n = _channel_view(z)
     layout = _native.bn_layout(z) if native else None
-    if layout is not None:
+    centred = None
+    if stats is not None:
+        mean, var, n = stats
+    elif layout is not None:
         mean, var = _native.bn_stats(z, layout)
     else:
         mean = z.sum(dims) / n
@@ -151,18 +209,21 @@ def _bn_forward(z: Tensor, weight, bias, scale, eps, native: bool):
         var = torch.mul(centred, centred).sum(dims) / n  # biased (Eq. 8)
     invstd = torch.rsqrt(var + eps)
     w = _bn_weight(weight, invstd, scale)
-    y = _native.bn_affine(z, mean, w, bias, layout) if layout is not None else _affine_(centred, w, bias, shape)
-    return y, mean, invstd, var
+    if layout is not None:
+        y = _native.bn_affine(z, mean, w, bias, layout)
+    else:
+        y = _affine_(centred if centred is not None else torch.sub(z, mean.view(shape)), w, bias, shape)
+    return y, mean, invstd, _running_var(var, n)
 
 
-def _update_running(norm: "NormArgs", mean: Tensor, var: Tensor, n: int) -> None:
-    """Running statistics of a tdBN after a training batch of ``n`` values per channel (unbiased variance, like
-    ``torch.nn.BatchNorm``). Outside the operators: an operator with an autograd formula may not mutate its
-    inputs, and this way ``torch.compile`` sees the update as the buffer mutation it is."""
+def _update_running(norm: "NormArgs", mean: Tensor, running_var: Tensor) -> None:
+    """Running statistics of a tdBN after a training batch (``running_var``: the batch's unbiased variance).
+    Outside the operators: an operator with an autograd formula may not mutate its inputs, and this way
+    ``torch.compile`` sees the update as the buffer mutation it is."""
     with torch.no_grad():
         m = norm.momentum
         norm.running_mean.mul_(1 - m).add_(mean.to(norm.running_mean.dtype), alpha=m)
-        norm.running_var.mul_(1 - m).add_((var * (n / max(n - 1, 1))).to(norm.running_var.dtype), alpha=m)
+        norm.running_var.mul_(1 - m).add_(running_var.to(norm.running_var.dtype), alpha=m)
 
 
 def _bn_recompute(z: Tensor, weight, bias, mean, invstd, scale, native: bool) -> Tensor:
@@ -175,13 +236,45 @@ def _bn_recompute(z: Tensor, weight, bias, mean, invstd, scale, native: bool) ->
     return _affine_(torch.sub(z, mean.view(shape)), w, bias, shape)
 
 
+def _grad_sums(grad_y: Tensor, z: Tensor, mean: Tensor, native: bool) -> tuple[Tensor, Tensor]:
+    """Per-channel ``sum(dL/dy)`` and ``sum(dL/dy * (z - mean))`` in float64 (this process's share)."""
+    layout = _native.bn_layout(z, mixed=True) if native and grad_y.stride() == z.stride() else None
+    if layout is not None:
+        return _native.bn_grad_sums(grad_y, z, mean, layout, wide=True)
+    dims, shape, _ = _channel_view(grad_y)
+    prod = torch.mul(grad_y, torch.sub(_wide(z), mean.view(shape)))
+    return grad_y.sum(dims, dtype=torch.float64), prod.sum(dims, dtype=torch.float64)
+
+
+class SyncedSums(NamedTuple):
+    """The tdBN backward sums of a synchronized batch: ``total`` (added over the processes) gives the input
+    gradient; ``own`` (this process's) the parameter gradients, which DDP then averages like every other
+    parameter's (as ``torch.nn.SyncBatchNorm`` does); ``n``: the global count of values per channel."""
+
+    total: tuple[Tensor, Tensor]
+    own: tuple[Tensor, Tensor]
+    n: int
+
+
+def _synced_grad_sums(pairs: list[tuple[Tensor, Tensor]], count: int, group: str, dtype: torch.dtype):
+    """The float64 backward sums ``(sum_g, sum_gx)`` of one or two tdBNs, added over ``group`` in one
+    all-reduce: a :class:`SyncedSums` per pair, in ``dtype``."""
+    flat, n = _reduce_sums([t for pair in pairs for t in pair], count, group)
+    return [SyncedSums((flat[2 * i].to(dtype), flat[2 * i + 1].to(dtype)), (g.to(dtype), gx.to(dtype)), n)
+            for i, (g, gx) in enumerate(pairs)]
+
+
 def _bn_backward(grad_y, z, weight, mean, invstd, scale, native: bool, sums=None, into: Tensor | None = None):
     """tdBN backward pass (Eq. 5-8): ``(dL/dz, dL/dlambda, dL/dbeta)``; ``sums`` = per-channel ``sum(dL/dy)``
-    and ``sum(dL/dy * (z - mean))`` when already computed (by the fused LIF backward kernel). ``into``: a
+    and ``sum(dL/dy * (z - mean))`` when already computed (by the fused LIF backward kernel), or the
+    :class:`SyncedSums` of a synchronized batch. ``into``: a
     temporary that nothing reads afterwards (``grad_y`` itself at its last use, or another private one), which
     the compiled kernel writes ``dL/dz`` into when it has ``z``'s dtype and strides: one fresh ``[T, ...]``
     tensor fewer per unit, and its first-touch page faults."""
     dims, shape, n = _channel_view(grad_y)
+    own = None
+    if isinstance(sums, SyncedSums):
+        sums, own, n = sums
     layout = _native.bn_layout(z, mixed=True) if native and grad_y.stride() == z.stride() else None
     if layout is None:
         z = _wide(z)
@@ -209,6 +302,8 @@ def _bn_backward(grad_y, z, weight, mean, invstd, scale, native: bool, sums=None
             xc = torch.sub(z, mean.view(shape))
         grad_z = torch.mul(grad_y, k.view(shape), out=prod).add_(c_0.view(shape))
         grad_z.add_(xc.mul_(c_x.view(shape)))
+    if own is not None:  # parameter gradients of this process's batch
+        sum_g, sum_gx = own
     return grad_z, sum_gx * invstd * scale, sum_g
 
 
@@ -249,11 +344,25 @@ def _affine(weight, bias, mean, invstd, scale: float) -> "_native.Affine":
     return mean, _bn_weight(weight, invstd, scale), bias
 
 
-def _stats(z: Tensor, layout, weight, bias, scale: float, eps: float):
-    """tdBN statistics of ``z`` by the compiled kernels: ``(affine, mean, invstd, var)`` (:func:`_affine`)."""
-    mean, var = _native.bn_stats(z, layout)
+def _stats(z: Tensor, layout, weight, bias, scale: float, eps: float, stats=None):
+    """tdBN statistics of ``z`` by the compiled kernels, or ``stats = (mean, var, n)`` of a synchronized batch:
+    ``(affine, mean, invstd, running_var)`` (:func:`_affine`, :func:`_running_var`)."""
+    if stats is None:
+        mean, var = _native.bn_stats(z, layout)
+        n = z.numel() // z.shape[2]
+    else:
+        mean, var, n = stats
     invstd = torch.rsqrt(var + eps)
-    return _affine(weight, bias, mean, invstd, scale), mean, invstd, var
+    return _affine(weight, bias, mean, invstd, scale), mean, invstd, _running_var(var, n)
+
+
+def _synced(zs: list[Tensor], layout, group: str) -> list | None:
+    """``(mean, var, n)`` of each of ``zs`` over the processes of ``group`` (one all-reduce), or Nones when the
+    statistics are this process's own (``group`` empty)."""
+    if not group:
+        return [None] * len(zs)
+    stats, n = _global_stats(zs, layout, group)
+    return [(mean, var, n) for mean, var in stats]
 
 
 def _no_autocast(device: torch.device):
@@ -367,15 +476,19 @@ def lif_op(x: Tensor, p: LIFParameters, *, return_membrane: bool = False, backen
 # conv -> tdBN -> LIF
 
 
-def _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, kernels):
+def _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, group, kernels):
     native = kernels[2]
     with _no_autocast(z.device):
         z = _dense_low_precision(z, native)
         layout = _unit_layout(z, native)
         if layout is not None:  # tdBN output and LIF in one pass over z: no float [T, ...] temporary at all
-            affine, mean, invstd, var = _stats(z, layout, weight, bias, scale, eps)
+            (stats,) = _synced([z], layout, group)
+            affine, mean, invstd, var = _stats(z, layout, weight, bias, scale, eps, stats)
             return _native.unit_forward(z, affine, None, None, layout, tau, v_th), mean, invstd, var
-        y, mean, invstd, var = _bn_forward(_wide(z), weight, bias, scale, eps, native)  # float32 copy freed here
+        zc = _wide(z)
+        (stats,) = _synced([zc], _native.bn_layout(zc) if native else None, group)
+        y, mean, invstd, var = _bn_forward(zc, weight, bias, scale, eps, native, stats)
+        del zc  # a float32 copy of a low-precision z is freed here
         parts = [y]
         del y
         return _spikes_of(parts, tau, v_th, kernels, z.dtype), mean, invstd, var
@@ -383,19 +496,21 @@ def _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, kernels):
 
 @custom_op("tdbn::td_bn_lif_forward", mutates_args=())
 def _td_bn_lif_forward_op(z: Tensor, weight: Tensor | None, bias: Tensor | None, scale: float, eps: float,
-                          tau: float, v_th: float, width: float, surrogate: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Reference. Returns ``(spikes, mean, invstd, var)``, the statistics per channel in the compute dtype."""
-    return _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, _reference_kernels())
+                          tau: float, v_th: float, width: float, surrogate: str,
+                          group: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Reference. Returns ``(spikes, mean, invstd, running_var)``, the statistics per channel in the compute
+    dtype; ``group``: the process group whose batches the statistics span (``""``: this process's own)."""
+    return _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, group, _reference_kernels())
 
 
 @_td_bn_lif_forward_op.register_kernel("cpu")
-def _(z, weight, bias, scale, eps, tau, v_th, width, surrogate):
-    return _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, _cpu_kernels())
+def _(z, weight, bias, scale, eps, tau, v_th, width, surrogate, group):
+    return _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, group, _cpu_kernels())
 
 
 @_td_bn_lif_forward_op.register_kernel("cuda")
-def _(z, weight, bias, scale, eps, tau, v_th, width, surrogate):
-    return _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, _cuda_kernels())
+def _(z, weight, bias, scale, eps, tau, v_th, width, surrogate, group):
+    return _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, group, _cuda_kernels())
 
 
 def _stats_like(z: Tensor, C: int) -> Tensor:
@@ -403,7 +518,7 @@ def _stats_like(z: Tensor, C: int) -> Tensor:
 
 
 @_td_bn_lif_forward_op.register_fake
-def _(z, weight, bias, scale, eps, tau, v_th, width, surrogate):
+def _(z, weight, bias, scale, eps, tau, v_th, width, surrogate, group):
     C = z.shape[2]
     return torch.empty_like(z), _stats_like(z, C), _stats_like(z, C), _stats_like(z, C)
 
@@ -416,7 +531,7 @@ def _lif_bptt_from(y: Tensor, grad_spikes: Tensor, tau, v_th, width, surrogate, 
 
 
 def _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate,
-                             kernels):
+                             group, kernels):
     native = kernels[2]
     with _no_autocast(z.device):
         z_dtype, z = z.dtype, _dense_low_precision(z, native)
@@ -425,15 +540,21 @@ def _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, 
         if layout is not None:  # one pass over z (in its own dtype): recompute y and u per block, BPTT, sums
             affine = _affine(weight, bias, mean, invstd, scale)
             grad_y, sums = _native.unit_backward(gs, z, affine, None, None, layout, tau, v_th, width, surrogate,
-                                                 sums=True)
+                                                 sums=True, wide=bool(group))
             del gs  # temporaries go as soon as they are used: the low-precision step's peak counts them
+            if group:
+                (sums,) = _synced_grad_sums([sums], z.numel() // z.shape[2], group, grad_y.dtype)
             return _bn_backward(grad_y, z, weight, mean, invstd, scale, native, sums, into=grad_y)  # z's dtype
         zc = _wide(z)
         gs = _matching(zc, gs)
         y = _bn_recompute(zc, weight, bias, mean, invstd, scale, native)
         grad_y = _lif_bptt_from(y, gs, tau, v_th, width, surrogate, kernels)
         del y, gs
-        grad_z, grad_w, grad_b = _bn_backward(grad_y, zc, weight, mean, invstd, scale, native)
+        sums = None
+        if group:
+            (sums,) = _synced_grad_sums([_grad_sums(grad_y, zc, mean, native)], zc.numel() // zc.shape[2], group,
+                                        grad_y.dtype)
+        grad_z, grad_w, grad_b = _bn_backward(grad_y, zc, weight, mean, invstd, scale, native, sums)
         del grad_y, zc
         return (grad_z if grad_z.dtype == z_dtype else grad_z.to(z_dtype)), grad_w, grad_b
 
@@ -441,31 +562,31 @@ def _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, 
 @custom_op("tdbn::td_bn_lif_backward", mutates_args=())
 def _td_bn_lif_backward_op(grad_spikes: Tensor, z: Tensor, weight: Tensor | None, bias: Tensor | None,
                            mean: Tensor, invstd: Tensor, scale: float, tau: float, v_th: float, width: float,
-                           surrogate: str) -> tuple[Tensor, Tensor, Tensor]:
-    """Reference. Returns ``(dL/dz, dL/dlambda, dL/dbeta)``."""
+                           surrogate: str, group: str) -> tuple[Tensor, Tensor, Tensor]:
+    """Reference. Returns ``(dL/dz, dL/dlambda, dL/dbeta)``; the tdBN backward sums are added over ``group``."""
     return _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate,
-                                    _reference_kernels())
+                                    group, _reference_kernels())
 
 
 @_td_bn_lif_backward_op.register_kernel("cpu")
-def _(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate):
+def _(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate, group):
     return _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate,
-                                    _cpu_kernels())
+                                    group, _cpu_kernels())
 
 
 @_td_bn_lif_backward_op.register_kernel("cuda")
-def _(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate):
+def _(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate, group):
     return _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate,
-                                    _cuda_kernels())
+                                    group, _cuda_kernels())
 
 
 @_td_bn_lif_backward_op.register_fake
-def _(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate):
+def _(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate, group):
     return torch.empty_like(z), mean.new_empty(z.shape[2]), mean.new_empty(z.shape[2])
 
 
 def _td_bn_lif_setup(ctx, inputs, output):
-    z, weight, bias, ctx.scale, _, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate = inputs
+    z, weight, bias, ctx.scale, _, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate, ctx.group = inputs
     _, mean, invstd, _ = output
     ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
     ctx.save_for_backward(z, weight, bias, mean, invstd)
@@ -474,10 +595,10 @@ def _td_bn_lif_setup(ctx, inputs, output):
 def _td_bn_lif_grad(ctx, grad_spikes, *_stats_grads):
     z, weight, bias, mean, invstd = ctx.saved_tensors
     grad_z, grad_w, grad_b = torch.ops.tdbn.td_bn_lif_backward(
-        grad_spikes, z, weight, bias, mean, invstd, ctx.scale, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate
+        grad_spikes, z, weight, bias, mean, invstd, ctx.scale, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate, ctx.group
     )
     return (grad_z, grad_w.to(weight.dtype) if ctx.has_weight else None,
-            grad_b.to(bias.dtype) if ctx.has_bias else None) + (None,) * 6
+            grad_b.to(bias.dtype) if ctx.has_bias else None) + (None,) * 7
 
 
 _td_bn_lif_forward_op.register_autograd(_td_bn_lif_grad, setup_context=_td_bn_lif_setup)
@@ -500,10 +621,10 @@ def td_bn_lif(z: Tensor, norm: NormArgs, p: LIFParameters) -> Tensor:
         (True, torch.Size([4, 2, 3]))
     """
     _check_unit_input(z, "td_bn_lif")
-    spikes, mean, _, var = torch.ops.tdbn.td_bn_lif_forward(
-        z, norm.weight, norm.bias, norm.scale, norm.eps, p.tau, p.v_th, p.surrogate_width, p.surrogate
+    spikes, mean, _, running_var = torch.ops.tdbn.td_bn_lif_forward(
+        z, norm.weight, norm.bias, norm.scale, norm.eps, p.tau, p.v_th, p.surrogate_width, p.surrogate, norm.group
     )
-    _update_running(norm, mean, var, z.numel() // z.shape[2])
+    _update_running(norm, mean, running_var)
     return spikes
 
 
@@ -519,25 +640,31 @@ def _check_unit_input(z: Tensor, name: str) -> None:
 # the residual junction: LIF(tdBN_a(za) + tdBN_b(zb)) or LIF(tdBN_a(za) + zb)
 
 
-def _junction_forward_impl(za, a, zb, b, eps, tau, v_th, kernels):
+def _junction_forward_impl(za, a, zb, b, eps, tau, v_th, group, kernels):
     """``a``/``b``: ``(weight, bias, scale)``; ``b`` None for an unnormalized ``zb``. Returns the spikes and the
-    statistics ``(mean, invstd, var)`` of each branch (empty for an unnormalized zb)."""
+    statistics ``(mean, invstd, running_var)`` of each branch (empty for an unnormalized zb); the statistics of
+    both tdBNs span the processes of ``group`` (one all-reduce) when it is not empty."""
     native = kernels[2]
     with _no_autocast(za.device):
         layout = _unit_layout(za, native, zb)
         if layout is not None:  # both tdBNs, the sum and the LIF in one pass: no float [T, ...] temporary
-            affine_a, mean_a, invstd_a, var_a = _stats(za, layout, *a, eps)
+            stats = _synced([za] if b is None else [za, zb], layout, group)
+            affine_a, mean_a, invstd_a, var_a = _stats(za, layout, *a, eps, stats[0])
             if b is not None:
-                affine_b, mean_b, invstd_b, var_b = _stats(zb, layout, *b, eps)
+                affine_b, mean_b, invstd_b, var_b = _stats(zb, layout, *b, eps, stats[1])
             else:
                 affine_b, mean_b, invstd_b, var_b = None, mean_a.new_empty(0), mean_a.new_empty(0), mean_a.new_empty(0)
             spikes = _native.unit_forward(za, affine_a, zb, affine_b, layout, tau, v_th)
             return spikes, mean_a, invstd_a, var_a, mean_b, invstd_b, var_b
-        ya, mean_a, invstd_a, var_a = _bn_forward(_wide(za), *a, eps, native)
+        zac, zbc = _wide(za), _wide(zb)
+        stats = _synced([zac] if b is None else [zac, zbc], _native.bn_layout(zac) if native else None, group)
+        ya, mean_a, invstd_a, var_a = _bn_forward(zac, *a, eps, native, stats[0])
+        del zac
         if b is not None:
-            yb, mean_b, invstd_b, var_b = _bn_forward(_wide(zb), *b, eps, native)
+            yb, mean_b, invstd_b, var_b = _bn_forward(zbc, *b, eps, native, stats[1])
+            del zbc
         else:
-            yb = _wide(zb)
+            yb = zbc
             mean_b, invstd_b, var_b = ya.new_empty(0), ya.new_empty(0), ya.new_empty(0)
         ya.add_(yb)  # the sum of Fig. 5b: the same kernel and operand order as ``ya + yb``
         del yb
@@ -551,18 +678,19 @@ def _junction_forward_impl(za, a, zb, b, eps, tau, v_th, kernels):
 def _td_bn_add_lif_forward_op(
     za: Tensor, weight_a: Tensor | None, bias_a: Tensor | None, scale_a: float, zb: Tensor, zb_mask: Tensor | None,
     normalized_b: bool, weight_b: Tensor | None, bias_b: Tensor | None, scale_b: float, eps: float, tau: float,
-    v_th: float, width: float, surrogate: str,
+    v_th: float, width: float, surrogate: str, group: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Reference. Returns ``(spikes, mean_a, invstd_a, var_a, mean_b, invstd_b, var_b)``."""
+    """Reference. Returns ``(spikes, mean_a, invstd_a, running_var_a, mean_b, invstd_b, running_var_b)``."""
     b = (weight_b, bias_b, scale_b) if normalized_b else None
-    return _junction_forward_impl(za, (weight_a, bias_a, scale_a), zb, b, eps, tau, v_th, _reference_kernels())
+    return _junction_forward_impl(za, (weight_a, bias_a, scale_a), zb, b, eps, tau, v_th, group,
+                                  _reference_kernels())
 
 
 def _junction_kernel(kernels):
     def impl(za, weight_a, bias_a, scale_a, zb, zb_mask, normalized_b, weight_b, bias_b, scale_b, eps, tau, v_th,
-             width, surrogate):
+             width, surrogate, group):
         b = (weight_b, bias_b, scale_b) if normalized_b else None
-        return _junction_forward_impl(za, (weight_a, bias_a, scale_a), zb, b, eps, tau, v_th, kernels())
+        return _junction_forward_impl(za, (weight_a, bias_a, scale_a), zb, b, eps, tau, v_th, group, kernels())
     return impl
 
 
@@ -572,16 +700,18 @@ _td_bn_add_lif_forward_op.register_kernel("cuda")(_junction_kernel(_cuda_kernels
 
 @_td_bn_add_lif_forward_op.register_fake
 def _(za, weight_a, bias_a, scale_a, zb, zb_mask, normalized_b, weight_b, bias_b, scale_b, eps, tau, v_th, width,
-      surrogate):
+      surrogate, group):
     Ca, Cb = za.shape[2], (za.shape[2] if normalized_b else 0)  # zb may be bits; its shape is za's
     return (torch.empty_like(za), _stats_like(za, Ca), _stats_like(za, Ca), _stats_like(za, Ca),
             _stats_like(za, Cb), _stats_like(za, Cb), _stats_like(za, Cb))
 
 
-def _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surrogate, kernels, zb_private=False):
+def _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surrogate, group, kernels,
+                            zb_private=False):
     """``a``/``b``: ``(weight, mean, invstd, scale)`` plus bias; returns the six gradients (empty where none).
     ``zb_private``: ``zb`` is this call's own temporary (the spikes read back from their bits), free to be
-    overwritten once the LIF backward pass has read it."""
+    overwritten once the LIF backward pass has read it. ``group``: the tdBN backward sums of both branches are
+    added over its processes in one all-reduce."""
     native = kernels[2]
     with _no_autocast(za.device):
         gs = _matching(za, grad_spikes)
@@ -598,21 +728,29 @@ def _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surroga
             grad_y = _lif_bptt_from(y, _matching(zac, gs), tau, v_th, width, surrogate, kernels)
         del gs
         wa, _, mean_a, invstd_a, scale_a = a
+        sums = [None, None]
+        if group:
+            own = [_grad_sums(grad_y, zac, mean_a, native)]
+            if b is not None:
+                own.append(_grad_sums(grad_y, zbc, b[2], native))
+            synced = _synced_grad_sums(own, za.numel() // za.shape[2], group, grad_y.dtype)
+            sums[:len(synced)] = synced
         if b is None:  # dL/dza may go into the spikes read back from the bits: nothing reads them any more
             spare = zb if zb_private and layout is not None else None
             del zb, zbc
-            grad_za, grad_wa, grad_ba = _bn_backward(grad_y, zac, wa, mean_a, invstd_a, scale_a, native,
+            grad_za, grad_wa, grad_ba = _bn_backward(grad_y, zac, wa, mean_a, invstd_a, scale_a, native, sums[0],
                                                      into=spare)
             return grad_za.to(za.dtype), grad_wa, grad_ba, grad_y, grad_y.new_empty(0), grad_y.new_empty(0)
-        grad_za, grad_wa, grad_ba = _bn_backward(grad_y, zac, wa, mean_a, invstd_a, scale_a, native)
+        grad_za, grad_wa, grad_ba = _bn_backward(grad_y, zac, wa, mean_a, invstd_a, scale_a, native, sums[0])
         wb, _, mean_b, invstd_b, scale_b = b
-        grad_zb, grad_wb, grad_bb = _bn_backward(grad_y, zbc, wb, mean_b, invstd_b, scale_b, native, into=grad_y)
+        grad_zb, grad_wb, grad_bb = _bn_backward(grad_y, zbc, wb, mean_b, invstd_b, scale_b, native, sums[1],
+                                                 into=grad_y)
         return grad_za.to(za.dtype), grad_wa, grad_ba, grad_zb, grad_wb, grad_bb
 
 
 def _junction_backward(kernels):
     def impl(grad_spikes, za, weight_a, bias_a, mean_a, invstd_a, scale_a, zb, zb_dtype, normalized_b, weight_b,
-             bias_b, mean_b, invstd_b, scale_b, tau, v_th, width, surrogate):
+             bias_b, mean_b, invstd_b, scale_b, tau, v_th, width, surrogate, group):
         a = (weight_a, bias_a, mean_a, invstd_a, scale_a)
         b = (weight_b, bias_b, mean_b, invstd_b, scale_b) if normalized_b else None
         private = zb.dtype == torch.uint8
@@ -620,7 +758,7 @@ def _junction_backward(kernels):
             zb = unpack_spikes(zb, tuple(za.shape), zb_dtype)
             if zb.stride() != za.stride():  # channels-last: the one-pass kernels read both in one layout
                 zb = torch.empty_like(za, dtype=zb_dtype).copy_(zb)
-        g = _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surrogate, kernels(),
+        g = _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surrogate, group, kernels(),
                                     zb_private=private)
         return g[:3] + (g[3].to(zb_dtype),) + g[4:]
     return impl
@@ -631,14 +769,14 @@ def _td_bn_add_lif_backward_op(
     grad_spikes: Tensor, za: Tensor, weight_a: Tensor | None, bias_a: Tensor | None, mean_a: Tensor,
     invstd_a: Tensor, scale_a: float, zb: Tensor, zb_dtype: torch.dtype, normalized_b: bool,
     weight_b: Tensor | None, bias_b: Tensor | None, mean_b: Tensor, invstd_b: Tensor, scale_b: float, tau: float,
-    v_th: float, width: float, surrogate: str,
+    v_th: float, width: float, surrogate: str, group: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Reference. ``zb`` may be the bits (:func:`pack_spikes`) of a spike tensor of ``zb_dtype``. Returns
     ``(dL/dza, dL/dlambda_a, dL/dbeta_a, dL/dzb, dL/dlambda_b, dL/dbeta_b)`` (the last two empty for an
     unnormalized zb)."""
     return _junction_backward(_reference_kernels)(
         grad_spikes, za, weight_a, bias_a, mean_a, invstd_a, scale_a, zb, zb_dtype, normalized_b, weight_b, bias_b,
-        mean_b, invstd_b, scale_b, tau, v_th, width, surrogate)
+        mean_b, invstd_b, scale_b, tau, v_th, width, surrogate, group)
 
 
 _td_bn_add_lif_backward_op.register_kernel("cpu")(_junction_backward(_cpu_kernels))
@@ -647,7 +785,7 @@ _td_bn_add_lif_backward_op.register_kernel("cuda")(_junction_backward(_cuda_kern
 
 @_td_bn_add_lif_backward_op.register_fake
 def _(grad_spikes, za, weight_a, bias_a, mean_a, invstd_a, scale_a, zb, zb_dtype, normalized_b, weight_b, bias_b,
-      mean_b, invstd_b, scale_b, tau, v_th, width, surrogate):
+      mean_b, invstd_b, scale_b, tau, v_th, width, surrogate, group):
     Ca, Cb = za.shape[2], (za.shape[2] if normalized_b else 0)  # zb may be bits; its shape is za's
     return (torch.empty_like(za), mean_a.new_empty(Ca), mean_a.new_empty(Ca), za.new_empty(za.shape, dtype=zb_dtype),
             mean_a.new_empty(Cb), mean_a.new_empty(Cb))
@@ -655,7 +793,7 @@ def _(grad_spikes, za, weight_a, bias_a, mean_a, invstd_a, scale_a, zb, zb_dtype
 
 def _junction_setup(ctx, inputs, output):
     za, wa, ba, ctx.scale_a, zb, zb_mask, ctx.normalized_b, wb, bb, ctx.scale_b, _, ctx.tau, ctx.v_th, ctx.width, \
-        ctx.surrogate = inputs
+        ctx.surrogate, ctx.group = inputs
     ctx.zb_dtype = zb.dtype
     ctx.flags = (wa is not None, ba is not None, wb is not None, bb is not None)
     _, mean_a, invstd_a, _, mean_b, invstd_b, _ = output
@@ -667,13 +805,13 @@ def _junction_grad(ctx, grad_spikes, *_stats_grads):
     za, wa, ba, mean_a, invstd_a, zb, wb, bb, mean_b, invstd_b = ctx.saved_tensors
     g = torch.ops.tdbn.td_bn_add_lif_backward(
         grad_spikes, za, wa, ba, mean_a, invstd_a, ctx.scale_a, zb, ctx.zb_dtype, ctx.normalized_b, wb, bb, mean_b,
-        invstd_b, ctx.scale_b, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate,
+        invstd_b, ctx.scale_b, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate, ctx.group,
     )
     has_wa, has_ba, has_wb, has_bb = ctx.flags
     nb = ctx.normalized_b
     return (g[0], g[1].to(wa.dtype) if has_wa else None, g[2].to(ba.dtype) if has_ba else None, None, g[3], None,
             None, g[4].to(wb.dtype) if nb and has_wb else None, g[5].to(bb.dtype) if nb and has_bb else None,
-            None, None, None, None, None, None)
+            None, None, None, None, None, None, None)
 
 
 _td_bn_add_lif_forward_op.register_autograd(_junction_grad, setup_context=_junction_setup)
@@ -706,15 +844,17 @@ def td_bn_add_lif(za: Tensor, norm_a: NormArgs, zb: Tensor, norm_b: NormArgs | N
                          f"{tuple(zb.shape)}")
     if norm_b is not None and norm_a.eps != norm_b.eps:
         raise ValueError("td_bn_add_lif: the two tdBNs must share eps")
+    if norm_b is not None and norm_a.group != norm_b.group:
+        raise ValueError(f"td_bn_add_lif: the two tdBNs must synchronize over one process group, got "
+                         f"{norm_a.group!r} and {norm_b.group!r} (convert_sync_tdbn the whole model at once)")
     wb, bb, sb = (norm_b.weight, norm_b.bias, norm_b.scale) if norm_b is not None else (None, None, 1.0)
     spikes, mean_a, _, var_a, mean_b, _, var_b = torch.ops.tdbn.td_bn_add_lif_forward(
         za, norm_a.weight, norm_a.bias, norm_a.scale, zb, zb_mask, norm_b is not None, wb, bb, sb, norm_a.eps,
-        p.tau, p.v_th, p.surrogate_width, p.surrogate,
+        p.tau, p.v_th, p.surrogate_width, p.surrogate, norm_a.group,
     )
-    n = za.numel() // za.shape[2]
-    _update_running(norm_a, mean_a, var_a, n)
+    _update_running(norm_a, mean_a, var_a)
     if norm_b is not None:
-        _update_running(norm_b, mean_b, var_b, n)
+        _update_running(norm_b, mean_b, var_b)
     return spikes
 
 

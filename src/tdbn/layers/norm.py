@@ -7,7 +7,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..functional.params import DEFAULT_LIF
-from ..functional.tdbn import sync_td_batch_norm, td_batch_norm
+from ..functional.tdbn import td_batch_norm
 from ..functional.units import NormArgs
 
 
@@ -63,28 +63,29 @@ class _TdBatchNorm(nn.Module):
         return (self.sync and dist.is_available() and dist.is_initialized()
                 and dist.get_world_size(self.process_group) > 1)
 
+    def group_name(self) -> str:
+        """The name of the process group whose batches the training statistics span, ``""`` for this process's
+        batch alone (not synchronized, or a group of one process)."""
+        if not self.synchronized():
+            return ""
+        return (self.process_group or dist.group.WORLD).group_name
+
     def unit_args(self, x: torch.Tensor) -> NormArgs:
         """This tdBN's share of a training-mode unit (:mod:`tdbn.functional.units`) reading ``x``: checks ``x``,
         counts the batch (like :meth:`forward`) and returns the parameters, running statistics and constants."""
         self._check(x)
         self.num_batches_tracked.add_(1)
         return NormArgs(self.weight, self.bias, self.running_mean, self.running_var, self.alpha * self.v_th,
-                        self.momentum, self.eps)
+                        self.momentum, self.eps, self.group_name())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
         if self.training:
             self.num_batches_tracked.add_(1)
-        if self.training and self.sync and dist.is_available() and dist.is_initialized():
-            if dist.get_world_size(self.process_group) > 1:
-                return sync_td_batch_norm(
-                    x, self.running_mean, self.running_var, self.weight, self.bias,
-                    alpha=self.alpha, v_th=self.v_th, momentum=self.momentum, eps=self.eps,
-                    group=self.process_group,
-                )
         return td_batch_norm(
             x, self.running_mean, self.running_var, self.weight, self.bias,
             alpha=self.alpha, v_th=self.v_th, training=self.training, momentum=self.momentum, eps=self.eps,
+            group=self.group_name() if self.training else "",
         )
 
     def extra_repr(self) -> str:

@@ -4,9 +4,9 @@
 :class:`~tdbn.layers.TdBatchNorm2d` and its :class:`~tdbn.layers.LIF`, under the names ``conv``/``fc``, ``bn`` and
 ``lif``), so that ``tdbn.fuse``, the NIR/ONNX exporters, forward hooks and state dicts see the layers they know.
 Its forward pass calls the unit operators of :mod:`tdbn.functional.units` when they apply, that is in training
-mode with gradients recorded (:func:`unit_mode`); in every other case (evaluation, ``torch.no_grad``, a fused
-network whose ``bn`` became an ``Identity``, no normalization, sync tdBN across processes) it runs its children
-one after the other, so hooks on the ``LIF`` child see every call there.
+mode with gradients recorded (:func:`unit_mode`), with process-local or synchronized statistics; in every other
+case (evaluation, ``torch.no_grad``, a fused network whose ``bn`` became an ``Identity``, no normalization) it
+runs its children one after the other, so hooks on the ``LIF`` child see every call there.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from .time import TimeDistributed
 
 Tensor = torch.Tensor
 
-_warned_sync = False
 _warned_backend = False
 
 
@@ -45,23 +44,11 @@ def _backend_allows(lif: LIF, x: Tensor) -> bool:
 
 def unit_mode(*norms: nn.Module | None) -> bool:
     """Whether the unit operators run for a unit with these norms: gradients are being recorded, the lean path is
-    on (:func:`tdbn.functional.fused.lean_training`), and every norm is a tdBN in training mode whose statistics
-    are local. For sync tdBN across processes the units run their modules one after the other (said once)."""
+    on (:func:`tdbn.functional.fused.lean_training`), and every norm is a tdBN in training mode. Synchronized
+    statistics (sync tdBN across processes) are reduced inside the operators (:class:`NormArgs.group`)."""
     if not torch.is_grad_enabled() or not _fused.lean_enabled():
         return False
-    for bn in norms:
-        if not isinstance(bn, _TdBatchNorm) or not bn.training:
-            return False
-        if bn.synchronized():
-            global _warned_sync
-            if not _warned_sync:
-                _warned_sync = True
-                warnings.warn("tdbn: sync tdBN across processes runs each unit's modules one after the other "
-                              "(F.batch_norm with reduced statistics, then a LIF that stores u): the unit operators "
-                              "and their memory saving apply to process-local statistics only", RuntimeWarning,
-                              stacklevel=3)
-            return False
-    return True
+    return all(isinstance(bn, _TdBatchNorm) and bn.training for bn in norms)
 
 
 def synapse(layer: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor:
