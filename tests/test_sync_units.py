@@ -82,9 +82,24 @@ def _worker(rank: int, world: int, out: str) -> None:
                                             native.calls["unit_backward"] - before["unit_backward"],
                                             native.calls["bn_sums"] - before["bn_sums"]])
         results[f"{kind}-{dtype}-{compiled}"] = res
+    results["compiled-unit"] = _compiled_unit(part)
     torch.save(results, f"{out}/rank{rank}.pt")
     dist.barrier()
     dist.destroy_process_group()
+
+
+def _compiled_unit(part: slice) -> dict:
+    """The synchronized unit under ``torch.compile(fullgraph=True)``: the operators (with their all-reduces) are
+    single nodes of the graph; output and gradients those of the eager unit."""
+    za, _, grad = (t[:, part].clone() for t in _inputs("unit", torch.float64))
+    res = {}
+    for name, wrap in (("eager", lambda m: m), ("compiled", lambda m: torch.compile(m, fullgraph=True))):
+        z = za.clone().requires_grad_(True)
+        bn = convert_sync_tdbn(_norms(torch.float64)[0])
+        out = wrap(TdBNLIF(bn, LIF()))(z)
+        (out * grad).sum().backward()
+        res[name] = [out.detach(), z.grad, bn.weight.grad, bn.running_var]
+    return res
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +134,12 @@ def test_sync_units_equal_one_process_on_the_whole_batch(two_processes, kind, dt
         assert calls[0] == 1 and calls[1] == 1 and calls[2] >= 1, calls
     else:
         assert calls == [0, 0, 0], calls
+
+
+def test_sync_unit_under_torch_compile_fullgraph(two_processes):
+    for r in two_processes:
+        for eager, compiled in zip(r["compiled-unit"]["eager"], r["compiled-unit"]["compiled"], strict=True):
+            torch.testing.assert_close(compiled, eager, rtol=1e-12, atol=1e-12)
 
 
 def test_group_name_empty_without_a_process_group():
