@@ -11,13 +11,33 @@ A trained run back in Python: ``tdbn.load(run_folder_or_checkpoint)`` (the model
 ``tdbn.saved_config(...)`` (its resolved configuration).
 """
 
-from . import functional, layers, models, stream
+import importlib
+
+from . import functional, layers, models
 from .functional.params import LIFParameters
 from .fusion import fuse
 from .layers import LIF, TdBatchNorm1d, TdBatchNorm2d, TdBNLIF, TimeDistributed, convert_sync_tdbn, set_lif_backend
-from .loading import load, saved_config
 
 __version__ = "0.1.0"
+
+# imported on first use: ``import tdbn`` loads the core (operators, layers, models, fusion) and no data reader,
+# training, streaming, export or analysis module
+_LAZY = {"load": ("loading", "load"), "saved_config": ("loading", "saved_config"), "stream": ("stream", None),
+         "data": ("data", None), "train": ("train", None), "export": ("export", None), "analysis": ("analysis", None)}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'tdbn' has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    mod = importlib.import_module(f"{__name__}.{module}")
+    value = mod if attr is None else getattr(mod, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "LIF",

@@ -18,7 +18,11 @@ import torch
 
 import tdbn
 from tdbn.functional import lif, native
-from tdbn.functional.lif import _bptt, _bptt_aten, _integrate, _integrate_aten, lif_forward_reference
+from tdbn.functional.recursions import bptt as _bptt
+from tdbn.functional.recursions import bptt_reference as _bptt_aten
+from tdbn.functional.recursions import integrate as _integrate
+from tdbn.functional.recursions import integrate_reference as _integrate_aten
+from tdbn.functional.recursions import lif_forward_reference
 from tdbn.functional.surrogate import SURROGATES
 
 

@@ -137,7 +137,7 @@ def _as_layout(ref: Tensor, t: Tensor) -> Tensor:
 
 
 def integrate(x: Tensor, u: Tensor, tau: float, v_th: float, spikes: Tensor | None = None) -> None:
-    """Triton form of :func:`tdbn.functional.lif._integrate`: ``u`` (may be ``x``) and optionally ``spikes``.
+    """Triton form of :func:`tdbn.functional.recursions.integrate`: ``u`` (may be ``x``) and optionally ``spikes``.
 
     ``u`` and ``spikes`` must be dense and share a layout; ``x`` is copied to it if needed.
     """
@@ -157,7 +157,7 @@ def integrate(x: Tensor, u: Tensor, tau: float, v_th: float, spikes: Tensor | No
 def bptt(
     grad_spikes: Tensor, u: Tensor, tau: float, v_th: float, width: float, surrogate: str, *, reuse_u: bool = False
 ) -> Tensor:
-    """Triton form of :func:`tdbn.functional.lif._bptt`; with ``reuse_u`` the gradient overwrites ``u``."""
+    """Triton form of :func:`tdbn.functional.recursions.bptt`; with ``reuse_u`` the gradient overwrites ``u``."""
     T = u.shape[0]
     M = u.numel() // T
     if not time_major_dense(u):

@@ -1,6 +1,6 @@
 """Compiled CPU kernels for the LIF time loops and tdBN: the fast path of eager training on CPU tensors.
 
-- LIF (:func:`tdbn.functional.lif._integrate`, :func:`tdbn.functional.lif._bptt`): the ATen loops launch a few
+- LIF (:func:`tdbn.functional.recursions.integrate`, :func:`tdbn.functional.recursions.bptt`): the ATen loops launch a few
   whole-tensor operations per time step, each reading and writing memory. ``native.c`` runs a neuron's whole
   time loop in one pass instead (a block of neurons keeps its state in cache while the loop walks over ``T``),
   with the same floating-point operations in the same order: bit-identical to the ATen loops for float32,
@@ -287,7 +287,7 @@ def _guard(what: str, ref: Tensor, *others: Tensor | None, vectors: tuple[Tensor
 
 
 def integrate(x: Tensor, u: Tensor | None, tau: float, v_th: float, spikes: Tensor | None = None) -> None:
-    """:func:`tdbn.functional.lif._integrate` in one pass; the caller checked :func:`usable_forward`."""
+    """:func:`tdbn.functional.recursions.integrate` in one pass; the caller checked :func:`usable_forward`."""
     outs = [t for t in (u, spikes) if t is not None]
     if not outs:
         raise KernelArgumentError("tdbn_lif_forward: needs u or spikes to write")
@@ -309,7 +309,7 @@ def supports_backward(dtype: torch.dtype, surrogate: str) -> bool:
 
 
 def bptt(grad_spikes: Tensor, u: Tensor, grad_x: Tensor, tau: float, v_th: float, width: float, surrogate: str) -> None:
-    """:func:`tdbn.functional.lif._bptt` in one pass, into ``grad_x`` (which may be ``u``)."""
+    """:func:`tdbn.functional.recursions.bptt` in one pass, into ``grad_x`` (which may be ``u``)."""
     _guard("tdbn_lif_backward", u, grad_spikes, grad_x)
     calls["lif_backward"] += 1
     T = u.shape[0]

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -46,7 +47,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.library import custom_op
 
-from .lif import _bptt, _bptt_aten, _integrate, _integrate_aten
+from . import recursions
 from . import native as _native
 from .params import LIFParameters
 
@@ -83,13 +84,26 @@ def _warn_once(key: str, message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
-# (integrate, bptt, uses the compiled tdBN kernels, integrate works without a u buffer)
-def _reference_kernels():
-    return _integrate_aten, _bptt_aten, False, True
+class Kernels(NamedTuple):
+    """The kernels an operator runs on one device: the LIF recursions, whether the compiled tdBN and unit kernels
+    of :mod:`tdbn.functional.native` apply, and whether ``integrate`` can write spikes without a ``u`` buffer."""
+
+    integrate: Callable
+    bptt: Callable
+    compiled_tdbn: bool
+    integrate_without_u: bool
 
 
-def _cpu_kernels():
-    return _integrate, _bptt, True, True
+REFERENCE = Kernels(recursions.integrate_reference, recursions.bptt_reference, False, True)
+CPU = Kernels(recursions.integrate, recursions.bptt, True, True)
+
+
+def _reference_kernels() -> Kernels:
+    return REFERENCE
+
+
+def _cpu_kernels() -> Kernels:
+    return CPU
 
 
 def _cuda_kernels():
@@ -99,16 +113,15 @@ def _cuda_kernels():
         _warn_once("triton", f"tdbn: triton is not importable ({err}); the LIF units on CUDA run the plain PyTorch "
                    "reference loops (same results, slower). pip install 'tdbn[triton]' for the fused kernels.")
         return _reference_kernels()
-    return lif_triton.integrate, lif_triton.bptt, False, False
+    return Kernels(lif_triton.integrate, lif_triton.bptt, False, False)
 
 
 def _spikes_of(parts: list[Tensor], tau: float, v_th: float, kernels, dtype: torch.dtype) -> Tensor:
     """Spikes (in ``dtype``) of LIF neurons fed ``y = parts.pop()`` (Eq. 1-3). ``y`` is a temporary, taken out of
     ``parts`` so that it is freed as soon as the spikes exist (the peak of a low-precision step counts it)."""
-    integrate, _, _, u_optional = kernels
     y = parts.pop()
     spikes = torch.empty_like(y)
-    integrate(y, None if u_optional else y, tau, v_th, spikes)
+    kernels.integrate(y, None if kernels.integrate_without_u else y, tau, v_th, spikes)
     del y
     return spikes if spikes.dtype == dtype else spikes.to(dtype)
 
@@ -389,7 +402,7 @@ def _lif_forward_op(x: Tensor, tau: float, v_th: float, width: float, surrogate:
 
 
 def _lif_forward_impl(x, tau, v_th, keep_u, backend, kernels):
-    integrate = _triton_kernels()[0] if backend == "triton" else kernels[0]
+    integrate = _triton_kernels().integrate if backend == "triton" else kernels.integrate
     with _no_autocast(x.device):
         spikes = torch.empty_like(x)  # keeps a channels-last layout
         if keep_u or backend == "triton":
@@ -403,7 +416,7 @@ def _lif_forward_impl(x, tau, v_th, keep_u, backend, kernels):
 def _triton_kernels():
     from . import lif_triton  # checked by the caller (check_backend)
 
-    return lif_triton.integrate, lif_triton.bptt
+    return Kernels(lif_triton.integrate, lif_triton.bptt, False, False)
 
 
 @_lif_forward_op.register_kernel("cpu")
@@ -429,7 +442,7 @@ def _lif_backward_op(grad_spikes: Tensor, u: Tensor, tau: float, v_th: float, wi
 
 
 def _lif_backward_impl(grad_spikes, u, tau, v_th, width, surrogate, backend, kernels):
-    bptt = _triton_kernels()[1] if backend == "triton" else kernels[1]
+    bptt = _triton_kernels().bptt if backend == "triton" else kernels.bptt
     with _no_autocast(u.device):
         return bptt(_matching(u, grad_spikes), u, tau, v_th, width, surrogate)
 
@@ -477,7 +490,7 @@ def lif_op(x: Tensor, p: LIFParameters, *, return_membrane: bool = False, backen
 
 
 def _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, group, kernels):
-    native = kernels[2]
+    native = kernels.compiled_tdbn
     with _no_autocast(z.device):
         z = _dense_low_precision(z, native)
         layout = _unit_layout(z, native)
@@ -525,14 +538,13 @@ def _(z, weight, bias, scale, eps, tau, v_th, width, surrogate, group):
 
 def _lif_bptt_from(y: Tensor, grad_spikes: Tensor, tau, v_th, width, surrogate, kernels) -> Tensor:
     """``dL/dy`` of ``spikes = LIF(y)`` for a fresh ``y`` (overwritten: first by ``u``, then by the gradient)."""
-    integrate, bptt = kernels[:2]
-    integrate(y, y, tau, v_th)  # -> membrane potentials, in place
-    return bptt(_matching(y, grad_spikes), y, tau, v_th, width, surrogate, reuse_u=True)
+    kernels.integrate(y, y, tau, v_th)  # -> membrane potentials, in place
+    return kernels.bptt(_matching(y, grad_spikes), y, tau, v_th, width, surrogate, reuse_u=True)
 
 
 def _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate,
                              group, kernels):
-    native = kernels[2]
+    native = kernels.compiled_tdbn
     with _no_autocast(z.device):
         z_dtype, z = z.dtype, _dense_low_precision(z, native)
         gs = _matching(z, grad_spikes)
@@ -644,7 +656,7 @@ def _junction_forward_impl(za, a, zb, b, eps, tau, v_th, group, kernels):
     """``a``/``b``: ``(weight, bias, scale)``; ``b`` None for an unnormalized ``zb``. Returns the spikes and the
     statistics ``(mean, invstd, running_var)`` of each branch (empty for an unnormalized zb); the statistics of
     both tdBNs span the processes of ``group`` (one all-reduce) when it is not empty."""
-    native = kernels[2]
+    native = kernels.compiled_tdbn
     with _no_autocast(za.device):
         layout = _unit_layout(za, native, zb)
         if layout is not None:  # both tdBNs, the sum and the LIF in one pass: no float [T, ...] temporary
@@ -712,7 +724,7 @@ def _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surroga
     ``zb_private``: ``zb`` is this call's own temporary (the spikes read back from their bits), free to be
     overwritten once the LIF backward pass has read it. ``group``: the tdBN backward sums of both branches are
     added over its processes in one all-reduce."""
-    native = kernels[2]
+    native = kernels.compiled_tdbn
     with _no_autocast(za.device):
         gs = _matching(za, grad_spikes)
         layout = _unit_layout(za, native, zb, gs)

@@ -4,7 +4,7 @@ The multi-step kernels (:func:`tdbn.functional.lif`) compute, for ``t >= 1``::
 
     u[t] = x[t] + (tau * u[t-1]) * keep[t-1],   keep[t-1] = 1[u[t-1] <= v_th] = 1 - o[t-1],   o[t] = 1[u[t] > v_th]
 
-(``_integrate_aten``: one ``addcmul(x[t], u[t-1], keep, value=tau)``; the compiled loop does the same rounding).
+(``integrate_reference``: one ``addcmul(x[t], u[t-1], keep, value=tau)``; the compiled loop does the same rounding).
 A step here is not a copy of that recursion: it *is* the kernel's step. The carried potential ``u[t-1]`` is fed
 to :func:`tdbn.functional.lif` as a virtual first step of a two-step sequence ``[u[t-1], x[t]]``: the kernel
 starts with ``u[0] = x[0] = u[t-1]`` (so ``o[0] = o[t-1]``) and its step 1 is exactly the update above, with the
