@@ -159,12 +159,14 @@ def test_cuda_implementation_of_the_units_equals_the_reference(junction):
     out = {}
     for name, kernels in (("cuda", units._cuda_kernels), ("reference", units._reference_kernels)):
         if junction:
-            s, mean, invstd, *_ = units._junction_forward_impl(z, (w, b, 0.5), zb, None, 1e-5, 0.5, 0.4, kernels())
+            s, mean, invstd, *_ = units._junction_forward_impl(z, (w, b, 0.5), zb, None, 1e-5, 0.5, 0.4, "",
+                                                               kernels())
             grads = units._junction_backward_impl(g, z, (w, b, mean, invstd, 0.5), zb, None, 0.5, 0.4, 0.8,
-                                                  "atan", kernels())
+                                                  "atan", "", kernels())
         else:
-            s, mean, invstd, var = units._td_bn_lif_forward_impl(z, w, b, 0.5, 1e-5, 0.5, 0.4, kernels())
-            grads = units._td_bn_lif_backward_impl(g, z, w, b, mean, invstd, 0.5, 0.5, 0.4, 0.8, "atan", kernels())
+            s, mean, invstd, var = units._td_bn_lif_forward_impl(z, w, b, 0.5, 1e-5, 0.5, 0.4, "", kernels())
+            grads = units._td_bn_lif_backward_impl(g, z, w, b, mean, invstd, 0.5, 0.5, 0.4, 0.8, "atan", "",
+                                                   kernels())
         out[name] = (s, mean, invstd, *grads)
     assert torch.equal(out["cuda"][0], out["reference"][0])
     for a, c in zip(out["cuda"][1:], out["reference"][1:]):

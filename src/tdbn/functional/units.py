@@ -394,94 +394,80 @@ class _Null:
 # LIF (Eq. 1-3, 14-18)
 
 
-@custom_op("tdbn::lif_forward", mutates_args=())
-def _lif_forward_op(x: Tensor, tau: float, v_th: float, width: float, surrogate: str, keep_u: bool,
-                    backend: str) -> tuple[Tensor, Tensor]:
-    """Reference: the plain PyTorch loops. Returns ``(spikes, u)``; ``u`` is empty unless ``keep_u``."""
-    return _lif_forward_impl(x, tau, v_th, keep_u, backend, _reference_kernels())
-
-
-def _lif_forward_impl(x, tau, v_th, keep_u, backend, kernels):
-    integrate = _triton_kernels().integrate if backend == "triton" else kernels.integrate
+def _lif_forward_impl(x, tau, v_th, keep_u, kernels: Kernels):
     with _no_autocast(x.device):
         spikes = torch.empty_like(x)  # keeps a channels-last layout
-        if keep_u or backend == "triton":
+        if keep_u or not kernels.integrate_without_u:
             u = torch.empty_like(spikes)
-            integrate(x, u, tau, v_th, spikes)
+            kernels.integrate(x, u, tau, v_th, spikes)
             return spikes, (u if keep_u else x.new_empty(0))
-        integrate(x, None, tau, v_th, spikes)  # no [T, ...] membrane buffer at all
+        kernels.integrate(x, None, tau, v_th, spikes)  # no [T, ...] membrane buffer at all
         return spikes, x.new_empty(0)
 
 
-def _triton_kernels():
+def _lif_backward_impl(grad_spikes, u, tau, v_th, width, surrogate, kernels: Kernels):
+    with _no_autocast(u.device):
+        return kernels.bptt(_matching(u, grad_spikes), u, tau, v_th, width, surrogate)
+
+
+def _triton_kernels() -> Kernels:
     from . import lif_triton  # checked by the caller (check_backend)
 
     return Kernels(lif_triton.integrate, lif_triton.bptt, False, False)
 
 
-@_lif_forward_op.register_kernel("cpu")
-def _(x, tau, v_th, width, surrogate, keep_u, backend):
-    return _lif_forward_impl(x, tau, v_th, keep_u, backend, _cpu_kernels())
+def _define_lif_ops(name: str, default, per_device: dict):
+    """``tdbn::{name}_forward`` / ``tdbn::{name}_backward`` with their fake and autograd registrations; the
+    kernels: ``default()`` for every device, ``per_device[key]()`` where registered (the dispatcher chooses)."""
+
+    @custom_op(f"tdbn::{name}_forward", mutates_args=())
+    def forward(x: Tensor, tau: float, v_th: float, width: float, surrogate: str,
+                keep_u: bool) -> tuple[Tensor, Tensor]:
+        """Spikes and ``u`` of Eq. 1-3; ``u`` is empty unless ``keep_u``."""
+        return _lif_forward_impl(x, tau, v_th, keep_u, default())
+
+    @custom_op(f"tdbn::{name}_backward", mutates_args=())
+    def backward(grad_spikes: Tensor, u: Tensor, tau: float, v_th: float, width: float, surrogate: str) -> Tensor:
+        """``dL/dx`` by the reverse-time recursion of Eq. 14-15, 18 from the stored ``u``."""
+        return _lif_backward_impl(grad_spikes, u, tau, v_th, width, surrogate, default())
+
+    for device, kernels in per_device.items():
+        forward.register_kernel(device)(
+            lambda x, tau, v_th, width, surrogate, keep_u, k=kernels: _lif_forward_impl(x, tau, v_th, keep_u, k()))
+        backward.register_kernel(device)(
+            lambda g, u, tau, v_th, width, surrogate, k=kernels: _lif_backward_impl(g, u, tau, v_th, width,
+                                                                                   surrogate, k()))
+    forward.register_fake(lambda x, tau, v_th, width, surrogate, keep_u: (
+        torch.empty_like(x), torch.empty_like(x) if keep_u else x.new_empty(0)))
+    backward.register_fake(lambda g, u, tau, v_th, width, surrogate: torch.empty_like(u))
+    backward_op = getattr(torch.ops.tdbn, f"{name}_backward")
+
+    def setup(ctx, inputs, output):
+        _, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate, _ = inputs
+        ctx.save_for_backward(output[1])
+
+    def grad(ctx, grad_spikes, _grad_u):
+        (u,) = ctx.saved_tensors
+        return backward_op(grad_spikes, u, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate), None, None, None, None, None
+
+    forward.register_autograd(grad, setup_context=setup)
+    return forward, backward
 
 
-@_lif_forward_op.register_kernel("cuda")
-def _(x, tau, v_th, width, surrogate, keep_u, backend):
-    return _lif_forward_impl(x, tau, v_th, keep_u, backend, _cuda_kernels())
-
-
-@_lif_forward_op.register_fake
-def _(x, tau, v_th, width, surrogate, keep_u, backend):
-    return torch.empty_like(x), (torch.empty_like(x) if keep_u else x.new_empty(0))
-
-
-@custom_op("tdbn::lif_backward", mutates_args=())
-def _lif_backward_op(grad_spikes: Tensor, u: Tensor, tau: float, v_th: float, width: float, surrogate: str,
-                     backend: str) -> Tensor:
-    """Reference: ``dL/dx`` by the reverse-time recursion of Eq. 14-15, 18 from the stored ``u``."""
-    return _lif_backward_impl(grad_spikes, u, tau, v_th, width, surrogate, backend, _reference_kernels())
-
-
-def _lif_backward_impl(grad_spikes, u, tau, v_th, width, surrogate, backend, kernels):
-    bptt = _triton_kernels().bptt if backend == "triton" else kernels.bptt
-    with _no_autocast(u.device):
-        return bptt(_matching(u, grad_spikes), u, tau, v_th, width, surrogate)
-
-
-@_lif_backward_op.register_kernel("cpu")
-def _(grad_spikes, u, tau, v_th, width, surrogate, backend):
-    return _lif_backward_impl(grad_spikes, u, tau, v_th, width, surrogate, backend, _cpu_kernels())
-
-
-@_lif_backward_op.register_kernel("cuda")
-def _(grad_spikes, u, tau, v_th, width, surrogate, backend):
-    return _lif_backward_impl(grad_spikes, u, tau, v_th, width, surrogate, backend, _cuda_kernels())
-
-
-@_lif_backward_op.register_fake
-def _(grad_spikes, u, tau, v_th, width, surrogate, backend):
-    return torch.empty_like(u)
-
-
-def _lif_setup(ctx, inputs, output):
-    _, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate, _, ctx.backend = inputs
-    ctx.save_for_backward(output[1])
-
-
-def _lif_grad(ctx, grad_spikes, _grad_u):
-    (u,) = ctx.saved_tensors
-    grad = torch.ops.tdbn.lif_backward(grad_spikes, u, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate, ctx.backend)
-    return grad, None, None, None, None, None, None
-
-
-_lif_forward_op.register_autograd(_lif_grad, setup_context=_lif_setup)
+# the LIF on the device's kernels: the reference loops, the compiled loops on the CPU, Triton on CUDA
+_define_lif_ops("lif", _reference_kernels, {"cpu": _cpu_kernels, "cuda": _cuda_kernels})
+# the Triton kernels on every device, asked for explicitly (LIF(backend="triton"); its interpreter on the CPU)
+_define_lif_ops("lif_triton", _triton_kernels, {})
 
 
 def lif_op(x: Tensor, p: LIFParameters, *, return_membrane: bool = False, backend: str = "torch"):
-    """Spikes (and ``u``, detached) of :func:`tdbn.functional.lif` through ``torch.ops.tdbn.lif_forward``. The
-    operator stores ``u`` for the backward pass when ``x`` needs a gradient, and no ``[T, ...]`` membrane
-    buffer at all otherwise (unless ``return_membrane``)."""
+    """Spikes (and ``u``, detached) of :func:`tdbn.functional.lif` through ``torch.ops.tdbn.lif_forward`` (the
+    device's kernels), or ``torch.ops.tdbn.lif_triton_forward`` for ``backend="triton"``. The operator stores
+    ``u`` for the backward pass when ``x`` needs a gradient, and no ``[T, ...]`` membrane buffer at all otherwise
+    (unless ``return_membrane``)."""
     keep_u = return_membrane or (torch.is_grad_enabled() and x.requires_grad)
-    spikes, u = torch.ops.tdbn.lif_forward(x, p.tau, p.v_th, p.surrogate_width, p.surrogate, keep_u, backend)
+    op = torch.ops.tdbn.lif_triton_forward if backend == "triton" else torch.ops.tdbn.lif_forward
+    spikes, u = op(x, p.tau, p.v_th, p.surrogate_width, p.surrogate, keep_u)
     return (spikes, u.detach()) if return_membrane else spikes
 
 

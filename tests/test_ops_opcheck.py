@@ -1,0 +1,66 @@
+"""``torch.library.opcheck`` over every operator of the package on the CPU: schema (declared mutation and
+aliasing), fake-tensor registration, autograd registration, and AOT dispatch with dynamic shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tdbn.functional.units  # noqa: F401 (registers the operators)
+from tdbn.functional.units import pack_spikes
+
+T, N, C, H, W = 3, 2, 4, 3, 3
+
+
+def _z(requires_grad: bool = True, dtype=torch.float64):
+    g = torch.Generator().manual_seed(3)
+    return (torch.randn(T, N, C, H, W, generator=g, dtype=dtype) * 1.2 + 0.2).requires_grad_(requires_grad)
+
+
+def _vec(value: float, requires_grad: bool = True):
+    return torch.full((C,), value, dtype=torch.float64).requires_grad_(requires_grad)
+
+
+def _cases():
+    z, spikes = _z(), (_z(False) > 0.3).double()
+    mean, invstd = torch.zeros(C, dtype=torch.float64), torch.ones(C, dtype=torch.float64)
+    g = torch.randn(T, N, C, H, W, dtype=torch.float64)
+    bits = pack_spikes(spikes)
+    weight = torch.randn(5, C, 3, 3, dtype=torch.float64, requires_grad=True)
+    lif = (0.25, 0.5, 1.0, "rectangle")
+    yield "lif_forward", torch.ops.tdbn.lif_forward, (z, *lif, True)
+    yield "lif_backward", torch.ops.tdbn.lif_backward, (g, _z(False), *lif)
+    yield "td_bn_lif_forward", torch.ops.tdbn.td_bn_lif_forward, (z, _vec(1.1), _vec(0.1), 0.5, 1e-5, *lif, "")
+    yield "td_bn_lif_backward", torch.ops.tdbn.td_bn_lif_backward, (g, _z(False), _vec(1.1, False),
+                                                                    _vec(0.1, False), mean, invstd, 0.5, *lif, "")
+    yield "td_bn_add_lif_forward", torch.ops.tdbn.td_bn_add_lif_forward, (
+        z, _vec(1.1), _vec(0.1), 0.5, _z() * 0.5, None, True, _vec(0.9), _vec(0.0), 0.5, 1e-5, *lif, "")
+    yield "td_bn_add_lif_forward_identity", torch.ops.tdbn.td_bn_add_lif_forward, (
+        z, _vec(1.1), _vec(0.1), 0.5, spikes.requires_grad_(True), bits, False, None, None, 1.0, 1e-5, *lif, "")
+    yield "td_bn_add_lif_backward", torch.ops.tdbn.td_bn_add_lif_backward, (
+        g, _z(False), _vec(1.1, False), _vec(0.1, False), mean, invstd, 0.5, bits, torch.float64, False, None,
+        None, mean[:0], invstd[:0], 1.0, *lif, "")
+    yield "pack_spikes", torch.ops.tdbn.pack_spikes, (spikes.detach(),)
+    x = spikes.detach().flatten(0, 1).requires_grad_(True)
+    yield "spike_conv2d", torch.ops.tdbn.spike_conv2d, (x, bits, weight, None, [1, 1], [1, 1], [1, 1], 1)
+    yield "spike_conv2d_backward", torch.ops.tdbn.spike_conv2d_backward, (
+        torch.randn(T * N, 5, H, W, dtype=torch.float64), bits, [T * N, C, H, W], weight.detach(), False, [1, 1],
+        [1, 1], [1, 1], 1, [True, True, False])
+
+
+CASES = list(_cases())
+
+
+@pytest.mark.parametrize("op,args", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_opcheck(op, args):
+    torch.library.opcheck(op, args)
+
+
+def test_every_operator_is_checked():
+    """Every ``tdbn::`` operator defined in the package appears above (the Triton LIF operators run only where
+    Triton can: CUDA, or its interpreter, tested in test_lif_triton.py)."""
+    ops = {name for name in dir(torch.ops.tdbn)
+           if isinstance(getattr(torch.ops.tdbn, name, None), torch._ops.OpOverloadPacket)}
+    assert "td_bn_lif_forward" in ops
+    checked = {c[0].removesuffix("_identity") for c in CASES}
+    assert ops - {"lif_triton_forward", "lif_triton_backward"} <= checked, ops - checked
