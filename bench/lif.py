@@ -43,12 +43,13 @@ def _case(name: str, shape: tuple[int, ...]):
     import torch
 
     import tdbn
-    from tdbn.functional import fused, lif, lif_naive
+    from tdbn.functional import lif, lif_naive
+    from tdbn.operators import switches
 
     if name in ("lif", "naive"):
         fn = lif if name == "lif" else lif_naive
         return (lambda: (torch.randn(shape) * 0.5 + 0.3).requires_grad_()), fn
-    from tdbn.functional import native
+    from tdbn.operators import cpu as native
 
     if name == "unit-floor":  # the ANN floor's unit: BatchNorm2d + ReLU on the merged T*N batch
         bn2 = torch.nn.BatchNorm2d(shape[2])
@@ -58,7 +59,7 @@ def _case(name: str, shape: tuple[int, ...]):
     compiled_kernels = name != "unit-aten"
 
     def run(x):
-        with fused.lean_training(lean), native.enabled(compiled_kernels):
+        with switches.lean_training(lean), native.enabled(compiled_kernels):
             return unit(x)
 
     return (lambda: torch.randn(shape).requires_grad_()), run

@@ -53,7 +53,7 @@ def worker(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     model, forward = build(args.impl, args.width, args.T)
     if args.lean == "off":
-        from tdbn.functional.fused import lean_training
+        from tdbn.operators.switches import lean_training
 
         args.lean_off = lean_training(False)  # kept referenced: off for the whole worker process
         args.lean_off.__enter__()

@@ -13,7 +13,7 @@ units), medians over ``--reps`` interleaved repetitions in one process. The last
 thread to the default count: a unit that scales as well as the convolution shows the same ratio.
 
 The second table times each compiled kernel alone on tensors of 64K to 1M elements at 1 and 2 threads: where
-2 threads stop losing is the threshold the kernels use (``tdbn.functional.native.MIN_PARALLEL_WORK``; it is
+2 threads stop losing is the threshold the kernels use (``tdbn.operators.cpu.MIN_PARALLEL_WORK``; it is
 lifted for this table). Run once as is (``OMP_WAIT_POLICY=PASSIVE``, what the ``tdbn`` command sets) and once
 with ``OMP_WAIT_POLICY=ACTIVE`` (spinning threads): the policy is read when torch loads OpenMP.
 
@@ -42,8 +42,9 @@ import torch.nn.functional as F  # noqa: E402
 from _common import machine, median, table  # noqa: E402
 
 import tdbn  # noqa: E402
-from tdbn.functional import native, td_bn_add_lif, td_bn_lif  # noqa: E402
-from tdbn.functional.units import pack_spikes  # noqa: E402
+from tdbn.operators import cpu as native  # noqa: E402
+from tdbn.operators import td_bn_add_lif, td_bn_lif  # noqa: E402
+from tdbn.operators.spike_ops import pack_spikes  # noqa: E402
 
 
 def cases(shape: tuple[int, ...], dtype: torch.dtype):

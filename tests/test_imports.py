@@ -43,7 +43,7 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
 def test_import_tdbn_loads_the_core_only():
     code = "import sys, tdbn; print('\\n'.join(sorted(m for m in sys.modules if m.startswith('tdbn'))))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert "tdbn.functional.units" in loaded and "tdbn.models.resnet" in loaded
+    assert "tdbn.operators.unit_ops" in loaded and "tdbn.models.resnet" in loaded
     heavy = [m for m in loaded if m.startswith(HEAVY)]
     assert heavy == [], f"import tdbn loaded {heavy}"
 

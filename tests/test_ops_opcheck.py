@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import tdbn.functional.units  # noqa: F401 (registers the operators)
-from tdbn.functional.units import pack_spikes
+import tdbn.operators  # noqa: F401 (registers the operators)
+from tdbn.operators.spike_ops import pack_spikes
 
 T, N, C, H, W = 3, 2, 4, 3, 3
 
@@ -58,7 +58,7 @@ def test_opcheck(op, args):
 
 def test_every_operator_is_checked():
     """Every ``tdbn::`` operator defined in the package appears above (the Triton LIF operators run only where
-    Triton can: CUDA, or its interpreter, tested in test_lif_triton.py)."""
+    Triton can: CUDA, or its interpreter, tested in test_cuda_lif.py)."""
     ops = {name for name in dir(torch.ops.tdbn)
            if isinstance(getattr(torch.ops.tdbn, name, None), torch._ops.OpOverloadPacket)}
     assert "td_bn_lif_forward" in ops

@@ -10,8 +10,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tdbn import LIF, LIFParameters, TdBatchNorm2d, TdBNLIF, convert_sync_tdbn
-from tdbn.functional import native
-from tdbn.functional.units import pack_spikes, td_bn_add_lif
+from tdbn.operators import cpu as native
+from tdbn.operators import pack_spikes, td_bn_add_lif
 
 KINDS = ("unit", "junction_tdbn", "junction_identity")
 P = LIFParameters()

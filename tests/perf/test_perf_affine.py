@@ -44,7 +44,7 @@ def test_bad_shape():
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_inference_pass_is_bit_identical_to_multiply_add(bias, channels_last):
     """Without gradients the layer runs one compiled pass; same values bit for bit as the multiply-add."""
-    from tdbn.functional import native
+    from tdbn.operators import cpu as native
 
     layer = ChannelAffine2d(6, bias=bias)
     with torch.no_grad():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tdbn.functional import lif, lif_naive
-from tdbn.functional.recursions import lif_forward_reference
+from tdbn.operators.recursions import lif_forward_reference
 
 
 def _naive_membrane(x: torch.Tensor, tau: float, v_th: float) -> torch.Tensor:

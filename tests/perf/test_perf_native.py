@@ -1,4 +1,4 @@
-"""The compiled CPU kernels (tdbn.functional.native) against the ATen formulation they replace.
+"""The compiled CPU kernels (tdbn.operators.cpu) against the ATen formulation they replace.
 
 LIF: bit-identical forward and (rectangle surrogate) backward in float32/64 and bfloat16, any thread count,
 contiguous and channels-last. tdBN: the same values and gradients up to float rounding. The LIF backward pass
@@ -17,12 +17,13 @@ import pytest
 import torch
 
 import tdbn
-from tdbn.functional import lif, native
-from tdbn.functional.recursions import bptt as _bptt
-from tdbn.functional.recursions import bptt_reference as _bptt_aten
-from tdbn.functional.recursions import integrate as _integrate
-from tdbn.functional.recursions import integrate_reference as _integrate_aten
-from tdbn.functional.recursions import lif_forward_reference
+from tdbn.functional import lif
+from tdbn.operators import cpu as native
+from tdbn.operators.recursions import bptt as _bptt
+from tdbn.operators.recursions import bptt_reference as _bptt_aten
+from tdbn.operators.recursions import integrate as _integrate
+from tdbn.operators.recursions import integrate_reference as _integrate_aten
+from tdbn.operators.recursions import lif_forward_reference
 from tdbn.functional.surrogate import SURROGATES
 
 
@@ -198,7 +199,8 @@ def test_without_compiler_falls_back_with_one_warning(tmp_path):
     code = textwrap.dedent(
         """
         import warnings, torch
-        from tdbn.functional import native, lif
+        from tdbn.functional import lif
+        from tdbn.operators import cpu as native
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             x = torch.randn(3, 2, 50)
@@ -219,7 +221,7 @@ def test_without_compiler_falls_back_with_one_warning(tmp_path):
 
 
 def test_turned_off_by_environment(tmp_path):
-    code = "from tdbn.functional import native; print(native.available(), native.status().split()[0])"
+    code = "from tdbn.operators import cpu as native; print(native.available(), native.status().split()[0])"
     env = {**os.environ, "TDBN_NATIVE": "0", "TDBN_CACHE_DIR": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["False", "off"], out.stderr
@@ -236,7 +238,7 @@ def test_threads_are_woken_only_for_enough_work(policy, threshold):
     code = textwrap.dedent(
         """
         import torch
-        from tdbn.functional import native
+        from tdbn.operators import cpu as native
         torch.set_num_threads(2)
         out = [native.min_parallel_work()]
         for numel in (4 * 8 * 16 * 256, 4 * 8 * 16 * 8192):  # 131K and 4.2M elements

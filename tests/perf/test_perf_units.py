@@ -1,4 +1,4 @@
-"""The training units (tdbn.functional.units) equal the plain formulation, store what they claim, and really run.
+"""The training units (tdbn.operators.unit_ops) equal the plain formulation, store what they claim, and really run.
 
 Plain formulation = ``F.batch_norm`` tdBN + a LIF saving ``u`` + convs saving their float input, i.e. what the
 modules do one after the other inside ``lean_training(False)``. Float64 wherever spikes must be identical, so
@@ -15,7 +15,9 @@ from torch import nn
 
 import tdbn
 from tdbn import LIF, LIFParameters, TdBatchNorm1d, TdBatchNorm2d, TdBNLIF, TimeDistributed
-from tdbn.functional import fused, native, td_batch_norm, td_bn_add_lif, td_bn_lif
+from tdbn.functional import td_batch_norm
+from tdbn.operators import cpu as native
+from tdbn.operators import pack_spikes, switches, td_batch_norm_train, td_bn_add_lif, td_bn_lif
 from tdbn.functional.tdbn import td_batch_norm_plain
 
 F64 = torch.float64
@@ -71,7 +73,7 @@ def test_td_batch_norm_train_matches_plain(shape):
     x = (torch.randn(shape, dtype=F64) * 2 + 0.3).requires_grad_()
     g = torch.randn(shape, dtype=F64)
     out = {}
-    for name, fn in (("fast", fused.td_batch_norm_train), ("plain", td_batch_norm_plain)):
+    for name, fn in (("fast", td_batch_norm_train), ("plain", td_batch_norm_plain)):
         torch.manual_seed(1)
         w, b, rm, rv = _bn_args(shape[2])
         kw = {"alpha": 0.7, "v_th": 0.5, "momentum": 0.1, "eps": 1e-5}
@@ -87,13 +89,13 @@ def test_td_batch_norm_train_matches_plain(shape):
 def test_td_batch_norm_train_gradcheck():
     x = torch.randn(2, 3, 2, 3, 3, dtype=F64, requires_grad=True)
     w, b, _, _ = _bn_args(2)
-    fn = lambda x, w, b: fused.td_batch_norm_train(x, None, None, w, b, alpha=0.8, v_th=0.5, momentum=0.1, eps=1e-5)  # noqa: E731
+    fn = lambda x, w, b: td_batch_norm_train(x, None, None, w, b, alpha=0.8, v_th=0.5, momentum=0.1, eps=1e-5)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, w, b))
 
 
 def test_td_batch_norm_train_rejects_one_value_per_channel():
     with pytest.raises(ValueError, match="more than 1 value per channel"):
-        fused.td_batch_norm_train(torch.randn(1, 1, 3), None, None, None, None, alpha=1.0, v_th=0.5, momentum=0.1,
+        td_batch_norm_train(torch.randn(1, 1, 3), None, None, None, None, alpha=1.0, v_th=0.5, momentum=0.1,
                                   eps=1e-5)
 
 
@@ -130,7 +132,7 @@ def test_td_bn_lif_equals_modules_in_float64(native_on, layout, p):
     with native.enabled(native_on):
         s1 = td_bn_lif(z1, bn1.unit_args(z1), p)
         s1.backward(g)
-    with fused.lean_training(False):
+    with switches.lean_training(False):
         s2 = tdbn.functional.lif(bn2(z2), p)
         s2.backward(g)
     assert torch.equal(s1, s2)
@@ -150,7 +152,7 @@ def test_unit_stores_no_membrane_potentials():
     assert has_op(graph_ops(s), "td_bn_lif_forward")  # sentinel: the unit operator ran
     big = lean.big(3 * 2 * 4 * 5 * 5)
     assert len(big) == 1 and big[0].dtype == torch.float32  # z only (the conv output)
-    with fused.lean_training(False), SavedBytes() as plain:
+    with switches.lean_training(False), SavedBytes() as plain:
         unit(x)
     assert len(plain.big(3 * 2 * 4 * 5 * 5)) == 2  # z and u
 
@@ -196,7 +198,7 @@ def test_conv_over_spikes_saves_the_mask():
     assert not any(t.is_floating_point() and tuple(t.shape) == spikes_shape for t in saved.saved)
     assert has_op(graph_ops(s), "spike_conv2d")
     s.sum().backward()
-    with fused.lean_training(False):
+    with switches.lean_training(False):
         ref(x).sum().backward()
     for (name, a), b in zip(net.named_parameters(), ref.parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-11, atol=1e-12, msg=name)
@@ -215,7 +217,7 @@ def test_residual_junction_equals_modules(shortcut):
     g = torch.randn(shape, dtype=F64)
 
     def plain():
-        with fused.lean_training(False):
+        with switches.lean_training(False):
             zb = TimeDistributed(conv)(x) if shortcut == "projection" else x
             yb = zb if shortcut == "identity" else bn_b2(zb)
             return tdbn.functional.lif(bn_a2(za) + yb, p)
@@ -223,7 +225,7 @@ def test_residual_junction_equals_modules(shortcut):
     s2 = plain()
     ga2, gx2 = torch.autograd.grad(s2, (za, x), g)
     zb = TimeDistributed(conv)(x) if shortcut == "projection" else x
-    mask = tdbn.functional.units.pack_spikes(x) if shortcut != "projection" else None
+    mask = tdbn.operators.pack_spikes(x) if shortcut != "projection" else None
     nb = None if shortcut == "identity" else bn_b.unit_args(zb)
     with SavedBytes() as saved:
         s1 = td_bn_add_lif(za, bn_a.unit_args(za), zb, nb, p, zb_mask=mask)
@@ -244,7 +246,6 @@ def test_residual_junction_equals_modules(shortcut):
 
 def _run_unit(kind: str, z: torch.Tensor, zb: torch.Tensor | None, g: torch.Tensor, p: LIFParameters, bns):
     """Spikes, gradients (z, zb, tdBN parameters) and running statistics of one training step of a unit."""
-    from tdbn.functional.units import pack_spikes
 
     z = z.detach().clone().requires_grad_()
     zb = None if zb is None else zb.detach().clone().requires_grad_()
@@ -301,7 +302,7 @@ def test_one_pass_unit_kernels_equal_the_kernel_composition_bit_for_bit(monkeypa
     kernels): the float32 and float64 training step is bit-identical to the previous release."""
     if not native.available():
         pytest.skip("no C compiler: the compiled kernels cannot be built here")
-    from tdbn.functional import units
+    from tdbn.operators import unit_ops as units
 
     z, zb, g, bns = _unit_case(kind, layout, dtype)
     bns = [bn.to(dtype) for bn in bns]
@@ -346,9 +347,9 @@ def test_float16_units_on_the_cpu_say_that_they_take_the_float32_path():
     same results as the float32 unit on its values, rounded once)."""
     if not native.available():
         pytest.skip("no C compiler: the compiled kernels cannot be built here")
-    from tdbn.functional import units
+    from tdbn.operators import kernels as kernel_sets
 
-    units._warned.discard("float16-cpu")
+    kernel_sets._warned.discard("float16-cpu")
     z, zb, g, bns = _unit_case("td_bn_lif", "contiguous", torch.float16)
     before = native.calls["unit_forward"]
     with pytest.warns(RuntimeWarning, match="float16 units compute through float32 copies"):
@@ -405,7 +406,7 @@ def test_identity_junction_writes_its_input_gradient_into_the_read_back_spikes(m
     gradients bit for bit as with a fresh output."""
     if not native.available():
         pytest.skip("no C compiler: the compiled kernels cannot be built here")
-    from tdbn.functional import units
+    from tdbn.operators import unit_ops as units
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(3)
@@ -413,7 +414,7 @@ def test_identity_junction_writes_its_input_gradient_into_the_read_back_spikes(m
     spikes = (torch.rand(12, 5, 6, 7) > 0.6).to(dtype).contiguous(memory_format=fmt).view(3, 4, 5, 6, 7)
     g = torch.randn(3, 4, 5, 6, 7, dtype=dtype)
     seen = []
-    real_input_grad, real_bn_backward = native.bn_grad_input, units._bn_backward
+    real_input_grad, real_bn_backward = native.bn_grad_input, units.bn_backward
 
     def recording(*args, out=None, **kw):
         seen.append(out)
@@ -423,11 +424,11 @@ def test_identity_junction_writes_its_input_gradient_into_the_read_back_spikes(m
         with monkeypatch.context() as m:
             m.setattr(native, "bn_grad_input", recording)
             if not offer_spare:  # the same call with nothing offered: dL/dza into a new tensor
-                m.setattr(units, "_bn_backward", lambda *args, into=None, **kw: real_bn_backward(*args, **kw))
+                m.setattr(units, "bn_backward", lambda *args, into=None, **kw: real_bn_backward(*args, **kw))
             za = za0.clone().requires_grad_()
             s = spikes.clone().requires_grad_()
             bn = TdBatchNorm2d(5, alpha=2 ** -0.5).to(dtype)
-            out = td_bn_add_lif(za, bn.unit_args(za), s, None, LIFParameters(), zb_mask=units.pack_spikes(s))
+            out = td_bn_add_lif(za, bn.unit_args(za), s, None, LIFParameters(), zb_mask=pack_spikes(s))
             out.backward(g)
         return za.grad, s.grad, bn.weight.grad, bn.bias.grad
 
@@ -454,7 +455,7 @@ def test_junction_rejects_mismatched_branches():
 @pytest.mark.parametrize("n", [1, 8, 13, 4099])
 def test_spike_bits_round_trip(native_on, dtype, n):
     """pack_spikes / unpack_spikes: compiled kernels and the torch reference give the same bytes and values."""
-    from tdbn.functional.units import _pack_reference, pack_spikes, unpack_spikes
+    from tdbn.operators.spike_ops import _pack_reference, pack_spikes, unpack_spikes
 
     x = (torch.rand(n) > 0.5).to(dtype).view(-1, 1)
     with native.enabled(native_on):
@@ -479,7 +480,7 @@ def test_spike_conv2d_equals_conv_autograd(dtype, channels_last, conv):
     """spike_conv2d (the input kept as bits, its gradient by the transposed convolution) gives autograd's conv
     output and input/weight/bias gradients bit for bit, in the gradient's memory format, odd sizes included.
     Grouped convs in channels-last: oneDNN sums in another order there (to rounding)."""
-    from tdbn.functional.units import pack_spikes, spike_conv2d
+    from tdbn.operators.spike_ops import pack_spikes, spike_conv2d
 
     torch.manual_seed(0)
     layer = nn.Conv2d(**{"bias": False, **conv}).to(dtype)
@@ -502,7 +503,7 @@ def test_spike_conv2d_equals_conv_autograd(dtype, channels_last, conv):
 
 
 def test_unpack_rejects_a_wrong_size():
-    from tdbn.functional.units import unpack_spikes
+    from tdbn.operators.spike_ops import unpack_spikes
 
     if not native.available():
         pytest.skip("no C compiler: the compiled kernels cannot be built here")
@@ -515,7 +516,7 @@ def test_unpack_rejects_a_wrong_size():
 
 def _run(model: nn.Module, x: torch.Tensor, lean: bool):
     model = copy.deepcopy(model)
-    with fused.lean_training(lean):
+    with switches.lean_training(lean):
         out = model(x)
     ops = graph_ops(out)
     out.square().sum().backward()
@@ -559,7 +560,7 @@ def test_activation_checkpointing_keeps_the_units():
     s = checkpoint(unit, x, use_reentrant=False)
     assert has_op(graph_ops(s), "td_bn_lif_forward")
     (g1,) = torch.autograd.grad(s.sum(), x)
-    with fused.lean_training(False):
+    with switches.lean_training(False):
         (g2,) = torch.autograd.grad(unit(x).sum(), x)
     torch.testing.assert_close(g1, g2, rtol=1e-12, atol=1e-12)
 
@@ -622,5 +623,5 @@ def test_triton_backend_off_cuda_runs_the_modules_and_says_so():
     layer_units._warned_backend = False
     with pytest.warns(RuntimeWarning, match="backend 'triton'"):
         s = unit(torch.randn(2, 2, 2, 4, 4))
-    ops = graph_ops(s)
-    assert has_op(ops, "lif_forward") and not has_op(ops, "td_bn_lif_forward")
+    ops = graph_ops(s)  # the Triton LIF operator, the one asked for
+    assert has_op(ops, "lif_triton_forward") and not has_op(ops, "td_bn_lif_forward")

@@ -15,10 +15,10 @@ Backward (full BPTT, hand-written, walking time in reverse). With ``gu[t] = dL/d
 where ``sg`` is the surrogate derivative (Eq. 16, rectangular by default). The backward needs only the
 membrane potentials ``u`` (spikes are recomputed as ``u > v_th``), so the function saves at most one tensor
 the size of its input, where autograd over the Python loop keeps several per step; the units of
-:mod:`tdbn.functional.units` (tdBN followed by LIF) store none and recompute ``u``.
+:mod:`tdbn.operators.unit_ops` (tdBN followed by LIF) store none and recompute ``u``.
 
 The recursions themselves (the plain-PyTorch reference and the compiled kernels' dispatch) live in
-:mod:`tdbn.functional.recursions`; :func:`lif` runs them through the operator of :mod:`tdbn.functional.units`.
+:mod:`tdbn.operators.recursions`; :func:`lif` runs them through the operator of :mod:`tdbn.operators.unit_ops`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 
 from . import surrogate as _surrogate
 from .params import DEFAULT_LIF, LIFParameters
-from .units import lif_op
+from ..operators.unit_ops import lif_op
 
 Tensor = torch.Tensor
 
@@ -51,14 +51,14 @@ def check_backend(backend: str, x: Tensor | None = None) -> None:
         raise ValueError(f"unknown LIF backend {backend!r}; valid: {list(BACKENDS)}")
     if backend == "triton":
         try:
-            from . import lif_triton
+            from ..operators import cuda_lif
         except ImportError as err:
             raise ValueError(
                 f"backend='triton' needs the triton package ({err}); install it with pip install 'tdbn[triton]' "
                 "or use backend='torch'"
             ) from None
         if x is not None:
-            lif_triton.check_device(x)
+            cuda_lif.check_device(x)
 
 
 def lif(
@@ -73,7 +73,7 @@ def lif(
     backend: str = "torch",
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Run iterative LIF neurons over time (Eq. 1-3) with exact BPTT (Eq. 14-18), as the custom operator
-    ``torch.ops.tdbn.lif_forward`` (:mod:`tdbn.functional.units`).
+    ``torch.ops.tdbn.lif_forward`` (:mod:`tdbn.operators.unit_ops`).
 
     Args:
         x: input currents ``[T, N, ...]`` (any trailing shape), floating point.
@@ -86,10 +86,10 @@ def lif(
         return_membrane: also return the membrane potentials ``u`` (before reset, detached), for analysis.
         backend: ``"torch"`` (default: the compiled CPU kernels on the CPU, the Triton kernels on CUDA, the plain
             PyTorch reference elsewhere) or ``"triton"`` (the Triton kernels explicitly:
-            :mod:`tdbn.functional.lif_triton`).
+            :mod:`tdbn.operators.cuda_lif`).
 
     Storage for backward: ``u`` (one tensor the size of ``x``) when ``x`` needs a gradient, nothing otherwise.
-    After a tdBN, use :func:`tdbn.functional.units.td_bn_lif`, which stores no ``u``.
+    After a tdBN, use :func:`tdbn.operators.unit_ops.td_bn_lif`, which stores no ``u``.
 
     Returns:
         spikes ``[T, N, ...]`` with values 0/1 in ``x``'s dtype, or ``(spikes, u)``.

@@ -47,7 +47,7 @@ SURROGATES: dict[str, Callable[[Tensor, float], Tensor]] = {
 }
 
 
-#: The index of each surrogate in the compiled CPU kernels (``native.c``) and the Triton kernels: one table for
+#: The index of each surrogate in the compiled CPU kernels (``cpu_kernels.c``) and the Triton kernels: one table for
 #: every implementation (the formulas above are the reference each kernel is tested against).
 SURROGATE_IDS: dict[str, int] = {name: i for i, name in enumerate(SURROGATES)}
 

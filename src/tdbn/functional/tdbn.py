@@ -18,7 +18,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from . import fused as _fused
+from ..operators import switches as _switches
+from ..operators.batch_norm import td_batch_norm_train
 
 Tensor = torch.Tensor
 
@@ -39,26 +40,26 @@ def td_batch_norm(
 ) -> Tensor:
     """tdBN of ``x`` shaped ``[T, N, C, ...]``; statistics per channel over all other dimensions.
 
-    In training mode, for 32/64-bit floats, this runs :func:`tdbn.functional.fused.td_batch_norm_train` (unless
-    :func:`tdbn.functional.fused.lean_training` turned it off, or ``torch.compile`` is tracing): the same
+    In training mode, for 32/64-bit floats, this runs :func:`tdbn.operators.batch_norm.td_batch_norm_train` (unless
+    :func:`tdbn.operators.lean_training` turned it off, or ``torch.compile`` is tracing): the same
     mathematics as :func:`td_batch_norm_plain` (values, running statistics and gradients equal up to float
     rounding) with faster CPU kernels. A tdBN followed by a LIF is better run as one unit
-    (:func:`tdbn.functional.units.td_bn_lif`), which the models do.
+    (:func:`tdbn.operators.unit_ops.td_bn_lif`), which the models do.
 
     ``group``: in training mode, the name of a process group whose batches the statistics span (sync tdBN,
-    ``ProcessGroup.group_name``); always through :func:`~tdbn.functional.fused.td_batch_norm_train`, which
+    ``ProcessGroup.group_name``); always through :func:`~tdbn.operators.batch_norm.td_batch_norm_train`, which
     reduces the per-channel sums in one all-reduce (the same mathematics as the units).
     """
     if training and group:
         if torch.compiler.is_compiling():
             _warn_compile_sync()
-        return _fused.td_batch_norm_train(
+        return td_batch_norm_train(
             x, running_mean, running_var, weight, bias, alpha=alpha, v_th=v_th, momentum=momentum, eps=eps,
             group=group,
         )
-    lean = _fused.lean_enabled() and not torch.compiler.is_compiling()  # the compiler traces F.batch_norm
+    lean = _switches.lean_enabled() and not torch.compiler.is_compiling()  # the compiler traces F.batch_norm
     if training and x.dtype in (torch.float32, torch.float64) and lean:
-        return _fused.td_batch_norm_train(
+        return td_batch_norm_train(
             x, running_mean, running_var, weight, bias, alpha=alpha, v_th=v_th, momentum=momentum, eps=eps
         )
     return td_batch_norm_plain(

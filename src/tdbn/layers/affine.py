@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..functional import native
+from ..operators import cpu as native
 
 
 class ChannelAffine2d(nn.Conv2d):
@@ -16,7 +16,7 @@ class ChannelAffine2d(nn.Conv2d):
     one to two orders of magnitude slower on the CPU for large feature maps. BN-scale fusion (Eq. 9-10) leaves
     one such layer where a tdBN has no conv to fold into (the identity shortcut of a residual block).
     Equal to the convolution up to float rounding. Without gradients on the CPU it runs as one pass of the
-    compiled kernels (:mod:`tdbn.functional.native`), with the same two roundings as the multiply-add.
+    compiled kernels (:mod:`tdbn.operators.cpu`), with the same two roundings as the multiply-add.
 
     Example:
         >>> layer = ChannelAffine2d(3)

@@ -59,7 +59,7 @@ def set_lif_backend(model: nn.Module, backend: str) -> nn.Module:
     """Switch every :class:`LIF` in ``model`` to ``backend`` (``"torch"`` or ``"triton"``), in place; returns it.
 
     Only the kernels change, not the mathematics: both backends compute Eq. 1-3 and 14-18 (see
-    :mod:`tdbn.functional.lif_triton` for the 16-bit rounding). Raises ``ValueError`` for an unknown backend or
+    :mod:`tdbn.operators.cuda_lif` for the 16-bit rounding). Raises ``ValueError`` for an unknown backend or
     when ``triton`` is not installed.
 
     Example:

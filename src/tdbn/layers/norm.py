@@ -8,7 +8,7 @@ from torch import nn
 
 from ..functional.params import DEFAULT_LIF
 from ..functional.tdbn import td_batch_norm
-from ..functional.units import NormArgs
+from ..operators.batch_norm import NormArgs
 
 
 class _TdBatchNorm(nn.Module):
@@ -71,7 +71,7 @@ class _TdBatchNorm(nn.Module):
         return (self.process_group or dist.group.WORLD).group_name
 
     def unit_args(self, x: torch.Tensor) -> NormArgs:
-        """This tdBN's share of a training-mode unit (:mod:`tdbn.functional.units`) reading ``x``: checks ``x``,
+        """This tdBN's share of a training-mode unit (:mod:`tdbn.operators.unit_ops`) reading ``x``: checks ``x``,
         counts the batch (like :meth:`forward`) and returns the parameters, running statistics and constants."""
         self._check(x)
         self.num_batches_tracked.add_(1)

@@ -3,7 +3,7 @@
 :class:`TdBNLIF` keeps a readable module tree (an ``nn.Sequential`` of its synaptic layer, its
 :class:`~tdbn.layers.TdBatchNorm2d` and its :class:`~tdbn.layers.LIF`, under the names ``conv``/``fc``, ``bn`` and
 ``lif``), so that ``tdbn.fuse``, the NIR/ONNX exporters, forward hooks and state dicts see the layers they know.
-Its forward pass calls the unit operators of :mod:`tdbn.functional.units` when they apply, that is in training
+Its forward pass calls the unit operators of :mod:`tdbn.operators.unit_ops` when they apply, that is in training
 mode with gradients recorded (:func:`unit_mode`), with process-local or synchronized statistics; in every other
 case (evaluation, ``torch.no_grad``, a fused network whose ``bn`` became an ``Identity``, no normalization) it
 runs its children one after the other, so hooks on the ``LIF`` child see every call there.
@@ -17,8 +17,9 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..functional import fused as _fused
-from ..functional.units import pack_spikes, spike_conv2d, td_bn_add_lif, td_bn_lif
+from ..operators import switches as _switches
+from ..operators.spike_ops import pack_spikes, spike_conv2d
+from ..operators.unit_ops import td_bn_add_lif, td_bn_lif
 from .neuron import LIF
 from .norm import _TdBatchNorm
 from .time import TimeDistributed
@@ -44,16 +45,16 @@ def _backend_allows(lif: LIF, x: Tensor) -> bool:
 
 def unit_mode(*norms: nn.Module | None) -> bool:
     """Whether the unit operators run for a unit with these norms: gradients are being recorded, the lean path is
-    on (:func:`tdbn.functional.fused.lean_training`), and every norm is a tdBN in training mode. Synchronized
+    on (:func:`tdbn.operators.lean_training`), and every norm is a tdBN in training mode. Synchronized
     statistics (sync tdBN across processes) are reduced inside the operators (:class:`NormArgs.group`)."""
-    if not torch.is_grad_enabled() or not _fused.lean_enabled():
+    if not torch.is_grad_enabled() or not _switches.lean_enabled():
         return False
     return all(isinstance(bn, _TdBatchNorm) and bn.training for bn in norms)
 
 
 def synapse(layer: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor:
     """``layer(x)`` for a :class:`TimeDistributed` conv or fc; a conv over spikes (``mask`` given) runs as
-    :func:`tdbn.functional.units.spike_conv2d`, which stores the mask instead of ``x``."""
+    :func:`tdbn.operators.unit_ops.spike_conv2d`, which stores the mask instead of ``x``."""
     inner = layer.module if isinstance(layer, TimeDistributed) else None
     if mask is None or not isinstance(inner, nn.Conv2d) or x.dim() != 5 or inner.padding_mode != "zeros" \
             or isinstance(inner.padding, str):
@@ -68,7 +69,7 @@ class TdBNLIF(nn.Sequential):
     (``bn``) and a :class:`LIF` (``lif``), in this order; input and output ``[T, N, ...]``.
 
     In training mode with gradients recorded and a tdBN as norm, the unit is one operator
-    (:func:`tdbn.functional.units.td_bn_lif`): it stores the synaptic layer's output and the per-channel
+    (:func:`tdbn.operators.unit_ops.td_bn_lif`): it stores the synaptic layer's output and the per-channel
     statistics, not the membrane potentials. With ``spikes_in=True`` the unit's input holds only 0/1 (it is a
     LIF's output) and a conv stores its bits for the weight gradient.
 
@@ -103,7 +104,7 @@ class TdBNLIF(nn.Sequential):
         return self._modules.get("conv", self._modules.get("fc"))
 
     def forward(self, x: Tensor, mask: Tensor | None = None, *, synapse_done: bool = False) -> Tensor:  # type: ignore[override]
-        """``x``: the unit's input; ``mask``: its bits (:func:`~tdbn.functional.units.pack_spikes`) if the caller
+        """``x``: the unit's input; ``mask``: its bits (:func:`~tdbn.operators.unit_ops.pack_spikes`) if the caller
         has them (spike input);
         ``synapse_done``: ``x`` is already the synaptic layer's output (a static image's encoding conv, run once
         and repeated over time)."""

@@ -1,10 +1,11 @@
 """The paper's spiking networks (Table 4) and a registry: ``create(name, num_classes=..., **options)``."""
 
-from . import plain as _plain  # noqa: F401  (registers plain, resnet)
+from . import depth_nets as _depth_nets  # noqa: F401  (registers plain, resnet: any depth)
 from . import resnet as _resnet  # noqa: F401  (registers resnet17/19/34/34_large/50)
 from .net import SpikingNet
-from .options import SpikingOptions
+from .options import SPIKING_OPTIONS, SpikingOptions, spiking_options
 from .registry import create, names, options_of
 from .resnet import BasicBlock, Bottleneck
 
-__all__ = ["BasicBlock", "Bottleneck", "SpikingNet", "SpikingOptions", "create", "names", "options_of"]
+__all__ = ["SPIKING_OPTIONS", "BasicBlock", "Bottleneck", "SpikingNet", "SpikingOptions", "create", "names", "options_of",
+           "spiking_options"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from torch import nn
 
@@ -56,6 +56,30 @@ class SpikingOptions:
         if self.norm == "bn":  # standard BN: normalized to unit variance, no alpha * v_th
             return cls(channels, alpha=1.0, v_th=1.0)
         return None
+
+
+#: the neuron options of every network (the fields of :class:`LIFParameters`)
+NEURON_OPTIONS = tuple(f.name for f in fields(LIFParameters))
+#: the options every network takes, neuron and normalization, by name (keyword arguments of every builder)
+SPIKING_OPTIONS = NEURON_OPTIONS + ("norm", "residual_alpha", "shortcut_norm")
+#: the options of a network without residual blocks
+PLAIN_OPTIONS = NEURON_OPTIONS + ("norm",)
+
+
+def spiking_options(**options) -> SpikingOptions:
+    """The :class:`SpikingOptions` of a network from its keyword options (``tau``, ``v_th``, ``surrogate``,
+    ``surrogate_width``, ``norm``, ``residual_alpha``, ``shortcut_norm``); each one not given takes its default,
+    defined once (:data:`~tdbn.functional.params.DEFAULT_LIF` and the fields of :class:`SpikingOptions`).
+
+    Example:
+        >>> spiking_options(v_th=1.0, norm="bn").neuron.v_th
+        1.0
+    """
+    unknown = sorted(set(options) - set(SPIKING_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown}; valid: {sorted(SPIKING_OPTIONS)}")
+    neuron = LIFParameters(**{k: options.pop(k) for k in NEURON_OPTIONS if k in options})
+    return SpikingOptions(neuron=neuron, **options)
 
 
 def scaled(channels: int, width: float) -> int:

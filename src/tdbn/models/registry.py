@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+_SHARED: dict[str, tuple[str, ...]] = {}
 
 
-def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a model builder under its function name."""
-    _MODELS[fn.__name__] = fn
-    return fn
+def register(options: Sequence[str] = ()) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a model builder under its function name. ``options``: the shared options (neuron and
+    normalization, :data:`~tdbn.models.options.SPIKING_OPTIONS`) it takes through ``**options``, beside the
+    keyword arguments that make the network itself (depth, width, input size)."""
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _MODELS[fn.__name__] = fn
+        _SHARED[fn.__name__] = tuple(options)
+        return fn
+
+    return deco
 
 
 def names() -> list[str]:
@@ -23,7 +31,8 @@ def names() -> list[str]:
 
 def options_of(name: str) -> list[str]:
     """The keyword options that ``create(name, ...)`` accepts."""
-    return sorted(inspect.signature(_builder(name)).parameters)
+    own = [p.name for p in inspect.signature(_builder(name)).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    return sorted(set(own) | set(_SHARED[name]))
 
 
 def _builder(name: str) -> Callable[..., nn.Module]:
@@ -45,7 +54,7 @@ def create(name: str, *, num_classes: int, **options) -> nn.Module:
         torch.Size([3, 10])
     """
     fn = _builder(name)
-    valid = set(inspect.signature(fn).parameters)
+    valid = set(options_of(name))
     unknown = sorted(set(options) - valid)
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for model {name!r}; valid: {sorted(valid - {'num_classes'})}")

@@ -7,12 +7,11 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..functional.params import DEFAULT_LIF, LIFParameters
 from ..layers import TimeDistributed
-from ..functional.units import pack_spikes
+from ..operators.spike_ops import pack_spikes
 from ..layers.units import residual_junction, synapse, unit_mode
 from .net import SpikingNet, encoder, pool_head, spiking_fc
-from .options import SpikingOptions, conv_bn, scaled, unit
+from .options import SPIKING_OPTIONS, SpikingOptions, conv_bn, scaled, spiking_options, unit
 from .registry import register
 
 
@@ -31,7 +30,7 @@ class _ResidualBlock(nn.Module):
     ``residual`` is a sequence of :class:`~tdbn.layers.TdBNLIF` units ending with ``conv -> tdBN(1/sqrt 2)``.
     In training mode the forward pass calls the units by name: each ``conv -> tdBN -> LIF`` unit as one
     operator, and the junction ``LIF(tdBN(a) + tdBN(b))`` (or ``LIF(tdBN(a) + x)``) as another
-    (:mod:`tdbn.functional.units`); the block input's bits are packed once and shared by the first conv and
+    (:mod:`tdbn.operators.unit_ops`); the block input's bits are packed once and shared by the first conv and
     the shortcut. Everywhere else the modules run one after the other.
     """
 
@@ -108,15 +107,6 @@ def _stages(
     return nn.Sequential(stages), ch
 
 
-def _options(tau, v_th, surrogate_width, surrogate, norm, residual_alpha, shortcut_norm) -> SpikingOptions:
-    neuron = LIFParameters(tau=tau, v_th=v_th, surrogate_width=surrogate_width, surrogate=surrogate)
-    return SpikingOptions(neuron=neuron, norm=norm, residual_alpha=residual_alpha, shortcut_norm=shortcut_norm)
-
-
-_DEFAULTS = SpikingOptions()
-_N = DEFAULT_LIF  # the neuron defaults, defined once
-
-
 def _small_resnet(
     *, num_classes, in_channels, width, timesteps, input_size, opts, conv1: int, widths, blocks, downsample
 ) -> SpikingNet:
@@ -144,30 +134,26 @@ def _small_resnet(
     )
 
 
-@register
+@register(SPIKING_OPTIONS)
 def resnet19(
     *, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, timesteps: int = 4, input_size: int = 32,
-    tau: float = _N.tau, v_th: float = _N.v_th, surrogate_width: float = _N.surrogate_width,
-    surrogate: str = _N.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
-    shortcut_norm: str = _DEFAULTS.shortcut_norm,
+    **options,
 ) -> SpikingNet:
     """ResNet-19 (CIFAR-10, CIFAR10-DVS): conv 3x3-128 s1; [128]x3, [256]x3*, [512]x2*; avg pool /2, fc-256, fc."""
-    opts = _options(tau, v_th, surrogate_width, surrogate, norm, residual_alpha, shortcut_norm)
+    opts = spiking_options(**options)
     return _small_resnet(
         num_classes=num_classes, in_channels=in_channels, width=width, timesteps=timesteps, input_size=input_size,
         opts=opts, conv1=128, widths=[128, 256, 512], blocks=[3, 3, 2], downsample=[False, True, True],
     )
 
 
-@register
+@register(SPIKING_OPTIONS)
 def resnet17(
     *, num_classes: int = 11, in_channels: int = 2, width: float = 1.0, timesteps: int = 40, input_size: int = 32,
-    tau: float = _N.tau, v_th: float = _N.v_th, surrogate_width: float = _N.surrogate_width,
-    surrogate: str = _N.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
-    shortcut_norm: str = _DEFAULTS.shortcut_norm,
+    **options,
 ) -> SpikingNet:
     """ResNet-17 (DVS128 Gesture): conv 3x3-64 s1; [64]x3*, [128]x4*; avg pool /2, fc-256, fc-11."""
-    opts = _options(tau, v_th, surrogate_width, surrogate, norm, residual_alpha, shortcut_norm)
+    opts = spiking_options(**options)
     return _small_resnet(
         num_classes=num_classes, in_channels=in_channels, width=width, timesteps=timesteps, input_size=input_size,
         opts=opts, conv1=64, widths=[64, 128], blocks=[3, 4], downsample=[True, True],
@@ -193,45 +179,36 @@ def _imagenet_resnet(
     )
 
 
-@register
+@register(SPIKING_OPTIONS)
 def resnet34(
-    *, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, timesteps: int = 6,
-    tau: float = _N.tau, v_th: float = _N.v_th, surrogate_width: float = _N.surrogate_width,
-    surrogate: str = _N.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
-    shortcut_norm: str = _DEFAULTS.shortcut_norm,
+    *, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, timesteps: int = 6, **options,
 ) -> SpikingNet:
     """ResNet-34 (ImageNet): conv 7x7-64 s2; [64]x3*, [128]x4*, [256]x6*, [512]x3*; avg pool, fc-1000."""
-    opts = _options(tau, v_th, surrogate_width, surrogate, norm, residual_alpha, shortcut_norm)
+    opts = spiking_options(**options)
     return _imagenet_resnet(
         num_classes=num_classes, in_channels=in_channels, width=width, timesteps=timesteps, opts=opts,
         conv1=64, widths=[64, 128, 256, 512], blocks=[3, 4, 6, 3], bottleneck=False,
     )
 
 
-@register
+@register(SPIKING_OPTIONS)
 def resnet34_large(
-    *, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, timesteps: int = 6,
-    tau: float = _N.tau, v_th: float = _N.v_th, surrogate_width: float = _N.surrogate_width,
-    surrogate: str = _N.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
-    shortcut_norm: str = _DEFAULTS.shortcut_norm,
+    *, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, timesteps: int = 6, **options,
 ) -> SpikingNet:
     """ResNet-34 large (ImageNet): ResNet-34 with doubled widths: conv 7x7-128 s2; [128]x3*, ..., [1024]x3*."""
-    opts = _options(tau, v_th, surrogate_width, surrogate, norm, residual_alpha, shortcut_norm)
+    opts = spiking_options(**options)
     return _imagenet_resnet(
         num_classes=num_classes, in_channels=in_channels, width=width, timesteps=timesteps, opts=opts,
         conv1=128, widths=[128, 256, 512, 1024], blocks=[3, 4, 6, 3], bottleneck=False,
     )
 
 
-@register
+@register(SPIKING_OPTIONS)
 def resnet50(
-    *, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, timesteps: int = 6,
-    tau: float = _N.tau, v_th: float = _N.v_th, surrogate_width: float = _N.surrogate_width,
-    surrogate: str = _N.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
-    shortcut_norm: str = _DEFAULTS.shortcut_norm,
+    *, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, timesteps: int = 6, **options,
 ) -> SpikingNet:
     """ResNet-50 (ImageNet): conv 7x7-64 s2; bottlenecks [64,64,256]x3*, [128]x4*, [256]x6*, [512]x3*; fc-1000."""
-    opts = _options(tau, v_th, surrogate_width, surrogate, norm, residual_alpha, shortcut_norm)
+    opts = spiking_options(**options)
     return _imagenet_resnet(
         num_classes=num_classes, in_channels=in_channels, width=width, timesteps=timesteps, opts=opts,
         conv1=64, widths=[64, 128, 256, 512], blocks=[3, 4, 6, 3], bottleneck=True,

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..functional import native as native_kernels
+from ..operators import cpu as native_kernels
 from ..layers import convert_sync_tdbn
 from .amp import Precision, resolve_amp
 from .build import create_model, model_kwargs, neuron_params

@@ -13,7 +13,7 @@ from torch import nn
 import tdbn
 from tdbn import LIF, TdBatchNorm2d, TimeDistributed, set_lif_backend
 from tdbn.functional import lif, lif_naive
-from tdbn.functional import lif_triton
+from tdbn.operators import cuda_lif as lif_triton
 from tdbn.functional.surrogate import SURROGATES
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -147,7 +147,8 @@ def test_dense_layout_check():
 def test_cuda_implementation_of_the_units_equals_the_reference(junction):
     """The units' CUDA implementation (Triton LIF kernels + plain PyTorch tdBN), run here on the device the
     Triton kernels can reach, equals the reference implementation in float64: spikes, gradients, statistics."""
-    from tdbn.functional import units
+    from tdbn.operators import kernels as kernel_sets
+    from tdbn.operators import unit_ops as units
 
     torch.manual_seed(0)
     shape = (4, 3, 5, 4, 4)
@@ -157,7 +158,7 @@ def test_cuda_implementation_of_the_units_equals_the_reference(junction):
     b = torch.randn(5, dtype=torch.float64, device=DEVICE) * 0.1
     g = torch.randn(shape, dtype=torch.float64, device=DEVICE)
     out = {}
-    for name, kernels in (("cuda", units._cuda_kernels), ("reference", units._reference_kernels)):
+    for name, kernels in (("cuda", kernel_sets.cuda), ("reference", kernel_sets.reference)):
         if junction:
             s, mean, invstd, *_ = units._junction_forward_impl(z, (w, b, 0.5), zb, None, 1e-5, 0.5, 0.4, "",
                                                                kernels())

@@ -1,16 +1,16 @@
 """Compiled CPU kernels for the LIF time loops and tdBN: the fast path of eager training on CPU tensors.
 
-- LIF (:func:`tdbn.functional.recursions.integrate`, :func:`tdbn.functional.recursions.bptt`): the ATen loops launch a few
-  whole-tensor operations per time step, each reading and writing memory. ``native.c`` runs a neuron's whole
+- LIF (:func:`tdbn.operators.recursions.integrate`, :func:`tdbn.operators.recursions.bptt`): the ATen loops launch a few
+  whole-tensor operations per time step, each reading and writing memory. ``cpu_kernels.c`` runs a neuron's whole
   time loop in one pass instead (a block of neurons keeps its state in cache while the loop walks over ``T``),
   with the same floating-point operations in the same order: bit-identical to the ATen loops for float32,
   float64 and bfloat16 with the rectangle surrogate (Eq. 16), tested; the other surrogates agree to float
   rounding.
-- tdBN in training mode (:class:`tdbn.functional.fused.TdBatchNormFunction`, Eq. 5-8): statistics in two
+- tdBN in training mode (:class:`tdbn.operators.batch_norm.TdBatchNormFunction`, Eq. 5-8): statistics in two
   reading passes (float64 accumulators), the normalized output in one pass, and the backward pass in two (the
   per-channel gradient sums, then the input gradient), where the ATen formulation makes about ten. The same
   mathematics, equal to the ATen path up to float rounding (tested).
-- The training units of :mod:`tdbn.functional.units` (:func:`unit_forward`, :func:`unit_backward`): the tdBN
+- The training units of :mod:`tdbn.operators.unit_ops` (:func:`unit_forward`, :func:`unit_backward`): the tdBN
   output (or the junction's sum of two), and the LIF, in one pass without writing ``y`` or ``u``; the backward
   pass recomputes both per block of neurons with the forward pass's operations (so the same ``u``, bit for
   bit), walks BPTT and sums what the tdBN backward pass needs. These and the tdBN kernels read bfloat16 tensors
@@ -42,11 +42,11 @@ from pathlib import Path
 
 import torch
 
-from .surrogate import SURROGATE_IDS  # the one table shared by every implementation
+from ..functional.surrogate import SURROGATE_IDS  # the one table shared by every implementation
 
 Tensor = torch.Tensor
 
-SOURCE = Path(__file__).with_name("native.c")
+SOURCE = Path(__file__).with_name("cpu_kernels.c")
 CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-fno-math-errno", "-std=c11", "-fPIC", "-shared"]
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2}
 #: The arithmetic of the tdBN and unit kernels per storage dtype: bfloat16 values are read as float32 (exactly)
@@ -72,7 +72,7 @@ def enabled(flag: bool):
     """Inside the block, the compiled kernels are on (``True``) or off (``False``); for comparisons.
 
     Example:
-        >>> from tdbn.functional import native
+        >>> from tdbn.operators import cpu as native
         >>> with native.enabled(False):
         ...     s = tdbn.functional.lif(torch.ones(3, 2))  # the ATen loops
     """
@@ -287,7 +287,7 @@ def _guard(what: str, ref: Tensor, *others: Tensor | None, vectors: tuple[Tensor
 
 
 def integrate(x: Tensor, u: Tensor | None, tau: float, v_th: float, spikes: Tensor | None = None) -> None:
-    """:func:`tdbn.functional.recursions.integrate` in one pass; the caller checked :func:`usable_forward`."""
+    """:func:`tdbn.operators.recursions.integrate` in one pass; the caller checked :func:`usable_forward`."""
     outs = [t for t in (u, spikes) if t is not None]
     if not outs:
         raise KernelArgumentError("tdbn_lif_forward: needs u or spikes to write")
@@ -309,7 +309,7 @@ def supports_backward(dtype: torch.dtype, surrogate: str) -> bool:
 
 
 def bptt(grad_spikes: Tensor, u: Tensor, grad_x: Tensor, tau: float, v_th: float, width: float, surrogate: str) -> None:
-    """:func:`tdbn.functional.recursions.bptt` in one pass, into ``grad_x`` (which may be ``u``)."""
+    """:func:`tdbn.operators.recursions.bptt` in one pass, into ``grad_x`` (which may be ``u``)."""
     _guard("tdbn_lif_backward", u, grad_spikes, grad_x)
     calls["lif_backward"] += 1
     T = u.shape[0]

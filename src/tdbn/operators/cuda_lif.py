@@ -27,8 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .native import time_major_dense
-from .surrogate import SURROGATE_IDS  # the one table shared by every implementation
+from .cpu import time_major_dense
+from ..functional.surrogate import SURROGATE_IDS  # the one table shared by every implementation
 
 Tensor = torch.Tensor
 
@@ -137,12 +137,12 @@ def _as_layout(ref: Tensor, t: Tensor) -> Tensor:
 
 
 def integrate(x: Tensor, u: Tensor, tau: float, v_th: float, spikes: Tensor | None = None) -> None:
-    """Triton form of :func:`tdbn.functional.recursions.integrate`: ``u`` (may be ``x``) and optionally ``spikes``.
+    """Triton form of :func:`tdbn.operators.recursions.integrate`: ``u`` (may be ``x``) and optionally ``spikes``.
 
     ``u`` and ``spikes`` must be dense and share a layout; ``x`` is copied to it if needed.
     """
     if not time_major_dense(u) or (spikes is not None and spikes.stride() != u.stride()):
-        raise ValueError("lif_triton.integrate: u and spikes must be dense tensors with the same strides")
+        raise ValueError("cuda_lif.integrate: u and spikes must be dense tensors with the same strides")
     T = x.shape[0]
     M = x.numel() // T
     if M == 0:
@@ -157,7 +157,7 @@ def integrate(x: Tensor, u: Tensor, tau: float, v_th: float, spikes: Tensor | No
 def bptt(
     grad_spikes: Tensor, u: Tensor, tau: float, v_th: float, width: float, surrogate: str, *, reuse_u: bool = False
 ) -> Tensor:
-    """Triton form of :func:`tdbn.functional.recursions.bptt`; with ``reuse_u`` the gradient overwrites ``u``."""
+    """Triton form of :func:`tdbn.operators.recursions.bptt`; with ``reuse_u`` the gradient overwrites ``u``."""
     T = u.shape[0]
     M = u.numel() // T
     if not time_major_dense(u):

@@ -8,9 +8,9 @@ from torch import nn
 
 from ..layers import TimeDistributed
 from .net import SpikingNet, encoder, pool_head
-from .options import SpikingOptions, scaled, unit
+from .options import PLAIN_OPTIONS, SPIKING_OPTIONS, SpikingOptions, scaled, spiking_options, unit
 from .registry import register
-from .resnet import _DEFAULTS, _N, _options, _stages
+from .resnet import _stages
 
 _WIDTHS = (64, 128, 256)
 
@@ -44,35 +44,32 @@ def _net(opts, body, ch, c1, num_classes, in_channels, timesteps) -> SpikingNet:
     )
 
 
-@register
+@register(PLAIN_OPTIONS)
 def plain(
     *, num_classes: int = 10, in_channels: int = 3, depth: int = 20, width: float = 1.0, timesteps: int = 4,
-    tau: float = _N.tau, v_th: float = _N.v_th, surrogate_width: float = _N.surrogate_width,
-    surrogate: str = _N.surrogate, norm: str = _DEFAULTS.norm,
+    **options,
 ) -> SpikingNet:
     """Plain spiking net without shortcuts (Fig. 2 uses depth 20): encoding conv 3x3-64, ``depth - 2`` conv 3x3
     layers in three stages of 64, 128, 256 channels (stride 2 entering stages 2 and 3), global average pool,
     decoding fc. Every hidden layer is ``conv -> tdBN(alpha=1) -> LIF``."""
     if depth < 5:
         raise ValueError(f"plain depth must be >= 5 (encoding + 3 stages + decoding), got {depth}")
-    opts = _options(tau, v_th, surrogate_width, surrogate, norm, _DEFAULTS.residual_alpha, _DEFAULTS.shortcut_norm)
+    opts = spiking_options(**options)
     widths = [scaled(w, width) for w in _WIDTHS]
     body, ch = _plain_body(opts, widths[0], widths, _split(depth - 2, 3))
     return _net(opts, body, ch, widths[0], num_classes, in_channels, timesteps)
 
 
-@register
+@register(SPIKING_OPTIONS)
 def resnet(
     *, num_classes: int = 10, in_channels: int = 3, depth: int = 20, width: float = 1.0, timesteps: int = 4,
-    tau: float = _N.tau, v_th: float = _N.v_th, surrogate_width: float = _N.surrogate_width,
-    surrogate: str = _N.surrogate, norm: str = _DEFAULTS.norm, residual_alpha: float = _DEFAULTS.residual_alpha,
-    shortcut_norm: str = _DEFAULTS.shortcut_norm,
+    **options,
 ) -> SpikingNet:
     """Residual counterpart of :func:`plain` with the same widths: ``(depth - 2) / 2`` basic blocks (Fig. 5b) in
     three stages, so that plain and residual nets of one depth have the same number of weight layers."""
     if depth < 8 or (depth - 2) % 2:
         raise ValueError(f"resnet depth must be even and >= 8 (2 + 2 * blocks), got {depth}")
-    opts = _options(tau, v_th, surrogate_width, surrogate, norm, residual_alpha, shortcut_norm)
+    opts = spiking_options(**options)
     widths = [scaled(w, width) for w in _WIDTHS]
     body, ch = _stages(opts, widths[0], widths, _split((depth - 2) // 2, 3), [False, True, True], bottleneck=False)
     return _net(opts, body, ch, widths[0], num_classes, in_channels, timesteps)

@@ -1,19 +1,19 @@
 """The LIF recursions of Eq. 1-3 (forward) and Eq. 14-18 (backward, BPTT) on ``[T, N, ...]`` tensors.
 
 This module holds the one plain-PyTorch definition of each recursion, :func:`integrate_reference` and
-:func:`bptt_reference`: the reference that the compiled CPU kernels (:mod:`tdbn.functional.native`,
-bit-identical) and the Triton kernels (:mod:`tdbn.functional.lif_triton`) are tested against. They use only float
+:func:`bptt_reference`: the reference that the compiled CPU kernels (:mod:`tdbn.operators.cpu`,
+bit-identical) and the Triton kernels (:mod:`tdbn.operators.cuda_lif`) are tested against. They use only float
 operations that the CPU vectorizes, and the forward pass equals the naive loop bit for bit. :func:`integrate` and
 :func:`bptt` run the compiled kernels on CPU tensors they can index and the reference otherwise; the operators of
-:mod:`tdbn.functional.units` call them.
+:mod:`tdbn.operators.unit_ops` call them.
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import native as _native
-from . import surrogate as _surrogate
+from ..functional import surrogate as _surrogate
+from . import cpu as _native
 
 Tensor = torch.Tensor
 

@@ -1,0 +1,29 @@
+"""The op layer: the package's PyTorch custom operators (``torch.ops.tdbn.*``), their kernels per device, and the
+one tdBN training maths.
+
+Where to look:
+
+- :mod:`~tdbn.operators.unit_ops`: the operator definitions of the LIF and the training units (``conv -> tdBN ->
+  LIF`` and the residual junction), each with its fake-tensor and autograd registrations, and a kernel registered
+  per dispatch key (``"cpu"``, ``"cuda"``, and the reference as the default for every other device): the
+  dispatcher chooses, no argument does. :mod:`~tdbn.operators.spike_ops`: spikes as bits, a conv over spikes.
+- :mod:`~tdbn.operators.batch_norm`: tdBN in training mode, once (statistics local or synchronized across
+  processes, output, running statistics, backward), used by the units and by the standalone tdBN.
+- :mod:`~tdbn.operators.kernels`: the named kernel sets (reference, CPU, CUDA) the registrations use.
+- :mod:`~tdbn.operators.recursions`: the plain-PyTorch reference of the LIF recursions (forward and BPTT).
+- :mod:`~tdbn.operators.cpu` (with ``cpu_kernels.c``, compiled on first use in about a second) and
+  :mod:`~tdbn.operators.cuda_lif` (Triton): the device implementations.
+- :mod:`~tdbn.operators.switches`: :func:`lean_training` (the lean path off, for comparisons) and
+  :func:`use_reference` (the reference kernels on purpose).
+
+Users call these through the layers (:class:`tdbn.TdBNLIF`, the models' residual blocks) or directly:
+:func:`td_bn_lif`, :func:`td_bn_add_lif`, :func:`spike_conv2d`.
+"""
+
+from .batch_norm import NormArgs, TdBatchNormFunction, td_batch_norm_train
+from .spike_ops import pack_spikes, spike_conv2d, unpack_spikes
+from .switches import lean_enabled, lean_training, use_reference
+from .unit_ops import lif_op, td_bn_add_lif, td_bn_lif
+
+__all__ = ["NormArgs", "TdBatchNormFunction", "lean_enabled", "lean_training", "lif_op", "pack_spikes",
+           "spike_conv2d", "td_batch_norm_train", "td_bn_add_lif", "td_bn_lif", "unpack_spikes", "use_reference"]
