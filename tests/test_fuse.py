@@ -10,66 +10,11 @@ from torch import nn
 
 import tdbn
 from tdbn import LIF, TdBatchNorm1d, TdBatchNorm2d, TimeDistributed
-from tdbn.export import count_norm_layers
+from tdbn.fusion import count_norm_layers
 from tdbn.functional import bn_scale_shift, fold_into
 from tdbn.layers.affine import ChannelAffine2d
 
-
-def _record_spikes(model: nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-    spikes: list[torch.Tensor] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, o: spikes.append(o)) for m in model.modules() if isinstance(m, LIF)]
-    try:
-        out = model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return spikes, out
-
-
-def _record_membranes(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    us: list[torch.Tensor] = []
-
-    def hook(m, inp, _o):
-        us.append(m.forward_with_membrane(inp[0])[1])
-
-    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, LIF)]
-    try:
-        model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return us
-
-
-def _randomize_bn(model: nn.Module, steps: int, make_input) -> None:
-    """Give every tdBN non-trivial affine parameters and running statistics."""
-    for m in model.modules():
-        if isinstance(m, (TdBatchNorm1d, TdBatchNorm2d)):
-            with torch.no_grad():
-                m.weight.uniform_(0.6, 1.6)
-                m.bias.uniform_(-0.3, 0.3)
-    model.train()
-    with torch.no_grad():
-        for _ in range(steps):
-            model(make_input())
-    model.eval()
-
-
-def assert_fused_equal(model: nn.Module, x: torch.Tensor) -> None:
-    fused = tdbn.fuse(model)
-    assert count_norm_layers(fused) == 0
-    s1, y1 = _record_spikes(model, x)
-    s2, y2 = _record_spikes(fused, x)
-    assert len(s1) == len(s2) > 0
-    # spikes equal except where the potential lies within 1e-6 of the threshold (float rounding)
-    us = _record_membranes(model, x)
-    lifs = [m for m in model.modules() if isinstance(m, LIF)]
-    for a, b, u, lif in zip(s1, s2, us, lifs):
-        near = (u - lif.v_th).abs() < 1e-6
-        assert torch.equal(a[~near], b[~near])
-        if not near.any():
-            assert torch.equal(a, b)
-    torch.testing.assert_close(y1, y2, rtol=1e-4, atol=1e-4)
+from fusion_checks import assert_fused_equal, randomize_bn
 
 
 def test_fold_formula_by_hand():
@@ -96,7 +41,7 @@ def test_conv_bn_lif_sequence():
             lif1=LIF(),
         )
     )
-    _randomize_bn(net, 3, lambda: torch.randn(4, 6, 3, 8, 8))
+    randomize_bn(net, 3, lambda: torch.randn(4, 6, 3, 8, 8))
     assert_fused_equal(net, torch.randn(4, 6, 3, 8, 8))
     fused = tdbn.fuse(net)
     assert isinstance(fused.bn, nn.Identity) and isinstance(fused.bn1, nn.Identity)
@@ -105,7 +50,7 @@ def test_conv_bn_lif_sequence():
 
 def test_lone_tdbn_becomes_depthwise_conv():
     net = nn.Sequential(TdBatchNorm2d(4, alpha=0.7), LIF())
-    _randomize_bn(net, 2, lambda: torch.randn(3, 5, 4, 6, 6))
+    randomize_bn(net, 2, lambda: torch.randn(3, 5, 4, 6, 6))
     assert_fused_equal(net, torch.randn(3, 5, 4, 6, 6))
     conv = tdbn.fuse(net)[0].module
     # a depthwise 1x1 conv to exporters, computed as a multiply-add (fast on the CPU)
@@ -117,7 +62,7 @@ def test_lone_tdbn_becomes_depthwise_conv():
 
 def test_lone_tdbn1d_becomes_diagonal_linear():
     net = nn.Sequential(TdBatchNorm1d(4), LIF())
-    _randomize_bn(net, 2, lambda: torch.randn(3, 5, 4))
+    randomize_bn(net, 2, lambda: torch.randn(3, 5, 4))
     assert_fused_equal(net, torch.randn(3, 5, 4))
 
 

@@ -12,7 +12,7 @@ import tdbn
 from tdbn import models
 from tdbn.layers import TdBatchNorm2d
 
-from test_fuse import _randomize_bn, assert_fused_equal
+from fusion_checks import assert_fused_equal, randomize_bn
 
 IMAGENET = {"resnet34", "resnet34_large", "resnet50"}
 
@@ -36,7 +36,7 @@ def test_model_forward_backward_fuse(name):
     y.square().mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing, f"parameters without gradient: {missing}"
-    _randomize_bn(model, 2, lambda: make(4))
+    randomize_bn(model, 2, lambda: make(4))
     assert_fused_equal(model, make(3))
 
 

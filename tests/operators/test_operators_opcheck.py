@@ -58,7 +58,7 @@ def test_opcheck(op, args):
 
 def test_every_operator_is_checked():
     """Every ``tdbn::`` operator defined in the package appears above (the Triton LIF operators run only where
-    Triton can: CUDA, or its interpreter, tested in test_cuda_lif.py)."""
+    Triton can: CUDA, or its interpreter, tested in test_operators_cuda_lif.py)."""
     ops = {name for name in dir(torch.ops.tdbn)
            if isinstance(getattr(torch.ops.tdbn, name, None), torch._ops.OpOverloadPacket)}
     assert "td_bn_lif_forward" in ops
