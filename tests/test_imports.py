@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "tdbn"
 HEAVY = ("tdbn.data", "tdbn.train", "tdbn.stream", "tdbn.export", "tdbn.analysis", "tdbn.loading")
@@ -75,3 +77,14 @@ def test_no_import_cycle_between_modules():
     for m in sorted(graph):
         if m not in state:
             visit(m, [m])
+
+
+def test_an_older_torch_is_refused_with_the_fix():
+    import pytest
+
+    import tdbn
+
+    tdbn._check_torch("2.4.0+cpu")  # the oldest supported
+    tdbn._check_torch(torch.__version__)
+    with pytest.raises(ImportError, match=r"torch >= 2.4 .* found 2.3.1"):
+        tdbn._check_torch("2.3.1")

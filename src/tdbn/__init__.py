@@ -13,10 +13,26 @@ A trained run back in Python: ``tdbn.load(run_folder_or_checkpoint)`` (the model
 
 import importlib
 
-from . import functional, layers, models
-from .functional.params import LIFParameters
-from .fusion import fuse
-from .layers import LIF, TdBatchNorm1d, TdBatchNorm2d, TdBNLIF, TimeDistributed, convert_sync_tdbn, set_lif_backend
+import torch
+
+#: the oldest PyTorch the package runs on: ``torch.library.custom_op`` and ``register_autograd`` came in 2.4
+MIN_TORCH = (2, 4)
+
+
+def _check_torch(version: str) -> None:
+    found = tuple(int(part) for part in version.split("+")[0].split(".")[:2])
+    if found < MIN_TORCH:
+        raise ImportError(f"tdbn needs torch >= {'.'.join(map(str, MIN_TORCH))} (its operators use "
+                          f"torch.library.custom_op), found {version}: pip install 'torch>=2.4'")
+
+
+_check_torch(torch.__version__)
+
+from . import functional, layers, models  # noqa: E402
+from .functional.params import LIFParameters  # noqa: E402
+from .fusion import fuse  # noqa: E402
+from .layers import (LIF, TdBatchNorm1d, TdBatchNorm2d, TdBNLIF, TimeDistributed,  # noqa: E402
+                     convert_sync_tdbn, set_lif_backend)
 
 __version__ = "0.1.0"
 
