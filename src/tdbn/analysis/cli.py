@@ -210,6 +210,10 @@ def _wrote(prefix: str, args: argparse.Namespace) -> None:
 def _setup(args: argparse.Namespace) -> None:
     import torch
 
+    if not args.no_plot:  # a missing plotting extra is reported now, not after minutes of work
+        from .plots import require_matplotlib
+
+        require_matplotlib()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -343,12 +347,13 @@ def _model_and_inputs(args: argparse.Namespace):
 
 
 def _run_spikes(args: argparse.Namespace) -> int:
-    from .figures import make_spikes
+    from .figures import make_spikes, spikes_title
 
     _setup(args)
     model, x, meta = _model_and_inputs(args)
     out = _prefix(args, meta["model"])
     result = make_spikes(out, model, x, meta=meta, plot=not args.no_plot)
+    _log(f"{spikes_title(result)} ({meta['weights']}):")
     for i, layer in enumerate(result["layers"], 1):
         _log(f"{i:3d} {layer['name']:<32} {layer['spikes_per_neuron']:.3f} spikes/neuron")
     _wrote(out, args)
