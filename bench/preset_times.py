@@ -96,7 +96,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}; {args.batches} timed batches per preset, extrapolated")
-    print("| preset | batch | CPU s / batch | train samples | CPU min / epoch | epochs | all epochs (h) | bench wall (s) |")
+    print("| preset | batch | CPU s / batch | train samples | CPU min / epoch | epochs | all epochs (h) | "
+          "bench wall (s) |")
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.presets:
