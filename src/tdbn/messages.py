@@ -9,6 +9,7 @@ package: a script calling ``tdbn.train.train(...)`` sees the line of its own cal
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -20,7 +21,11 @@ _PACKAGE = str(Path(__file__).resolve().parent)
 
 
 def line(command: str, kind: str, message: object) -> str:
-    """``tdbn COMMAND: KIND: MESSAGE`` on one line: the message's lines joined by ``"; "`` (for logs and grep)."""
+    """``tdbn COMMAND: KIND: MESSAGE`` on one line: the message's lines joined by ``"; "`` (for logs and grep).
+
+    >>> line("train", "warning", "run/checkpoint.pt: corrupted\\nresuming from run/checkpoint.prev.pt")
+    'tdbn train: warning: run/checkpoint.pt: corrupted; resuming from run/checkpoint.prev.pt'
+    """
     text = "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
     return f"tdbn {command}: {kind}: {text}"
 
@@ -33,7 +38,7 @@ def error(command: str, err: object) -> str:
 
 
 def _inside(filename: str) -> bool:
-    return str(Path(filename).resolve()).startswith(_PACKAGE)
+    return str(Path(filename).resolve()).startswith(_PACKAGE + os.sep)
 
 
 def warn(message: str, category: type[Warning] = UserWarning) -> None:
