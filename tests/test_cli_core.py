@@ -15,6 +15,8 @@ import sys
 import numpy as np
 import pytest
 
+from cli_run import SRC, cli_env
+
 EXTRAS = ("matplotlib", "sklearn", "PIL", "nir", "nirtorch", "snntorch", "onnx", "onnxruntime", "tensorboard",
           "triton")
 
@@ -47,7 +49,7 @@ sys.meta_path[:] = [HideExtras(finder) for finder in sys.meta_path]
 def core(tmp_path_factory):
     folder = tmp_path_factory.mktemp("core")
     (folder / "sitecustomize.py").write_text(BLOCKER)
-    env = {**os.environ, "PYTHONPATH": str(folder), "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+    env = cli_env(PYTHONPATH=os.pathsep.join((str(folder), str(SRC))))  # the blocker, then this checkout
 
     def tdbn(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "tdbn.cli", *args], env=env, cwd=folder, capture_output=True,
@@ -103,6 +105,7 @@ def test_mnist_trains_and_each_extra_is_named(core):
         (["export", str(run), str(f / "m.onnx"), "--format", "onnx"], 2, "pip install 'tdbn[onnx]'"),
         (["export", str(run), str(f / "m.nir"), "--format", "nir"], 2, "pip install 'tdbn[export]'"),
         (["analyze", "membrane", "--neurons", "100", "--out", str(f / "m")], 2, "pip install 'tdbn[plot]'"),
+        (["analyze", "ops", "--checkpoint", str(run), "--num-images", "2"], 2, "pip install 'tdbn[plot]'"),
         (["train", "cifar10_resnet19_cpu", f"data.root={f / 'cifar'}"], 2, f"{f / 'cifar'}: not found"),
     ]
     proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps([c[0] for c in commands])], env=core.env,
@@ -111,3 +114,4 @@ def test_mnist_trains_and_each_extra_is_named(core):
     for (argv, rc, text), got in zip(commands, json.loads(proc.stdout.splitlines()[-1])):
         assert got["rc"] == rc, (argv, got)
         assert text in (got["out"] if rc == 0 else got["err"]), (argv, got)
+    assert not (f / "m.json").exists() and not (run / "analysis").exists()  # the missing extra stops them first

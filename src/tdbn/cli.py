@@ -1,7 +1,7 @@
 """The ``tdbn`` command: thin subcommands over the library.
 
     tdbn train [PRESET_OR_YAML] [key=value ...] [--resume RUN_DIR] [--device DEVICE]
-    tdbn eval CHECKPOINT [--data ROOT] [--fuse] [--out FILE.json]
+    tdbn eval CHECKPOINT [--data ROOT] [--fuse] [--limit N] [--out FILE.json] [--force]
     tdbn presets
     tdbn stream RUN_DIR --events FILE [--fuse] ...   (tdbn.stream.cli)
     tdbn export ...      (tdbn.export.cli)
@@ -49,17 +49,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0 if final else 1
 
 
+def _eval_output(args: argparse.Namespace) -> Path:
+    """Where ``tdbn eval`` writes: ``--out`` or ``eval[-fused][-limitN].json`` beside the checkpoint (a subset's
+    result never takes the name of the whole test split's); an existing file is kept unless ``--force``."""
+    from tdbn.train.restore import checkpoint_file
+
+    ckpt = checkpoint_file(args.checkpoint)  # a missing checkpoint is reported before anything else
+    name = "eval" + ("-fused" if args.fuse else "") + (f"-limit{args.limit}" if args.limit else "") + ".json"
+    out = Path(args.out) if args.out else ckpt.parent / name
+    if out.exists() and not args.force:
+        raise ValueError(f"{out} already exists; pass --force to replace it, or --out FILE to write elsewhere")
+    return out
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from tdbn.train import evaluate_checkpoint
 
+    out = _eval_output(args)  # before the evaluation, which may take minutes
     result = evaluate_checkpoint(args.checkpoint, data_root=args.data, fuse=args.fuse, device=args.device,
                                  batch_size=args.batch_size, test_limit=args.limit, progress=not args.quiet)
     tag = " (fused)" if args.fuse else ""
     print(f"{result['checkpoint']} epoch {result['epoch']}{tag}: top-1 {100 * result['top1']:.2f}%  "
           f"top-5 {100 * result['top5']:.2f}%  loss {result['loss']:.4f}  firing rate {result['firing_rate']:.4f}  "
           f"({result['samples']} test samples)")
-    ckpt = Path(result["checkpoint"])
-    out = Path(args.out) if args.out else ckpt.parent / ("eval-fused.json" if args.fuse else "eval.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
@@ -71,11 +83,19 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def _describe(path: Path) -> str:
+def _describe(path: Path) -> list[str]:
+    """The comment lines heading a preset file: what it trains, then how long that takes on a CPU."""
+    lines = []
     for line in path.read_text().splitlines():
-        if line.startswith("#"):
-            return line.lstrip("# ").strip()
-    return ""
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("# ").strip())
+    return lines
+
+
+# the embedded demo has no preset file; measured like the presets (bench/preset_times.py)
+_DEMO = ["the embedded demo: narrow spiking ResNet-19 on scikit-learn's 8x8 digits",
+         "CPU: about 4 s per epoch x 20 epochs = 1.5 min on one core (67 s end to end on 2 idle cores, README)"]
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
@@ -83,9 +103,12 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 
     names = preset_names()
     width = max(len(n) for n in names)
-    print(f"{'(none)':<{width}}  the embedded demo: narrow spiking ResNet-19 on scikit-learn's 8x8 digits")
-    for name in names:
-        print(f"{name:<{width}}  {_describe(preset_path(name))}")
+    for name, (what, *more) in [("(none)", _DEMO), *((n, _describe(preset_path(n)) or [""]) for n in names)]:
+        print(f"{name:<{width}}  {what}")
+        for line in more:
+            print(f"{'':<{width}}    {line}")
+    print("(CPU: the CPU time of one core, extrapolated from a few timed batches by bench/preset_times.py; two threads "
+          "on 2 idle cores take 1.2-1.9x less wall time)")
     return 0
 
 
@@ -112,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--limit", type=int, help="evaluate on a fixed random subset of this many test samples")
-    p.add_argument("--out", help="JSON file to write (default: eval.json / eval-fused.json beside the checkpoint)")
+    p.add_argument("--out", help="JSON file to write (default: eval.json, eval-fused.json, eval-limitN.json ... beside "
+                                 "the checkpoint)")
+    p.add_argument("--force", action="store_true", help="replace the JSON file if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_eval)
 
@@ -154,17 +179,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         _exec_with_passive_openmp()
     from tdbn.data import DataError
+    from tdbn.messages import error, line, show_warnings_as_lines
     from tdbn.train import TrainingError
 
     args = build_parser().parse_args(argv)
+    if argv is None:  # the program: warnings as one line each; a library caller keeps its own warning display
+        show_warnings_as_lines(args.command)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe (`tdbn presets | head -3`) shows here, not at interpreter exit
+        return code
     except (ValueError, FileNotFoundError, DataError, TrainingError, ImportError) as err:
-        print(f"tdbn {args.command}: error: {err}", file=sys.stderr)
+        print(error(args.command, err), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"tdbn {args.command}: interrupted", file=sys.stderr)
+        print(line(args.command, "error", "interrupted"), file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader stopped reading: not an error of ours, and nothing more to print
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a process stopped by SIGPIPE
 
 
 if __name__ == "__main__":

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 
 import pytest
 import torch
 
+import tdbn
+from cli_run import tdbn as run_tdbn
 from tdbn.analysis import depth_study
 from tdbn.analysis.cli import add_subparser, main
 from tdbn.analysis.figures import make_depth
@@ -84,7 +88,9 @@ def test_depth_study_table_figure_and_odd_resnet_depth(tmp_path):
         depth_study((x, y), (x, y), depths=[9], iterations=1)
 
 
-def test_spikes_from_a_training_checkpoint(tmp_path):
+@pytest.fixture
+def digits_checkpoint(tmp_path):
+    """A run folder holding an untrained narrow ResNet-19 checkpoint of the embedded digits demo (epoch 3)."""
     from tdbn.train import config_to_dict, load_config, save_checkpoint
     from tdbn.train.build import create_model, model_kwargs
     from tdbn.train.checkpoint import FORMAT
@@ -98,10 +104,15 @@ def test_spikes_from_a_training_checkpoint(tmp_path):
         "optimizer": {}, "scheduler": {}, "scaler": {},
         "rng": {}, "config": config_to_dict(cfg), "metrics": [], "version": {},
     })
+    return tmp_path
+
+
+def test_spikes_from_a_training_checkpoint(digits_checkpoint):
+    tmp_path = digits_checkpoint
     assert main(["spikes", "--checkpoint", str(tmp_path), "--num-images", "5", "--no-plot",
                  "--out", str(tmp_path / "s")]) == 0
     result = json.loads((tmp_path / "s.json").read_text())
-    assert result["model"] == cfg.model.name and result["images"] == 5 and "epoch 3" in result["weights"]
+    assert result["model"] == "resnet19" and result["images"] == 5 and "epoch 3" in result["weights"]
     assert len(result["layers"]) == 18  # ResNet-19: encoding layer, 16 block LIFs, fc-256
     with pytest.raises(SystemExit, match="--model only"):
         main(["ops", "--checkpoint", str(tmp_path), "--option", "width=1", "--no-plot"])
@@ -123,3 +134,42 @@ def test_default_output_is_under_runs_and_never_replaced_without_force(tmp_path,
     assert shipped.read_text() == "{}"
     assert main(["membrane", "--neurons", "200", "--no-plot", "--out", "docs/figures/membrane", "--force"]) == 0
     assert json.loads(shipped.read_text())["figure"] == "Fig. 3"
+
+
+def test_spikes_output_names_the_data_and_the_number_of_images(digits_checkpoint):
+    proc = run_tdbn("analyze", "spikes", "--checkpoint", digits_checkpoint, "--num-images", "5", "--no-plot")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == ("resnet19 (T=2): average spikes per neuron in each layer over 5 digits "
+                                           f"test images (checkpoint {digits_checkpoint / 'checkpoint.pt'} "
+                                           "(epoch 3)):")
+
+
+def test_figure_titles_say_what_was_measured(tmp_path, monkeypatch):
+    from tdbn.analysis import plots
+    from tdbn.analysis.figures import make_ops, make_spikes
+
+    titles: list[str] = []
+    monkeypatch.setattr(plots, "bar_plot", lambda groups, png, **kw: titles.extend(groups))
+    model = tdbn.models.create("resnet", num_classes=10, in_channels=1, depth=8, width=0.0625, timesteps=3).eval()
+    x = torch.rand(4, 1, 8, 8)
+    meta = {"model": "resnet", "options": {"timesteps": 3}, "dataset": "mnist", "images": 4}
+    make_spikes(tmp_path / "s", model, x, meta=meta)
+    assert titles == ["resnet (T=3): average spikes per neuron in each layer over 4 mnist test images"]
+    titles.clear()
+    make_ops(tmp_path / "o", model, x, meta=meta)
+    first = json.loads((tmp_path / "o.json").read_text())["snn"]["layers"][0]
+    assert first["role"] == "encoding" and first["multiplications"] == 3 * first["ann_macs"]  # T times
+    assert titles[1] == "SNN additions per layer (per image, T=3)"
+    assert titles[2] == ("SNN multiplications per layer (per image, T=3)\nlayer 1 (encoding) takes real values, not "
+                         "spikes: its MACs count at each of the T=3 steps (appendix D)")
+
+
+def test_analysis_files_are_readable_like_the_plots(tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert main(["membrane", "--neurons", "200", "--out", str(tmp_path / "m")]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "m.png").stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
 
+from cli_run import tdbn as run_tdbn
 from tdbn.cli import main
 from tdbn.data import read_bin_events, to_frames
 from tdbn.stream import load_run
@@ -45,6 +47,21 @@ def test_stream_cli_prints_each_step_and_the_eval_prediction(nmnist_run, shared_
     assert result["summary"]["events"] == ev.num_events and len(result["steps"]) == 4
     assert main(["stream", str(nmnist_run), "--events", str(path), "--fuse", "--quiet"]) == 0
     assert "\nstep " not in capsys.readouterr().out
+
+
+def test_stream_summary_heads_with_the_steady_state(nmnist_run, shared_nmnist):
+    """The first step (one-time allocations: often 100x a later one) is reported apart; the steady-state
+    ms/step and real-time factor are the headline."""
+    proc = run_tdbn("stream", nmnist_run, "--events", shared_nmnist / "nmnist-small" / "60001.bs2", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    first = re.search(r"4 steps, \d+ events in [\d.]+ s; first step ([\d.]+) ms \(warm-up", lines[1])
+    steady = re.fullmatch(r"steady state: ([\d.]+) ms/step \(([\d.]+) ms network\), [\d,]+ events/s, "
+                          r"real-time factor ([\d.]+) for ([\d.]+) ms frames", lines[2])
+    assert first and steady, proc.stdout
+    ms, frame_ms = float(steady[1]), float(steady[4])
+    assert float(steady[3]) == pytest.approx(frame_ms / ms, abs=0.051)  # printed with one decimal
+    assert lines[3].startswith("prediction: ")
 
 
 def test_stream_cli_clear_errors(nmnist_run, tmp_path, capsys):

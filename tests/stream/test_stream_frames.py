@@ -117,6 +117,35 @@ def test_a_replayed_recording_gives_the_multi_step_scores(shared_nmnist):
     assert s["events"] == ev.num_events and s["realtime_factor"] > 0 and s["ms_per_step"] > 0
 
 
+def test_the_first_step_is_reported_as_warm_up_apart_from_the_steady_state(monkeypatch):
+    """A first step made 0.4 s slower (as one-time allocations make it) moves the warm-up figure, not the
+    steady-state ms/step, events/s and real-time factor of the summary."""
+    import time
+
+    from tdbn.stream.runner import Stream
+
+    model = tdbn.models.create("resnet17", num_classes=10, in_channels=2, width=1 / 16, timesteps=4,
+                               input_size=16).eval()
+    ev = Events(*random_events(4000, size=16, duration_us=400_000))
+    push = Stream.push
+
+    def slow_first(self, x_t):
+        if not calls:
+            time.sleep(0.4)
+        calls.append(1)
+        return push(self, x_t)
+
+    calls: list[int] = []
+    monkeypatch.setattr(Stream, "push", slow_first)
+    s = run_events(model, ev, sensor_size=(16, 16), window_ms=20.0, chunk_us=5000).summary()
+    assert s["steps"] == 20 and len(calls) == 20
+    assert s["warmup_ms"] >= 400 and s["warmup_model_ms"] >= 400
+    assert s["ms_per_step"] < s["warmup_ms"] / 10 and s["model_ms_per_step"] < s["warmup_model_ms"] / 10
+    assert s["ms_per_step"] * 19 == pytest.approx(1000 * s["wall_s"] - s["warmup_ms"], rel=1e-6)
+    assert s["realtime_factor"] == pytest.approx(20.0 / s["ms_per_step"])
+    assert s["events_per_s"] > ev.num_events / s["wall_s"]
+
+
 def test_a_live_dvs_stream_restarts_every_window(shared_dvs128):
     """A 128x128 recording in 30 ms windows at 32x32, the network state restarted every T = 8 steps: each
     sequence's last scores equal the multi-step forward over those 8 frames of ``to_frames``."""

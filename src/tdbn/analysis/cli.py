@@ -16,6 +16,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+from ..messages import line
+
 DEFAULT_DIR = "runs/analysis"
 
 
@@ -38,7 +40,8 @@ def _options(pairs: Sequence[str]) -> dict:
     for pair in pairs:
         key, sep, val = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--option expects KEY=VALUE (e.g. --option width=0.5), got {pair!r}")
+            raise SystemExit(line("analyze", "error",
+                                  f"--option expects KEY=VALUE (e.g. --option width=0.5), got {pair!r}"))
         out[key.strip()] = _value(val.strip())
     return out
 
@@ -195,8 +198,8 @@ def _prefix(args: argparse.Namespace, model: str | None = None, *, replace_ok: b
         prefix = f"{DEFAULT_DIR}/{name}"
     existing = [str(p) for p in output_paths(prefix) if p.exists()]
     if existing and not (args.force or replace_ok):
-        raise SystemExit(f"tdbn analyze: {', '.join(existing)} already exist(s); pass --force to replace, "
-                         "or choose another --out")
+        raise SystemExit(line("analyze", "error", f"{', '.join(existing)} already exist(s); pass --force to replace, "
+                              "or choose another --out"))
     return prefix
 
 
@@ -210,6 +213,10 @@ def _wrote(prefix: str, args: argparse.Namespace) -> None:
 def _setup(args: argparse.Namespace) -> None:
     import torch
 
+    if not args.no_plot:  # a missing plotting extra is reported now, not after minutes of work
+        from .plots import require_matplotlib
+
+        require_matplotlib()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -267,7 +274,8 @@ def _grad_norm_net(text: str) -> tuple[str, int, str]:
     arch, _, rest = text.partition("-")
     depth, _, norm = rest.partition("-")
     if arch not in ("plain", "resnet") or not depth.isdigit() or norm not in ("tdbn", "bn", "none"):
-        raise SystemExit(f"--grad-norms expects ARCH-DEPTH-NORM (e.g. resnet-50-tdbn), got {text!r}")
+        raise SystemExit(line("analyze", "error", f"--grad-norms expects ARCH-DEPTH-NORM (e.g. resnet-50-tdbn), got "
+                                                  f"{text!r}"))
     return arch, int(depth), norm
 
 
@@ -322,7 +330,8 @@ def _model_and_inputs(args: argparse.Namespace):
 
     if args.checkpoint is not None:
         if args.option:
-            raise SystemExit("--option applies to --model only; a checkpoint carries its own model options")
+            raise SystemExit(line("analyze", "error", "--option applies to --model only; a checkpoint carries its own "
+                                                      "model options"))
         model, x, meta = load_for_analysis(args.checkpoint, num_images=args.num_images, data_root=args.data_root)
     else:
         options = _options(args.option)
@@ -343,12 +352,13 @@ def _model_and_inputs(args: argparse.Namespace):
 
 
 def _run_spikes(args: argparse.Namespace) -> int:
-    from .figures import make_spikes
+    from .figures import make_spikes, spikes_title
 
     _setup(args)
     model, x, meta = _model_and_inputs(args)
     out = _prefix(args, meta["model"])
     result = make_spikes(out, model, x, meta=meta, plot=not args.no_plot)
+    _log(f"{spikes_title(result)} ({meta['weights']}):")
     for i, layer in enumerate(result["layers"], 1):
         _log(f"{i:3d} {layer['name']:<32} {layer['spikes_per_neuron']:.3f} spikes/neuron")
     _wrote(out, args)

@@ -182,15 +182,18 @@ def make_spikes(out: str | Path, model: nn.Module, x: torch.Tensor, *, meta: dic
     return _write(out, result, plot_spikes if plot else None)
 
 
+def spikes_title(result: dict) -> str:
+    """What a spikes figure shows: the model, T, and the images it was measured on."""
+    T = result.get("options", {}).get("timesteps", "?")
+    data = f"{result['images']} {result.get('dataset', '')} test {'recordings' if result.get('events') else 'images'}"
+    return f"{result.get('model', '')} (T={T}): average spikes per neuron in each layer over {data}"
+
+
 def plot_spikes(result: dict, png: str | Path) -> Path:
     from .plots import bar_plot
 
-    T = result.get("options", {}).get("timesteps", "?")
-    return bar_plot(
-        {f"{result.get('model', '')} (T={T}): spikes per neuron in each layer":
-         [s["spikes_per_neuron"] for s in result["layers"]]},
-        png, xlabel="spiking layer", ylabel="average spikes per neuron",
-    )
+    return bar_plot({spikes_title(result): [s["spikes_per_neuron"] for s in result["layers"]]},
+                    png, xlabel="spiking layer", ylabel="average spikes per neuron")
 
 
 def make_ops(
@@ -219,15 +222,24 @@ def make_ops(
     return _write(out, result, plot_ops if plot else None)
 
 
+def _encoding_note(layers: list[dict], T: int) -> str:
+    """Why the encoding layer dominates the multiplications: it gets real values, not spikes, at every step."""
+    first = [i for i, layer in enumerate(layers, 1) if layer.get("role") == "encoding"]
+    which = f"layer {first[0]} (encoding)" if first else "the encoding layer"
+    return f"{which} takes real values, not spikes: its MACs count at each of the T={T} steps (appendix D)"
+
+
 def plot_ops(result: dict, png: str | Path) -> Path:
     from .plots import bar_plot
 
     snn = result["snn"]
     layers, n = snn["layers"], snn["images"]
     ann = result["ann"]["layers"]
+    T = snn["timesteps"]
     return bar_plot({
         "ANN MACs per layer (one image)": [ann.get(layer["name"], 0) for layer in layers],
-        f"SNN additions per layer (per image, T={snn['timesteps']})": [layer["additions"] / n for layer in layers],
-        "SNN multiplications per layer (per image)": [layer["multiplications"] / n for layer in layers],
+        f"SNN additions per layer (per image, T={T})": [layer["additions"] / n for layer in layers],
+        f"SNN multiplications per layer (per image, T={T})\n{_encoding_note(layers, T)}":
+            [layer["multiplications"] / n for layer in layers],
     }, png, xlabel=f"synaptic layer (1 = {layers[0]['name']}, {len(layers)} = {layers[-1]['name']})",
         ylabel="operations")

@@ -19,6 +19,11 @@ def _pyplot():
     return plt
 
 
+def require_matplotlib() -> None:
+    """``ImportError`` naming the extra when matplotlib is missing: called before an analysis does its work."""
+    _pyplot()
+
+
 def _save(fig, path: str | Path) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ def write_json(path: str | Path, result: dict) -> Path:
     """Write ``result`` to ``path`` as strict JSON, adding ``tdbn_version``; NaN / inf become ``null``.
 
     The file is written beside ``path`` and renamed over it: a reader (or an interrupted run) never sees half a
-    file.
+    file. Its permissions are those of any new file (the umask decides: ``rw-r--r--`` under 022), like the PNG's.
 
     Example:
         >>> import tempfile, os
@@ -37,7 +37,9 @@ def write_json(path: str | Path, result: dict) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_finite({"tdbn_version": __version__, **result}), indent=1, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    # created with the mode of any new file (0644 under the usual umask 022), where mkstemp would give 0600
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..messages import line
+
 FORMATS = ("nir", "onnx")
 
 
@@ -111,7 +113,7 @@ def run_export(args: argparse.Namespace) -> int:
           f"{', '.join(map(str, shape))}]; read back: max |output - fused model| = {diff:.3g} on "
           f"{tuple(x.shape)} random inputs")
     if not torch.allclose(back, ref, atol=1e-4):
-        print(f"tdbn export: error: {out} does not reproduce the fused model (max difference {diff:.3g})",
+        print(line("export", "error", f"{out} does not reproduce the fused model (max difference {diff:.3g})"),
               file=sys.stderr)
         return 1
     return 0

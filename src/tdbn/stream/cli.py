@@ -2,8 +2,9 @@
 
 The events are binned on the fly with the run's frame settings (window, downsampling, mode) and the network
 steps once per frame, carrying its neuron state (:mod:`tdbn.stream`). Each step prints the running prediction
-(scores averaged over the sequence so far, Eq. 11); the summary gives events/s, milliseconds per step and the
-real-time factor (frame duration / compute time per step).
+(scores averaged over the sequence so far, Eq. 11); the summary gives the first step's time apart (warm-up:
+one-time allocations) and then the steady state: milliseconds per step, events/s and the real-time factor (frame
+duration / compute time per step).
 
 Fixed windows (DVS128 Gesture: 30 ms, CIFAR10-DVS: 5 ms) are binned over the whole recording, as from a live
 camera, and the network state restarts every ``--window`` steps (default: the training T), so each sequence of
@@ -86,10 +87,13 @@ def run(args: argparse.Namespace) -> int:
     if not report.steps:
         raise ValueError(f"{path}: no frame was completed (no events after the start time?)")
     rtf = s["realtime_factor"]
-    print(f"{s['steps']} steps, {s['events']} events in {s['wall_s']:.3f} s: {s['events_per_s']:,.0f} events/s, "
-          f"{s['ms_per_step']:.2f} ms/step ({s['model_ms_per_step']:.2f} ms network)"
+    print(f"{s['steps']} steps, {s['events']} events in {s['wall_s']:.3f} s; "
+          + (f"first step {s['warmup_ms']:.1f} ms (warm-up: one-time allocations, not counted below)"
+             if s["steps"] > 1 else "one step: no steady state, its own timings below"))
+    print(f"steady state: {s['ms_per_step']:.2f} ms/step ({s['model_ms_per_step']:.2f} ms network), "
+          f"{s['events_per_s']:,.0f} events/s"
           + (f", real-time factor {rtf:.1f} for {s['window_ms']:.3g} ms frames" if rtf is not None else "")
-          + (f", {s['late_events']} late events dropped" if s["late_events"] else ""))
+          + (f"; {s['late_events']} late events dropped" if s["late_events"] else ""))
     print(f"prediction: {_name(s['prediction'])}")
     if args.out:
         out = Path(args.out)

@@ -63,30 +63,56 @@ class Stream:
 
 @dataclass
 class StreamReport:
-    """What :func:`run_events` measured: one record per step and the totals."""
+    """What :func:`run_events` measured: one record per step and the totals.
+
+    The first step pays for one-time work (memory allocation, kernel selection, caches: often 100 times a later
+    step), so it is reported apart as the warm-up, and the rates describe the steady state after it: per step,
+    per event and against the frame duration. A stream of one step has no steady state; its rates are those of
+    that step.
+    """
 
     steps: list[dict[str, Any]] = field(default_factory=list)
     events: int = 0  # events read from the recording
     late_events: int = 0  # arrived after their frame was closed (out of time order), dropped
     wall_s: float = 0.0  # binning + network, the whole replay
     window_us: float | None = None  # duration of one frame
+    warmup_s: float = 0.0  # binning + network until the first step's scores (included in wall_s)
+    warmup_events: int = 0  # events read until then
+
+    def _steady(self) -> bool:
+        return len(self.steps) > 1
+
+    @property
+    def warmup_ms(self) -> float:
+        """Wall time of the first step, binning included."""
+        return 1000.0 * self.warmup_s if self.steps else float("nan")
 
     @property
     def model_ms_per_step(self) -> float:
-        return float(np.mean([s["model_ms"] for s in self.steps])) if self.steps else float("nan")
+        """Network time per step after the first."""
+        steps = self.steps[1:] if self._steady() else self.steps
+        return float(np.mean([s["model_ms"] for s in steps])) if steps else float("nan")
 
     @property
     def ms_per_step(self) -> float:
-        """Wall time per step, binning included."""
-        return 1000.0 * self.wall_s / len(self.steps) if self.steps else float("nan")
+        """Wall time per step after the first, binning included."""
+        if not self.steps:
+            return float("nan")
+        if not self._steady():
+            return 1000.0 * self.wall_s
+        return 1000.0 * (self.wall_s - self.warmup_s) / (len(self.steps) - 1)
 
     @property
     def events_per_s(self) -> float:
-        return self.events / self.wall_s if self.wall_s > 0 else float("nan")
+        """Events binned and run per second after the first step."""
+        wall, events = self.wall_s, self.events
+        if self._steady():
+            wall, events = wall - self.warmup_s, events - self.warmup_events
+        return events / wall if wall > 0 else float("nan")
 
     @property
     def realtime_factor(self) -> float | None:
-        """Frame duration over compute time per step: > 1 keeps up with a live camera."""
+        """Frame duration over compute time per step after the first: > 1 keeps up with a live camera."""
         if self.window_us is None or not self.steps:
             return None
         return (self.window_us / 1000.0) / self.ms_per_step
@@ -94,7 +120,9 @@ class StreamReport:
     def summary(self) -> dict[str, Any]:
         return {
             "steps": len(self.steps), "events": self.events, "late_events": self.late_events,
-            "wall_s": self.wall_s, "events_per_s": self.events_per_s, "ms_per_step": self.ms_per_step,
+            "wall_s": self.wall_s, "warmup_ms": self.warmup_ms,
+            "warmup_model_ms": self.steps[0]["model_ms"] if self.steps else None,
+            "events_per_s": self.events_per_s, "ms_per_step": self.ms_per_step,
             "model_ms_per_step": self.model_ms_per_step,
             "window_ms": None if self.window_us is None else self.window_us / 1000.0,
             "realtime_factor": self.realtime_factor,
@@ -136,13 +164,17 @@ def run_events(
     stream = Stream(model, batch_size=1, window=window)
     report = StreamReport(events=events.num_events, window_us=binner.window_length_us)
     begin = time.perf_counter()
+    read = 0  # events pushed into the binner so far
 
     def run(frames: list[Tensor]) -> None:
         for frame in frames:
             t0 = time.perf_counter()
             scores = stream.push(frame.unsqueeze(0))  # [N=1, 2, H, W]
-            model_ms = 1000.0 * (time.perf_counter() - t0)
+            t1 = time.perf_counter()
+            model_ms = 1000.0 * (t1 - t0)
             k = len(report.steps)
+            if k == 0:
+                report.warmup_s, report.warmup_events = t1 - begin, read
             end_ms = None if report.window_us is None else (k + 1) * report.window_us / 1000.0
             record = {"step": k + 1, "end_ms": end_ms, "events": int(frame.sum().item()) if mode == "count" else None,
                       "prediction": int(top1(scores[0])), "score": float(scores[0].max()), "model_ms": model_ms}
@@ -151,6 +183,7 @@ def run_events(
                 on_step(record)
 
     for chunk in chunks(events, chunk_us):
+        read += chunk.num_events
         run(binner.push(*chunk))
     run(binner.finish())
     report.wall_s = time.perf_counter() - begin

@@ -30,13 +30,13 @@ import io
 import os
 import random
 import subprocess
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..messages import warn as warn_user
 from .errors import CheckpointError, CheckpointWriteError
 
 __all__ = [
@@ -171,8 +171,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
             if _verifies(path):
                 os.replace(path, previous)
             else:  # never let a damaged file push out the last good one
-                warnings.warn(f"{path} fails its digest check; keeping {previous} and replacing {path}",
-                              stacklevel=2)
+                warn_user(f"{path} fails its digest check; keeping {previous} and replacing {path}")
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
@@ -248,8 +247,8 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
 def load_latest(run_dir: str | Path, *, warn=None) -> tuple[dict[str, Any], Path]:
     """``(checkpoint, its file)``: ``checkpoint.pt`` of ``run_dir``, else ``checkpoint.prev.pt`` with a warning.
 
-    ``warn(message)`` reports the fallback (default: :func:`warnings.warn`). Raises the error of the newest file
-    when neither loads.
+    ``warn(message)`` reports the fallback (default: :func:`tdbn.messages.warn`, a warning naming the caller's
+    line). When neither loads, the error names both files and why each failed.
     """
     run_dir = Path(run_dir)
     newest, previous = run_dir / CHECKPOINT, run_dir / PREVIOUS
@@ -258,11 +257,11 @@ def load_latest(run_dir: str | Path, *, warn=None) -> tuple[dict[str, Any], Path
     except CheckpointError as err:
         if not previous.is_file():
             raise
+        reason = str(err).replace(f"; the previous checkpoint {previous} may be intact", "")  # it is tried now
         try:
             data = load_checkpoint(previous)
-        except CheckpointError:
-            raise err from None
-        message = f"{err}\nresuming from the previous checkpoint {previous} (epoch {data['epoch']}) instead"
-        (warn or (lambda m: warnings.warn(m, stacklevel=3)))(message)
+        except CheckpointError as prev_err:
+            raise CheckpointError(f"both checkpoints of {run_dir} fail to load: {reason}; {prev_err}") from None
+        message = f"{reason}; resuming from the previous checkpoint {previous} (epoch {data['epoch']}) instead"
+        (warn or warn_user)(message)
         return data, previous
-

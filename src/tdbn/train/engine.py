@@ -7,6 +7,7 @@ reported as means: loss, top-1 and top-5 accuracy (fractions), mean firing rate,
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -77,7 +78,8 @@ def _correct(output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 def _progress(iterable: Iterable, *, total: int, desc: str, enabled: bool):
-    if not enabled:
+    # a bar only on a terminal: redirected to a file (nohup, SLURM, `> log`) its \r updates bury the epoch lines
+    if not enabled or not sys.stderr.isatty():
         return iterable
     from tqdm import tqdm
 

@@ -18,11 +18,11 @@ from torch import nn
 from .. import models
 from ..fusion import fuse as fuse_model
 from .build import create_model, model_kwargs
-from .checkpoint import FORMAT, find_checkpoint, load_checkpoint
+from .checkpoint import CHECKPOINT, FORMAT, find_checkpoint, load_checkpoint
 from .config import TrainConfig, config_from_dict
 from .errors import CheckpointError
 
-__all__ = ["Restored", "check_input", "model_spec", "restore"]
+__all__ = ["Restored", "check_input", "checkpoint_file", "model_spec", "restore"]
 
 EVENT_DATASETS = ("nmnist", "dvs_gesture", "cifar10_dvs")
 # the input size each data set's reader produces by default (format /1 checkpoints do not record it)
@@ -92,6 +92,25 @@ def model_spec(checkpoint: dict[str, Any], path: str | Path = "checkpoint") -> t
     return _legacy_spec(checkpoint, config_from_dict(checkpoint["config"]), Path(path))
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """The checkpoint file of ``path`` (the file itself or ``<run folder>/checkpoint.pt``), which must exist.
+
+    :class:`~tdbn.train.CheckpointError` otherwise, saying which path is missing and listing the checkpoints
+    (``*.pt``) that its folder does hold, so a typo or a wrong folder shows at once.
+    """
+    path = Path(path)
+    file = find_checkpoint(path)
+    if file.is_file():
+        return file
+    if path.is_dir():
+        folder, problem = path, f"{file}: checkpoint not found (the run folder {path} has no {CHECKPOINT} yet"
+    else:
+        folder, problem = path.parent, f"{path}: checkpoint not found (no such file or folder"
+    held = sorted(p.name for p in folder.glob("*.pt") if p.is_file()) if folder.is_dir() else []
+    there = f"; {folder} holds {', '.join(held)}" if held else ""
+    raise CheckpointError(f"{problem}{there})")
+
+
 def restore(path: str | Path, *, fuse: bool = False, device: str | torch.device = "cpu",
             lif_backend: str | None = None) -> Restored:
     """Rebuild the model of a checkpoint (file or run folder), verified, in eval mode, on ``device``.
@@ -100,7 +119,7 @@ def restore(path: str | Path, *, fuse: bool = False, device: str | torch.device 
     spikes. The LIF kernels are the run's (``model.lif_backend``) on CUDA, the torch ones elsewhere, unless
     ``lif_backend`` says otherwise. Raises :class:`~tdbn.train.CheckpointError` naming the file.
     """
-    file = find_checkpoint(path)
+    file = checkpoint_file(path)
     ckpt = load_checkpoint(file)
     try:
         cfg = config_from_dict(ckpt["config"])

@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..operators import cpu as native_kernels
 from ..layers import convert_sync_tdbn
+from ..messages import warn
 from .amp import Precision, resolve_amp
 from .build import create_model, model_kwargs, neuron_params
 from .checkpoint import (
@@ -166,7 +167,8 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
         if ctx.is_main:
             remove_leftovers(run_dir)  # temporary files of a write that was killed
         if (run_dir / CHECKPOINT).exists() or (run_dir / PREVIOUS).exists():
-            checkpoint, _ = load_latest(run_dir, warn=lambda m: log(f"warning: {m}") if ctx.is_main else None)
+            # a fallback to checkpoint.prev.pt is a warning (one line under the tdbn program), from one process
+            checkpoint, _ = load_latest(run_dir, warn=warn if ctx.is_main else lambda m: None)
             saved = config_from_dict(checkpoint["config"])
         elif (run_dir / "config.json").is_file():
             saved = _config_json(run_dir)
