@@ -13,7 +13,7 @@ from torch import nn
 import tdbn
 from tdbn import LIF, TdBatchNorm2d, TimeDistributed, set_lif_backend
 from tdbn.functional import lif, lif_naive
-from tdbn.operators import cuda_lif as lif_triton
+from tdbn.operators import cuda_lif
 from tdbn.functional.surrogate import SURROGATES
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -136,7 +136,7 @@ def test_config_key_selects_the_backend():
 
 
 def test_dense_layout_check():
-    dense = lif_triton.time_major_dense  # shared with the compiled CPU kernels
+    dense = cuda_lif.time_major_dense  # shared with the compiled CPU kernels
     x = torch.randn(3, 2, 4, 5)
     assert dense(x) and dense(x.contiguous(memory_format=torch.channels_last))
     assert not dense(x[:, :, ::2]) and not dense(x.transpose(0, 1))
