@@ -16,7 +16,10 @@ import torch.distributed as dist
 
 from .loaders import Shard
 
-__all__ = ["Context", "all_reduce_sum", "broadcast_object", "resolve_device", "setup", "teardown"]
+__all__ = [
+    "Context", "all_reduce_sum", "broadcast_object", "gather_objects", "resolve_device", "setup", "teardown",
+    "torchrun_restart",
+]
 
 
 @dataclass(frozen=True)
@@ -85,3 +88,18 @@ def broadcast_object(obj, ctx: Context):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gather_objects(obj, ctx: Context) -> list:
+    """Every process's ``obj``, in rank order, on every process (``[obj]`` in one process)."""
+    if not ctx.distributed:
+        return [obj]
+    out = [None] * ctx.shard.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def torchrun_restart() -> int | None:
+    """How often torchrun has restarted this run's workers (0: the first start); None when not under torchrun."""
+    value = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    return int(value) if value is not None and value.isdigit() else None
