@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import pytest
 import torch
 
 from tdbn.cli import main
-from tdbn_train_helpers import metrics, model_state, one_thread, tiny, without_times  # noqa: F401 (fixture)
+from tdbn_train_helpers import free_port, metrics, model_state, one_thread, tiny, without_times  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,12 +25,6 @@ ARGS = tiny("data.train_limit=192", "data.test_limit=50", "optim.batch_size=16",
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
 TIMEOUT = 240
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _launch(launcher: list[str], run: Path, *extra: str, script: list[str] | None = None) -> subprocess.Popen:
@@ -108,7 +101,7 @@ def test_a_damaged_newest_checkpoint_falls_back_under_the_restart(reference, tmp
 
 def test_two_nodes_with_a_c10d_rendezvous_equal_one_node(reference, tmp_path):
     run = tmp_path / "nodes"
-    launcher = ["--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=localhost:{_free_port()}",
+    launcher = ["--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=localhost:{free_port()}",
                 "--rdzv-id=tdbn-test"]
     nodes = [_launch(launcher, run) for _ in range(2)]  # two launchers, as on two machines
     outs = [_finish(p, run) for p in nodes]
