@@ -84,7 +84,7 @@ def test_sigkill_of_a_worker_then_torchrun_restart_is_bit_identical(reference, t
         os.kill(_worker(proc.pid, 1), signal.SIGKILL)  # right after the first (mid-epoch) checkpoint
     finally:
         out = _finish(proc, run)
-    assert "torchrun start 1" in out  # the restarted workers found the run, no --resume
+    assert "torchrun restart count 1" in out  # the restarted workers found the run, no --resume
     assert "at step " in out  # ... and continued in the middle of an epoch
     _assert_same_run(reference, run)
 
@@ -95,7 +95,7 @@ def test_a_damaged_newest_checkpoint_falls_back_under_the_restart(reference, tmp
     out = _finish(_launch(["--standalone", "--nproc_per_node=2", "--max-restarts=1"], run,
                           "checkpoint_every_steps=2", script=script), run)
     assert "corrupted checkpoint" in out and "resuming from the previous checkpoint" in out
-    assert "torchrun start 1" in out and "at step 2 of epoch 1" in out  # the first mid-epoch checkpoint
+    assert "torchrun restart count 1" in out and "at step 2 of epoch 1" in out  # the first mid-epoch checkpoint
     _assert_same_run(reference, run)
 
 

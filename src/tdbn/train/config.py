@@ -128,7 +128,8 @@ class TrainConfig:
 # Keys that may differ between a run and its resumption (they do not change what is computed).
 RESUMABLE_KEYS = frozenset(
     {"name", "device", "threads", "progress", "tensorboard", "budget_minutes", "optim.epochs", "eval_interval",
-     "checkpoint_interval", "checkpoint_every_steps", "checkpoint_every_minutes", "data.workers", "data.root", "data.cache_dir", "out_dir", "run_dir"}
+     "checkpoint_interval", "checkpoint_every_steps", "checkpoint_every_minutes", "data.workers", "data.root",
+     "data.cache_dir", "out_dir", "run_dir"}
 )
 
 

@@ -230,7 +230,7 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
     if auto:  # decided by rank 0 alone, so that no process sees a folder rank 0 is just creating
         resume = cfg.run_dir
         if ctx.is_main:
-            log(f"continuing the run in {resume} (torchrun start {torchrun_restart()})")
+            log(f"continuing the run in {resume} (torchrun restart count {torchrun_restart()})")
     run_dir = Path(resume) if resume is not None else None
     if run_dir is not None:
         if not run_dir.is_dir():
