@@ -6,7 +6,7 @@ runs with three kinds of fault checks, interleaved in rounds on the same model a
 - ``none``: no check at all (the floor);
 - ``fused``: what ``tdbn.train.engine.train_one_epoch`` does: the running statistics copied into a preallocated
   snapshot (one ``_foreach_copy_``), then after the backward pass one reduction of five flags (input, loss,
-  statistics, gradients, checkpoint wish; max-abs per tensor with ``_foreach_norm``) = one all-reduce, one host
+  statistics, gradients, checkpoint wish; an L2 norm per tensor with ``_foreach_norm``) = one all-reduce, one host
   sync;
 - ``previous``: the checks before this change: a fresh clone of every buffer, a reduction of three flags before
   the backward pass (isfinite per statistics tensor) and a second one of the total L2 gradient norm after it =
