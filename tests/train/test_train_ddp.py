@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from tdbn.train import config_to_dict, config_from_dict, load_config, train
-from tdbn_train_helpers import one_thread, metrics, model_state, tiny, without_times  # noqa: F401 (fixture)
+from tdbn_train_helpers import free_port, one_thread, metrics, model_state, tiny, without_times  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -18,12 +17,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # (~1e-7, different reduction order), and over a few steps a potential that rounding moves across the threshold
 # flips a spike, which changes later updates by far more than 1e-5; in float64 that does not happen.
 ARGS = tiny("data.train_limit=96", "optim.lr=0.2", "device=cpu", "dtype=float64")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, cfg: dict) -> None:
@@ -37,7 +30,7 @@ def test_two_processes_half_batch_equal_one_process_whole_batch(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     train(load_config(None, [*ARGS, "optim.batch_size=32", f"run_dir={one}"]), log=lambda s: None)
     cfg = config_to_dict(load_config(None, [*ARGS, "optim.batch_size=16", f"run_dir={two}"]))
-    mp.spawn(_worker, args=(2, _free_port(), cfg), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), cfg), nprocs=2, join=True)
 
     assert torch.load(two / "checkpoint.pt", weights_only=True)["world_size"] == 2
     a, b = model_state(one), model_state(two)

@@ -15,9 +15,9 @@ from .config import (
     DataConfig, ModelConfig, OptimConfig, TrainConfig, config_from_dict, config_to_dict, load_config, override,
     preset_names, preset_path,
 )
-from .engine import FiringRate, evaluate, train_one_epoch
 from .errors import CheckpointError, CheckpointWriteError, NonFiniteError, NonFiniteLossError, TrainingError
 from .evaluate import evaluate_checkpoint
+from .engine import FiringRate, evaluate, train_one_epoch  # after the submodule evaluate, which has the same name
 from .metrics_log import read_metrics
 from .restore import Restored, restore
 from .run import saved_config, train

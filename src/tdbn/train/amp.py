@@ -43,12 +43,19 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=_DTYPES[self.name])
 
-    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """``loss.backward()`` and ``optimizer.step()``, through the scaler for fp16."""
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()``, of the scaled loss for fp16."""
+        (self.scaler.scale(loss) if self.scaler.is_enabled() else loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """``optimizer.step()``, through the scaler for fp16 (which skips a step with inf / NaN gradients)."""
         if self.scaler.is_enabled():
-            self.scaler.scale(loss).backward()
             self.scaler.step(optimizer)
             self.scaler.update()
         else:
-            loss.backward()
             optimizer.step()
+
+    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """:meth:`backward` then :meth:`step`."""
+        self.backward(loss)
+        self.step(optimizer)

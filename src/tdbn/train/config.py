@@ -115,6 +115,8 @@ class TrainConfig:
     sync_bn: bool = True  # synchronize tdBN statistics across processes (paper: sync-BN on 8 GPUs)
     eval_interval: int = 1  # evaluate every this many epochs (and after the last)
     checkpoint_interval: int = 1  # write the checkpoint every this many epochs (and after the last)
+    checkpoint_every_steps: int | None = None  # also write it mid-epoch every this many training steps (global count)
+    checkpoint_every_minutes: float | None = None  # also write it mid-epoch once this many minutes have passed
     out_dir: str = "runs"  # parent of run folders
     run_dir: str | None = None  # explicit run folder (must not exist, or be empty); None: <out_dir>/<name>-<time>
     threads: int | None = None  # torch.set_num_threads for this process; None keeps torch's default
@@ -126,7 +128,8 @@ class TrainConfig:
 # Keys that may differ between a run and its resumption (they do not change what is computed).
 RESUMABLE_KEYS = frozenset(
     {"name", "device", "threads", "progress", "tensorboard", "budget_minutes", "optim.epochs", "eval_interval",
-     "checkpoint_interval", "data.workers", "data.root", "data.cache_dir", "out_dir", "run_dir"}
+     "checkpoint_interval", "checkpoint_every_steps", "checkpoint_every_minutes", "data.workers", "data.root",
+     "data.cache_dir", "out_dir", "run_dir"}
 )
 
 
@@ -289,6 +292,10 @@ def validate(cfg: TrainConfig) -> None:
         ("model.lif_backend", cfg.model.lif_backend in ("torch", "triton"), 'one of ["torch", "triton"]'),
         ("eval_interval", cfg.eval_interval >= 1, ">= 1"),
         ("checkpoint_interval", cfg.checkpoint_interval >= 1, ">= 1"),
+        ("checkpoint_every_steps", cfg.checkpoint_every_steps is None or cfg.checkpoint_every_steps >= 1,
+         ">= 1 or null"),
+        ("checkpoint_every_minutes", cfg.checkpoint_every_minutes is None or cfg.checkpoint_every_minutes > 0,
+         "> 0 or null"),
         ("data.train_limit", cfg.data.train_limit is None or cfg.data.train_limit >= 1, ">= 1 or null"),
         ("data.test_limit", cfg.data.test_limit is None or cfg.data.test_limit >= 1, ">= 1 or null"),
         ("data.workers", cfg.data.workers >= 0, ">= 0"),

@@ -14,9 +14,13 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import TrainingError
 from .loaders import Shard
 
-__all__ = ["Context", "all_reduce_sum", "broadcast_object", "resolve_device", "setup", "teardown"]
+__all__ = [
+    "Context", "all_reduce_sum", "broadcast_object", "gather_objects", "resolve_device", "setup", "teardown",
+    "torchrun_restart",
+]
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,31 @@ def setup(device: str | None) -> Context:
     if world > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        store = _attempt_store(rank, world)
+        if store is not None:
+            dist.init_process_group(backend, store=store, rank=rank, world_size=world)
+        else:
+            dist.init_process_group(backend, rank=rank, world_size=world)
     return Context(Shard(rank, world), dev)
+
+
+def _attempt_store(rank: int, world: int) -> dist.Store | None:
+    """Under torchrun's shared store: that store, with keys of this attempt only (None: the default ``env://``).
+
+    torchrun (c10d rendezvous) hands its own store to the workers and keeps it across restarts, so the workers it
+    restarts would read the addresses their killed predecessors published there and fail to connect. One node's
+    restart count is the same in all its workers; on several nodes the counts differ between nodes (a node restarts
+    healthy workers without counting), hence the error asking for a store per attempt there.
+    """
+    restart = torchrun_restart()
+    if restart is None or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    if int(os.environ.get("GROUP_WORLD_SIZE", "1")) > 1 and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0:
+        raise TrainingError("torchrun --max-restarts on several nodes: set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in "
+                            "the environment of every torchrun launcher, so that each attempt gets a fresh store")
+    store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world))
+    return dist.PrefixStore(f"tdbn/attempt-{restart}", store)
 
 
 def teardown(ctx: Context) -> None:
@@ -85,3 +112,18 @@ def broadcast_object(obj, ctx: Context):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gather_objects(obj, ctx: Context) -> list:
+    """Every process's ``obj``, in rank order, on every process (``[obj]`` in one process)."""
+    if not ctx.distributed:
+        return [obj]
+    out = [None] * ctx.shard.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def torchrun_restart() -> int | None:
+    """How often torchrun has restarted this run's workers (0: the first start); None when not under torchrun."""
+    value = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    return int(value) if value is not None and value.isdigit() else None

@@ -6,6 +6,10 @@ process takes a strided share ``global_batch[rank::world]`` of the same global b
 samples; with tdBN statistics synchronized across processes, ``world`` processes then compute exactly what one
 process computes on the whole global batch. Training drops the last incomplete global batch; evaluation keeps
 every sample once (shard ``rank::world`` of the test set, no padding).
+
+An epoch can also start in its middle: ``set_epoch(epoch, start=k, generator_state=...)`` skips the first ``k``
+batches of the same order and continues the augmentation generator from ``generator_state()`` as it was after
+batch ``k`` (what a mid-epoch checkpoint stores), so the remaining batches equal those of an uninterrupted epoch.
 """
 
 from __future__ import annotations
@@ -43,17 +47,18 @@ def fixed_subset(n: int, limit: int | None) -> torch.Tensor | None:
     return torch.randperm(n, generator=g)[:limit].sort().values
 
 
-def _batches(n: int, *, batch_size: int, shuffle: bool, seed: int, epoch: int, shard: Shard, generator=None):
-    """Index lists of this process's batches for one epoch (see the module docstring)."""
+def _batches(n: int, *, batch_size: int, shuffle: bool, seed: int, epoch: int, shard: Shard, generator=None,
+             start: int = 0):
+    """Index lists of this process's batches for one epoch, from batch ``start`` on (see the module docstring)."""
     if shuffle:
         g = generator if generator is not None else torch.Generator().manual_seed(epoch_seed(seed, epoch))
         order = torch.randperm(n, generator=g, device=g.device)
         step = batch_size * shard.world
-        for b in range(n // step):  # drop the last incomplete global batch
+        for b in range(start, n // step):  # drop the last incomplete global batch
             yield order[b * step : (b + 1) * step], shard
     else:
         local = torch.arange(shard.rank, n, shard.world)
-        for b in range(0, len(local), batch_size):
+        for b in range(start * batch_size, len(local), batch_size):
             yield local[b : b + batch_size], None
 
 
@@ -102,12 +107,20 @@ class TensorBatches:
         self.augment = augment
         self.time_first = time_first
         self.epoch = 0
+        self.start = 0  # first batch of the next pass (a resumed epoch)
+        self._resume_state: torch.Tensor | None = None
+        self._generator: torch.Generator | None = None
 
     def __len__(self) -> int:
         return _num_batches(len(self.labels), batch_size=self.batch_size, shuffle=self.shuffle, shard=self.shard)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, *, start: int = 0, generator_state: torch.Tensor | None = None) -> None:
+        """The next pass is epoch ``epoch`` from batch ``start`` (module docstring)."""
+        self.epoch, self.start, self._resume_state = epoch, start, generator_state
+
+    def generator_state(self) -> torch.Tensor | None:
+        """The state of the epoch's generator after the last batch handed out (None before the first pass)."""
+        return self._generator.get_state() if self._generator is not None else None
 
     @property
     def num_samples(self) -> int:
@@ -115,10 +128,16 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         g = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, self.epoch))
+        self._generator = g
+        start, resume = self.start, self._resume_state
+        self.start, self._resume_state = 0, None  # one resumed pass; the next starts at the beginning
         for index, shard in _batches(
             len(self.labels), batch_size=self.batch_size, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch,
-            shard=self.shard, generator=g,
+            shard=self.shard, generator=g, start=start,
         ):
+            if resume is not None:  # after the order was drawn: continue the augmentation draws where they stopped
+                g.set_state(resume)
+                resume = None
             index = index.to(self.device)
             x, y = self.data[index], self.labels[index]
             if self.augment is not None and self.shuffle:
@@ -147,18 +166,20 @@ class ShardedBatchSampler(Sampler):
         self.shard = shard
         self.keyed = keyed
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, *, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
         return _num_batches(self.n, batch_size=self.batch_size, shuffle=self.shuffle, shard=self.shard)
 
     def __iter__(self) -> Iterator[list]:
         key_seed = epoch_seed(self.seed, self.epoch)
+        start, self.start = self.start, 0
         for index, shard in _batches(
             self.n, batch_size=self.batch_size, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch,
-            shard=self.shard,
+            shard=self.shard, start=start,
         ):
             if shard is not None:
                 index = index[shard.rank :: shard.world]
@@ -184,8 +205,12 @@ class DatasetBatches:
     def num_samples(self) -> int:
         return self.sampler.n
 
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
+    def set_epoch(self, epoch: int, *, start: int = 0, generator_state: torch.Tensor | None = None) -> None:
+        """Epoch ``epoch`` from batch ``start``; augmentation is keyed by sample, so no generator state is needed."""
+        self.sampler.set_epoch(epoch, start=start)
+
+    def generator_state(self) -> None:
+        return None
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return iter(self.loader)

@@ -11,6 +11,12 @@ Run folder (``runs/<name>-<timestamp>`` by default)::
     metrics.jsonl              one JSON object per epoch
     checkpoint.pt              the latest checkpoint (see tdbn.train.checkpoint)
     checkpoint.prev.pt         the one before it, kept in case the latest is damaged
+
+Checkpoints are written at epoch ends and, with ``checkpoint_every_steps`` / ``checkpoint_every_minutes``, in
+the middle of an epoch too, holding every process's position in the epoch's sample order, random states and
+metrics so far, so that a run continued from any of them ends exactly as an uninterrupted run. Under torchrun, a
+run folder given as ``run_dir`` that already holds a run of the same configuration is continued from its
+latest verified checkpoint (what the workers that torchrun restarts after a failure do).
 """
 
 from __future__ import annotations
@@ -37,9 +43,9 @@ from .checkpoint import (
 )
 from .config import RESUMABLE_KEYS, TrainConfig, config_from_dict, config_to_dict, diff_configs, save_config
 from .data import build_data
-from .distributed import Context, broadcast_object, setup, teardown
-from .engine import evaluate, train_one_epoch
-from .errors import NonFiniteError, TrainingError
+from .distributed import Context, broadcast_object, gather_objects, setup, teardown, torchrun_restart
+from .engine import EpochProgress, evaluate, train_one_epoch
+from .errors import CheckpointWriteError, NonFiniteError, TrainingError
 from .metrics_log import MetricsLog, require_tensorboard
 from .optim import build_optimizer, build_scheduler, lr_factor
 
@@ -114,15 +120,77 @@ def _absolute_paths(cfg: TrainConfig) -> None:
             setattr(obj, key, str(Path(value).expanduser().resolve()))
 
 
-def _check_resumable(saved: TrainConfig, cfg: TrainConfig, run_dir: Path) -> None:
+def _check_resumable(saved: TrainConfig, cfg: TrainConfig, run_dir: Path, *, auto: bool = False) -> None:
     changed = {k: v for k, v in diff_configs(saved, cfg).items() if k not in RESUMABLE_KEYS}
     if changed:
         lines = "\n".join(f"  {k}: {a!r} in the run, {b!r} now" for k, (a, b) in sorted(changed.items()))
+        head = (f"run folder {run_dir} holds a run of another configuration (a run folder given as run_dir is "
+                "continued under torchrun only with the same configuration)" if auto else
+                f"cannot resume {run_dir}: the configuration differs from the run's")
         raise TrainingError(
-            f"cannot resume {run_dir}: the configuration differs from the run's\n{lines}\n"
-            f"resume with the same preset and overrides (or none: `tdbn train --resume {run_dir}`); only "
-            f"{', '.join(sorted(RESUMABLE_KEYS))} may change"
+            f"{head}\n{lines}\n"
+            f"resume with the same preset and overrides (or none: `tdbn train --resume {run_dir}`), or choose "
+            f"another run_dir; only {', '.join(sorted(RESUMABLE_KEYS))} may change"
         )
+
+
+def _continuable(cfg: TrainConfig) -> bool:
+    """Under torchrun: ``run_dir`` holds a run (a checkpoint or its configuration) to continue, not start."""
+    if cfg.run_dir is None or torchrun_restart() is None:
+        return False
+    path = Path(cfg.run_dir)
+    return any((path / name).is_file() for name in (CHECKPOINT, PREVIOUS, "config.json"))
+
+
+def _position(epoch: int, step: int) -> str:
+    """A checkpoint's place: ``epoch 3`` (its end) or ``epoch 4, step 10`` (10 steps into epoch 4)."""
+    return f"epoch {epoch + 1}, step {step}" if step else f"epoch {epoch}"
+
+
+class _Checkpoints:
+    """Writes the run's checkpoints: at epoch ends, and in the middle of epochs when configured.
+
+    A checkpoint is written by rank 0 but gathers every process's random states and, mid-epoch, its position in
+    the epoch (step and the data generator's state) and its metric sums so far (:class:`EpochProgress`).
+    """
+
+    def __init__(self, cfg: TrainConfig, ctx: Context, run_dir: Path, state: Callable[[], dict[str, Any]],
+                 loader: Any, elapsed: Callable[[], float]) -> None:
+        self.cfg, self.ctx, self.path, self.state, self.loader, self.elapsed = cfg, ctx, run_dir / CHECKPOINT, \
+            state, loader, elapsed
+        self.epoch = 0  # completed epochs
+        self.written: tuple[int, int] | None = None  # (epoch, step) of the last checkpoint written or resumed
+        self.since = time.monotonic()
+
+    def due(self, steps_done: int) -> bool:
+        every, minutes = self.cfg.checkpoint_every_steps, self.cfg.checkpoint_every_minutes
+        return (every is not None and steps_done % every == 0) or \
+            (minutes is not None and time.monotonic() - self.since >= 60 * minutes)
+
+    def save(self, progress: EpochProgress | None = None) -> None:
+        """Write one: at the end of epoch ``self.epoch`` (``progress=None``), or within the next epoch."""
+        mine = {"rng": get_rng_state(), "progress": progress.to_dict() if progress is not None else None,
+                "generator": self.loader.generator_state() if progress is not None else None}
+        ranks = gather_objects(mine, self.ctx)
+        step = progress.step if progress is not None else 0
+        failed = None
+        if self.ctx.is_main:
+            try:
+                save_checkpoint(self.path, {**self.state(), "epoch": self.epoch, "step": step, "ranks": ranks,
+                                            "rng": mine["rng"], "elapsed_s": self.elapsed(),
+                                            "world_size": self.ctx.shard.world})
+            except CheckpointWriteError as err:
+                failed = str(err)
+        failed = broadcast_object(failed, self.ctx)  # every process stops, not only the writer
+        if failed is not None:
+            raise CheckpointWriteError(failed)
+        self.written = (self.epoch, step)
+        self.since = time.monotonic()
+
+    def kept(self) -> str:
+        if self.written is None or not self.path.exists():
+            return "no checkpoint had been written yet"
+        return f"the last good checkpoint {self.path} ({_position(*self.written)}) is kept"
 
 
 def _format(record: dict[str, Any], epochs: int) -> str:
@@ -159,6 +227,11 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
         require_tensorboard()  # before anything is written
     _absolute_paths(cfg)
     checkpoint = None
+    auto = resume is None and bool(broadcast_object(_continuable(cfg) if ctx.is_main else None, ctx))
+    if auto:  # decided by rank 0 alone, so that no process sees a folder rank 0 is just creating
+        resume = cfg.run_dir
+        if ctx.is_main:
+            log(f"continuing the run in {resume} (torchrun restart count {torchrun_restart()})")
     run_dir = Path(resume) if resume is not None else None
     if run_dir is not None:
         if not run_dir.is_dir():
@@ -182,8 +255,12 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
             if key in saved.data.options and key not in cfg.data.options:
                 cfg.data.options[key] = saved.data.options[key]
         cfg.run_dir = saved.run_dir  # the folder may have moved: its checkpoint decides
-        _check_resumable(saved, cfg, run_dir)
+        _check_resumable(saved, cfg, run_dir, auto=auto)
         if checkpoint is not None and int(checkpoint["epoch"]) >= cfg.optim.epochs:
+            if auto:  # e.g. restarted by torchrun after the last checkpoint: the run is complete
+                if ctx.is_main:
+                    log(f"the run in {run_dir} has completed its {checkpoint['epoch']} epochs; nothing to do")
+                return dict(checkpoint["metrics"][-1]) if checkpoint["metrics"] else {}
             raise TrainingError(
                 f"cannot resume {run_dir}: it has completed {checkpoint['epoch']} epochs and optim.epochs="
                 f"{cfg.optim.epochs}; nothing to do (to train longer: --resume {run_dir} "
@@ -226,6 +303,7 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
     precision = Precision.create(cfg.amp, ctx.device)
     history: list[dict[str, Any]] = []
     start_epoch = 0
+    partial: EpochProgress | None = None  # the interrupted epoch of a mid-epoch checkpoint
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -235,9 +313,9 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
             group["lr"] = base * lr_factor(cfg.optim, scheduler.last_epoch / steps)
         scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
         precision.scaler.load_state_dict(checkpoint["scaler"])
-        set_rng_state(checkpoint["rng"])
         start_epoch = int(checkpoint["epoch"])
         history = list(checkpoint["metrics"])
+        partial = _restore_ranks(checkpoint, run_dir, ctx, data.train, start_epoch)
     metrics = MetricsLog(run_dir, tensorboard=cfg.tensorboard) if ctx.is_main else None
     if metrics is not None:
         metrics.rewrite(history)  # drop lines of epochs after the checkpoint (all of them when starting over)
@@ -248,22 +326,36 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
         log(f"{cfg.model.name} (width {cfg.model.width}, T={cfg.model.timesteps}, {n_params / 1e6:.2f}M parameters) "
             f"on {cfg.data.name}: {data.train.num_samples} train / {data.test.num_samples} test samples; "
             f"{ctx.device}, {cfg.amp}, {ctx.shard.world} process(es) x batch {bs}"
-            + (f"; resuming after epoch {start_epoch}" if checkpoint is not None else ""))
+            + (f"; resuming after epoch {start_epoch}" if checkpoint is not None else "")
+            + (f", at step {partial.step} of epoch {start_epoch + 1}" if partial is not None else ""))
         if ctx.device.type == "cpu":
             log(f"compiled CPU kernels (LIF, tdBN): {native_kernels.status()}")
 
     elapsed_before = float(history[-1]["elapsed_s"]) if history else 0.0
+    if checkpoint is not None:
+        elapsed_before = float(checkpoint.get("elapsed_s", elapsed_before))
     start = time.perf_counter()
     epochs = cfg.optim.epochs
+    run_state = lambda: {  # noqa: E731 - what every checkpoint holds besides positions and random states
+        "format": FORMAT, "model": model.state_dict(), **spec, "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "scaler": precision.scaler.state_dict(), "config": config_to_dict(cfg),
+        "neuron": neuron_params(model), "metrics": history, "version": version,
+    }
+    checkpoints = _Checkpoints(cfg, ctx, run_dir, run_state, data.train,
+                               elapsed=lambda: elapsed_before + time.perf_counter() - start)
+    checkpoints.epoch = start_epoch
+    if checkpoint is not None:
+        checkpoints.written = (start_epoch, int(checkpoint.get("step", 0)))
+    mid_epoch = cfg.checkpoint_every_steps is not None or cfg.checkpoint_every_minutes is not None
     for epoch in range(start_epoch, epochs):
-        data.train.set_epoch(epoch)
+        if partial is None:
+            data.train.set_epoch(epoch)  # (a resumed epoch was positioned by _restore_ranks)
         try:
             tr = train_one_epoch(net, data.train, optimizer, scheduler, precision, ctx, epoch=epoch, epochs=epochs,
-                                 progress=cfg.progress and ctx.is_main)
+                                 progress=cfg.progress and ctx.is_main, resume=partial,
+                                 checkpoints=checkpoints if mid_epoch else None)
         except NonFiniteError as err:
-            ckpt = run_dir / CHECKPOINT
-            kept = f"the last good checkpoint {ckpt} (epoch {history[-1]['epoch']}) is kept" \
-                if ckpt.exists() and history else "no checkpoint had been written yet"
+            kept = checkpoints.kept()
             hint = "check the data" if err.what == "input" else "lower optim.lr or use amp=fp32"
             raise type(err)(**_error_fields(err), detail=f"; training stopped before applying it, {kept}. "
                                                          f"{hint[0].upper()}{hint[1:]}") from None
@@ -282,17 +374,14 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
                           test_firing_rate=te["firing_rate"], test_images_per_s=te["images_per_s"])
         record["elapsed_s"] = elapsed_before + time.perf_counter() - start
         history.append(record)
+        partial = None
+        checkpoints.epoch = epoch + 1
         if ctx.is_main:
             assert metrics is not None
             metrics.append(record)
-            if (epoch + 1) % cfg.checkpoint_interval == 0 or last:
-                save_checkpoint(run_dir / CHECKPOINT, {
-                    "format": FORMAT, "epoch": epoch + 1, "model": model.state_dict(), **spec,
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": precision.scaler.state_dict(), "rng": get_rng_state(), "config": config_to_dict(cfg),
-                    "neuron": neuron_params(model), "metrics": history, "version": version,
-                    "world_size": ctx.shard.world,
-                })
+        if (epoch + 1) % cfg.checkpoint_interval == 0 or last:
+            checkpoints.save()
+        if ctx.is_main:
             log(_format(record, epochs))
         if over_budget:
             if ctx.is_main:
@@ -305,6 +394,33 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
         log(f"test accuracy: {100 * final['test_top1']:.2f}% top-1, {100 * final['test_top5']:.2f}% top-5 "
             f"({data.test.num_samples} test samples, epoch {final['epoch']}); run folder: {run_dir}")
     return final
+
+
+def _restore_ranks(checkpoint: dict[str, Any], run_dir: Path, ctx: Context, loader: Any,
+                   epoch: int) -> EpochProgress | None:
+    """This process's random states and, for a mid-epoch checkpoint, its place in the interrupted epoch.
+
+    Returns the interrupted epoch's progress (None for an epoch-end checkpoint) and positions ``loader`` there.
+    """
+    step = int(checkpoint.get("step", 0))
+    ranks = checkpoint.get("ranks")
+    world = int(checkpoint.get("world_size", 1))
+    if step and world != ctx.shard.world:
+        raise TrainingError(
+            f"{run_dir}: the checkpoint was written at step {step} of epoch {epoch + 1} by {world} process(es); "
+            f"continue it with {world} process(es) (the order within an epoch depends on their number), or "
+            "from a checkpoint written at an epoch's end")
+    if isinstance(ranks, list) and len(ranks) == ctx.shard.world:
+        mine = ranks[ctx.shard.rank]
+        set_rng_state(mine["rng"])
+    else:  # an epoch-end checkpoint of another number of processes (or of an earlier version): rank 0's states
+        mine = None
+        set_rng_state(checkpoint["rng"])
+    if not step:
+        return None
+    assert mine is not None and mine["progress"] is not None
+    loader.set_epoch(epoch, start=step, generator_state=mine["generator"])
+    return EpochProgress.from_dict(mine["progress"])
 
 
 def _error_fields(err: NonFiniteError) -> dict[str, Any]:
