@@ -43,6 +43,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import native as _native
 from .lif_triton import check_device
 from .surrogate import SURROGATE_IDS  # the one table shared by every implementation
 
@@ -340,11 +341,9 @@ class _Plan:
         self.x = x
 
     def blocks(self, rows: int) -> dict:
-        C, S = self.C, self.S
-        if S == 1:
-            BS, BC = 1, min(triton.next_power_of_2(C), 64)
-        else:
-            BC, BS = 1, min(triton.next_power_of_2(S), ELEMENTS)
+        C, S = self.C, self.S  # runs of S contiguous values (coalesced), then channels, then rows
+        BS = min(triton.next_power_of_2(S), ELEMENTS)
+        BC = min(triton.next_power_of_2(C), max(1, ELEMENTS // BS), 64)
         BR = max(1, min(ELEMENTS // (BC * BS), triton.next_power_of_2(rows)))
         return dict(BR=BR, BC=BC, BS=BS)
 
@@ -533,5 +532,74 @@ def unit_backward(grad_spikes: Tensor, za: Tensor, a: Affine, zb: Tensor | None,
     return grad_y, (out[0], out[1])
 
 
-__all__ = ["bn_affine", "bn_grad_input", "bn_grad_sums", "bn_stats", "bn_sums", "calls", "unit_backward",
+# ---------------------------------------------------------------------------------------------------------
+# the interface of the compiled CPU kernels
+
+
+class NativeInterface:
+    """The tdBN and unit entry points of :mod:`tdbn.functional.native`, with their ``layout`` argument, running
+    these Triton kernels for tensors on ``device_types`` and the compiled CPU kernels for the others; every other
+    attribute is ``native``'s. The call sites of :mod:`tdbn.functional.units` take it in place of ``native``
+    unchanged: ``bench/gpu.py --units triton`` measures the units on CUDA that way, and the tests run the units
+    through these kernels in Triton's interpreter with ``device_types=("cpu",)``.
+    """
+
+    COMPUTE = COMPUTE
+
+    def __init__(self, device_types: tuple[str, ...] = ("cuda",)):
+        self.device_types = frozenset(device_types)
+
+    def __getattr__(self, name: str):
+        return getattr(_native, name)
+
+    def _ours(self, x: Tensor) -> bool:
+        return x.device.type in self.device_types
+
+    def bn_layout(self, x: Tensor, *, mixed: bool = False):
+        """native's layout ``(outer, C, inner)`` where these kernels apply (float32/64; with ``mixed`` also
+        bfloat16 and float16), else None."""
+        if not self._ours(x):
+            return _native.bn_layout(x, mixed=mixed)
+        if torch.compiler.is_compiling() or x.numel() == 0 or x.dim() < 3:
+            return None
+        if x.dtype not in (COMPUTE if mixed else (torch.float32, torch.float64)):
+            return None
+        C = x.shape[2]
+        if x.is_contiguous():
+            return x.shape[0] * x.shape[1], C, x.numel() // (x.shape[0] * x.shape[1] * C)
+        return (x.numel() // C, C, 1) if x.dim() > 3 and x.movedim(2, -1).is_contiguous() else None
+
+    def bn_stats(self, x, layout):
+        return bn_stats(x) if self._ours(x) else _native.bn_stats(x, layout)
+
+    def bn_sums(self, x, layout):
+        return bn_sums(x) if self._ours(x) else _native.bn_sums(x, layout)
+
+    def bn_affine(self, x, mean, w, bias, layout):
+        return bn_affine(x, mean, w, bias) if self._ours(x) else _native.bn_affine(x, mean, w, bias, layout)
+
+    def bn_grad_sums(self, g, x, mean, layout, *, wide=False):
+        if self._ours(x):
+            return bn_grad_sums(g, x, mean, wide=wide)
+        return _native.bn_grad_sums(g, x, mean, layout, wide=wide)
+
+    def bn_grad_input(self, g, x, mean, k, c0, cx, layout, *, out=None):
+        if self._ours(x):
+            return bn_grad_input(g, x, mean, k, c0, cx, out=out)
+        return _native.bn_grad_input(g, x, mean, k, c0, cx, layout, out=out)
+
+    def unit_forward(self, za, a, zb, b, layout, tau, v_th):
+        if self._ours(za):
+            return unit_forward(za, a, zb, b, tau, v_th)
+        return _native.unit_forward(za, a, zb, b, layout, tau, v_th)
+
+    def unit_backward(self, grad_spikes, za, a, zb, b, layout, tau, v_th, width, surrogate, *, sums=False,
+                      wide=False):
+        if self._ours(za):
+            return unit_backward(grad_spikes, za, a, zb, b, tau, v_th, width, surrogate, sums=sums, wide=wide)
+        return _native.unit_backward(grad_spikes, za, a, zb, b, layout, tau, v_th, width, surrogate, sums=sums,
+                                     wide=wide)
+
+
+__all__ = ["NativeInterface", "bn_affine", "bn_grad_input", "bn_grad_sums", "bn_stats", "bn_sums", "calls", "unit_backward",
            "unit_forward"]
