@@ -44,7 +44,7 @@ import triton
 import triton.language as tl
 
 from . import native as _native
-from .lif_triton import check_device
+from .lif_triton import interpreted
 from .surrogate import SURROGATE_IDS  # the one table shared by every implementation
 
 Tensor = torch.Tensor
@@ -114,7 +114,7 @@ def _bn_reduce_kernel(x_ptr, g_ptr, mean_ptr, part_ptr, R, C, S, NS,
     c, col, cmask = _tile(C, S, BC, BS)
     acc0 = tl.zeros([BR, BC, BS], dtype=tl.float64)
     acc1 = tl.zeros([BR, BC, BS], dtype=tl.float64)
-    if MODE == 1 or MODE == 3:
+    if MODE % 2 == 1:  # 1 and 3 centre on the mean
         m = _vector(mean_ptr, c, C).to(tl.float64)
     for rb in range(tl.program_id(2) * BR, R, tl.num_programs(2) * BR):
         off, mask = _rows(rb, R, C, S, col, cmask, BR)
@@ -142,11 +142,13 @@ def _bn_affine_kernel(x_ptr, y_ptr, mean_ptr, w_ptr, b_ptr, R, C, S,
     c, col, cmask = _tile(C, S, BC, BS)
     acc_t = y_ptr.dtype.element_ty
     m, w = _vector(mean_ptr, c, C), _vector(w_ptr, c, C)
+    if HAS_BIAS:
+        bias = _vector(b_ptr, c, C)
     for rb in range(tl.program_id(2) * BR, R, tl.num_programs(2) * BR):
         off, mask = _rows(rb, R, C, S, col, cmask, BR)
         y = (tl.load(x_ptr + off, mask=mask, other=0.0).to(acc_t) - m) * w
         if HAS_BIAS:
-            y = y + _vector(b_ptr, c, C)
+            y = y + bias
         tl.store(y_ptr + off, y, mask=mask)
 
 
@@ -323,7 +325,10 @@ class _Plan:
     which see all steps as rows) of ``C x S``, blocks ``BR x BC x BS`` and the grid."""
 
     def __init__(self, x: Tensor, what: str):
-        check_device(x)
+        if not (x.device.type == "cuda" or (x.device.type == "cpu" and interpreted())):
+            raise ValueError(f"{what}: runs on CUDA tensors (or on CPU tensors when TRITON_INTERPRET=1 is set before "
+                             f"triton is imported, for tests), got a {x.device.type} tensor; on the CPU use "
+                             "tdbn.functional.native")
         if x.dtype not in COMPUTE:
             raise ValueError(f"{what}: takes {', '.join(str(d) for d in COMPUTE)} tensors, got {x.dtype}; convert "
                              "the input with .float()")
