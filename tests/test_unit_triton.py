@@ -18,7 +18,6 @@ from tdbn.functional import lif_triton, native, unit_triton, units
 from tdbn.functional.surrogate import SURROGATES
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-TRITON_DEVICES = (DEVICE,)
 SHAPE = (3, 2, 5, 3, 7)  # [T, N, C, H, W]: odd sizes, partial blocks
 TOL = {torch.float64: dict(rtol=1e-12, atol=1e-13), torch.float32: dict(rtol=1e-5, atol=1e-6)}
 
@@ -203,19 +202,6 @@ def test_float16_is_the_float32_unit_on_the_rounded_input():
     torch.testing.assert_close(gz.cpu().float(), ref, rtol=2.0**-10, atol=2.0**-24)
 
 
-def _units_on_these_kernels(monkeypatch) -> None:
-    """Every unit operator on ``DEVICE`` runs these kernels (the CPU kernels' call sites, through
-    :class:`NativeInterface`; on CUDA also the fused path switched on in the operators' CUDA kernels)."""
-    monkeypatch.setattr(units, "_native", unit_triton.NativeInterface(TRITON_DEVICES))
-    if DEVICE == "cuda":
-        def fused():
-            return units.Kernels(lif_triton.integrate, lif_triton.bptt, True, False)
-
-        monkeypatch.setattr(units, "_cuda_kernels", fused)  # looked up at each call by td_bn_lif's kernels
-        monkeypatch.setitem(units._td_bn_add_lif_forward_op._backend_fns, "cuda", units._junction_kernel(fused))
-        monkeypatch.setitem(units._td_bn_add_lif_backward_op._backend_fns, "cuda", units._junction_backward(fused))
-
-
 def _unit_results(kernels, junction: bool, dtype=torch.float64):
     """Spikes, statistics and gradients of a unit through ``units``' implementation with ``kernels``."""
     torch.manual_seed(0)
@@ -236,14 +222,14 @@ def _unit_results(kernels, junction: bool, dtype=torch.float64):
 
 
 @pytest.mark.parametrize("junction", [False, True], ids=["td_bn_lif", "junction"])
-def test_units_on_these_kernels_equal_the_reference(monkeypatch, junction):
+def test_units_on_these_kernels_equal_the_reference(junction):
     """The units' own call sites (``units._native``) on these kernels through :class:`NativeInterface`: spikes,
     statistics and gradients equal the plain PyTorch reference in float64; the sentinel proves the Triton kernels
     ran."""
     ref = _unit_results(units._reference_kernels(), junction)
-    monkeypatch.setattr(units, "_native", unit_triton.NativeInterface(TRITON_DEVICES))
     before = dict(unit_triton.calls)
-    got = _unit_results(units.Kernels(lif_triton.integrate, lif_triton.bptt, True, False), junction)
+    with unit_triton.running_units(DEVICE):
+        got = _unit_results(units.Kernels(lif_triton.integrate, lif_triton.bptt, True, False), junction)
     ran = {k: v - before.get(k, 0) for k, v in unit_triton.calls.items() if v > before.get(k, 0)}
     expected = {"bn_stats", "unit_forward", "unit_backward"} | ({"bn_grad_sums"} if junction else set())
     assert expected | {"bn_grad_input"} <= set(ran), ran
@@ -252,8 +238,9 @@ def test_units_on_these_kernels_equal_the_reference(monkeypatch, junction):
         torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-13)
 
 
-def test_model_training_step_on_these_kernels(monkeypatch):
-    """A small ResNet-19 training step with every unit on these kernels equals the compiled CPU kernels' step."""
+def test_model_training_step_on_these_kernels():
+    """A small ResNet-19 training step with every unit on these kernels equals the step on the device's own
+    kernels (the compiled CPU kernels; on CUDA the Triton LIF kernels with PyTorch tdBN), to rounding."""
     def step():
         torch.manual_seed(1)
         model = tdbn.models.create("resnet19", width=0.0625, timesteps=2, num_classes=10, input_size=8).to(DEVICE)
@@ -263,10 +250,11 @@ def test_model_training_step_on_these_kernels(monkeypatch):
         return loss.detach().cpu(), [p.grad.cpu() for p in model.parameters()]
 
     l1, g1 = step()  # the device's kernels: compiled CPU kernels, or on CUDA Triton LIF + PyTorch tdBN
-    _units_on_these_kernels(monkeypatch)
     before = unit_triton.calls["unit_backward"]
-    l2, g2 = step()
-    assert unit_triton.calls["unit_backward"] - before >= 16  # every unit of the network
+    with unit_triton.running_units(DEVICE):
+        l2, g2 = step()
+    assert units._native is native and units._cuda_kernels.__name__ == "_cuda_kernels"  # restored after the block
+    assert unit_triton.calls["unit_backward"] - before >= 16  # every unit of the network (17)
     torch.testing.assert_close(l2, l1, rtol=1e-5, atol=1e-6)
     for a, c in zip(g2, g1):
         torch.testing.assert_close(a, c, rtol=1e-3, atol=1e-4)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from contextlib import contextmanager
 
 import torch
 import triton
@@ -606,5 +607,35 @@ class NativeInterface:
                                      wide=wide)
 
 
-__all__ = ["NativeInterface", "bn_affine", "bn_grad_input", "bn_grad_sums", "bn_stats", "bn_sums", "calls", "unit_backward",
+@contextmanager
+def running_units(device_type: str = "cuda"):
+    """Inside the block, the unit operators of :mod:`tdbn.functional.units` run these kernels for tensors on
+    ``device_type``: their call sites get :class:`NativeInterface` in place of ``native``, and on CUDA the
+    operators' kernels take the fused path (``compiled_tdbn``). A bridge for tests and ``bench/gpu.py`` until the
+    operators register these functions as their CUDA implementation; it swaps module state (not thread-safe).
+    """
+    from . import lif_triton, units
+
+    def fused():
+        return units.Kernels(lif_triton.integrate, lif_triton.bptt, True, False)
+
+    saved = units._native, units._cuda_kernels
+    junction = {units._td_bn_add_lif_forward_op: units._junction_kernel,
+                units._td_bn_add_lif_backward_op: units._junction_backward}
+    saved_junction = {op: op._backend_fns.get("cuda") for op in junction}
+    units._native = NativeInterface((device_type,))
+    if device_type == "cuda":  # the CPU kernels take the fused path already
+        units._cuda_kernels = fused  # looked up at each call by td_bn_lif's kernels
+        for op, make in junction.items():  # the junction's kernels hold theirs: replaced while the block runs
+            op._backend_fns["cuda"] = make(fused)
+    try:
+        yield
+    finally:
+        units._native, units._cuda_kernels = saved
+        for op, fn in saved_junction.items():
+            if fn is not None:
+                op._backend_fns["cuda"] = fn
+
+
+__all__ = ["NativeInterface", "bn_affine", "bn_grad_input", "bn_grad_sums", "bn_stats", "bn_sums", "calls", "running_units", "unit_backward",
            "unit_forward"]
