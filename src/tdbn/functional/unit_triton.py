@@ -546,7 +546,7 @@ class NativeInterface:
     """The tdBN and unit entry points of :mod:`tdbn.functional.native`, with their ``layout`` argument, running
     these Triton kernels for tensors on ``device_types`` and the compiled CPU kernels for the others; every other
     attribute is ``native``'s. The call sites of :mod:`tdbn.functional.units` take it in place of ``native``
-    unchanged: ``bench/gpu.py --units triton`` measures the units on CUDA that way, and the tests run the units
+    unchanged (:func:`running_units`): ``bench/gpu.py`` measures the units on CUDA that way (``tdbn-units-triton``), and the tests run the units
     through these kernels in Triton's interpreter with ``device_types=("cpu",)``.
     """
 
