@@ -14,7 +14,9 @@ reps="${REPS:-20}"
 mkdir -p "$out"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py="${PYTHON:-python3}"
-"$py" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')" | tee "$out/env.txt"
+"$py" -c "import torch, triton; c = torch.cuda.is_available()
+print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', c, torch.cuda.get_device_name() if c else '')" \
+    | tee "$out/env.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$out/env.txt" 2>/dev/null
 # parity on the GPU: the same tests that run in Triton's interpreter on the CPU (TRITON_INTERPRET stays unset)
 "$py" -m pytest -q -p no:cacheprovider --rootdir=. -o addopts="" tests/test_lif_triton.py tests/test_unit_triton.py \

@@ -546,8 +546,9 @@ class NativeInterface:
     """The tdBN and unit entry points of :mod:`tdbn.functional.native`, with their ``layout`` argument, running
     these Triton kernels for tensors on ``device_types`` and the compiled CPU kernels for the others; every other
     attribute is ``native``'s. The call sites of :mod:`tdbn.functional.units` take it in place of ``native``
-    unchanged (:func:`running_units`): ``bench/gpu.py`` measures the units on CUDA that way (``tdbn-units-triton``), and the tests run the units
-    through these kernels in Triton's interpreter with ``device_types=("cpu",)``.
+    unchanged (:func:`running_units`): ``bench/gpu.py`` measures the units on CUDA that way
+    (``tdbn-units-triton``), and the tests run the units through these kernels in Triton's interpreter with
+    ``device_types=("cpu",)``.
     """
 
     COMPUTE = COMPUTE
@@ -637,5 +638,5 @@ def running_units(device_type: str = "cuda"):
                 op._backend_fns["cuda"] = fn
 
 
-__all__ = ["NativeInterface", "bn_affine", "bn_grad_input", "bn_grad_sums", "bn_stats", "bn_sums", "calls", "running_units", "unit_backward",
-           "unit_forward"]
+__all__ = ["NativeInterface", "bn_affine", "bn_grad_input", "bn_grad_sums", "bn_stats", "bn_sums", "calls",
+           "running_units", "unit_backward", "unit_forward"]
