@@ -4,12 +4,16 @@
    kernels, ``lif`` with the Triton kernels (``backend="triton"``), each checked against the torch kernels first
    (spikes equal, gradients close). Median time (CUDA-synchronized) and the peak memory above the input.
 2. Training step of the paper's ResNet-19 (forward + loss + backward + SGD step) for width, N, T: tdbn eager
-   (torch LIF kernels), tdbn eager with the Triton LIF kernels, tdbn compiled, the ANN floor eager and compiled,
-   and SpikingJelly 2.0 (cupy backend when cupy is installed, else its torch backend) when it is importable.
-   fp32 or fp16 AMP (``--amp``). Peak memory is ``torch.cuda.max_memory_allocated`` above the model and batch.
+   (the operators' CUDA implementation: the one-pass Triton unit kernels of :mod:`tdbn.operators.cuda_units`),
+   tdbn eager with the standalone LIFs on the Triton kernels, ``tdbn-units-triton`` (the same as ``tdbn`` on
+   CUDA; on the CPU it runs the Triton unit kernels in the interpreter, for a smoke run:
+   :func:`tdbn.operators.kernels.triton_units_on`), tdbn compiled, the ANN floor eager and compiled, and
+   SpikingJelly 2.0 (its triton or cupy backend where it has one, else its torch backend) when it is importable.
+   fp32, or fp16 / bf16 AMP (``--amp``). Peak memory is ``torch.cuda.max_memory_allocated`` above the model and batch.
 
     python bench/gpu.py                                 # both tables, the issue's four configurations
     python bench/gpu.py --configs 1,64,4 --amp fp16
+    python bench/gpu.py --skip-lif --configs 1,32,4 --impls tdbn,tdbn-units-triton,floor --amp bf16
     python bench/gpu.py --device cpu --configs 0.0625,4,2 --lif-shapes 2,2,8,8,8 --reps 2   # smoke run
 
 Writes the numbers as JSON too (``--json``). Every implementation runs in this process; the allocator's peak is
@@ -37,7 +41,8 @@ from _common import table  # noqa: E402
 MB = 1024 * 1024
 DEFAULT_CONFIGS = ("1,8,4", "1,8,6", "0.25,32,4", "0.25,32,6", "1,64,4")
 DEFAULT_LIF_SHAPES = ("6,32,128,32,32", "4,64,128,32,32", "40,16,64,32,32")
-STEP_IMPLS = ("tdbn", "tdbn-triton", "tdbn-compiled", "floor", "floor-compiled", "spikingjelly")
+STEP_IMPLS = ("tdbn", "tdbn-triton", "tdbn-units-triton", "tdbn-compiled", "floor", "floor-compiled",
+              "spikingjelly")
 
 
 def _sync(device: torch.device) -> None:
@@ -130,18 +135,19 @@ def _build(impl: str, width: float, T: int):
 
     import tdbn
 
-    base = {"tdbn-triton": "tdbn"}.get(impl, impl)
+    base = {"tdbn-triton": "tdbn", "tdbn-units-triton": "tdbn"}.get(impl, impl)
     if base == "spikingjelly":
         model, forward = build("spikingjelly", width, T)
-        try:
-            import cupy  # noqa: F401
+        backend = "torch"
+        for name in ("triton", "cupy"):  # the fastest backend this installation offers
+            try:
+                from spikingjelly.activation_based import functional
 
-            from spikingjelly.activation_based import functional
-
-            functional.set_backend(model, "cupy")
-            backend = "cupy"
-        except Exception:
-            backend = "torch"
+                functional.set_backend(model, name)
+                backend = name
+                break
+            except Exception:
+                continue
         return model, forward, f"spikingjelly ({backend})"
     model, forward = build(base, width, T)
     if impl == "tdbn-triton":
@@ -150,6 +156,16 @@ def _build(impl: str, width: float, T: int):
 
 
 def step_cell(impl: str, width: float, N: int, T: int, device: torch.device, amp: str | None, reps: int) -> dict:
+    if impl == "tdbn-units-triton":
+        from tdbn.operators.kernels import triton_units_on
+
+        with triton_units_on(device.type):
+            return _step_cell(impl, width, N, T, device, amp, reps)
+    return _step_cell(impl, width, N, T, device, amp, reps)
+
+
+def _step_cell(impl: str, width: float, N: int, T: int, device: torch.device, amp: str | None,
+               reps: int) -> dict:
     torch.manual_seed(0)
     model, forward, label = _build(impl, width, T)
     model = model.to(device).train()

@@ -158,7 +158,7 @@ def test_cuda_implementation_of_the_units_equals_the_reference(junction):
     b = torch.randn(5, dtype=torch.float64, device=DEVICE) * 0.1
     g = torch.randn(shape, dtype=torch.float64, device=DEVICE)
     out = {}
-    for name, kernels in (("cuda", kernel_sets.cuda), ("reference", kernel_sets.reference)):
+    for name, kernels in (("cuda", kernel_sets.for_cuda), ("reference", kernel_sets.for_reference)):
         if junction:
             s, mean, invstd, *_ = units._junction_forward_impl(z, (w, b, 0.5), zb, None, 1e-5, 0.5, 0.4, "",
                                                                kernels())

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
-from . import cpu
+from .kernels import FUSED as fused
 
 Tensor = torch.Tensor
 
@@ -97,7 +97,7 @@ def reduce_sums(sums: list[Tensor], count: int, group: str) -> tuple[list[Tensor
 def local_sums(z: Tensor, layout) -> Tensor:
     """Per-channel ``[sum(z), sum(z^2)]`` in float64 (the compiled one-pass kernel where it applies)."""
     if layout is not None:
-        return cpu.bn_sums(z, layout)
+        return fused.bn_sums(z, layout)
     dims, _, _ = channel_view(z)
     z64 = z.to(torch.float64)
     return torch.cat([z64.sum(dims), z64.square().sum(dims)])
@@ -129,12 +129,12 @@ def bn_forward(z: Tensor, weight, bias, scale, eps, native: bool, stats=None):
     running_var)``, the last the unbiased batch variance for the running statistics (:func:`update_running`).
     ``stats``: ``(mean, var, n)`` of a synchronized batch (:func:`global_stats`), else this batch's own."""
     dims, shape, n = channel_view(z)
-    layout = cpu.bn_layout(z) if native else None
+    layout = fused.bn_layout(z) if native else None
     centred = None
     if stats is not None:
         mean, var, n = stats
     elif layout is not None:
-        mean, var = cpu.bn_stats(z, layout)
+        mean, var = fused.bn_stats(z, layout)
     else:
         mean = z.sum(dims) / n
         centred = torch.sub(z, mean.view(shape))
@@ -142,7 +142,7 @@ def bn_forward(z: Tensor, weight, bias, scale, eps, native: bool, stats=None):
     invstd = torch.rsqrt(var + eps)
     w = bn_weight(weight, invstd, scale)
     if layout is not None:
-        y = cpu.bn_affine(z, mean, w, bias, layout)
+        y = fused.bn_affine(z, mean, w, bias, layout)
     else:
         y = affine_(centred if centred is not None else torch.sub(z, mean.view(shape)), w, bias, shape)
     return y, mean, invstd, unbiased_var(var, n)
@@ -162,17 +162,17 @@ def bn_recompute(z: Tensor, weight, bias, mean, invstd, scale, native: bool) -> 
     """The tdBN output again, bit for bit: the forward pass's kernels on the same input and statistics."""
     _, shape, _ = channel_view(z)
     w = bn_weight(weight, invstd, scale)
-    layout = cpu.bn_layout(z) if native else None
+    layout = fused.bn_layout(z) if native else None
     if layout is not None:
-        return cpu.bn_affine(z, mean, w, bias, layout)
+        return fused.bn_affine(z, mean, w, bias, layout)
     return affine_(torch.sub(z, mean.view(shape)), w, bias, shape)
 
 
 def grad_sums(grad_y: Tensor, z: Tensor, mean: Tensor, native: bool) -> tuple[Tensor, Tensor]:
     """Per-channel ``sum(dL/dy)`` and ``sum(dL/dy * (z - mean))`` in float64 (this process's share)."""
-    layout = cpu.bn_layout(z, mixed=True) if native and grad_y.stride() == z.stride() else None
+    layout = fused.bn_layout(z, mixed=True) if native and grad_y.stride() == z.stride() else None
     if layout is not None:
-        return cpu.bn_grad_sums(grad_y, z, mean, layout, wide=True)
+        return fused.bn_grad_sums(grad_y, z, mean, layout, wide=True)
     dims, shape, _ = channel_view(grad_y)
     prod = torch.mul(grad_y, torch.sub(wide(z), mean.view(shape)))
     return grad_y.sum(dims, dtype=torch.float64), prod.sum(dims, dtype=torch.float64)
@@ -207,7 +207,7 @@ def bn_backward(grad_y, z, weight, mean, invstd, scale, native: bool, sums=None,
     own = None
     if isinstance(sums, SyncedSums):
         sums, own, n = sums
-    layout = cpu.bn_layout(z, mixed=True) if native and grad_y.stride() == z.stride() else None
+    layout = fused.bn_layout(z, mixed=True) if native and grad_y.stride() == z.stride() else None
     if layout is None:
         z = wide(z)
     lam = invstd.new_ones(()) if weight is None else weight
@@ -216,7 +216,7 @@ def bn_backward(grad_y, z, weight, mean, invstd, scale, native: bool, sums=None,
     if sums is not None:
         sum_g, sum_gx = sums
     elif layout is not None:
-        sum_g, sum_gx = cpu.bn_grad_sums(grad_y, z, mean, layout)
+        sum_g, sum_gx = fused.bn_grad_sums(grad_y, z, mean, layout)
     else:
         sum_g = grad_y.sum(dims)  # dL/dbeta
         xc = torch.sub(z, mean.view(shape))
@@ -228,7 +228,7 @@ def bn_backward(grad_y, z, weight, mean, invstd, scale, native: bool, sums=None,
     if layout is not None:
         if into is not None and (into.dtype != z.dtype or into.stride() != z.stride()):
             into = None
-        grad_z = cpu.bn_grad_input(grad_y, z, mean, k, c_0, c_x, layout, out=into)
+        grad_z = fused.bn_grad_input(grad_y, z, mean, k, c_0, c_x, layout, out=into)
     else:
         if xc is None:
             xc = torch.sub(z, mean.view(shape))
@@ -239,7 +239,7 @@ def bn_backward(grad_y, z, weight, mean, invstd, scale, native: bool, sums=None,
     return grad_z, sum_gx * invstd * scale, sum_g
 
 
-def kernel_affine(weight, bias, mean, invstd, scale: float) -> "cpu.Affine":
+def kernel_affine(weight, bias, mean, invstd, scale: float) -> "fused.Affine":
     """``(mean, lambda * alpha * v_th / sigma, beta)``: a tdBN as the unit kernels apply it."""
     return mean, bn_weight(weight, invstd, scale), bias
 
@@ -248,7 +248,7 @@ def kernel_stats(z: Tensor, layout, weight, bias, scale: float, eps: float, stat
     """tdBN statistics of ``z`` by the compiled kernels, or ``stats = (mean, var, n)`` of a synchronized batch:
     ``(affine, mean, invstd, running_var)`` (:func:`affine`, :func:`running_var`)."""
     if stats is None:
-        mean, var = cpu.bn_stats(z, layout)
+        mean, var = fused.bn_stats(z, layout)
         n = z.numel() // z.shape[2]
     else:
         mean, var, n = stats
@@ -283,7 +283,7 @@ class TdBatchNormFunction(torch.autograd.Function):
         # the units' tdBN maths: compiled kernels where they apply (same mathematics, fewer passes), else ATen
         stats = None
         if group:
-            ((mean, var),), n = global_stats([x], cpu.bn_layout(x), group)
+            ((mean, var),), n = global_stats([x], fused.bn_layout(x), group)
             stats = (mean, var, n)
         y, mean, invstd, unbiased = bn_forward(x, weight, bias, scale, eps, True, stats)
         if running_mean is not None and running_var is not None:

@@ -44,7 +44,7 @@ from __future__ import annotations
 import torch
 from torch.library import custom_op
 
-from . import cpu
+from .kernels import FUSED as fused
 from . import kernels as _kernels
 from .batch_norm import (WIDE, NormArgs, bn_backward, bn_forward, bn_recompute, compute_dtype, grad_sums,
                          kernel_affine, kernel_stats, synced_grad_sums, synced_stats, update_running, wide)
@@ -71,20 +71,21 @@ def _matching(ref: Tensor, t: Tensor) -> Tensor:
     return torch.empty_like(ref).copy_(t)
 
 
-def _unit_layout(z: Tensor, native: bool, *others: Tensor | None) -> "cpu.Layout | None":
-    """The layout for the compiled unit kernels (:func:`tdbn.operators.cpu.unit_forward`), which read ``z``
-    in its own dtype (float32, float64, or bfloat16 computed in float32), or None: not the CPU kernels, another
-    dtype (float16), a layout they cannot index, or ``others`` with another dtype or strides than ``z``."""
+def _unit_layout(z: Tensor, native: bool, *others: Tensor | None) -> "fused.Layout | None":
+    """The layout for the one-pass unit kernels of ``z``'s device (:func:`tdbn.operators.cpu.unit_forward`,
+    :func:`tdbn.operators.cuda_units.unit_forward`), which read ``z`` in its own dtype (float32, float64, or a
+    16-bit float computed in float32: bfloat16 on the CPU, bfloat16 and float16 on CUDA), or None: not the
+    compiled kernels, another dtype, a layout they cannot index, or ``others`` with another dtype or strides."""
     if not native:
         return None
-    if z.dtype not in cpu.COMPUTE:
+    if z.dtype not in fused.compute_dtypes(z):
         _kernels.warn_once("float16-cpu", f"tdbn: the compiled CPU unit kernels take float32, float64 and "
                            f"bfloat16; these {z.dtype} units compute through float32 copies (same storage, slower). "
                            "On the CPU, autocast to torch.bfloat16 instead.")
         return None
     if any(o is not None and (o.dtype != z.dtype or o.shape != z.shape or o.stride() != z.stride()) for o in others):
         return None
-    return cpu.bn_layout(z, mixed=True)
+    return fused.bn_layout(z, mixed=True)
 
 
 def _dense_low_precision(z: Tensor, native: bool) -> Tensor:
@@ -161,7 +162,7 @@ def _define_lif_ops(name: str, default, per_device: dict):
 
 
 # the LIF on the device's kernels: the reference loops, the compiled loops on the CPU, Triton on CUDA
-_define_lif_ops("lif", _kernels.reference, {"cpu": _kernels.cpu, "cuda": _kernels.cuda})
+_define_lif_ops("lif", _kernels.for_reference, {"cpu": _kernels.for_cpu, "cuda": _kernels.for_cuda})
 # the Triton kernels on every device, asked for explicitly (LIF(backend="triton"); its interpreter on the CPU)
 _define_lif_ops("lif_triton", _triton_kernels, {})
 
@@ -189,9 +190,9 @@ def _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, group, kerne
         if layout is not None:  # tdBN output and LIF in one pass over z: no float [T, ...] temporary at all
             (stats,) = synced_stats([z], layout, group)
             affine, mean, invstd, var = kernel_stats(z, layout, weight, bias, scale, eps, stats)
-            return cpu.unit_forward(z, affine, None, None, layout, tau, v_th), mean, invstd, var
+            return fused.unit_forward(z, affine, None, None, layout, tau, v_th), mean, invstd, var
         zc = wide(z)
-        (stats,) = synced_stats([zc], cpu.bn_layout(zc) if native else None, group)
+        (stats,) = synced_stats([zc], fused.bn_layout(zc) if native else None, group)
         y, mean, invstd, var = bn_forward(zc, weight, bias, scale, eps, native, stats)
         del zc  # a float32 copy of a low-precision z is freed here
         parts = [y]
@@ -205,17 +206,17 @@ def _td_bn_lif_forward_op(z: Tensor, weight: Tensor | None, bias: Tensor | None,
                           group: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Reference. Returns ``(spikes, mean, invstd, running_var)``, the statistics per channel in the compute
     dtype; ``group``: the process group whose batches the statistics span (``""``: this process's own)."""
-    return _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, group, _kernels.reference())
+    return _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, group, _kernels.for_reference())
 
 
 @_td_bn_lif_forward_op.register_kernel("cpu")
 def _(z, weight, bias, scale, eps, tau, v_th, width, surrogate, group):
-    return _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, group, _kernels.cpu())
+    return _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, group, _kernels.for_cpu())
 
 
 @_td_bn_lif_forward_op.register_kernel("cuda")
 def _(z, weight, bias, scale, eps, tau, v_th, width, surrogate, group):
-    return _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, group, _kernels.cuda())
+    return _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, group, _kernels.for_cuda())
 
 
 def _stats_like(z: Tensor, C: int) -> Tensor:
@@ -243,7 +244,7 @@ def _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, 
         layout = _unit_layout(z, native, gs)
         if layout is not None:  # one pass over z (in its own dtype): recompute y and u per block, BPTT, sums
             affine = kernel_affine(weight, bias, mean, invstd, scale)
-            grad_y, sums = cpu.unit_backward(gs, z, affine, None, None, layout, tau, v_th, width, surrogate,
+            grad_y, sums = fused.unit_backward(gs, z, affine, None, None, layout, tau, v_th, width, surrogate,
                                                  sums=True, wide=bool(group))
             del gs  # temporaries go as soon as they are used: the low-precision step's peak counts them
             if group:
@@ -269,19 +270,19 @@ def _td_bn_lif_backward_op(grad_spikes: Tensor, z: Tensor, weight: Tensor | None
                            surrogate: str, group: str) -> tuple[Tensor, Tensor, Tensor]:
     """Reference. Returns ``(dL/dz, dL/dlambda, dL/dbeta)``; the tdBN backward sums are added over ``group``."""
     return _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate,
-                                    group, _kernels.reference())
+                                    group, _kernels.for_reference())
 
 
 @_td_bn_lif_backward_op.register_kernel("cpu")
 def _(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate, group):
     return _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate,
-                                    group, _kernels.cpu())
+                                    group, _kernels.for_cpu())
 
 
 @_td_bn_lif_backward_op.register_kernel("cuda")
 def _(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate, group):
     return _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate,
-                                    group, _kernels.cuda())
+                                    group, _kernels.for_cuda())
 
 
 @_td_bn_lif_backward_op.register_fake
@@ -358,10 +359,10 @@ def _junction_forward_impl(za, a, zb, b, eps, tau, v_th, group, kernels):
                 affine_b, mean_b, invstd_b, var_b = kernel_stats(zb, layout, *b, eps, stats[1])
             else:
                 affine_b, mean_b, invstd_b, var_b = None, mean_a.new_empty(0), mean_a.new_empty(0), mean_a.new_empty(0)
-            spikes = cpu.unit_forward(za, affine_a, zb, affine_b, layout, tau, v_th)
+            spikes = fused.unit_forward(za, affine_a, zb, affine_b, layout, tau, v_th)
             return spikes, mean_a, invstd_a, var_a, mean_b, invstd_b, var_b
         zac, zbc = wide(za), wide(zb)
-        stats = synced_stats([zac] if b is None else [zac, zbc], cpu.bn_layout(zac) if native else None, group)
+        stats = synced_stats([zac] if b is None else [zac, zbc], fused.bn_layout(zac) if native else None, group)
         ya, mean_a, invstd_a, var_a = bn_forward(zac, *a, eps, native, stats[0])
         del zac
         if b is not None:
@@ -387,7 +388,7 @@ def _td_bn_add_lif_forward_op(
     """Reference. Returns ``(spikes, mean_a, invstd_a, running_var_a, mean_b, invstd_b, running_var_b)``."""
     b = (weight_b, bias_b, scale_b) if normalized_b else None
     return _junction_forward_impl(za, (weight_a, bias_a, scale_a), zb, b, eps, tau, v_th, group,
-                                  _kernels.reference())
+                                  _kernels.for_reference())
 
 
 def _junction_kernel(kernels):
@@ -398,8 +399,8 @@ def _junction_kernel(kernels):
     return impl
 
 
-_td_bn_add_lif_forward_op.register_kernel("cpu")(_junction_kernel(_kernels.cpu))
-_td_bn_add_lif_forward_op.register_kernel("cuda")(_junction_kernel(_kernels.cuda))
+_td_bn_add_lif_forward_op.register_kernel("cpu")(_junction_kernel(_kernels.for_cpu))
+_td_bn_add_lif_forward_op.register_kernel("cuda")(_junction_kernel(_kernels.for_cuda))
 
 
 @_td_bn_add_lif_forward_op.register_fake
@@ -423,7 +424,7 @@ def _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surroga
         if layout is not None:  # recompute y and u per block and walk BPTT in one pass over za and zb
             affine_a = kernel_affine(*a)  # a, b: (weight, bias, mean, invstd, scale)
             affine_b = kernel_affine(*b) if b is not None else None
-            grad_y, _ = cpu.unit_backward(gs, za, affine_a, zb, affine_b, layout, tau, v_th, width, surrogate)
+            grad_y, _ = fused.unit_backward(gs, za, affine_a, zb, affine_b, layout, tau, v_th, width, surrogate)
             zac, zbc = za, zb  # the tdBN backward kernels read them in their own dtype
         else:
             zac, zbc = wide(za), wide(zb)
@@ -478,13 +479,13 @@ def _td_bn_add_lif_backward_op(
     """Reference. ``zb`` may be the bits (:func:`~tdbn.operators.spike_ops.pack_spikes`) of a spike tensor of
     ``zb_dtype``. Returns ``(dL/dza, dL/dlambda_a, dL/dbeta_a, dL/dzb, dL/dlambda_b, dL/dbeta_b)`` (the last two empty for an
     unnormalized zb)."""
-    return _junction_backward(_kernels.reference)(
+    return _junction_backward(_kernels.for_reference)(
         grad_spikes, za, weight_a, bias_a, mean_a, invstd_a, scale_a, zb, zb_dtype, normalized_b, weight_b, bias_b,
         mean_b, invstd_b, scale_b, tau, v_th, width, surrogate, group)
 
 
-_td_bn_add_lif_backward_op.register_kernel("cpu")(_junction_backward(_kernels.cpu))
-_td_bn_add_lif_backward_op.register_kernel("cuda")(_junction_backward(_kernels.cuda))
+_td_bn_add_lif_backward_op.register_kernel("cpu")(_junction_backward(_kernels.for_cpu))
+_td_bn_add_lif_backward_op.register_kernel("cuda")(_junction_backward(_kernels.for_cuda))
 
 
 @_td_bn_add_lif_backward_op.register_fake
