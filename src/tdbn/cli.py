@@ -50,6 +50,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    if args.bits is not None:
+        from tdbn.export.cli import run_eval_bits
+
+        return run_eval_bits(args)
     from tdbn.train import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, data_root=args.data, fuse=args.fuse, device=args.device,
@@ -114,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate on a fixed random subset of this many test samples")
     p.add_argument("--out", help="JSON file to write (default: eval.json / eval-fused.json beside the checkpoint)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--bits", type=int, metavar="K",
+                   help="evaluate the K-bit integer network (int64 simulation; docs/export.md) beside the float one")
+    p.add_argument("--per-channel", action="store_true", help="with --bits: one scale per output channel")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("presets", help="list the shipped presets")
