@@ -5,6 +5,10 @@ path ``tdbn eval`` and ``tdbn.load`` use), for the input shape it was trained on
 only for networks with a global pooling (the ImageNet ResNets). After writing, the file is read back (NIR:
 ``tdbn.export.from_nir``; ONNX: onnxruntime) and compared with the fused model on random inputs. The output's suffix
 must match ``--format`` (``.nir`` / ``.onnx``; any other suffix is accepted with a note).
+
+NIR is written in the portable form (LIF ``r = 1``, pooling as a sum-pooling Conv2d; ``--literal``: the literal
+form). ``--bits K`` writes the K-bit integer network instead (``tdbn.export.quant``) and checks that ``from_nir``
+gives the int64 simulation's spikes bit for bit. docs/export.md has the details.
 """
 
 from __future__ import annotations
