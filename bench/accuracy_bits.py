@@ -3,7 +3,7 @@
     python bench/accuracy_bits.py LABEL=RUN_DIR [LABEL=RUN_DIR ...] [--bits 8 6 4] [--limit N] [--out PREFIX]
 
 For each run: top-1 of the float (fused) model and of the K-bit integer network (int64 simulation, per-layer
-scales, 8-bit input) on the same ``--limit`` test samples (the run's fixed random subset; all when omitted).
+scales and 8-bit input unless ``--per-channel`` / ``--input-bits``) on the same ``--limit`` test samples (the run's fixed random subset; all when omitted).
 Prints a table and writes ``PREFIX.json`` and ``PREFIX.png`` (default ``docs/figures/accuracy_vs_bits``).
 """
 
@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR")
     p.add_argument("--bits", type=int, nargs="+", default=[8, 6, 4])
     p.add_argument("--limit", type=int)
+    p.add_argument("--input-bits", type=int, default=8, help="signed width of the quantized image input")
+    p.add_argument("--per-channel", action="store_true", help="one scale per output channel")
     p.add_argument("--out", default="docs/figures/accuracy_vs_bits")
     args = p.parse_args(argv)
     rows = []
@@ -32,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             p.error(f"{spec!r}: write LABEL=RUN_DIR, e.g. mnist=runs/mnist-20261205-121334")
         for bits in args.bits:
-            r = evaluate_integer(run, bits=bits, test_limit=args.limit)
+            r = evaluate_integer(run, bits=bits, test_limit=args.limit, input_bits=args.input_bits,
+                                 per_channel=args.per_channel)
             r["label"] = label
             rows.append(r)
             print(f"{label:10s} K={bits:2d}  integer {100 * r['top1_integer']:6.2f}%  float {100 * r['top1_float']:6.2f}%"

@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", type=int, metavar="K",
                    help="evaluate the K-bit integer network (int64 simulation; docs/export.md) beside the float one")
     p.add_argument("--per-channel", action="store_true", help="with --bits: one scale per output channel")
+    p.add_argument("--input-bits", type=int, default=8, metavar="B",
+                   help="with --bits: signed width of the quantized image input (default 8)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("presets", help="list the shipped presets")

@@ -186,7 +186,8 @@ def run_eval_bits(args: argparse.Namespace) -> int:
     if args.fuse:
         raise ValueError("--bits always quantizes the fused network; drop --fuse")
     result = evaluate_integer(args.checkpoint, bits=args.bits, data_root=args.data, test_limit=args.limit,
-                              per_channel=args.per_channel, batch_size=args.batch_size or 100)
+                              per_channel=args.per_channel, input_bits=args.input_bits,
+                              batch_size=args.batch_size or 100)
     print(f"{result['checkpoint']}: {args.bits}-bit integer top-1 {100 * result['top1_integer']:.2f}%  float "
           f"{100 * result['top1_float']:.2f}%  same predictions {100 * result['same_predictions']:.2f}%  "
           f"({result['samples']} test samples, {result['seconds']:.0f} s)")
