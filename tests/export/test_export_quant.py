@@ -34,10 +34,10 @@ def test_lif_by_hand():
         fc.bias.zero_()
     net = nn.Sequential(TimeDistributed(fc), LIF(tau=0.25, v_th=0.5)).eval()
     q = quantize(net, bits=8, input_shape=(1,), input_scale=1.0)
-    # Theta = floor(127 * 0.5 / 0.4) = 158, s = 0.5 / 158, W = round(0.4 / s) = 126
-    assert q.nodes["1"].theta.item() == 158 and q.nodes["0"].weight.item() == 126
+    # Theta = round(127 * 0.5 / 0.4) = round(158.75) = 159, s = 0.5 / 159, W = round(0.4 / s) = round(127.2) = 127
+    assert q.nodes["1"].theta.item() == 159 and q.nodes["0"].weight.item() == 127
     x = torch.ones(3, 1, 1)  # [T, N, 1]: 1, 1, 1
-    # U = 126, 126/4 + 126 = 157.5 (not > 158), 157.5/4 + 126 = 165.375 > 158: spike at the third step only
+    # U = 127, 127/4 + 127 = 158.75 (not > 159), 158.75/4 + 127 = 166.69 > 159: spike at the third step only
     spikes = q.forward_nodes(x)["1"]
     assert spikes.dtype == torch.int64 and spikes.flatten().tolist() == [0, 0, 1]
     with torch.no_grad():

@@ -6,9 +6,10 @@ layer into integers:
 
 - **Scales.** The input of a LIF layer is ``u = sum_src W_src x_src + b``. Its sources (the two branches at a
   residual junction, otherwise the one conv / fc) share one scale ``s``, chosen so that the threshold is an
-  integer: ``Theta = floor(q_max * v_th / max|W|)`` and ``s = v_th / Theta``, ``q_max = 2^(K-1) - 1``; then
-  ``W_int = round(W / s)`` lies in ``[-q_max, q_max]``, ``b_int = round(b / s)``, and ``u > v_th`` becomes
-  ``U > Theta`` on the integer membrane ``U = u / s``. ``per_channel=True`` gives every output channel its own
+  integer: ``Theta = round(q_max * v_th / max|W|)`` (at least 1) and ``s = v_th / Theta``, ``q_max = 2^(K-1) - 1``;
+  then ``W_int = clamp(round(W / s), -q_max, q_max)`` (rounding Theta up clips the largest weights by at most
+  ``1 / (2 Theta)``; rounding it down would waste up to half the range when Theta is small),
+  ``b_int = round(b / s)``, and ``u > v_th`` becomes ``U > Theta`` on the integer membrane ``U = u / s``. ``per_channel=True`` gives every output channel its own
   ``s`` and ``Theta`` (finer weights, but thresholds that differ between neurons, which snnTorch, SpikingJelly
   and ``from_nir`` refuse). The decoding layer (no neuron) gets ``s = max|W| / q_max``.
 - **Input.** Spikes and sum-pooled spike counts are integers already. The real-valued input of the encoding layer
@@ -282,7 +283,7 @@ def quantize(
             rows = [np.abs(builder.exact[s][0] * in_scale[preds[s][0]]).reshape(len(builder.exact[s][0]), -1)
                     for s in syn]
             wmax = np.max(np.concatenate(rows, axis=1), axis=1) if per_channel else max(r.max() for r in rows)
-            theta = np.maximum(np.floor(qmax * v_th / np.maximum(wmax, 1e-30)), 1.0)
+            theta = np.maximum(np.rint(qmax * v_th / np.maximum(wmax, 1e-30)), 1.0)
             scale = v_th / theta  # scalar or [C]
             for s in syn:
                 w, b = builder.exact[s]
