@@ -1,6 +1,7 @@
 """Test accuracy of trained runs against the integer weight width K (integer deployment, docs/export.md).
 
     python bench/accuracy_bits.py LABEL=RUN_DIR [LABEL=RUN_DIR ...] [--bits 8 6 4] [--limit N] [--out PREFIX]
+    python bench/accuracy_bits.py --merge A.json B.json ... [--out PREFIX]    # table and plot of earlier results
 
 For each run: top-1 of the float (fused) model and of the K-bit integer network (int64 simulation, per-layer
 scales and 8-bit input unless ``--per-channel`` / ``--input-bits``) on the same ``--limit`` test samples (the run's fixed random subset; all when omitted).
@@ -21,14 +22,19 @@ from tdbn.export.quant_eval import evaluate_integer  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR")
+    p.add_argument("runs", nargs="*", metavar="LABEL=RUN_DIR")
+    p.add_argument("--merge", nargs="+", metavar="JSON", help="tabulate and plot these earlier results instead")
     p.add_argument("--bits", type=int, nargs="+", default=[8, 6, 4])
     p.add_argument("--limit", type=int)
     p.add_argument("--input-bits", type=int, default=8, help="signed width of the quantized image input")
     p.add_argument("--per-channel", action="store_true", help="one scale per output channel")
     p.add_argument("--out", default="docs/figures/accuracy_vs_bits")
     args = p.parse_args(argv)
-    rows = []
+    rows = [r for path in args.merge or [] for r in json.loads(Path(path).read_text())]
+    if args.merge:
+        args.bits = sorted({r["bits"] for r in rows}, reverse=True)
+    elif not args.runs:
+        p.error("name at least one LABEL=RUN_DIR, or --merge earlier results")
     for spec in args.runs:
         label, sep, run = spec.partition("=")
         if not sep:
@@ -48,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         mine = {r["bits"]: r for r in rows if r["label"] == label}
         first = next(iter(mine.values()))
         print(f"| {label} | {first['samples']} | {100 * first['top1_float']:.2f} | "
-              + " | ".join(f"{100 * mine[b]['top1_integer']:.2f}" for b in args.bits) + " |")
+              + " | ".join(f"{100 * mine[b]['top1_integer']:.2f}" if b in mine else "-" for b in args.bits) + " |")
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
     try:
