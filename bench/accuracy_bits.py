@@ -4,7 +4,8 @@
     python bench/accuracy_bits.py --merge A.json B.json ... [--out PREFIX]    # table and plot of earlier results
 
 For each run: top-1 of the float (fused) model and of the K-bit integer network (int64 simulation, per-layer
-scales and 8-bit input unless ``--per-channel`` / ``--input-bits``) on the same ``--limit`` test samples (the run's fixed random subset; all when omitted).
+scales and 8-bit input unless ``--per-channel`` / ``--input-bits``) on the same ``--limit`` test samples (the
+run's fixed random subset; all when omitted).
 Prints a table and writes ``PREFIX.json`` and ``PREFIX.png`` (default ``docs/figures/accuracy_vs_bits``).
 """
 
@@ -44,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
                                  per_channel=args.per_channel)
             r["label"] = label
             rows.append(r)
-            print(f"{label:10s} K={bits:2d}  integer {100 * r['top1_integer']:6.2f}%  float {100 * r['top1_float']:6.2f}%"
+            print(f"{label:10s} K={bits:2d}  integer {100 * r['top1_integer']:6.2f}%  "
+                  f"float {100 * r['top1_float']:6.2f}%"
                   f"  same predictions {100 * r['same_predictions']:6.2f}%  ({r['samples']} samples, "
                   f"{r['seconds']:.0f} s)", flush=True)
     labels = list(dict.fromkeys(r["label"] for r in rows))

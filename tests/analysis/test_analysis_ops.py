@@ -189,8 +189,9 @@ def test_neurobench_counts_equal_neurobench(tmp_path):
     calls = _layer_calls(net, x)
     torch.save([(n, m, i) for n, m, i in calls], tmp_path / "calls.pt")
     script = Path(__file__).with_name("neurobench_check.py")
+    env = os.environ | {"PYTHONPATH": str(Path(tdbn.__file__).parents[1])}
     subprocess.run([python, str(script), str(tmp_path / "calls.pt"), str(tmp_path / "counts.pt")], check=True,
-                   capture_output=True, timeout=300, env=os.environ | {"PYTHONPATH": str(Path(tdbn.__file__).parents[1])})
+                   capture_output=True, timeout=300, env=env)
     theirs = torch.load(tmp_path / "counts.pt")  # [(name, macs, spiking)] per call
     ours = neurobench_ops(net, x)
     acs = sum(m for _, m, spiking in theirs if spiking)

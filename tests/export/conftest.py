@@ -17,8 +17,8 @@ def trained_run(tmp_path_factory) -> Path:
     """``tdbn train`` of a ResNet-19 (width 1/16, T = 2) on 800 digits, 2 epochs of batch 16 (about 43 % on the test
     split): seconds on one core."""
     out = tmp_path_factory.mktemp("runs")
-    code = main(["train", "optim.epochs=2", "data.train_limit=800", "optim.batch_size=16", "model.width=0.0625", f"out_dir={out}",
-                 "progress=false"])
+    code = main(["train", "optim.epochs=2", "data.train_limit=800", "optim.batch_size=16", "model.width=0.0625",
+                 f"out_dir={out}", "progress=false"])
     assert code == 0
     (run,) = out.iterdir()
     return run

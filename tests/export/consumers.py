@@ -55,7 +55,8 @@ class Agreement:
     def summary(self) -> str:
         return (
             f"{self.same_predictions}/{self.samples} identical predictions, spike agreement "
-            f"{self.spike_agreement:.6%} ({self.spikes_compared - self.spikes_equal} of {self.spikes_compared} differ), "
+            f"{self.spike_agreement:.6%} ({self.spikes_compared - self.spikes_equal} of {self.spikes_compared} "
+            "differ), "
             f"{self.layers_identical}/{self.layers} LIF layers identical, max |output diff| {self.max_output_diff:.3g}"
         )
 
@@ -93,7 +94,9 @@ def _build(consumer: str, graph: Any) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def run_in_process(consumer: str, path: str | Path, frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def run_in_process(
+    consumer: str, path: str | Path, frames: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Outputs ``[T, N, K]`` and each LIF node's spikes ``[T, N, ...]`` (keyed by node name) of ``consumer``.
 
     ``frames`` is ``[T, N, *input_shape]``: the input at every step (a static image repeated T times).

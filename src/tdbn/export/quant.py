@@ -9,9 +9,10 @@ layer into integers:
   integer: ``Theta = round(q_max * v_th / max|W|)`` (at least 1) and ``s = v_th / Theta``, ``q_max = 2^(K-1) - 1``;
   then ``W_int = clamp(round(W / s), -q_max, q_max)`` (rounding Theta up clips the largest weights by at most
   ``1 / (2 Theta)``; rounding it down would waste up to half the range when Theta is small),
-  ``b_int = round(b / s)``, and ``u > v_th`` becomes ``U > Theta`` on the integer membrane ``U = u / s``. ``per_channel=True`` gives every output channel its own
-  ``s`` and ``Theta`` (finer weights, but thresholds that differ between neurons, which snnTorch, SpikingJelly
-  and ``from_nir`` refuse). The decoding layer (no neuron) gets ``s = max|W| / q_max``.
+  ``b_int = round(b / s)``, and ``u > v_th`` becomes ``U > Theta`` on the integer membrane ``U = u / s``.
+  ``per_channel=True`` gives every output channel its own ``s`` and ``Theta`` (finer weights, but thresholds
+  that differ between neurons, which snnTorch, SpikingJelly and ``from_nir`` refuse). The decoding layer (no
+  neuron) gets ``s = max|W| / q_max``.
 - **Input.** Spikes and sum-pooled spike counts are integers already. The real-valued input of the encoding layer
   is quantized to ``input_bits`` (default 8): ``X = clamp(round(x / input_scale), -q_in, q_in)``,
   ``q_in = 2^(input_bits-1) - 1``; event frames (integer counts) use ``input_scale = 1`` and must be integer-valued.
@@ -194,7 +195,8 @@ class IntegerNet:
 
         ``portable``: LIF ``r = 1`` and ``v_threshold = (1 - tau) Theta`` (the consumer's membrane is
         ``(1 - tau) U``); else ``r = 1 / (1 - tau)`` and ``v_threshold = Theta``. The graph's input is the
-        quantized input (metadata ``input_scale``: feed ``round(x / input_scale)``, clamped to +-(2^(input_bits-1) - 1)).
+        quantized input (metadata ``input_scale``: feed ``round(x / input_scale)``, clamped to
+        +-(2^(input_bits-1) - 1)).
         """
         nir = import_nir()
         nodes: dict[str, Any] = {INPUT: nir.Input(input_type={"input": np.array(self.input_shape)})}
@@ -225,7 +227,8 @@ class IntegerNet:
             else:
                 nodes[name] = nir.Output(output_type={"output": np.array(node.nir["shape"])})
         metadata = {"producer": "tdbn", "dt": float(dt), "portable": int(portable), "integer_bits": self.bits,
-                    "input_scale": self.input_scale, "input_bits": self.input_bits, "readout": "sum over time of the output (integer); "
+                    "input_scale": self.input_scale, "input_bits": self.input_bits,
+                    "readout": "sum over time of the output (integer); "
                     f"x {self.nodes[self.nodes[OUTPUT].sources[0]].scale!r} / T gives Eq. 11's scores"}
         if self.timesteps is not None:
             metadata["timesteps"] = int(self.timesteps)

@@ -29,7 +29,8 @@ def integer_from_checkpoint(
         scale = image_input_scale(opts["mean"], opts["std"], input_bits=input_bits)
     else:
         raise ValueError(f"{run.path}: the run stores no input normalization (data.options mean/std), so the "
-                         "8-bit input range is unknown; quantize it in Python with tdbn.export.quantize(input_scale=...)")
+                         "8-bit input range is unknown; quantize it in Python with "
+                         "tdbn.export.quantize(input_scale=...)")
     net = quantize(run.model, bits=bits, input_shape=run.input_shape, input_scale=scale, per_channel=per_channel,
                    input_bits=input_bits)
     return net, run
