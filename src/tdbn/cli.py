@@ -63,6 +63,10 @@ def _eval_output(args: argparse.Namespace) -> Path:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    if args.bits is not None:
+        from tdbn.export.cli import run_eval_bits
+
+        return run_eval_bits(args)
     from tdbn.train import evaluate_checkpoint
 
     out = _eval_output(args)  # before the evaluation, which may take minutes
@@ -139,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
                                  "the checkpoint)")
     p.add_argument("--force", action="store_true", help="replace the JSON file if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--bits", type=int, metavar="K",
+                   help="evaluate the K-bit integer network (int64 simulation; docs/export.md) beside the float one")
+    p.add_argument("--per-channel", action="store_true", help="with --bits: one scale per output channel")
+    p.add_argument("--input-bits", type=int, default=8, metavar="B",
+                   help="with --bits: signed width of the quantized image input (default 8)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("presets", help="list the shipped presets")

@@ -121,3 +121,79 @@ def test_ann_macs_by_hand_and_energy():
     assert energy_pj(additions=1000, multiplications=10) == pytest.approx(1000 * 0.9 + 10 * 4.6)
     ops = count_ops(net, torch.tensor([[[1.0, 1.0, 0.0]]]), images=1)
     assert ops.energy_pj() == pytest.approx((2 * 2 + 2 * 4) * 0.9)
+
+
+# ---- NeuroBench's convention: what is computed ------------------------------------------------------------------
+
+
+def test_neurobench_convention_by_hand():
+    from tdbn.analysis.ops import neurobench_ops
+
+    net = _two_layer()
+    x = torch.tensor([[[1.0, 2.0, 0.0]], [[0.0, 0.7, 0.4]]])  # [T=2, N=1, 3], real-valued: MACs in layer 1
+    nb = neurobench_ops(net, x, images=1)
+    # layer 1: step 0 inputs 0 and 1 each meet one non-zero weight (2), step 1 input 1 does (1); input 2 meets only
+    # zero weights. Hidden spikes (tau = 0, v_th = 0.5): [1, 1] then [0, 1]: 3 spikes x 4 non-zero weights = 12 ACs
+    assert nb.layers == {"0": (0, 3), "2": (12, 0)}
+    assert (nb.macs, nb.acs) == (3, 12)
+    assert nb.activation_sparsity == 0.25  # 3 of 4 LIF outputs are spikes
+    paper = count_ops(net, x, images=1)  # the paper's convention: non-zero inputs x fan-out, zero weights included
+    assert paper.layers[0].multiplications == 4 * 2
+
+
+def test_neurobench_convention_skips_padding_taps_and_counts_the_static_encoder_once():
+    from tdbn.analysis.ops import dense_macs, effective_ops, neurobench_ops
+
+    conv = nn.Conv2d(2, 3, 3, padding=1)
+    x = torch.ones(1, 2, 4, 4)
+    # valid taps of a 3x3 window on a 4x4 map padded by 1: 4 corners x 4 + 8 edges x 6 + 4 inner x 9 = 100 (not 144)
+    assert effective_ops(conv, x) == 100 * 2 * 3
+    assert dense_macs(conv, conv(x)) == 144 * 2 * 3
+    net = create("plain", num_classes=3, depth=5, width=0.0625, timesteps=3).eval()
+    img = torch.randn(2, 3, 8, 8)
+    nb = neurobench_ops(net, img)
+    enc = net.encoder.conv.module
+    assert nb.layers["encoder.conv"] == (0, effective_ops(enc, img))  # once, not T = 3 times
+    paper = snn_ops(net, img)
+    assert paper.layers[0].multiplications == 3 * dense_macs(enc, enc(img))
+    assert nb.layers["body.stage1.0.conv"][0] > 0 == nb.layers["body.stage1.0.conv"][1]  # spikes in: additions
+
+
+def _layer_calls(net: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, torch.Tensor]]:
+    calls: list[tuple[str, nn.Module, torch.Tensor]] = []
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: calls.append((n, m, i[0].clone())))
+             for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        net(x)
+    for h in hooks:
+        h.remove()
+    return calls
+
+
+def test_neurobench_counts_equal_neurobench(tmp_path):
+    # NeuroBench is not a tdbn test dependency (it pins its own snnTorch); TDBN_NEUROBENCH_PYTHON names a Python that
+    # has it (bench/consumer_envs.sh). Its per-layer counter runs on every call of every layer of a fused ResNet.
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import tdbn
+    from tdbn.analysis.ops import neurobench_ops
+
+    python = os.environ.get("TDBN_NEUROBENCH_PYTHON")
+    if not python:
+        pytest.skip("NeuroBench is not a tdbn test dependency; set TDBN_NEUROBENCH_PYTHON to a Python that has it "
+                    "(bench/consumer_envs.sh makes one)")
+    net = tdbn.fuse(create("resnet19", num_classes=10, width=1 / 16, timesteps=2, input_size=8).eval())
+    x = torch.randn(3, 3, 8, 8)
+    calls = _layer_calls(net, x)
+    torch.save([(n, m, i) for n, m, i in calls], tmp_path / "calls.pt")
+    script = Path(__file__).with_name("neurobench_check.py")
+    env = os.environ | {"PYTHONPATH": str(Path(tdbn.__file__).parents[1])}
+    subprocess.run([python, str(script), str(tmp_path / "calls.pt"), str(tmp_path / "counts.pt")], check=True,
+                   capture_output=True, timeout=300, env=env)
+    theirs = torch.load(tmp_path / "counts.pt")  # [(name, macs, spiking)] per call
+    ours = neurobench_ops(net, x)
+    acs = sum(m for _, m, spiking in theirs if spiking)
+    macs = sum(m for _, m, spiking in theirs if not spiking)
+    assert (ours.acs * 3, ours.macs * 3) == (acs, macs) and acs > 0 and macs > 0

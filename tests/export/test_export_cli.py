@@ -35,10 +35,17 @@ def _fused_from_checkpoint(run: Path) -> torch.nn.Module:
 def test_export_nir(run_dir: Path, tmp_path: Path, capsys):
     out = tmp_path / "digits.nir"
     assert main(["export", str(run_dir), str(out), "--format", "nir"]) == 0
-    assert "read back: max |output - fused model| = 0" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "4/4 identical predictions" in text and "read back: max |output - fused model|" in text
     x = torch.rand(5, 1, 8, 8)  # the digits demo: 8x8 grey images
+    fused = _fused_from_checkpoint(run_dir)
     with torch.no_grad():
-        assert torch.equal(from_nir(out)(x), _fused_from_checkpoint(run_dir)(x))
+        assert torch.equal(from_nir(out)(x).argmax(1), fused(x).argmax(1))
+    literal = tmp_path / "literal.nir"  # r = 1 / (1 - tau), AvgPool2d: bit-identical in from_nir
+    assert main(["export", str(run_dir), str(literal), "--format", "nir", "--literal"]) == 0
+    assert "read back: max |output - fused model| = 0" in capsys.readouterr().out
+    with torch.no_grad():
+        assert torch.equal(from_nir(literal)(x), fused(x))
 
 
 def test_export_onnx(run_dir: Path, tmp_path: Path, capsys):
@@ -54,3 +61,5 @@ def test_export_errors_are_clear(run_dir: Path, tmp_path: Path, capsys):
     assert "folder" in capsys.readouterr().err
     assert main(["export", str(run_dir), str(tmp_path / "m.onnx"), "--format", "onnx", "--dt", "1e-3"]) == 2
     assert "--dt applies to --format nir only" in capsys.readouterr().err
+    assert main(["export", str(run_dir), str(tmp_path / "m.nir"), "--format", "nir", "--per-channel"]) == 2
+    assert "--per-channel applies to the integer network: pass --bits K too" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from torch import nn
 import tdbn
 from tdbn import LIF
 from tdbn.export import from_nir, write_nir
-from snntorch_check import compare_with_snntorch
+from consumers import Agreement, agreement, run
 
 TRAIN_STEPS = 150
 N_TEST = 200
@@ -55,8 +55,17 @@ def trained(shared_mnist: Path):
 def nir_file(trained, tmp_path_factory) -> Path:
     model, _, _ = trained
     path = tmp_path_factory.mktemp("nir") / "resnet19_mnist.nir"
-    write_nir(model, path, input_shape=(1, 14, 14))
+    write_nir(model, path, input_shape=(1, 14, 14), portable=False)  # the literal form: from_nir is bit-exact
     return path
+
+
+def compare_with_snntorch(path: Path, frames: torch.Tensor) -> Agreement:
+    """snnTorch running ``path`` against ``from_nir(path)`` on ``frames [T, N, ...]``."""
+    ours = from_nir(path)
+    with torch.no_grad():
+        nodes = ours.forward_nodes(frames)
+    out, spikes = run("snntorch", path, frames)
+    return agreement(nodes, nodes["output"].mean(0), out, spikes)
 
 
 def _lif_outputs(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:

@@ -174,7 +174,8 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
                    help="also replay every test recording through tdbn.stream (event data; batch 1, slower)")
     q.set_defaults(func=_run_latency)
 
-    q = sub.add_parser("ops", help="Table 6: ANN MACs vs measured SNN additions / multiplications, energy")
+    q = sub.add_parser("ops", help="Table 6: ANN MACs vs measured SNN additions / multiplications, energy; "
+                                       "also the counts in NeuroBench's convention")
     _common(q, "ops_MODEL")
     _data_args(q, "cifar10", None)
     _model_args(q)

@@ -17,6 +17,13 @@ multiplications that remain:
 
 Counting the fc-256 of ResNet-19 as multiplications reproduces Table 6's 3.4e7 multiplications at T = 6
 (encoding 2.1e7 + fc-256 1.3e7 + decoding 1.5e4).
+
+NeuroBench's convention (``SynapticOperations`` / ``ActivationSparsity``, :func:`neurobench_ops`) counts what is
+computed: every call of a conv / fc layer as it actually runs (the static encoding conv once per image, since the
+model computes it once), one operation per (non-zero input, non-zero weight) pair that meets in a computed output
+(so zero-padding taps are not operations), as additions (ACs) when every input of that call is 0/1 and as MACs
+otherwise (the decoder fed by spikes is additions; an fc fed by pooled spikes is MACs); biases are not counted.
+Activation sparsity is the fraction of zero outputs over every LIF neuron and step.
 """
 
 from __future__ import annotations
@@ -244,3 +251,77 @@ def ann_macs(model: nn.Module, x: torch.Tensor) -> int:
         2.29
     """
     return sum(m for _, m in ann_macs_per_layer(model, x))
+
+
+@torch.no_grad()
+def effective_ops(layer: nn.Module, x: torch.Tensor) -> int:
+    """NeuroBench's effective synaptic operations of one call: (non-zero input, non-zero weight) pairs that meet.
+
+    Example:
+        >>> fc = nn.Linear(3, 2)
+        >>> with torch.no_grad():
+        ...     _ = fc.weight.copy_(torch.tensor([[1.0, 0.0, 2.0], [0.0, 0.0, 3.0]]))
+        >>> effective_ops(fc, torch.tensor([[0.5, 1.0, 1.0]]))   # input 0 meets 1 weight, input 2 meets 2
+        3
+    """
+    active = (x != 0).to(torch.float64)
+    mask = (layer.weight != 0).to(torch.float64)
+    if isinstance(layer, nn.Linear):
+        return int(round((active @ mask.T).sum().item()))
+    if not isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        raise TypeError(f"expected nn.Conv1d/2d/3d or nn.Linear, got {type(layer).__name__}")
+    return int(round(layer._conv_forward(active, mask, None).sum().item()))
+
+
+@dataclass(frozen=True)
+class NeuroBenchCounts:
+    """Counts in NeuroBench's convention (module docstring), per image: effective MACs and ACs, and the
+    activation sparsity of the LIF layers; ``layers`` maps each synaptic layer to ``(ACs, MACs)`` totals."""
+
+    macs: float
+    acs: float
+    activation_sparsity: float
+    images: int
+    layers: dict[str, tuple[int, int]]
+
+    def to_dict(self) -> dict:
+        return {"convention": "NeuroBench SynapticOperations / ActivationSparsity: what is computed",
+                "effective_macs_per_image": self.macs, "effective_acs_per_image": self.acs,
+                "activation_sparsity": self.activation_sparsity, "images": self.images,
+                "layers": {k: {"acs": a, "macs": m} for k, (a, m) in self.layers.items()}}
+
+
+def neurobench_ops(model: nn.Module, x: torch.Tensor, *, images: int | None = None) -> NeuroBenchCounts:
+    """Run ``model(x)`` once and count in NeuroBench's convention (module docstring).
+
+    ``images`` defaults to the batch size of ``x`` (``[N, ...]`` static, ``[T, N, ...]`` frames of a
+    ``SpikingNet``).
+    """
+    from ..layers.neuron import LIF
+
+    layers = synaptic_layers(model)
+    totals = {name: [0, 0] for name, _ in layers}  # ACs, MACs
+
+    def hook(name: str, m: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+        totals[name][0 if _is_binary(inputs[0]) else 1] += effective_ops(m, inputs[0])
+
+    spikes = [0, 0]  # non-zero, all
+
+    def count(_m: nn.Module, _i: tuple, out: torch.Tensor) -> None:
+        spikes[0] += int((out != 0).sum())
+        spikes[1] += out.numel()
+
+    lifs = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, LIF)]
+    try:
+        with inference(model), forward_hooks(layers, hook):
+            model(x)
+    finally:
+        for h in lifs:
+            h.remove()
+    if images is None:
+        images = int(x.shape[0] if x.dim() == 4 or not hasattr(model, "timesteps") else x.shape[1])
+    acs = sum(a for a, _ in totals.values())
+    macs = sum(m for _, m in totals.values())
+    return NeuroBenchCounts(macs=macs / images, acs=acs / images,
+                            activation_sparsity=1.0 - spikes[0] / max(spikes[1], 1), images=images,
+                            layers={k: (a, m) for k, (a, m) in totals.items()})

@@ -81,6 +81,24 @@ def nir_to_lif(params: NIRLIFParams, *, dt: float, where: str = "LIF node") -> t
     Raises ``ValueError`` naming ``where`` when the node is not one of ours: a leak or reset potential other than
     0, or an input gain ``dt * r / tau_m`` other than 1 (Eq. 1 adds its input unscaled), or a decay outside [0, 1).
     """
+    gain = dt * params.r / params.tau if dt > 0 and params.tau > 0 else 1.0  # bad dt / tau: reported below
+    if not math.isclose(gain, 1.0, rel_tol=_GAIN_RTOL):
+        raise ValueError(
+            f"{where}: input gain dt * r / tau = {gain:.6g} for dt={dt}; Eq. 1 adds its input unscaled, so r must be "
+            f"tau / dt = {params.tau / dt:.6g} (was the graph written for another dt?)"
+        )
+    tau, v_th, _ = nir_to_scaled_lif(params, dt=dt, where=where)
+    return tau, v_th
+
+
+def nir_to_scaled_lif(params: NIRLIFParams, *, dt: float, where: str = "LIF node") -> tuple[float, float, float]:
+    """``(tau, v_th, gain)``: a NIR LIF stepped by forward Euler with step ``dt`` is ``u = tau * u + gain * x``.
+
+    Dividing by ``gain`` gives our Eq. 1 on the unscaled input with threshold ``v_th / gain`` (what
+    :func:`tdbn.export.from_nir` builds; snnTorch's importer does the same). ``gain = 1 - tau`` for the portable
+    form (``r = 1``), 1 for the literal form. Raises ``ValueError`` naming ``where`` for a leak or reset potential
+    other than 0, a non-positive gain or threshold, or a decay outside [0, 1).
+    """
     if not dt > 0:
         raise ValueError(f"dt must be > 0 seconds, got {dt}")
     if params.v_leak != 0.0 or params.v_reset != 0.0:
@@ -91,11 +109,10 @@ def nir_to_lif(params: NIRLIFParams, *, dt: float, where: str = "LIF node") -> t
     if not params.tau > 0:
         raise ValueError(f"{where}: tau={params.tau} must be > 0 seconds")
     gain = dt * params.r / params.tau
-    if not math.isclose(gain, 1.0, rel_tol=_GAIN_RTOL):
-        raise ValueError(
-            f"{where}: input gain dt * r / tau = {gain:.6g} for dt={dt}; Eq. 1 adds its input unscaled, so r must be "
-            f"tau / dt = {params.tau / dt:.6g} (was the graph written for another dt?)"
-        )
+    if not gain > 0:
+        raise ValueError(f"{where}: input gain dt * r / tau = {gain:.6g} must be > 0 (r={params.r})")
+    if math.isclose(gain, 1.0, rel_tol=_GAIN_RTOL):
+        gain = 1.0  # the literal form, up to the rounding of r and tau_m
     tau = 1.0 - dt / params.tau
     if abs(tau) < 1e-12:  # tau_m == dt up to rounding: the memoryless neuron
         tau = 0.0
@@ -103,7 +120,7 @@ def nir_to_lif(params: NIRLIFParams, *, dt: float, where: str = "LIF node") -> t
         raise ValueError(f"{where}: decay 1 - dt / tau = {tau:.6g} lies outside [0, 1) (tau={params.tau}, dt={dt})")
     if not params.v_threshold > 0:
         raise ValueError(f"{where}: v_threshold={params.v_threshold} must be > 0")
-    return tau, float(params.v_threshold)
+    return tau, float(params.v_threshold), float(gain)
 
 
 def euler_lif(x: Tensor, params: NIRLIFParams, *, dt: float) -> Tensor:

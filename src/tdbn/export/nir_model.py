@@ -17,7 +17,7 @@ from torch import nn
 
 from ..layers.neuron import LIF
 from ..layers.time import TimeDistributed
-from .neuron_map import NIRLIFParams, nir_to_lif
+from .neuron_map import NIRLIFParams, nir_to_scaled_lif
 from .nir import INPUT, OUTPUT, import_nir
 
 SUPPORTED_NODES = ("Input", "Output", "Conv2d", "Affine", "Linear", "AvgPool2d", "Flatten", "LIF")
@@ -258,8 +258,8 @@ def _layer(nir: Any, name: str, node: Any, dt: float | None) -> nn.Module:
             v_leak=_uniform(name, "v_leak", node.v_leak), v_threshold=_uniform(name, "v_threshold", node.v_threshold),
             v_reset=_uniform(name, "v_reset", node.v_reset),
         )
-        tau, v_th = nir_to_lif(params, dt=dt, where=f"LIF node {name!r}")
-        return LIF(tau=tau, v_th=v_th)
+        tau, v_th, gain = nir_to_scaled_lif(params, dt=dt, where=f"LIF node {name!r}")
+        return LIF(tau=tau, v_th=v_th if gain == 1.0 else v_th / gain)  # the portable form has gain 1 - tau
     raise ValueError(
         f"node {name!r} is a nir.{type(node).__name__}, which tdbn's layers cannot run; supported node types: "
         f"{', '.join(SUPPORTED_NODES)}"

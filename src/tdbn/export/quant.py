@@ -1,0 +1,360 @@
+"""Integer deployment: the fused network (Eq. 9-10) with K-bit integer weights, integer biases and thresholds.
+
+``quantize(model, bits=K, input_shape=..., input_scale=...)`` walks the fused network as the NIR exporter does
+(pooling as a 0/1 sum-pooling convolution, its ``1/k^2`` folded into the next weights) and turns every synaptic
+layer into integers:
+
+- **Scales.** The input of a LIF layer is ``u = sum_src W_src x_src + b``. Its sources (the two branches at a
+  residual junction, otherwise the one conv / fc) share one scale ``s``, chosen so that the threshold is an
+  integer: ``Theta = round(q_max * v_th / max|W|)`` (at least 1) and ``s = v_th / Theta``, ``q_max = 2^(K-1) - 1``;
+  then ``W_int = clamp(round(W / s), -q_max, q_max)`` (rounding Theta up clips the largest weights by at most
+  ``1 / (2 Theta)``; rounding it down would waste up to half the range when Theta is small),
+  ``b_int = round(b / s)``, and ``u > v_th`` becomes ``U > Theta`` on the integer membrane ``U = u / s``.
+  ``per_channel=True`` gives every output channel its own ``s`` and ``Theta`` (finer weights, but thresholds
+  that differ between neurons, which snnTorch, SpikingJelly and ``from_nir`` refuse). The decoding layer (no
+  neuron) gets ``s = max|W| / q_max``.
+- **Input.** Spikes and sum-pooled spike counts are integers already. The real-valued input of the encoding layer
+  is quantized to ``input_bits`` (default 8): ``X = clamp(round(x / input_scale), -q_in, q_in)``,
+  ``q_in = 2^(input_bits-1) - 1``; event frames (integer counts) use ``input_scale = 1`` and must be integer-valued.
+- **Decay.** ``tau`` must be a dyadic fraction ``m / 2^q`` (0, 0.25, 0.5, 0.75, 0.125, ...): the membrane is a
+  fixed-point integer with ``F = q (T - 1)`` fraction bits, so ``U * m >> q`` is exact at every one of the ``T``
+  steps (no truncation): the integer network computes exactly what the real-valued network with the rounded
+  weights computes, and any exact consumer of the same graph (NIR, float arithmetic within its mantissa) gives
+  bit-identical spikes. ``tau = 0.25`` is a shift by 2 bits per step. Other decays (0.3, ...) are refused: no shift
+  is exact for them, and a truncating shift gives another network than the one written to NIR.
+- **Reset.** Hard reset to 0, strict threshold, as Eq. 1-3.
+
+:class:`IntegerNet` is the simulation (int64 tensors only, no float arithmetic); :meth:`IntegerNet.to_nir` writes
+the same network as a NIR graph with integer-valued weights (portable form: ``r = 1``, so the consumer's membrane
+is ``(1 - tau) U`` and ``v_threshold = (1 - tau) Theta``, exact in binary floating point).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .neuron_map import DEFAULT_DT, lif_to_nir
+from .nir import INPUT, OUTPUT, NIRExportError, _build, import_nir
+
+INPUT_BITS = 8  # default width of the quantized real-valued input
+MAX_SHIFT = 16  # largest q of a dyadic decay m / 2^q
+
+
+def dyadic(tau: float) -> tuple[int, int]:
+    """``(m, q)`` with ``tau == m / 2^q`` exactly (``q`` smallest); ``ValueError`` if ``tau`` is not dyadic.
+
+    Example:
+        >>> dyadic(0.25), dyadic(0.75), dyadic(0.0)
+        ((1, 2), (3, 2), (0, 0))
+    """
+    frac = Fraction(float(tau))
+    q = frac.denominator.bit_length() - 1
+    if frac.denominator != 1 << q or q > MAX_SHIFT:
+        near = ", ".join(f"{k / 2 ** 3:g}" for k in range(8))
+        raise ValueError(
+            f"tau={tau} is not m / 2^q for q <= {MAX_SHIFT}: integer deployment needs an exact shift for the decay "
+            f"(Eq. 1); train with a dyadic tau such as {near} (0.25 is the paper's)"
+        )
+    return frac.numerator, q
+
+
+@dataclass
+class IntNode:
+    """One node of the integer network: ``kind`` in input / conv / fc / flatten / lif / output."""
+
+    kind: str
+    sources: list[str]
+    weight: torch.Tensor | None = None  # int64 [K, C, kh, kw] or [K, F]
+    bias: torch.Tensor | None = None  # int64 [K]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    theta: torch.Tensor | None = None  # int64 threshold, [] or [C] (per channel)
+    decay: tuple[int, int] = (0, 0)  # (m, q): tau = m / 2^q
+    tau: float = 0.0
+    scale: float = 1.0  # real value of one integer unit at this node's output (fc / conv: of its output)
+    nir: dict[str, Any] = field(default_factory=dict)  # what to_nir needs (conv parameters, shapes)
+
+
+def _int_conv2d(x: torch.Tensor, w: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int]) -> torch.Tensor:
+    """Integer 2-d convolution ``[N, C, H, W] x [K, C, kh, kw] -> [N, K, Ho, Wo]`` by im2col and an int64 matmul."""
+    K, C, kh, kw = w.shape
+    x = nn.functional.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    cols = x.unfold(2, kh, stride[0]).unfold(3, kw, stride[1])  # [N, C, Ho, Wo, kh, kw]
+    N, _, Ho, Wo = cols.shape[:4]
+    cols = cols.permute(0, 2, 3, 1, 4, 5).reshape(N * Ho * Wo, C * kh * kw)
+    return (cols @ w.reshape(K, -1).T).view(N, Ho, Wo, K).permute(0, 3, 1, 2)
+
+
+class IntegerNet:
+    """The quantized network, simulated with int64 tensors only (module docstring). Time-first ``[T, N, ...]``."""
+
+    def __init__(self, nodes: dict[str, IntNode], *, input_shape: tuple[int, ...], input_scale: float,
+                 timesteps: int | None, bits: int, per_channel: bool, input_bits: int = INPUT_BITS):
+        self.nodes = nodes  # topological order
+        self.input_shape = input_shape
+        self.input_scale = float(input_scale)
+        self.timesteps = timesteps
+        self.bits = bits
+        self.per_channel = per_channel
+        self.input_bits = input_bits
+
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Real input -> int64: ``clamp(round(x / input_scale), -q_in, q_in)``; event counts must be integers."""
+        if not x.is_floating_point():
+            return x.to(torch.int64)
+        if self.input_scale == 1.0:
+            if not torch.equal(x, x.round()):
+                raise ValueError("this integer network takes integer-valued inputs (event counts, input_scale 1); "
+                                 "quantize real-valued inputs with an input_scale (quantize(..., input_scale=...))")
+            return x.to(torch.int64)
+        q = 2 ** (self.input_bits - 1) - 1
+        return torch.clamp(torch.round(x / self.input_scale), -q, q).to(torch.int64)
+
+    @torch.no_grad()
+    def forward_nodes(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every node's int64 output ``[T, N, ...]`` (LIF: spikes 0/1), for frames ``[T, N, ...]`` or static
+        samples ``[N, ...]`` (repeated over ``timesteps``; the stateless layers before the first LIF run once)."""
+        X = self.quantize_input(x)
+        static = X.dim() == len(self.input_shape) + 1
+        if static and self.timesteps is None:
+            raise ValueError("static input needs timesteps; feed frames [T, N, ...]")
+        T = self.timesteps if static else X.shape[0]
+        values: dict[str, torch.Tensor] = {INPUT: X if static else X.flatten(0, 1)}
+        is_static = {INPUT: static}
+        N = X.shape[0] if static else X.shape[1]
+        for name, node in self.nodes.items():
+            if node.kind == "input":
+                continue
+            srcs = node.sources
+            st = all(is_static[s] for s in srcs)
+            parts = [values[s] if st or not is_static[s] else values[s].repeat(T, *[1] * (values[s].dim() - 1))
+                     for s in srcs]
+            total = parts[0]
+            for p in parts[1:]:
+                total = total + p
+            if node.kind == "lif":
+                if st:
+                    total, st = total.repeat(T, *[1] * (total.dim() - 1)), False
+                values[name] = self._lif(node, total.view(T, N, *total.shape[1:])).flatten(0, 1)
+            elif node.kind == "conv":
+                values[name] = _int_conv2d(total, node.weight, node.stride, node.padding) + node.bias.view(1, -1, 1, 1)
+            elif node.kind == "fc":
+                values[name] = total @ node.weight.T + node.bias
+            elif node.kind == "flatten":
+                values[name] = total.flatten(1)
+            else:  # output
+                values[name] = total
+            is_static[name] = st
+        return {n: (v.unsqueeze(0).expand(T, *v.shape) if is_static[n] else v.view(T, N, *v.shape[1:]))
+                for n, v in values.items()}
+
+    @staticmethod
+    def _lif(node: IntNode, current: torch.Tensor) -> torch.Tensor:
+        """Eq. 1-3 on integers: ``U = (U * m >> q) + (I << F)``, spike ``U > Theta << F``, reset to 0."""
+        m, q = node.decay
+        T = current.shape[0]
+        frac = q * (T - 1)  # fraction bits that keep every shift exact over T steps
+        theta = node.theta if node.theta.dim() == 0 else node.theta.view(-1, *[1] * (current.dim() - 3))
+        peak = int(current.abs().max()) * (T if m else 1)
+        if peak.bit_length() + frac > 62:
+            raise ValueError(f"the integer membrane needs {peak.bit_length() + frac} bits for T={T} steps with "
+                             f"decay {m}/2^{q} (> 62 of int64); use fewer steps or a decay with a smaller q")
+        theta = theta << frac
+        U = torch.zeros_like(current[0])
+        out = []
+        low = (1 << q) - 1
+        for t in range(T):
+            decayed = U * m
+            if q and bool((decayed & low).any()):  # cannot happen with F = q (T - 1); guards the claim of exactness
+                raise AssertionError(f"inexact decay shift at step {t}")
+            U = (decayed >> q) + (current[t] << frac)
+            spikes = U > theta
+            U = torch.where(spikes, torch.zeros_like(U), U)
+            out.append(spikes.to(torch.int64))
+        return torch.stack(out)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores ``[N, K]`` in real units: the decoding layer's integer output x its scale, averaged over
+        time (Eq. 11); the arg-max is that of the integer sum."""
+        out = self.forward_nodes(x)[OUTPUT]
+        (dec,) = self.nodes[OUTPUT].sources
+        return out.sum(0).to(torch.float64) * (self.nodes[dec].scale / out.shape[0])
+
+    __call__ = scores
+
+    def to_nir(self, *, dt: float = DEFAULT_DT, portable: bool = True) -> Any:
+        """The same integer network as a NIR graph with integer-valued weights and biases (float32 arrays).
+
+        ``portable``: LIF ``r = 1`` and ``v_threshold = (1 - tau) Theta`` (the consumer's membrane is
+        ``(1 - tau) U``); else ``r = 1 / (1 - tau)`` and ``v_threshold = Theta``. The graph's input is the
+        quantized input (metadata ``input_scale``: feed ``round(x / input_scale)``, clamped to
+        +-(2^(input_bits-1) - 1)).
+        """
+        nir = import_nir()
+        nodes: dict[str, Any] = {INPUT: nir.Input(input_type={"input": np.array(self.input_shape)})}
+        edges: list[tuple[str, str]] = []
+        f32 = lambda t: t.to(torch.float64).numpy().astype(np.float32)  # noqa: E731 - exact: |values| < 2^24
+        for name, node in self.nodes.items():
+            if node.kind == "input":
+                continue
+            edges.extend((s, name) for s in node.sources)
+            if node.kind == "conv":
+                nodes[name] = nir.Conv2d(input_shape=node.nir["input_hw"], weight=f32(node.weight),
+                                         stride=node.stride, padding=node.padding, dilation=(1, 1), groups=1,
+                                         bias=f32(node.bias))
+            elif node.kind == "fc":
+                nodes[name] = nir.Affine(weight=f32(node.weight), bias=f32(node.bias))
+            elif node.kind == "flatten":
+                nodes[name] = nir.Flatten(input_type={"input": np.array(node.nir["input_shape"])}, start_dim=0,
+                                          end_dim=-1)
+            elif node.kind == "lif":
+                shape = node.nir["shape"]
+                p = lif_to_nir(tau=node.tau, v_th=1.0, dt=dt)
+                gain = 1.0 - node.tau if portable else 1.0
+                theta = node.theta.to(torch.float64).numpy()
+                theta = theta.reshape(-1, *[1] * (len(shape) - 1)) if theta.ndim else theta
+                full = lambda v: np.broadcast_to(np.asarray(v, dtype=np.float64), shape).copy()  # noqa: E731
+                nodes[name] = nir.LIF(tau=full(p.tau), r=full(1.0 if portable else p.r), v_leak=full(0.0),
+                                      v_threshold=full(gain * theta), v_reset=full(0.0))
+            else:
+                nodes[name] = nir.Output(output_type={"output": np.array(node.nir["shape"])})
+        metadata = {"producer": "tdbn", "dt": float(dt), "portable": int(portable), "integer_bits": self.bits,
+                    "input_scale": self.input_scale, "input_bits": self.input_bits,
+                    "readout": "sum over time of the output (integer); "
+                    f"x {self.nodes[self.nodes[OUTPUT].sources[0]].scale!r} / T gives Eq. 11's scores"}
+        if self.timesteps is not None:
+            metadata["timesteps"] = int(self.timesteps)
+        return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+
+
+def _shape(nodes: dict[str, Any], name: str) -> tuple[int, ...]:
+    node = nodes[name]
+    types = node.input_type if name == INPUT else node.output_type
+    return tuple(int(v) for v in np.asarray(next(iter(types.values()))).reshape(-1))
+
+
+def _round(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.rint(a)).to(torch.int64)
+
+
+def quantize(
+    model: nn.Module, *, bits: int, input_shape: Sequence[int], input_scale: float, per_channel: bool = False,
+    input_bits: int = INPUT_BITS,
+) -> IntegerNet:
+    """The integer network of ``model`` (eval mode; fused here): module docstring.
+
+    Args:
+        bits: K, the signed width of every weight (2..16): ``|W_int| <= 2^(K-1) - 1``.
+        input_shape: per-sample input shape ``(C, H, W)``.
+        input_scale: real value of one unit of the quantized input (:func:`image_input_scale` for normalized
+            images); 1 for integer-valued event frames.
+        per_channel: one scale and threshold per output channel instead of per layer.
+        input_bits: signed width of the quantized real-valued input (ignored for ``input_scale = 1``).
+    """
+    if not 2 <= int(bits) <= 16:
+        raise ValueError(f"bits must be 2..16 (signed integer weights), got {bits}")
+    if not input_scale > 0:
+        raise ValueError(f"input_scale must be > 0, got {input_scale}")
+    builder = _build(model, input_shape, 1.0, sum_pool=True, unit_r=False)
+    qmax = 2 ** (int(bits) - 1) - 1
+    g = builder.nodes
+    preds: dict[str, list[str]] = {n: [] for n in g}
+    succs: dict[str, list[str]] = {n: [] for n in g}
+    for s, d in builder.edges:
+        preds[d].append(s)
+        succs[s].append(d)
+    in_scale: dict[str, float] = {INPUT: float(input_scale)}  # real value of one integer unit of each node's output
+    nodes: dict[str, IntNode] = {INPUT: IntNode("input", [])}
+    nir = builder.nir
+    for name in g:  # insertion order of the walk is topological
+        if name == INPUT:
+            continue
+        node, srcs = g[name], preds[name]
+        if isinstance(node, nir.LIF):
+            tau, v_th = builder.lifs[name]
+            syn = [s for s in srcs if s in builder.exact]
+            if len(syn) != len(srcs):
+                raise NIRExportError(f"{name}: a LIF fed by a non-synaptic node ({srcs}) cannot be quantized")
+            rows = [np.abs(builder.exact[s][0] * in_scale[preds[s][0]]).reshape(len(builder.exact[s][0]), -1)
+                    for s in syn]
+            wmax = np.max(np.concatenate(rows, axis=1), axis=1) if per_channel else max(r.max() for r in rows)
+            theta = np.maximum(np.rint(qmax * v_th / np.maximum(wmax, 1e-30)), 1.0)
+            scale = v_th / theta  # scalar or [C]
+            for s in syn:
+                w, b = builder.exact[s]
+                sc = scale.reshape(-1, *[1] * (w.ndim - 1)) if np.ndim(scale) else scale
+                nodes[s].weight = torch.clamp(_round(w * in_scale[preds[s][0]] / sc), -qmax, qmax)
+                nodes[s].bias = _round((b if b is not None else np.zeros(len(w))) / scale)
+            nodes[name] = IntNode("lif", srcs, theta=torch.as_tensor(theta).to(torch.int64), decay=dyadic(tau),
+                                  tau=tau, nir={"shape": _shape(g, name)})
+            in_scale[name] = 1.0
+        elif isinstance(node, (nir.Conv2d, nir.Affine, nir.Linear)):
+            kind = "conv" if isinstance(node, nir.Conv2d) else "fc"
+            extra = {}
+            if kind == "conv":
+                pad = node.padding
+                if isinstance(pad, str):
+                    raise NIRExportError(f"{name}: padding={pad!r}; integer export needs explicit padding")
+                extra = dict(stride=tuple(int(v) for v in np.broadcast_to(node.stride, (2,))),
+                             padding=tuple(int(v) for v in np.broadcast_to(pad, (2,))))
+                if any(int(d) != 1 for d in np.broadcast_to(node.dilation, (2,))):
+                    raise NIRExportError(f"{name}: dilated convolutions are not supported by the integer export")
+            q = IntNode(kind, srcs, nir={"input_hw": _shape(g, srcs[0])[1:] if kind == "conv" else None}, **extra)
+            nodes[name] = q
+            if name not in builder.exact:  # a sum pooling: 0/1 weights, integer in, integer out
+                q.weight = torch.from_numpy(np.asarray(node.weight)).to(torch.int64)
+                q.bias = torch.zeros(q.weight.shape[0], dtype=torch.int64)
+                in_scale[name] = in_scale[srcs[0]]
+            elif not any(isinstance(g[d], nir.LIF) for d in succs[name]):  # the decoding layer: its own scale
+                w, b = builder.exact[name]
+                w = w * in_scale[srcs[0]]
+                scale = float(np.abs(w).max()) / qmax or 1.0
+                q.weight, q.bias = _round(w / scale), _round((b if b is not None else np.zeros(len(w))) / scale)
+                q.scale = in_scale[name] = scale
+            # else: weights set when the LIF it feeds is reached
+        elif isinstance(node, nir.Flatten):
+            nodes[name] = IntNode("flatten", srcs, nir={"input_shape": _shape(g, srcs[0])})
+            in_scale[name] = in_scale[srcs[0]]
+        elif isinstance(node, nir.Output):
+            nodes[name] = IntNode("output", srcs, nir={"shape": _shape(g, name)})
+        else:
+            raise NIRExportError(f"{name}: {type(node).__name__} has no integer form")
+    for name, node in nodes.items():
+        if node.kind in ("conv", "fc") and node.weight is None:
+            raise NIRExportError(f"{name}: a synaptic layer that feeds neither a LIF nor the output")
+    return IntegerNet(nodes, input_shape=tuple(int(s) for s in input_shape), input_scale=input_scale,
+                      timesteps=getattr(model, "timesteps", None), bits=int(bits), per_channel=per_channel,
+                      input_bits=int(input_bits))
+
+
+def image_input_scale(mean: Sequence[float], std: Sequence[float], *, input_bits: int = INPUT_BITS) -> float:
+    """``max|x| / (2^(input_bits-1) - 1)`` for images in [0, 1] normalized by ``(x - mean) / std``.
+
+    Example:
+        >>> round(image_input_scale([0.5], [0.25]) * 127, 6)   # x in [-2, 2], 8 bits
+        2.0
+    """
+    reach = max(max(m, 1 - m) / s for m, s in zip(mean, std))
+    return reach / (2 ** (input_bits - 1) - 1)
+
+
+def max_membrane_bits(net: IntegerNet, x: torch.Tensor) -> int:
+    """Bits a float consumer's mantissa needs for the integer membranes on ``x`` (float32 is exact up to 24)."""
+    nodes = net.forward_nodes(x)
+    T = next(iter(nodes.values())).shape[0]
+    worst = 0
+    for name, node in net.nodes.items():
+        if node.kind != "lif":
+            continue
+        total = sum(nodes[s].to(torch.float64) for s in node.sources).abs().max().item()
+        bound = total / (1 - node.tau) if node.tau < 1 else total * T  # geometric sum of the decayed inputs
+        worst = max(worst, math.ceil(math.log2(max(bound, 1.0) + 1)) + node.decay[1] * (T - 1))
+    return worst

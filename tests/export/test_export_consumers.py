@@ -1,0 +1,82 @@
+"""One portable ``.nir`` file, four simulators: each must give tdbn's predictions and (where exposed) spikes.
+
+The network is ``tdbn.load(run, fuse=True)`` of a ResNet-19 trained by ``tdbn train`` (conftest), fed 100 test
+digits at every one of its T steps. snnTorch and nirtorch are test dependencies; Norse and SpikingJelly are run in
+their own environments when ``TDBN_NORSE_PYTHON`` / ``TDBN_SPIKINGJELLY_PYTHON`` name an interpreter that has them
+(``bench/consumer_envs.sh`` makes both; docs/export.md), since each pins its own nir / nirtorch.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+import tdbn
+from tdbn import LIF
+from tdbn.export import write_nir
+from consumers import agreement, run
+
+SIDE_ENVS = {"norse": "TDBN_NORSE_PYTHON", "spikingjelly": "TDBN_SPIKINGJELLY_PYTHON"}
+
+
+@pytest.fixture(scope="module")
+def reference(trained_run: Path, test_digits, tmp_path_factory):
+    """``(nir file, frames [T, N, 1, 8, 8], LIF spikes by node name, time-averaged output [N, K])`` of tdbn."""
+    fused = tdbn.load(trained_run, fuse=True)
+    x, _ = test_digits
+    spikes: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda _m, _i, o, n=name: spikes.__setitem__(n, o))
+             for name, m in fused.named_modules() if isinstance(m, LIF)]
+    with torch.no_grad():
+        out = fused(x)
+    for h in hooks:
+        h.remove()
+    assert len(set(out.argmax(1).tolist())) >= 5, "the test network predicts too few classes to compare"
+    path = tmp_path_factory.mktemp("nir") / "resnet19.nir"
+    write_nir(tdbn.load(trained_run), path, input_shape=(1, 8, 8))
+    frames = x.unsqueeze(0).expand(fused.timesteps, *x.shape).contiguous()
+    return path, frames, spikes, out
+
+
+def _check(consumer: str, reference, **kw) -> None:
+    path, frames, spikes, out = reference
+    theirs_out, theirs_spikes = run(consumer, path, frames, **kw)
+    result = agreement(spikes, out, theirs_out, theirs_spikes)
+    print(f"\n{consumer} on {path.name}: {result.summary()}")
+    assert result.layers == 18  # encoder, 8 blocks x 2, spiking fc: every LIF exposed and compared
+    assert result.same_predictions == result.samples == 100
+    assert result.spike_agreement >= 0.9999, result.summary()
+
+
+def test_snntorch_gives_tdbns_predictions_and_spikes(reference):
+    _check("snntorch", reference)
+
+
+def test_nirtorch_interpreter_with_tdbns_node_map(reference):
+    _check("nirtorch", reference)
+
+
+def test_nirtorch_default_affine_map_drops_the_bias(reference):
+    # the reason for tdbn.export.nirtorch_node_map's Affine entry: nirtorch 2.6 writes the bias where nothing reads it
+    import nir
+    import nirtorch
+
+    graph = nir.read(str(reference[0]))
+    fc = nirtorch.nir_to_torch(graph.nodes["decoder"], {})
+    assert not torch.equal(fc.bias.detach(), torch.as_tensor(graph.nodes["decoder"].bias))
+
+
+@pytest.mark.parametrize("consumer", sorted(SIDE_ENVS))
+def test_side_environment_consumer(consumer: str, reference, tmp_path: Path):
+    python = os.environ.get(SIDE_ENVS[consumer])
+    if not python:
+        pytest.skip(f"{consumer} is not a tdbn test dependency (it pins its own nir/nirtorch); set "
+                    f"{SIDE_ENVS[consumer]} to a Python that has it (bench/consumer_envs.sh makes one)")
+    probe = subprocess.run([python, "-c", f"import {consumer}, nir, nirtorch, torch"], capture_output=True, text=True)
+    if probe.returncode:
+        pytest.fail(f"{SIDE_ENVS[consumer]}={python} cannot import {consumer}: {probe.stderr.strip()[-300:]}")
+    _check(consumer, reference, python=python, workdir=tmp_path)
