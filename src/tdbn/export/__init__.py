@@ -5,7 +5,7 @@ The ``nir``, ``onnx`` and ``onnxruntime`` packages are optional (extras ``export
 only when an export function runs.
 """
 
-from .fuse import count_norm_layers, fuse  # tdbn.fusion, re-exported (the submodule first, then the function)
+from ..fusion import count_norm_layers, fuse  # BN-scale fusion lives in tdbn.fusion; re-exported for export users
 from .neuron_map import DEFAULT_DT, euler_lif, lif_to_nir, nir_to_lif
 from .nir import NIRExportError, to_nir, write_nir
 from .nir_model import NIRNet, from_nir, read_nir_file
