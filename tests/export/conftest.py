@@ -12,16 +12,25 @@ from tdbn.cli import main
 N_IMAGES = 100
 
 
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory) -> Path:
-    """``tdbn train`` of a ResNet-19 (width 1/16, T = 2) on 800 digits, 2 epochs of batch 16 (about 43 % on the test
-    split): seconds on one core."""
+def _train(tmp_path_factory, *overrides: str) -> Path:
+    """The run folder of ``tdbn train`` of a ResNet-19 at width 1/16 on the embedded digits, with ``overrides``."""
     out = tmp_path_factory.mktemp("runs")
-    code = main(["train", "optim.epochs=2", "data.train_limit=800", "optim.batch_size=16", "model.width=0.0625",
-                 f"out_dir={out}", "progress=false"])
-    assert code == 0
+    assert main(["train", *overrides, "model.width=0.0625", f"out_dir={out}", "progress=false"]) == 0
     (run,) = out.iterdir()
     return run
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """ResNet-19 (width 1/16, T = 2) trained on 800 digits, 2 epochs of batch 16 (about 43 % on the test split):
+    seconds on one core."""
+    return _train(tmp_path_factory, "optim.epochs=2", "data.train_limit=800", "optim.batch_size=16")
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    """A run of one epoch on 64 digits (32 test digits): for the command-line tests."""
+    return _train(tmp_path_factory, "optim.epochs=1", "data.train_limit=64", "data.test_limit=32")
 
 
 @pytest.fixture(scope="session")

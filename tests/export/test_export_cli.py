@@ -4,22 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 import tdbn
 from tdbn.cli import main
 from tdbn.export import from_nir
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs")
-    code = main(["train", "optim.epochs=1", "data.train_limit=64", "data.test_limit=32", "model.width=0.0625",
-                 f"out_dir={out}", "progress=false"])
-    assert code == 0
-    (run,) = out.iterdir()
-    return run
 
 
 def _fused_from_checkpoint(run: Path) -> torch.nn.Module:
