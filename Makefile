@@ -9,7 +9,9 @@ EXTRAS  ?= test
 TORCH_INDEX_URL ?=
 TORCH_SOURCE := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
-.PHONY: demo test bench install clean
+CONSUMERS := .consumer-venvs/.made
+
+.PHONY: demo test bench install consumers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,10 +23,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# side environments for the simulators that are not test dependencies (Norse, SpikingJelly, NeuroBench: each pins
+# its own nir/nirtorch); best effort: where they cannot be installed, their tests skip and say why
+$(CONSUMERS): $(STAMP) bench/consumer_envs.sh
+	PYTHON=$(BIN)/python bash bench/consumer_envs.sh && touch $(CONSUMERS) \
+		|| echo "make: the simulators' side environments could not be made; their tests will skip"
+
+consumers: $(CONSUMERS)
+
 demo: $(STAMP)
 	$(BIN)/tdbn train
 
-test: $(STAMP)
+test: $(STAMP) $(CONSUMERS)
 	# passive OpenMP waiting: idle threads must not spin while subprocess tests share the cores
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q
 
@@ -33,4 +43,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_step.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info
+	rm -rf $(VENV) .consumer-venvs build dist src/*.egg-info

@@ -8,11 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=.consumer-venvs
+py="${PYTHON:-.venv/bin/python}"  # the project's environment: its torch is the one the side environments get
 mkdir -p "$root"
-torch_version=$(python -c "import torch; print(torch.__version__.split('+')[0])")
+torch_version=$("$py" -c "import torch; print(torch.__version__.split('+')[0])")
 echo "torch==$torch_version" > "$root/constraints.txt"
 for pkg in norse spikingjelly neurobench; do
-  [ -x "$root/$pkg/bin/python" ] || python -m venv "$root/$pkg"
+  [ -x "$root/$pkg/bin/pip" ] || "$py" -m venv "$root/$pkg"
   "$root/$pkg/bin/pip" install -q "torch==$torch_version"
   "$root/$pkg/bin/pip" install -q -c "$root/constraints.txt" "$pkg" nir nirtorch
   "$root/$pkg/bin/python" -c "import $pkg, nir, nirtorch, torch; print('$pkg', $pkg.__version__ if hasattr($pkg, '__version__') else '', 'nir', nir.__version__, 'torch', torch.__version__)"

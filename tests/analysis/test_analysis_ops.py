@@ -180,7 +180,9 @@ def test_neurobench_counts_equal_neurobench(tmp_path):
     import tdbn
     from tdbn.analysis.ops import neurobench_ops
 
-    python = os.environ.get("TDBN_NEUROBENCH_PYTHON")
+    from side_envs import side_python
+
+    python = side_python("neurobench", "TDBN_NEUROBENCH_PYTHON")
     if not python:
         pytest.skip("NeuroBench is not a tdbn test dependency; set TDBN_NEUROBENCH_PYTHON to a Python that has it "
                     "(bench/consumer_envs.sh makes one)")

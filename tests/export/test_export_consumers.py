@@ -2,13 +2,12 @@
 
 The network is ``tdbn.load(run, fuse=True)`` of a ResNet-19 trained by ``tdbn train`` (conftest), fed 100 test
 digits at every one of its T steps. snnTorch and nirtorch are test dependencies; Norse and SpikingJelly are run in
-their own environments when ``TDBN_NORSE_PYTHON`` / ``TDBN_SPIKINGJELLY_PYTHON`` name an interpreter that has them
-(``bench/consumer_envs.sh`` makes both; docs/export.md), since each pins its own nir / nirtorch.
+their own environments (``TDBN_NORSE_PYTHON`` / ``TDBN_SPIKINGJELLY_PYTHON``, or those ``bench/consumer_envs.sh``
+makes in ``.consumer-venvs/``, which ``make test`` runs; docs/export.md), since each pins its own nir / nirtorch.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import tdbn
 from tdbn import LIF
 from tdbn.export import write_nir
 from consumers import agreement, run
+from side_envs import side_python
 
 SIDE_ENVS = {"norse": "TDBN_NORSE_PYTHON", "spikingjelly": "TDBN_SPIKINGJELLY_PYTHON"}
 
@@ -72,7 +72,7 @@ def test_nirtorch_default_affine_map_drops_the_bias(reference):
 
 @pytest.mark.parametrize("consumer", sorted(SIDE_ENVS))
 def test_side_environment_consumer(consumer: str, reference, tmp_path: Path):
-    python = os.environ.get(SIDE_ENVS[consumer])
+    python = side_python(consumer, SIDE_ENVS[consumer])
     if not python:
         pytest.skip(f"{consumer} is not a tdbn test dependency (it pins its own nir/nirtorch); set "
                     f"{SIDE_ENVS[consumer]} to a Python that has it (bench/consumer_envs.sh makes one)")
