@@ -8,7 +8,7 @@ collects the neurons' new potentials. No module is modified and no forward repla
 are one step ``[N, ...]`` (no time axis); containers call their children's steps in the order of their forward;
 the layers with state or with batch-dependent kernels have step functions of their own:
 
-- :class:`~tdbn.LIF`: one step of Eq. 1-3 from the carried potential (:func:`lif_unit_step`);
+- :class:`~tdbn.LIF`: one step of Eq. 1-3 from the carried potential (:func:`lif_module_step`);
 - ``nn.Conv2d``, ``nn.Linear`` (inside ``TimeDistributed``): computed as the multi-step forward computes them over
   ``T*N`` samples (:func:`tdbn.stream.exact.in_batch`);
 - time-first stateless layers (tdBN, ``Flatten``): the module on a one-step sequence ``[1, N, ...]``;
@@ -36,7 +36,7 @@ from .neuron import lif_step
 
 Tensor = torch.Tensor
 
-__all__ = ["STEP_FUNCTIONS", "StepFn", "Walk", "lif_unit_step", "register_step", "step_function"]
+__all__ = ["STEP_FUNCTIONS", "StepFn", "Walk", "lif_module_step", "register_step", "step_function"]
 
 StepFn = Callable[[nn.Module, Tensor, "Walk"], Tensor]
 """``fn(module, x, walk) -> y``: ``module``'s output for one step ``x [N, ...]``; ``walk`` holds the stream's
@@ -125,7 +125,7 @@ class Walk:
         return f"{type(module).__name__} {name!r}" if name else f"the model ({type(module).__name__})"
 
 
-def lif_unit_step(lif: LIF, x: Tensor, u_prev: Tensor | None) -> tuple[Tensor, Tensor]:
+def lif_module_step(lif: LIF, x: Tensor, u_prev: Tensor | None) -> tuple[Tensor, Tensor]:
     """One step of ``lif`` (Eq. 1-3) on ``x [N, ...]`` from the potential ``u_prev`` (None: ``u = 0``): spikes
     ``[N, ...]`` and the new potential ``u`` (before reset).
 
@@ -133,14 +133,14 @@ def lif_unit_step(lif: LIF, x: Tensor, u_prev: Tensor | None) -> tuple[Tensor, T
     are then the module itself on the one-step sequence ``[u]`` (from rest, ``u[0]`` is its input): its own
     kernels, and its forward hooks see every step.
     """
-    u = x if u_prev is None else lif_step(x.unsqueeze(0), u_prev, tau=lif.tau, v_th=lif.v_th)[1]
+    u = lif_step(x.unsqueeze(0), u_prev, tau=lif.tau, v_th=lif.v_th)[1]  # a new tensor: the state owns it
     return lif(u.unsqueeze(0))[0], u
 
 
 @register_step(LIF)
 def _lif(lif: LIF, x: Tensor, walk: Walk) -> Tensor:
     name, u_prev = walk.carried(lif)
-    spikes, walk.new[name] = lif_unit_step(lif, x, u_prev)
+    spikes, walk.new[name] = lif_module_step(lif, x, u_prev)
     return spikes
 
 
