@@ -18,17 +18,16 @@ the multi-step forward does, over ``T*N`` samples, and each candidate way of com
   (step ``t``: rows ``t*N .. t*N+N-1``) and zeros elsewhere: the multi-step forward's own call, right by
   construction, at ``T`` times the work (the small fc layers usually take it).
 
-The plans are kept per configuration for the life of the process (:func:`kernel_plans`), so only the first step
-through a model pays for the probes (about two multi-step forwards of its conv and fc layers). A torch release
-that changed the kernels would change the plans, not the results; ``tests/stream/test_stream_exact.py`` fails if
-a conv of the paper's networks stops having a fast plan.
+The plans are kept per configuration for the life of the process, so only the first step through a model pays
+for the probes (about two multi-step forwards of its conv and fc layers). A torch release that changed the kernels
+would change the plans, not the results; ``tests/stream/test_stream_exact.py`` fails if a conv of the paper's
+networks stops having a fast plan.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +36,7 @@ from torch import nn
 Tensor = torch.Tensor
 Layer = nn.Conv2d | nn.Linear
 
-__all__ = ["PLANS", "in_batch", "kernel_plan", "kernel_plans"]
+__all__ = ["PLANS", "in_batch", "kernel_plan"]
 
 PLANS = ("direct", "onednn", "padded")  # cheapest first
 _plans: dict[tuple, str] = {}
@@ -63,11 +62,6 @@ def kernel_plan(layer: Layer, x: Tensor, samples: int) -> str:
     if plan is None:
         plan = _plans[key] = _probe(layer, x, samples)
     return plan
-
-
-def kernel_plans() -> MappingProxyType:
-    """The plans measured so far, ``{configuration: plan}`` (for benchmarks and tests)."""
-    return MappingProxyType(_plans)
 
 
 def _direct(layer: Layer, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
