@@ -2,6 +2,7 @@
 
 - :func:`init_state`, :func:`step`: the step API (explicit :class:`StreamState`, no hidden neuron state);
 - :func:`lif_step`: one LIF step, the multi-step kernel's own recursion (Eq. 1-3);
+- :func:`register_step`: the step function of a module type (the table the step walks the model with);
 - :class:`Stream`: a small runner holding a state, restarting it every ``window`` steps;
 - :class:`FrameBinner`: events in, frames out as they complete (equal to :func:`tdbn.data.to_frames`);
 - :func:`run_events`: an event recording replayed as a live stream, with timings;
@@ -9,6 +10,7 @@
 """
 
 from .binning import FrameBinner, read_events
+from .layer_steps import register_step
 from .neuron import lif_step
 from .run_dir import LoadedRun, load_run
 from .runner import Stream, StreamReport, run_events
@@ -16,5 +18,5 @@ from .step import StreamState, init_state, lif_modules, step
 
 __all__ = [
     "FrameBinner", "LoadedRun", "Stream", "StreamReport", "StreamState", "init_state", "lif_modules", "lif_step",
-    "load_run", "read_events", "run_events", "step",
+    "load_run", "read_events", "register_step", "run_events", "step",
 ]

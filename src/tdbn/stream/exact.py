@@ -1,65 +1,141 @@
-"""Stateless layers of one step computed as the multi-step forward computes them, so results match bit for bit.
+"""A step's conv and fc layers computed bit for bit as the multi-step forward computes them, without predicting
+PyTorch's kernel choices.
 
-The multi-step forward runs a conv or fc layer once over ``T*N`` samples (``TimeDistributed``); a step runs it
-over ``N``. PyTorch's CPU kernels are not batch-size invariant in general:
+The multi-step forward runs a conv or fc layer once over the ``T*N`` samples of a sequence (``TimeDistributed``);
+a step has ``N``. PyTorch does not promise that a sample's result is the same at every batch size, and on the CPU
+it is not: ``F.conv2d`` may take another kernel for one sample than for ``T*N`` (oneDNN or its own im2col), and
+a BLAS ``gemm`` sums a row differently depending on how many rows there are. Which kernel ATen picks is a private
+rule that any release may change, so a step does not mirror it; it measures. The first time a layer configuration
+(shapes, dtype, memory layout, thread count) is seen, :func:`kernel_plan` runs the layer on random data the way
+the multi-step forward does, over ``T*N`` samples, and each candidate way of computing ``N`` of them at each of the
+``T`` positions a step can have, and keeps the cheapest that reproduces those ``T*N`` results bit for bit:
 
-- convolution: ``F.conv2d`` picks oneDNN or its own im2col kernel from the batch size (ATen's
-  ``ConvParams::use_mkldnn``: a single sample with a small input and a kernel of at most 3x3 takes im2col), and
-  the two round differently. oneDNN itself gives every sample the same result at any batch size. A step
-  therefore calls the kernel that ``F.conv2d`` would pick for ``T*N`` samples (:func:`conv2d_as_batch`).
-- fully-connected: the BLAS ``gemm`` blocks its work by the number of rows, so a row's sums depend on how many
-  rows there are (and where it sits). A step runs the layer on ``T*N`` rows, its own ``N`` rows placed where the
-  multi-step forward has them (step ``t``: rows ``t*N .. t*N+N-1``) and zeros elsewhere
-  (:func:`linear_as_batch`). The fc layers are small next to the convolutions, so the T-fold rows cost little
-  (``bench/stream.py`` measures the step).
+- ``"direct"``: the layer on the ``N`` samples, the usual call;
+- ``"onednn"`` (conv on the CPU): oneDNN's convolution on the ``N`` samples (``torch.mkldnn_convolution``;
+  oneDNN gives a sample the same result at any batch size, so this is the kernel ``F.conv2d`` uses where it picks
+  oneDNN for ``T*N`` samples and not for ``N``);
+- ``"padded"``: the layer on ``T*N`` samples, the step's own at the rows the multi-step forward gives them
+  (step ``t``: rows ``t*N .. t*N+N-1``) and zeros elsewhere: the multi-step forward's own call, right by
+  construction, at ``T`` times the work (the small fc layers usually take it).
 
-``T`` is the model's ``timesteps`` (the length of the sequences it was trained on and is compared with).
+The plans are kept per configuration for the life of the process, so only the first step through a model pays
+for the probes (about two multi-step forwards of its conv and fc layers). A torch release that changed the kernels
+would change the plans, not the results; ``tests/stream/test_stream_exact.py`` fails if a conv of the paper's
+networks stops having a fast plan.
 """
 
 from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 Tensor = torch.Tensor
+Layer = nn.Conv2d | nn.Linear
+
+__all__ = ["PLANS", "in_batch", "kernel_plan"]
+
+PLANS = ("direct", "onednn", "padded")  # cheapest first
+_plans: dict[tuple, str] = {}
 
 
-def _mkldnn_usable() -> bool:
-    return torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-
-
-def picks_onednn(conv: nn.Conv2d, x: Tensor, batch: int) -> bool:
-    """Whether ``F.conv2d`` runs ``conv`` through oneDNN for ``batch`` samples shaped like ``x`` (fp32 CPU),
-    following ATen's ``ConvParams::use_mkldnn``."""
-    if not _mkldnn_usable() or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4:
-        return False
-    kh, kw = conv.weight.shape[-2:]
-    strided = any(s != 1 for s in conv.stride)
-    dilated = any(d != 1 for d in conv.dilation)
-    one_by_one = kh == 1 and kw == 1
-    first = strided or dilated or batch >= 16 or not one_by_one or torch.get_num_threads() > 1
-    second = conv.groups > 1 or (kh > 3 and kw > 3) or batch > 1 or batch * x[0].numel() > 20480
-    return first and second
-
-
-def conv2d_as_batch(conv: nn.Conv2d, x: Tensor, batch: int) -> Tensor:
-    """``conv(x)`` computed with the kernel ``F.conv2d`` picks for ``batch`` samples (``x``: ``[N, C, H, W]``)."""
-    if (conv.padding_mode != "zeros" or isinstance(conv.padding, str) or x.shape[0] == batch
-            or not picks_onednn(conv, x, batch) or picks_onednn(conv, x, x.shape[0])):
-        return conv._conv_forward(x, conv.weight, conv.bias)  # the same kernel either way
-    fmt = torch.channels_last if (x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()) \
-        or (conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()) \
-        else torch.contiguous_format
-    return torch.mkldnn_convolution(x.contiguous(memory_format=fmt), conv.weight, conv.bias, list(conv.padding),
-                                    list(conv.stride), list(conv.dilation), conv.groups)
-
-
-def linear_as_batch(fc: nn.Linear, x: Tensor, *, rows: int, at: int) -> Tensor:
-    """``fc(x)`` for ``x [N, F]`` computed inside a ``[rows, F]`` product, ``x`` at rows ``at .. at + N - 1``."""
+def in_batch(layer: Layer, x: Tensor, *, samples: int, row: int) -> Tensor:
+    """``layer(x)`` for the ``N`` samples ``x [N, ...]`` of one step, equal bit for bit to their rows
+    ``row .. row+N-1`` of ``layer`` over the ``samples = T*N`` samples of the multi-step forward."""
     n = x.shape[0]
-    if rows <= n or x.dim() != 2:
-        return F.linear(x, fc.weight, fc.bias)
-    padded = x.new_zeros(rows, x.shape[1])
-    padded[at:at + n] = x
-    return F.linear(padded, fc.weight, fc.bias)[at:at + n]
+    if samples <= n:
+        return _direct(layer, x, layer.weight, layer.bias)
+    plan = kernel_plan(layer, x, samples)
+    if plan == "padded":
+        return _padded(layer, x, layer.weight, layer.bias, samples=samples, row=row)
+    return _KERNELS[plan](layer, x, layer.weight, layer.bias)
+
+
+def kernel_plan(layer: Layer, x: Tensor, samples: int) -> str:
+    """How a step computes ``layer`` on ``x [N, ...]`` so that it equals the ``samples``-sample forward: one of
+    :data:`PLANS`, measured once per configuration (see the module docstring)."""
+    key = _config(layer, x, samples)
+    plan = _plans.get(key)
+    if plan is None:
+        plan = _plans[key] = _probe(layer, x, samples)
+    return plan
+
+
+def _direct(layer: Layer, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    if isinstance(layer, nn.Conv2d):
+        return layer._conv_forward(x, w, b)  # what Conv2d.forward calls: every padding mode
+    return F.linear(x, w, b)
+
+
+def _onednn(layer: Layer, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    return torch.mkldnn_convolution(x, w, b, list(layer.padding), list(layer.stride), list(layer.dilation),
+                                    layer.groups)
+
+
+_KERNELS: dict[str, Callable[[Layer, Tensor, Tensor, Tensor | None], Tensor]] = {
+    "direct": _direct, "onednn": _onednn,
+}
+
+
+def _padded(layer: Layer, x: Tensor, w: Tensor, b: Tensor | None, *, samples: int, row: int) -> Tensor:
+    n = x.shape[0]
+    full = x.new_zeros((samples, *x.shape[1:])).contiguous(memory_format=_memory_format(x))
+    full[row:row + n] = x
+    return _direct(layer, full, w, b)[row:row + n]
+
+
+def _memory_format(t: Tensor) -> torch.memory_format:
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _candidates(layer: Layer, x: Tensor) -> list[str]:
+    out = ["direct"]
+    if (isinstance(layer, nn.Conv2d) and x.device.type == "cpu" and x.dim() == 4
+            and layer.padding_mode == "zeros" and not isinstance(layer.padding, str)
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        out.append("onednn")
+    return out
+
+
+def _config(layer: Layer, x: Tensor, samples: int) -> tuple:
+    """Everything a kernel choice can depend on, without the values."""
+    w = layer.weight
+    conv = (layer.stride, layer.padding, layer.dilation, layer.groups, layer.padding_mode) \
+        if isinstance(layer, nn.Conv2d) else ()
+    return (type(layer).__name__, tuple(w.shape), w.dtype, _memory_format(w), layer.bias is not None, conv,
+            tuple(x.shape), x.dtype, x.device, _memory_format(x), samples, torch.get_num_threads(),
+            torch.backends.mkldnn.enabled)
+
+
+@torch.no_grad()
+def _probe(layer: Layer, x: Tensor, samples: int) -> str:
+    """The cheapest plan whose ``N``-sample results equal the ``samples``-sample call at every position, on
+    random inputs and weights (a private generator: the global random state is left alone)."""
+    n = x.shape[0]
+    gen = torch.Generator(device=x.device).manual_seed(0)
+
+    def rand(shape, like: Tensor, scale: float = 1.0) -> Tensor:
+        t = torch.randn(shape, generator=gen, device=like.device, dtype=like.dtype) * scale
+        return t.contiguous(memory_format=_memory_format(like))
+
+    w = rand(layer.weight.shape, layer.weight, scale=layer.weight[0].numel() ** -0.5)
+    b = None if layer.bias is None else rand(layer.bias.shape, layer.bias)
+    xs = rand((samples, *x.shape[1:]), x).abs()  # [T*N, ...]
+    ref = _direct(layer, xs, w, b)
+    rows = [slice(r, r + n) for r in range(0, samples - n + 1, n)]
+    for plan in _candidates(layer, x):
+        try:
+            if all(torch.equal(_KERNELS[plan](layer, xs[r], w, b), ref[r]) for r in rows):
+                return plan
+        except RuntimeError:  # a kernel this build or these arguments do not support
+            continue
+    if not all(torch.equal(_padded(layer, xs[r], w, b, samples=samples, row=r.start), ref[r]) for r in rows):
+        warnings.warn(f"tdbn.stream: {type(layer).__name__} {tuple(layer.weight.shape)} on {tuple(x.shape)} does "
+                      f"not give a sample the same result inside a batch of {samples} at every position; streamed "
+                      "outputs may differ from the multi-step forward in the last bits", RuntimeWarning, stacklevel=2)
+    return "padded"

@@ -2,26 +2,17 @@
 
 A network in eval mode is a chain of stateless layers (conv, fc, folded or running-statistics tdBN, pooling)
 and LIF neurons, whose only memory is their membrane potential. ``step`` runs the model on one time step
-``[1, N, ...]`` while every :class:`tdbn.LIF` module of the model advances by one step from the potential
-carried in the state (:func:`tdbn.stream.neuron.lif_step`) instead of starting from ``u = 0``; the new
-potentials go into the returned state. Nothing survives outside the call: the model is not changed, the state
-passed in is not modified, and two streams on one model are two state objects.
-
-How the LIF modules are reached: for the duration of one ``step`` call, each LIF module of the model gets an
-instance-level ``forward`` that looks up the stream being stepped in a context variable (so other threads, and
-ordinary calls of the model, run the usual multi-step forward) and is removed afterwards. The conv and fc layers
-get one too, which computes them with the kernels and row layout of the multi-step forward over ``T*N`` samples
-(:mod:`tdbn.stream.exact`; PyTorch's CPU kernels round differently for different batch sizes). Any model whose
-spiking nonlinearities are :class:`tdbn.LIF` modules works: every registered model, fused or not, and the
-networks read back by :func:`tdbn.export.from_nir`.
+``[N, ...]``: a :class:`~tdbn.stream.layer_steps.Walk` goes down the model's structure and calls the step function
+of each module's type (:data:`~tdbn.stream.layer_steps.STEP_FUNCTIONS`); every :class:`tdbn.LIF` advances by one
+step from the potential carried in the state instead of starting from ``u = 0``, and the new potentials go into the
+returned state. Nothing survives outside the call: the model is not changed (no forward is replaced), the state
+passed in is not modified, and two streams on one model, in one thread or several, are two state objects.
+Every registered model works, fused or not, and the networks read back by :func:`tdbn.export.from_nir`.
 """
 
 from __future__ import annotations
 
-import contextvars
-import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -29,8 +20,7 @@ import torch
 from torch import nn
 
 from ..layers import LIF
-from .exact import conv2d_as_batch, linear_as_batch
-from .neuron import lif_step
+from .layer_steps import Walk
 
 Tensor = torch.Tensor
 
@@ -91,7 +81,8 @@ def step(model: nn.Module, x_t: Tensor, state: StreamState) -> tuple[Tensor, Str
     (Eq. 11), so after T steps it equals ``model(x)`` on the frames ``x [T, N, ...]`` that were fed; spikes at
     every layer equal those of the multi-step forward bit for bit (tests/stream). ``state`` is left unchanged.
     The conv and fc layers are computed as the multi-step forward over ``T = model.timesteps`` steps computes
-    them (:mod:`tdbn.stream.exact`), which is the forward the results are identical to.
+    them (:mod:`tdbn.stream.exact`), which is the forward the results are identical to. Raises ``TypeError``
+    naming a module whose type has no step function (:func:`tdbn.stream.register_step`).
 
     Example:
         >>> model = tdbn.models.create("resnet19", num_classes=10, width=0.125, timesteps=3).eval()
@@ -114,16 +105,17 @@ def step(model: nn.Module, x_t: Tensor, state: StreamState) -> tuple[Tensor, Str
     if state.steps > 0 and set(state.membranes) != set(lifs):
         raise ValueError("this state belongs to another model: its neurons differ from the model's LIF modules")
     T = getattr(model, "timesteps", None) or 1  # the multi-step forward the step reproduces runs T*N samples
-    ctx = _Step({m: name for name, m in lifs.items()}, state.membranes if state.steps > 0 else None,
+    walk = Walk(model, {m: name for name, m in lifs.items()}, state.membranes if state.steps > 0 else None,
                 samples=T * state.batch_size, row=(state.steps % T) * state.batch_size)
-    stateless = [m for m in model.modules() if type(m).forward in (nn.Conv2d.forward, nn.Linear.forward)]
-    with torch.no_grad(), _stepping(ctx, [*lifs.values(), *stateless]):
-        out = _step_output(model, x_t.unsqueeze(0))  # [1, N, K]
-    missing = sorted(set(lifs) - set(ctx.new))
+    with torch.no_grad():
+        out = walk(model, x_t)  # [N, K]
+    if out.dim() < 1 or out.shape[0] != state.batch_size:
+        raise ValueError(f"the model's step output has shape {tuple(out.shape)}; expected [N={state.batch_size}, K]")
+    missing = sorted(set(lifs) - set(walk.new))
     if missing:
         raise RuntimeError(f"LIF module(s) {missing} were not called in this step")
-    outputs = out if state.outputs is None else torch.cat([state.outputs, out])
-    new = StreamState(state.batch_size, state.steps + 1, MappingProxyType(dict(ctx.new)), outputs)
+    outputs = out.unsqueeze(0) if state.outputs is None else torch.cat([state.outputs, out.unsqueeze(0)])
+    new = StreamState(state.batch_size, state.steps + 1, MappingProxyType(dict(walk.new)), outputs)
     return outputs.mean(0), new
 
 
@@ -134,93 +126,3 @@ def _check_model(model: nn.Module) -> None:
         raise ValueError("streaming runs an eval-mode model (tdBN uses its running statistics): call model.eval()")
     if not any(isinstance(m, LIF) for m in model.modules()):
         raise ValueError(f"{type(model).__name__} has no tdbn.LIF module: nothing carries state between steps")
-
-
-def _step_output(model: nn.Module, x: Tensor) -> Tensor:
-    """The decoding layer's output of one step, ``[1, N, K]``: ``forward_steps`` where the model has it (every
-    tdbn network does), else ``forward`` (the mean over one step is that step's output itself)."""
-    if hasattr(model, "forward_steps"):
-        out = model.forward_steps(x)
-    else:
-        out = model(x).unsqueeze(0)
-    if out.dim() < 2 or out.shape[0] != 1:
-        raise ValueError(f"the model returned shape {tuple(out.shape)} for one step; expected [1, N, K]")
-    return out
-
-
-class _Step:
-    """One step of one stream: the carried potentials in, the new ones out."""
-
-    def __init__(self, names: dict[LIF, str], previous: Mapping[str, Tensor] | None, *, samples: int, row: int):
-        self.names = names
-        self.previous = previous
-        self.samples = samples  # T*N: the batch of the multi-step forward's stateless layers
-        self.row = row  # where this step's N samples sit in it
-        self.new: dict[str, Tensor] = {}
-
-    def call(self, module: nn.Module, x: Tensor) -> Tensor:
-        if isinstance(module, LIF):
-            if module not in self.names:  # a module of another model, stepped in another thread
-                return type(module).forward(module, x)
-            return self.lif(module, x)
-        if isinstance(module, nn.Conv2d):
-            return conv2d_as_batch(module, x, self.samples)
-        return linear_as_batch(module, x, rows=self.samples, at=self.row)  # type: ignore[arg-type]
-
-    def lif(self, module: LIF, x: Tensor) -> Tensor:
-        name = self.names[module]
-        if name in self.new:
-            raise RuntimeError(
-                f"LIF module {name!r} is called twice in one step: a stream keeps one state per module, so a model "
-                "must not reuse a LIF instance"
-            )
-        if x.dim() < 2 or x.shape[0] != 1:
-            raise ValueError(f"LIF module {name!r} received shape {tuple(x.shape)} in a step; expected [1, N, ...]")
-        u_prev = None if self.previous is None else self.previous[name]
-        spikes, u = lif_step(x, u_prev, tau=module.tau, v_th=module.v_th)
-        self.new[name] = u
-        return spikes
-
-
-_ACTIVE: contextvars.ContextVar[_Step | None] = contextvars.ContextVar("tdbn_stream_step", default=None)
-_LOCK = threading.Lock()
-_INSTALLED: dict[int, int] = {}  # id(module) -> number of step calls currently using its forward override
-
-
-def _override(module: nn.Module):
-    cls_forward = type(module).forward
-
-    def forward(x: Tensor) -> Tensor:
-        ctx = _ACTIVE.get()
-        if ctx is None:  # not stepping in this thread: the usual multi-step forward
-            return cls_forward(module, x)
-        return ctx.call(module, x)
-
-    forward._tdbn_stream = True  # type: ignore[attr-defined]
-    return forward
-
-
-@contextmanager
-def _stepping(ctx: _Step, modules) -> Iterator[None]:
-    """Route the LIF modules' forward through ``ctx`` for this thread, for the duration of the block."""
-    modules = list(modules)
-    with _LOCK:
-        for m in modules:
-            own = m.__dict__.get("forward")
-            if own is not None and not getattr(own, "_tdbn_stream", False):
-                raise ValueError(f"a {type(m).__name__} of this model has its own instance-level forward; cannot "
-                                 "stream it")
-            if _INSTALLED.get(id(m), 0) == 0:
-                m.forward = _override(m)
-            _INSTALLED[id(m)] = _INSTALLED.get(id(m), 0) + 1
-    token = _ACTIVE.set(ctx)
-    try:
-        yield
-    finally:
-        _ACTIVE.reset(token)
-        with _LOCK:
-            for m in modules:
-                _INSTALLED[id(m)] -= 1
-                if _INSTALLED[id(m)] == 0:
-                    del _INSTALLED[id(m)]
-                    del m.forward
