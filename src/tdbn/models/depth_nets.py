@@ -6,11 +6,10 @@ from collections import OrderedDict
 
 from torch import nn
 
-from ..layers import TimeDistributed
-from .net import SpikingNet, encoder, pool_head
+from .net import SpikingNet, encoder
 from .options import PLAIN_OPTIONS, SPIKING_OPTIONS, SpikingOptions, scaled, spiking_options, unit
 from .registry import register
-from .resnet import _stages
+from .resnet import _stages, global_pool_net
 
 _WIDTHS = (64, 128, 256)
 
@@ -33,15 +32,7 @@ def _plain_body(opts: SpikingOptions, in_ch: int, widths: list[int], counts: lis
 
 
 def _net(opts, body, ch, c1, num_classes, in_channels, timesteps) -> SpikingNet:
-    return SpikingNet(
-        encoder=encoder(opts, in_channels, c1, 3, 1),
-        body=body,
-        head=nn.Sequential(pool_head(nn.AdaptiveAvgPool2d(1))),
-        decoder=TimeDistributed(nn.Linear(ch, num_classes)),
-        in_channels=in_channels,
-        timesteps=timesteps,
-        options=opts,
-    )
+    return global_pool_net(opts, encoder(opts, in_channels, c1, 3, 1), body, ch, num_classes, in_channels, timesteps)
 
 
 @register(PLAIN_OPTIONS)

@@ -168,8 +168,15 @@ def _imagenet_resnet(
     c1 = scaled(conv1, width)
     ws = [scaled(w, width) for w in widths]
     body, ch = _stages(opts, c1, ws, blocks, [True] * len(blocks), bottleneck=bottleneck)
+    return global_pool_net(opts, encoder(opts, in_channels, c1, 7, 2), body, ch, num_classes, in_channels, timesteps)
+
+
+def global_pool_net(opts: SpikingOptions, enc: nn.Module, body: nn.Module, ch: int, num_classes: int,
+                    in_channels: int, timesteps: int) -> SpikingNet:
+    """``enc -> body -> global average pool -> decoding fc`` over ``ch`` channels (the ImageNet nets, the nets of
+    any depth)."""
     return SpikingNet(
-        encoder=encoder(opts, in_channels, c1, 7, 2),
+        encoder=enc,
         body=body,
         head=nn.Sequential(pool_head(nn.AdaptiveAvgPool2d(1))),
         decoder=TimeDistributed(nn.Linear(ch, num_classes)),
