@@ -44,7 +44,6 @@ class NormArgs(NamedTuple):
     group: str = ""
 
 
-
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in WIDE else torch.float32
 
@@ -148,14 +147,14 @@ def bn_forward(z: Tensor, weight, bias, scale, eps, native: bool, stats=None):
     return y, mean, invstd, unbiased_var(var, n)
 
 
-def update_running(norm: "NormArgs", mean: Tensor, running_var: Tensor) -> None:
-    """Running statistics of a tdBN after a training batch (``running_var``: the batch's unbiased variance).
-    Outside the operators: an operator with an autograd formula may not mutate its inputs, and this way
-    ``torch.compile`` sees the update as the buffer mutation it is."""
+def update_running(running_mean: Tensor, running_var: Tensor, momentum: float, mean: Tensor,
+                   unbiased: Tensor) -> None:
+    """Running statistics of a tdBN after a training batch of mean ``mean`` and unbiased variance ``unbiased``
+    (:func:`unbiased_var`). The units call it outside their operators: an operator with an autograd formula may
+    not mutate its inputs, and this way ``torch.compile`` sees the update as the buffer mutation it is."""
     with torch.no_grad():
-        m = norm.momentum
-        norm.running_mean.mul_(1 - m).add_(mean.to(norm.running_mean.dtype), alpha=m)
-        norm.running_var.mul_(1 - m).add_(running_var.to(norm.running_var.dtype), alpha=m)
+        running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
+        running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
 
 
 def bn_recompute(z: Tensor, weight, bias, mean, invstd, scale, native: bool) -> Tensor:
@@ -246,7 +245,7 @@ def kernel_affine(weight, bias, mean, invstd, scale: float) -> "fused.Affine":
 
 def kernel_stats(z: Tensor, layout, weight, bias, scale: float, eps: float, stats=None):
     """tdBN statistics of ``z`` by the compiled kernels, or ``stats = (mean, var, n)`` of a synchronized batch:
-    ``(affine, mean, invstd, running_var)`` (:func:`affine`, :func:`running_var`)."""
+    ``(affine, mean, invstd, unbiased variance)`` (:func:`kernel_affine`, :func:`unbiased_var`)."""
     if stats is None:
         mean, var = fused.bn_stats(z, layout)
         n = z.numel() // z.shape[2]
@@ -256,7 +255,7 @@ def kernel_stats(z: Tensor, layout, weight, bias, scale: float, eps: float, stat
     return kernel_affine(weight, bias, mean, invstd, scale), mean, invstd, unbiased_var(var, n)
 
 
-def synced_stats(zs: list[Tensor], layout, group: str) -> list | None:
+def synced_stats(zs: list[Tensor], layout, group: str) -> list:
     """``(mean, var, n)`` of each of ``zs`` over the processes of ``group`` (one all-reduce), or Nones when the
     statistics are this process's own (``group`` empty)."""
     if not group:
@@ -281,14 +280,10 @@ class TdBatchNormFunction(torch.autograd.Function):
                 group: str = ""):
         ctx.scale, ctx.group = scale, group
         # the units' tdBN maths: compiled kernels where they apply (same mathematics, fewer passes), else ATen
-        stats = None
-        if group:
-            ((mean, var),), n = global_stats([x], fused.bn_layout(x), group)
-            stats = (mean, var, n)
+        (stats,) = synced_stats([x], fused.bn_layout(x), group)
         y, mean, invstd, unbiased = bn_forward(x, weight, bias, scale, eps, True, stats)
         if running_mean is not None and running_var is not None:
-            running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-            running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
+            update_running(running_mean, running_var, momentum, mean, unbiased)
         ctx.save_for_backward(x, weight, bias, mean, invstd)
         return y
 

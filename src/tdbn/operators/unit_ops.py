@@ -329,7 +329,7 @@ def td_bn_lif(z: Tensor, norm: NormArgs, p: LIFParameters) -> Tensor:
     spikes, mean, _, running_var = torch.ops.tdbn.td_bn_lif_forward(
         z, norm.weight, norm.bias, norm.scale, norm.eps, p.tau, p.v_th, p.surrogate_width, p.surrogate, norm.group
     )
-    update_running(norm, mean, running_var)
+    update_running(norm.running_mean, norm.running_var, norm.momentum, mean, running_var)
     return spikes
 
 
@@ -557,9 +557,9 @@ def td_bn_add_lif(za: Tensor, norm_a: NormArgs, zb: Tensor, norm_b: NormArgs | N
         za, norm_a.weight, norm_a.bias, norm_a.scale, zb, zb_mask, norm_b is not None, wb, bb, sb, norm_a.eps,
         p.tau, p.v_th, p.surrogate_width, p.surrogate, norm_a.group,
     )
-    update_running(norm_a, mean_a, var_a)
+    update_running(norm_a.running_mean, norm_a.running_var, norm_a.momentum, mean_a, var_a)
     if norm_b is not None:
-        update_running(norm_b, mean_b, var_b)
+        update_running(norm_b.running_mean, norm_b.running_var, norm_b.momentum, mean_b, var_b)
     return spikes
 
 
