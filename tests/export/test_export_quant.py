@@ -68,15 +68,25 @@ def test_integer_tensors_and_weight_range(trained_run: Path, test_digits):
         assert all(v.dtype == torch.int64 for v in nodes.values())
 
 
-def test_integer_network_follows_the_float_one(trained_run: Path, test_digits):
-    x, _ = test_digits
+def test_integer_network_follows_the_float_one(trained_run: Path, all_test_digits):
+    """On a well-trained network (``all_test_digits`` checks it), the integer networks keep its decisions. Asserted
+    where they are decisions: an input whose two best float scores nearly tie may flip under any change of
+    summation order (another CPU, another thread count), so agreement is measured on the half of the 360 test
+    digits with the larger float margin, and overall as the integer network's accuracy against the float one's."""
+    x, y = all_test_digits
     model, q16 = _integer(trained_run, 16, input_bits=16)
     with torch.no_grad():
-        ref = model(x).argmax(1)
-    assert (q16(x).argmax(1) == ref).float().mean() >= 0.95  # fine weights and input: nearly the float network
+        scores = model(x)
+    ref = scores.argmax(1)
+    top2 = scores.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) > (top2[:, 0] - top2[:, 1]).median()
+    float_top1 = (ref == y).float().mean().item()
+    assert (q16(x).argmax(1) == ref).float().mean() >= 0.97  # fine weights and input: nearly the float network
     _, pc = _integer(trained_run, 8, per_channel=True)
     assert any(n.theta.dim() == 1 and n.theta.unique().numel() > 1 for n in pc.nodes.values() if n.kind == "lif")
-    assert (pc(x).argmax(1) == ref).float().mean() >= 0.5
+    pred = pc(x).argmax(1)
+    assert (pred[clear] == ref[clear]).float().mean() >= 0.9  # measured: 0.99
+    assert (pred == y).float().mean().item() >= float_top1 - 0.05  # measured: within 1 point
 
 
 @pytest.mark.parametrize("bits", [8, 4])

@@ -49,18 +49,24 @@ def test_stream_cli_prints_each_step_and_the_eval_prediction(nmnist_run, shared_
     assert "\nstep " not in capsys.readouterr().out
 
 
-def test_stream_summary_heads_with_the_steady_state(nmnist_run, shared_nmnist):
+def test_stream_summary_heads_with_the_steady_state(nmnist_run, shared_nmnist, tmp_path):
     """The first step (one-time allocations: often 100x a later one) is reported apart; the steady-state
-    ms/step and real-time factor are the headline."""
-    proc = run_tdbn("stream", nmnist_run, "--events", shared_nmnist / "nmnist-small" / "60001.bs2", "--quiet")
+    ms/step and real-time factor are the headline. The printed figures are the JSON summary's, rounded; the
+    real-time factor is computed from the unrounded figures (never recomputed here from rounded ones)."""
+    out = tmp_path / "stream.json"
+    proc = run_tdbn("stream", nmnist_run, "--events", shared_nmnist / "nmnist-small" / "60001.bs2", "--quiet",
+                    "--out", out)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     first = re.search(r"4 steps, \d+ events in [\d.]+ s; first step ([\d.]+) ms \(warm-up", lines[1])
     steady = re.fullmatch(r"steady state: ([\d.]+) ms/step \(([\d.]+) ms network\), [\d,]+ events/s, "
                           r"real-time factor ([\d.]+) for ([\d.]+) ms frames", lines[2])
     assert first and steady, proc.stdout
-    ms, frame_ms = float(steady[1]), float(steady[4])
-    assert float(steady[3]) == pytest.approx(frame_ms / ms, abs=0.051)  # printed with one decimal
+    s = json.loads(out.read_text())["summary"]
+    assert s["realtime_factor"] == pytest.approx(s["window_ms"] / s["ms_per_step"], rel=1e-12)
+    assert steady.groups() == (f"{s['ms_per_step']:.2f}", f"{s['model_ms_per_step']:.2f}",
+                               f"{s['realtime_factor']:.1f}", f"{s['window_ms']:.3g}")
+    assert first[1] == f"{s['warmup_ms']:.1f}"
     assert lines[3].startswith("prediction: ")
 
 
