@@ -11,11 +11,10 @@ TORCH_SOURCE := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
 CONSUMERS := .consumer-venvs/.made
 
-.PHONY: demo test bench install consumers clean
+.PHONY: demo test test-matrix bench install consumers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned, from TORCH_INDEX_URL when set, so nothing later pulls another build
 	$(BIN)/python -m pip install -q torch==2.13.0 $(TORCH_SOURCE)
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
@@ -24,7 +23,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # side environments for the simulators that are not test dependencies (Norse, SpikingJelly, NeuroBench: each pins
-# its own nir/nirtorch); best effort: where they cannot be installed, their tests skip and say why
+# its own nir/nirtorch); they share this environment's torch (bench/consumer_envs.sh); best effort: where they
+# cannot be installed, their tests skip and say why (and fail under CI=true)
 $(CONSUMERS): $(STAMP) bench/consumer_envs.sh
 	PYTHON=$(BIN)/python bash bench/consumer_envs.sh && touch $(CONSUMERS) \
 		|| echo "make: the simulators' side environments could not be made; their tests will skip"
@@ -37,6 +37,10 @@ demo: $(STAMP)
 test: $(STAMP) $(CONSUMERS)
 	# passive OpenMP waiting: idle threads must not spin while subprocess tests share the cores
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q
+
+# the suite at 1, 2 and 4 threads and with another CPU's kernels: lists every test whose outcome depends on them
+test-matrix: $(STAMP) $(CONSUMERS)
+	$(BIN)/python bench/thread_matrix.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/lif.py

@@ -22,6 +22,8 @@ echo "torch==$torch_version" > "$root/constraints.txt"
 
 make_env() {
   local pkg=$1 env="$root/$1"
+  # an environment made by an earlier version of this script holds a copy of torch of its own: made anew
+  if compgen -G "$env/lib/python*/site-packages/torch" > /dev/null; then rm -rf "$env"; fi
   [ -x "$env/bin/python" ] || "$py" -m venv --without-pip "$env"
   local site
   site=$("$env/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")

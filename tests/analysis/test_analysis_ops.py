@@ -180,12 +180,9 @@ def test_neurobench_counts_equal_neurobench(tmp_path):
     import tdbn
     from tdbn.analysis.ops import neurobench_ops
 
-    from side_envs import side_python
+    from side_envs import need_side_python
 
-    python = side_python("neurobench", "TDBN_NEUROBENCH_PYTHON")
-    if not python:
-        pytest.skip("NeuroBench is not a tdbn test dependency; set TDBN_NEUROBENCH_PYTHON to a Python that has it "
-                    "(bench/consumer_envs.sh makes one)")
+    python = need_side_python("neurobench", "TDBN_NEUROBENCH_PYTHON")
     net = tdbn.fuse(create("resnet19", num_classes=10, width=1 / 16, timesteps=2, input_size=8).eval())
     x = torch.randn(3, 3, 8, 8)
     calls = _layer_calls(net, x)

@@ -18,7 +18,7 @@ import tdbn
 from tdbn import LIF
 from tdbn.export import write_nir
 from consumers import agreement, run
-from side_envs import side_python
+from side_envs import need_side_python
 from tie_free import INPUT_STEP, STEP, min_threshold_gap, tie_free
 
 SIDE_ENVS = {"norse": "TDBN_NORSE_PYTHON", "spikingjelly": "TDBN_SPIKINGJELLY_PYTHON"}
@@ -76,10 +76,7 @@ def test_nirtorch_default_affine_map_drops_the_bias(reference):
 
 @pytest.mark.parametrize("consumer", sorted(SIDE_ENVS))
 def test_side_environment_consumer(consumer: str, reference, tmp_path: Path):
-    python = side_python(consumer, SIDE_ENVS[consumer])
-    if not python:
-        pytest.skip(f"{consumer} is not a tdbn test dependency (it pins its own nir/nirtorch); set "
-                    f"{SIDE_ENVS[consumer]} to a Python that has it (bench/consumer_envs.sh makes one)")
+    python = need_side_python(consumer, SIDE_ENVS[consumer])
     probe = subprocess.run([python, "-c", f"import {consumer}, nir, nirtorch, torch"], capture_output=True, text=True)
     if probe.returncode:
         pytest.fail(f"{SIDE_ENVS[consumer]}={python} cannot import {consumer}: {probe.stderr.strip()[-300:]}")
