@@ -36,12 +36,14 @@ def _split_train_args(items: list[str]) -> tuple[str | None, list[str]]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from tdbn.train import load_config, override, saved_config, train
+    from tdbn.train import TrainingError, load_config, override, saved_config, train
 
     preset, overrides = _split_train_args(args.args)
     if args.device is not None:
         overrides.append(f"device={args.device}")
     if args.resume is not None and preset is None:
+        if not Path(args.resume).is_dir():
+            raise TrainingError(f"--resume {args.resume}: no such run folder")
         cfg = override(saved_config(args.resume), overrides)  # the run's own configuration
     else:
         cfg = load_config(preset, overrides)
@@ -49,35 +51,108 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0 if final else 1
 
 
-def _eval_output(args: argparse.Namespace) -> Path:
-    """Where ``tdbn eval`` writes: ``--out`` or ``eval[-fused][-limitN].json`` beside the checkpoint (a subset's
-    result never takes the name of the whole test split's); an existing file is kept unless ``--force``."""
+def _check_eval_args(args: argparse.Namespace) -> None:
+    """Every bad ``tdbn eval`` option, before anything is read."""
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"the test limit must be >= 1 sample, got {args.limit} (omit --limit for the whole split)")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.bits is None:
+        if args.per_channel:
+            raise ValueError("--per-channel applies to the integer network: pass --bits K too")
+        return
+    if args.fuse:
+        raise ValueError("--bits always quantizes the fused network; drop --fuse")
+    if not 2 <= args.bits <= 16:
+        raise ValueError(f"--bits must be 2..16 (signed integer weights), got {args.bits}")
+    if not 2 <= args.input_bits <= 16:
+        raise ValueError(f"--input-bits must be 2..16 (signed integer inputs), got {args.input_bits}")
+
+
+def _eval_name(args: argparse.Namespace) -> str:
+    """``eval[-fused][-limitN].json``, or ``eval-intK[-per-channel][-inputB][-limitN].json`` with ``--bits K``: a
+    result of other settings never takes the name of another's (a subset's never that of the whole split's)."""
+    if args.bits is not None:
+        kind = f"-int{args.bits}" + ("-per-channel" if args.per_channel else "") + \
+            (f"-input{args.input_bits}" if args.input_bits != 8 else "")
+    else:
+        kind = "-fused" if args.fuse else ""
+    return f"eval{kind}" + (f"-limit{args.limit}" if args.limit is not None else "") + ".json"
+
+
+def _eval_settings(args: argparse.Namespace, checkpoint: Path) -> dict[str, object]:
+    """What decides a result: the checkpoint (its digest), the network evaluated, the samples, the device."""
+    from tdbn.train.checkpoint import checkpoint_digest
+    from tdbn.train.distributed import resolve_device
+
+    settings: dict[str, object] = {
+        "checkpoint_sha256": checkpoint_digest(checkpoint),
+        "fused": args.fuse, "limit": args.limit, "data": str(Path(args.data).resolve()) if args.data else None,
+        "batch_size": args.batch_size,
+        "device": "cpu" if args.bits is not None else str(resolve_device(args.device)),  # (integers: on the CPU)
+    }
+    if args.bits is not None:
+        settings |= {"bits": args.bits, "per_channel": args.per_channel, "input_bits": args.input_bits}
+    return settings
+
+
+def _differences(before: dict[str, object], now: dict[str, object]) -> str:
+    """The settings in which an earlier result differs from this one, in words ("" when they are the same)."""
+
+    def shown(value: object) -> str:
+        return "default" if value is None else str(value)
+
+    changed = []
+    for key in sorted(set(before) | set(now)):
+        if before.get(key) != now.get(key):
+            changed.append("another checkpoint (the run has changed since)" if key == "checkpoint_sha256" else
+                           f"{key}: {shown(before.get(key))} then, {shown(now.get(key))} now")
+    return "; ".join(changed)
+
+
+def _eval_output(args: argparse.Namespace) -> tuple[Path, dict[str, object]]:
+    """Where ``tdbn eval`` writes (``--out``, else :func:`_eval_name` beside the checkpoint) and the settings it
+    records there. Called before the evaluation, which may take minutes: an existing file is replaced only when it
+    holds the result of the same settings (the same evaluation again) or with ``--force``."""
     from tdbn.train.restore import checkpoint_file
 
+    _check_eval_args(args)
     ckpt = checkpoint_file(args.checkpoint)  # a missing checkpoint is reported before anything else
-    name = "eval" + ("-fused" if args.fuse else "") + (f"-limit{args.limit}" if args.limit else "") + ".json"
-    out = Path(args.out) if args.out else ckpt.parent / name
+    out = Path(args.out) if args.out else ckpt.parent / _eval_name(args)
+    settings = _eval_settings(args, ckpt)
     if out.exists() and not args.force:
-        raise ValueError(f"{out} already exists; pass --force to replace it, or --out FILE to write elsewhere")
-    return out
+        try:
+            before = json.loads(out.read_text()).get("settings")
+        except (OSError, ValueError, AttributeError):
+            before = None
+        if not isinstance(before, dict):
+            raise ValueError(f"{out} already exists and records no evaluation settings (another file, or a result of "
+                             "an earlier version); pass --force to replace it, or --out FILE to write elsewhere")
+        differ = _differences(before, settings)
+        if differ:
+            raise ValueError(f"{out} holds the result of other settings ({differ}); pass --force to replace it, or "
+                             "--out FILE to write elsewhere")
+    return out, settings
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    out, settings = _eval_output(args)  # before the evaluation, which may take minutes
     if args.bits is not None:
         from tdbn.export.cli import run_eval_bits
 
-        return run_eval_bits(args)
-    from tdbn.train import evaluate_checkpoint
+        result = run_eval_bits(args)
+    else:
+        from tdbn.train import evaluate_checkpoint
 
-    out = _eval_output(args)  # before the evaluation, which may take minutes
-    result = evaluate_checkpoint(args.checkpoint, data_root=args.data, fuse=args.fuse, device=args.device,
-                                 batch_size=args.batch_size, test_limit=args.limit, progress=not args.quiet)
-    tag = " (fused)" if args.fuse else ""
-    print(f"{result['checkpoint']} epoch {result['epoch']}{tag}: top-1 {100 * result['top1']:.2f}%  "
-          f"top-5 {100 * result['top5']:.2f}%  loss {result['loss']:.4f}  firing rate {result['firing_rate']:.4f}  "
-          f"({result['samples']} test samples)")
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+        result = evaluate_checkpoint(args.checkpoint, data_root=args.data, fuse=args.fuse, device=args.device,
+                                     batch_size=args.batch_size, test_limit=args.limit, progress=not args.quiet)
+        tag = " (fused)" if args.fuse else ""
+        print(f"{result['checkpoint']} epoch {result['epoch']}{tag}: top-1 {100 * result['top1']:.2f}%  "
+              f"top-5 {100 * result['top5']:.2f}%  loss {result['loss']:.4f}  firing rate "
+              f"{result['firing_rate']:.4f}  ({result['samples']} test samples)")
+    again = out.exists()
+    out.write_text(json.dumps(result | {"settings": settings}, indent=2) + "\n")
+    print(f"wrote {out}" + (" (again: the same settings)" if again and not args.force else ""))
     return 0
 
 
@@ -139,9 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--limit", type=int, help="evaluate on a fixed random subset of this many test samples")
-    p.add_argument("--out", help="JSON file to write (default: eval.json, eval-fused.json, eval-limitN.json ... beside "
-                                 "the checkpoint)")
-    p.add_argument("--force", action="store_true", help="replace the JSON file if it exists")
+    p.add_argument("--out", help="JSON file to write (default: eval.json, eval-fused.json, eval-limitN.json, "
+                                 "eval-int8.json ... beside the checkpoint)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the JSON file even if it holds the result of other settings (a result of the same "
+                        "settings is written again without it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--bits", type=int, metavar="K",
                    help="evaluate the K-bit integer network (int64 simulation; docs/export.md) beside the float one")

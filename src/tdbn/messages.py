@@ -4,7 +4,9 @@ The command prints a problem as one line ``tdbn COMMAND: error: ...`` (:func:`er
 may follow it) or ``tdbn COMMAND: warning: ...`` (:func:`line`). :func:`show_warnings_as_lines` routes Python
 warnings through the same format, without the file name and echoed source line of Python's default display.
 Library code warns with :func:`warn`, which attributes the warning to the first caller outside the ``tdbn``
-package: a script calling ``tdbn.train.train(...)`` sees the line of its own call, not a line inside tdbn.
+package (and outside torch, whose module-call machinery sits between ``model(x)`` and tdbn's ``forward``): a
+script calling ``tdbn.train.train(...)`` or ``model(x)`` sees the line of its own call, not a line inside tdbn or
+torch.
 """
 
 from __future__ import annotations
@@ -37,16 +39,27 @@ def error(command: str, err: object) -> str:
     return line(command, "error", first) + (f"\n{rest}" if rest else "")
 
 
-def _inside(filename: str) -> bool:
-    return str(Path(filename).resolve()).startswith(_PACKAGE + os.sep)
+def _inside(filename: str, *folders: str) -> bool:
+    path = str(Path(filename).resolve())
+    return any(path.startswith(folder + os.sep) for folder in (folders or (_PACKAGE,)))
+
+
+def _library_folders() -> tuple[str, ...]:
+    """tdbn's package folder and, once imported, torch's: the frames a warning is not attributed to."""
+    torch = sys.modules.get("torch")
+    where = getattr(torch, "__file__", None)
+    return (_PACKAGE,) if where is None else (_PACKAGE, str(Path(where).resolve().parent))
 
 
 def warn(message: str, category: type[Warning] = UserWarning) -> None:
-    """:func:`warnings.warn` attributed to the user's code: the first frame outside the tdbn package."""
+    """:func:`warnings.warn` attributed to the user's code: the first frame outside the tdbn and torch packages."""
+    folders = _library_folders()
     frame, level = sys._getframe(1), 2  # stacklevel 2: the caller of warn()
-    while frame is not None and _inside(frame.f_code.co_filename):
+    while frame is not None and _inside(frame.f_code.co_filename, *folders):
         frame, level = frame.f_back, level + 1
-    warnings.warn(message, category, stacklevel=level if frame is not None else 2)
+    if frame is None or frame.f_globals.get("__name__") == "runpy":  # the tdbn program itself: no user code
+        level = 2
+    warnings.warn(message, category, stacklevel=level)
 
 
 def show_warnings_as_lines(command: str, stream: TextIO | None = None) -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict
 
 import pytest
 import yaml
 
 from tdbn import models
-from tdbn.train import TrainConfig, config_from_dict, config_to_dict, load_config, preset_names, preset_path
+from tdbn.data import DataNotFoundError
+from tdbn.train import TrainConfig, config_from_dict, config_to_dict, load_config, preset_names, preset_path, train
 from tdbn.train.config import _flatten
 
 PAPER_PRESETS = [
@@ -86,3 +88,45 @@ def test_round_trip_through_json():
     cfg = load_config("nmnist", ["seed=3"])
     again = config_from_dict(json.loads(json.dumps(config_to_dict(cfg))))
     assert asdict(again) == asdict(cfg)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optim.lr=inf", "'optim.lr' must be a finite number, got inf"),
+    ("optim.lr=-.inf", "'optim.lr' must be a finite number, got -inf"),
+    ("optim.lr=.nan", "'optim.lr' must be a finite number, got nan"),
+    ("model.tau=inf", "'model.tau' must be a finite number, got inf"),
+    ("threads=0", "'threads' must be >= 1 (torch CPU threads) or null"),
+    ("threads=-1", "'threads' must be >= 1 (torch CPU threads) or null"),
+])
+def test_non_finite_numbers_and_thread_counts_are_refused(override, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_config("mnist", [override])
+
+
+@pytest.mark.parametrize("bad,message", [
+    (["optim.lr=1.0"], None),  # control: the same run with a valid configuration reaches the (missing) data
+    (["model.name=resnet999"], "unknown model 'resnet999'"),
+    (["model.options.widht=0.5"], "unknown option(s) ['widht'] for model 'resnet17'"),
+    (["model.name=resnet", "model.options.depth=9"], "resnet depth must be even"),
+    (["data.name=mnst"], "unknown data set 'mnst' (data.name)"),
+    (["data.root=null"], "data set 'mnist' needs data.root"),
+])
+def test_the_whole_configuration_is_checked_before_any_data_or_folder(bad, message, tmp_path):
+    """A configuration the run cannot use is refused before the data is read (here: a data folder that does not
+    exist, which would be reported first otherwise) and before any folder is made."""
+    cfg = load_config("mnist", [f"data.root={tmp_path / 'no-data'}", f"out_dir={tmp_path / 'runs'}", "device=cpu",
+                                *bad])
+    with pytest.raises((ValueError, DataNotFoundError)) as err:
+        train(cfg, log=lambda s: None)
+    if message is None:
+        assert isinstance(err.value, DataNotFoundError)
+    else:
+        assert not isinstance(err.value, DataNotFoundError) and message in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_config_built_in_python_is_checked_too(tmp_path):
+    cfg = TrainConfig(out_dir=str(tmp_path / "runs"), threads=0)  # not through load_config / override
+    with pytest.raises(ValueError, match="'threads' must be >= 1"):
+        train(cfg, log=lambda s: None)
+    assert list(tmp_path.iterdir()) == []

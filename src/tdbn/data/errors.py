@@ -16,13 +16,24 @@ class DataError(Exception):
 
 
 class DataNotFoundError(DataError, FileNotFoundError):
-    """A data set folder or file is missing; the message names the expected layout and where to get the data."""
+    """A data set folder or file is missing; the message names the expected layout and where to get the data.
 
-    def __init__(self, path: str | Path, *, expected: str, source: str) -> None:
+    ``problem`` says what is wrong with ``path``; by default ``not found (no such file or folder)`` when it does not
+    exist, ``a file, not a folder`` for a file, else ``not found or incomplete``.
+
+    >>> str(DataNotFoundError("no/such/dir", expected="  <root>/a.bin", source="...")).splitlines()[0]
+    'no/such/dir: not found (no such file or folder).'
+    """
+
+    def __init__(self, path: str | Path, *, expected: str, source: str, problem: str | None = None) -> None:
         self.path = Path(path)
         self.expected = expected
         self.source = source
-        super().__init__(f"{self.path}: not found or incomplete.\nExpected layout:\n{expected}\nGet the data: {source}")
+        if problem is None:
+            problem = ("a file, not a folder" if self.path.is_file() else "not found or incomplete") \
+                if self.path.exists() else "not found (no such file or folder)"
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}.\nExpected layout:\n{expected}\nGet the data: {source}")
 
     def __str__(self) -> str:  # FileNotFoundError would otherwise format (errno, strerror)
         return self.args[0]

@@ -101,6 +101,8 @@ class ImageNet(Dataset):
     ) -> None:
         root = Path(root)
         folder = root / ("train" if train else "val")
+        if not root.is_dir():  # name the root itself, not a split folder under it
+            raise DataNotFoundError(root, expected=_LAYOUT, source=_SOURCE)
         if not folder.is_dir():
             raise DataNotFoundError(folder, expected=_LAYOUT, source=_SOURCE)
         class_root = root / "train" if (root / "train").is_dir() else folder

@@ -114,7 +114,9 @@ class MNIST(InMemoryImages):
             source = images_idx
             x, y = read_idx(images_idx), read_idx(labels_idx)
         else:
-            raise DataNotFoundError(root, expected=_LAYOUT, source=_SOURCE)
+            wrong_kind = "a file that is not an .npz archive (give the .npz file or the folder of idx files)"
+            raise DataNotFoundError(root, expected=_LAYOUT, source=_SOURCE,
+                                    problem=wrong_kind if root.is_file() else None)
         if x.dtype != np.uint8 or x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise DataFormatError(source, None, f"expected images [N, H, W] uint8 and labels [N], got "
                                   f"{x.shape} {x.dtype} and {y.shape}")

@@ -79,6 +79,8 @@ def _read_label_list(path: Path) -> list[tuple[str, int]]:
 
 
 def _find_samples(root: Path, train: bool) -> list[EventSample]:
+    if not root.is_dir():  # name the root itself, not a split folder under it
+        raise DataNotFoundError(root, expected=_LAYOUT, source=_SOURCE)
     split_dir = root / ("Train" if train else "Test")
     if split_dir.is_dir():
         samples = [

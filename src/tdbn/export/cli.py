@@ -179,21 +179,15 @@ def _export_integer(args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
-def run_eval_bits(args: argparse.Namespace) -> int:
-    """``tdbn eval --bits K``: the integer network's top-1 beside the float model's, on the same test samples."""
-    import json
-
+def run_eval_bits(args: argparse.Namespace) -> dict[str, Any]:
+    """``tdbn eval --bits K``: the integer network's top-1 beside the float model's, on the same test samples;
+    printed and returned (``tdbn eval`` writes it, after checking its options and its output file)."""
     from tdbn.export.quant_eval import evaluate_integer
 
-    if args.fuse:
-        raise ValueError("--bits always quantizes the fused network; drop --fuse")
     result = evaluate_integer(args.checkpoint, bits=args.bits, data_root=args.data, test_limit=args.limit,
                               per_channel=args.per_channel, input_bits=args.input_bits,
                               batch_size=args.batch_size or 100)
     print(f"{result['checkpoint']}: {args.bits}-bit integer top-1 {100 * result['top1_integer']:.2f}%  float "
           f"{100 * result['top1_float']:.2f}%  same predictions {100 * result['same_predictions']:.2f}%  "
           f"({result['samples']} test samples, {result['seconds']:.0f} s)")
-    out = Path(args.out) if args.out else Path(result["checkpoint"]).parent / f"eval-int{args.bits}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
-    return 0
+    return result

@@ -11,12 +11,12 @@ runs its children one after the other, so hooks on the ``LIF`` child see every c
 
 from __future__ import annotations
 
-import warnings
 from collections import OrderedDict
 
 import torch
 from torch import nn
 
+from ..messages import warn
 from ..operators import switches as _switches
 from ..operators.spike_ops import pack_spikes, spike_conv2d
 from ..operators.unit_ops import td_bn_add_lif, td_bn_lif
@@ -38,8 +38,8 @@ def _backend_allows(lif: LIF, x: Tensor) -> bool:
     global _warned_backend
     if not _warned_backend:
         _warned_backend = True
-        warnings.warn(f"tdbn: LIF backend {lif.backend!r} on {x.device.type} tensors: the units run their modules one "
-                      "after the other (the LIF with the requested kernels, storing u)", RuntimeWarning, stacklevel=3)
+        warn(f"tdbn: LIF backend {lif.backend!r} on {x.device.type} tensors: the units run their modules one after "
+             "the other (the LIF with the requested kernels, storing u)", RuntimeWarning)  # at the caller's line
     return False
 
 

@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from .run_dir import load_run
     from .runner import run_events
 
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1 (torch CPU threads; omit it for torch's choice), got {args.threads}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.chunk_us < 1:

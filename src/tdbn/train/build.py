@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+import torch
 from torch import nn
 
 from .. import models
 from ..layers import set_lif_backend
 from .config import ModelConfig
 
-__all__ = ["build_model", "create_model", "model_kwargs", "neuron_params"]
+__all__ = ["build_model", "check_model", "create_model", "model_kwargs", "neuron_params"]
 
 
 def model_kwargs(cfg: ModelConfig, *, num_classes: int, in_channels: int, input_size: int) -> dict[str, Any]:
@@ -40,6 +41,16 @@ def model_kwargs(cfg: ModelConfig, *, num_classes: int, in_channels: int, input_
         raise ValueError(f"unknown option(s) {unknown} for model {cfg.name!r}; valid: "
                          f"{sorted(set(valid) - {'num_classes', 'in_channels'})}")
     return {"num_classes": num_classes, "in_channels": in_channels, **options}
+
+
+def check_model(cfg: ModelConfig) -> None:
+    """Raise ``ValueError`` now for a model the configuration cannot build: an unknown name or option, or a value
+    its builder refuses (e.g. an odd ResNet depth). Built on the meta device (no memory, no computation), for
+    inputs of 224x224, so that no input size is too small: a size the data set makes too small is found later.
+    """
+    kwargs = model_kwargs(cfg, num_classes=10, in_channels=2, input_size=224)
+    with torch.device("meta"):
+        models.create(cfg.name, **kwargs)
 
 
 def create_model(name: str, kwargs: dict[str, Any], *, lif_backend: str = "torch") -> nn.Module:

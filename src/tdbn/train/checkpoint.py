@@ -40,8 +40,9 @@ from ..messages import warn as warn_user
 from .errors import CheckpointError, CheckpointWriteError
 
 __all__ = [
-    "CHECKPOINT", "FORMAT", "PREVIOUS", "code_version", "find_checkpoint", "get_rng_state", "load_checkpoint",
-    "load_latest", "non_finite_tensors", "remove_leftovers", "save_checkpoint", "set_rng_state",
+    "CHECKPOINT", "FORMAT", "PREVIOUS", "checkpoint_digest", "code_version", "find_checkpoint", "get_rng_state",
+    "is_run_folder", "load_checkpoint", "load_latest", "missing_checkpoint", "non_finite_tensors", "remove_leftovers",
+    "run_folders", "save_checkpoint", "set_rng_state",
 ]
 
 FORMAT = "tdbn-train-checkpoint/2"
@@ -114,6 +115,20 @@ def _body_and_digest(data: bytes) -> tuple[bytes, str | None]:
     if len(data) > _TRAILER and tail.startswith(_MAGIC) and tail.endswith(b"\n"):
         return data[:-_TRAILER], tail[len(_MAGIC):-1].decode("ascii", errors="replace")
     return data, None
+
+
+def checkpoint_digest(path: str | Path) -> str:
+    """The SHA-256 digest a checkpoint file carries in its trailer (read from its last bytes, without verifying the
+    body); for a file without one (an older format), the digest of the whole file. It names one checkpoint: a
+    result computed from it can record it (``tdbn eval``'s JSON files)."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        f.seek(max(0, size - _TRAILER))
+        tail = f.read()
+    if size > _TRAILER and tail.startswith(_MAGIC) and tail.endswith(b"\n"):
+        return tail[len(_MAGIC):-1].decode("ascii", errors="replace")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _encode(payload: dict[str, Any]) -> bytes:
@@ -204,16 +219,52 @@ def find_checkpoint(path: str | Path) -> Path:
     return path / CHECKPOINT if path.is_dir() else path
 
 
+def is_run_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a run folder: it holds a checkpoint or the configuration a run writes first."""
+    return any((Path(path) / name).is_file() for name in (CHECKPOINT, PREVIOUS, "config.json"))
+
+
+def run_folders(path: str | Path) -> list[Path]:
+    """The run folders directly inside ``path`` (e.g. ``runs/``), oldest first (by modification time)."""
+    path = Path(path)
+    if not path.is_dir():
+        return []
+    return sorted((p for p in path.iterdir() if p.is_dir() and is_run_folder(p)), key=lambda p: p.stat().st_mtime)
+
+
+def missing_checkpoint(path: str | Path) -> CheckpointError:
+    """The error for ``path`` (a checkpoint file or a run folder) when it holds no checkpoint, saying what the path
+    is instead: nothing (no such file or folder), a folder of run folders (naming them, the newest first), a run
+    folder stopped before its first checkpoint, or a folder that is no run folder; with the ``*.pt`` files there.
+    """
+    path = Path(path)
+    if path.is_dir():
+        runs = run_folders(path)
+        if runs and not is_run_folder(path):
+            shown = ", ".join(p.name for p in runs[::-1][:5]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
+            return CheckpointError(f"{path} is a folder of run folders, not a run folder: it holds {len(runs)} "
+                                   f"run{'s' if len(runs) > 1 else ''} ({shown}); name one of them, e.g. {runs[-1]} "
+                                   "(the newest)")
+        folder = path
+        problem = (f"{path / CHECKPOINT}: checkpoint not found ("
+                   + (f"the run folder {path} has no {CHECKPOINT} yet" if is_run_folder(path) else
+                      f"{path} is not a run folder: it holds neither {CHECKPOINT} nor config.json"))
+    else:
+        folder, problem = path.parent, f"{path}: checkpoint not found (no such file or folder"
+    held = sorted(p.name for p in folder.glob("*.pt") if p.is_file()) if folder.is_dir() else []
+    there = f"; {folder} holds {', '.join(held)}" if held else ""
+    return CheckpointError(f"{problem}{there})")
+
+
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read and verify a checkpoint (file or run folder) with ``weights_only=True``.
 
     Raises :class:`CheckpointError` naming the file when it is missing, fails its digest check, cannot be read,
     or is not a tdbn training checkpoint.
     """
-    path = find_checkpoint(path)
+    given, path = path, find_checkpoint(path)
     if not path.is_file():
-        hint = f" (the run folder {path.parent} has no checkpoint yet)" if path.parent.is_dir() else ""
-        raise CheckpointError(f"{path}: checkpoint not found{hint}")
+        raise missing_checkpoint(given)
     try:
         raw = path.read_bytes()
     except OSError as err:
@@ -252,6 +303,8 @@ def load_latest(run_dir: str | Path, *, warn=None) -> tuple[dict[str, Any], Path
     """
     run_dir = Path(run_dir)
     newest, previous = run_dir / CHECKPOINT, run_dir / PREVIOUS
+    if not newest.is_file() and not previous.is_file():
+        raise missing_checkpoint(run_dir)
     try:
         return load_checkpoint(newest), newest
     except CheckpointError as err:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -277,7 +278,13 @@ def override(cfg: TrainConfig, overrides: list[str] | dict[str, Any]) -> TrainCo
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Range checks that types cannot express; ``ValueError`` naming the key."""
+    """Range checks that types cannot express; ``ValueError`` naming the key.
+
+    Every number must be finite (``optim.lr=inf`` is refused like ``nan``), before any range is checked.
+    """
+    for key, value in _flatten(config_to_dict(cfg)).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"config key {key!r} must be a finite number, got {value!r}")
     checks = [
         ("amp", cfg.amp is None or cfg.amp in AMP_CHOICES, f"one of {list(AMP_CHOICES)} or null"),
         ("dtype", cfg.dtype in DTYPES, f"one of {list(DTYPES)}"),
@@ -299,6 +306,7 @@ def validate(cfg: TrainConfig) -> None:
         ("data.train_limit", cfg.data.train_limit is None or cfg.data.train_limit >= 1, ">= 1 or null"),
         ("data.test_limit", cfg.data.test_limit is None or cfg.data.test_limit >= 1, ">= 1 or null"),
         ("data.workers", cfg.data.workers >= 0, ">= 0"),
+        ("threads", cfg.threads is None or cfg.threads >= 1, ">= 1 (torch CPU threads) or null (torch's default)"),
     ]
     for key, ok, want in checks:
         if not ok:

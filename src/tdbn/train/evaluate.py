@@ -47,7 +47,7 @@ def evaluate_checkpoint(
         data = build_data(cfg.data, batch_size=bs, timesteps=cfg.model.timesteps, seed=cfg.seed, device=dev,
                           train=False)
     except DataNotFoundError as err:
-        raise DataNotFoundError(err.path, expected=err.expected,
+        raise DataNotFoundError(err.path, expected=err.expected, problem=err.problem,
                                 source=f"{err.source}\n(the data location recorded in the checkpoint; "
                                        "pass --data ROOT, or data_root=..., to use another)") from None
     stats = evaluate(run.model, data.test, Context(Shard(), dev), progress=progress,

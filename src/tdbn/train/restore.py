@@ -18,7 +18,7 @@ from torch import nn
 from .. import models
 from ..fusion import fuse as fuse_model
 from .build import create_model, model_kwargs
-from .checkpoint import CHECKPOINT, FORMAT, find_checkpoint, load_checkpoint
+from .checkpoint import FORMAT, find_checkpoint, load_checkpoint, missing_checkpoint
 from .config import TrainConfig, config_from_dict
 from .errors import CheckpointError
 
@@ -95,20 +95,14 @@ def model_spec(checkpoint: dict[str, Any], path: str | Path = "checkpoint") -> t
 def checkpoint_file(path: str | Path) -> Path:
     """The checkpoint file of ``path`` (the file itself or ``<run folder>/checkpoint.pt``), which must exist.
 
-    :class:`~tdbn.train.CheckpointError` otherwise, saying which path is missing and listing the checkpoints
-    (``*.pt``) that its folder does hold, so a typo or a wrong folder shows at once.
+    :class:`~tdbn.train.CheckpointError` otherwise, saying what ``path`` is instead (no such file or folder, a folder
+    of run folders, a run folder without a checkpoint yet) and listing the checkpoints (``*.pt``) that its folder
+    does hold, so a typo or a wrong folder shows at once (:func:`~tdbn.train.checkpoint.missing_checkpoint`).
     """
-    path = Path(path)
     file = find_checkpoint(path)
     if file.is_file():
         return file
-    if path.is_dir():
-        folder, problem = path, f"{file}: checkpoint not found (the run folder {path} has no {CHECKPOINT} yet"
-    else:
-        folder, problem = path.parent, f"{path}: checkpoint not found (no such file or folder"
-    held = sorted(p.name for p in folder.glob("*.pt") if p.is_file()) if folder.is_dir() else []
-    there = f"; {folder} holds {', '.join(held)}" if held else ""
-    raise CheckpointError(f"{problem}{there})")
+    raise missing_checkpoint(path)
 
 
 def restore(path: str | Path, *, fuse: bool = False, device: str | torch.device = "cpu",

@@ -32,18 +32,23 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..operators import cpu as native_kernels
+from ..functional.lif import check_backend
 from ..layers import convert_sync_tdbn
 from ..messages import warn
+from ..operators import cpu as native_kernels
 from .amp import Precision, resolve_amp
-from .build import create_model, model_kwargs, neuron_params
+from .build import check_model, create_model, model_kwargs, neuron_params
 from .checkpoint import (
-    CHECKPOINT, FORMAT, PREVIOUS, code_version, get_rng_state, load_checkpoint, load_latest, remove_leftovers,
-    save_checkpoint, set_rng_state,
+    CHECKPOINT, FORMAT, PREVIOUS, code_version, get_rng_state, load_checkpoint, load_latest, missing_checkpoint,
+    remove_leftovers, run_folders, save_checkpoint, set_rng_state,
 )
-from .config import RESUMABLE_KEYS, TrainConfig, config_from_dict, config_to_dict, diff_configs, save_config
-from .data import build_data
-from .distributed import Context, broadcast_object, gather_objects, setup, teardown, torchrun_restart
+from .config import (
+    RESUMABLE_KEYS, TrainConfig, config_from_dict, config_to_dict, diff_configs, save_config, validate,
+)
+from .data import DATASETS, build_data
+from .distributed import (
+    Context, broadcast_object, gather_objects, resolve_device, setup, teardown, torchrun_restart,
+)
 from .engine import EpochProgress, evaluate, train_one_epoch
 from .errors import CheckpointWriteError, NonFiniteError, TrainingError
 from .metrics_log import MetricsLog, require_tensorboard
@@ -210,11 +215,31 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None,
     states, so the result equals that of an uninterrupted run. ``cfg`` must then equal the run's configuration
     except for :data:`~tdbn.train.config.RESUMABLE_KEYS`.
     """
+    _check_config(cfg)  # before any data is read, any folder made or any process group joined
     ctx = setup(cfg.device)
     try:
         return _train(cfg, resume, ctx, log)
     finally:
         teardown(ctx)
+
+
+def _check_config(cfg: TrainConfig) -> None:
+    """Every check of a configuration that needs no data: ranges and finite numbers, the model (name, options,
+    values), the data set's name and root, the LIF kernels on this device."""
+    validate(cfg)  # also for a TrainConfig built in Python rather than by load_config / override
+    if cfg.data.name not in DATASETS:
+        raise ValueError(f"unknown data set {cfg.data.name!r} (data.name); valid: {', '.join(DATASETS)}")
+    if cfg.data.name != "digits" and not cfg.data.root:
+        raise ValueError(f"data set {cfg.data.name!r} needs data.root (e.g. data.root=../shared/data/{cfg.data.name})")
+    check_model(cfg.model)
+    if cfg.model.lif_backend == "triton":
+        check_backend("triton")  # the package is installed
+        from ..operators.cuda_lif import interpreted
+
+        device = resolve_device(cfg.device)
+        if device.type != "cuda" and not interpreted():  # (Triton's interpreter runs it on the CPU, for tests)
+            raise ValueError(f"model.lif_backend=triton runs the LIF kernels on CUDA only, and this run's device is "
+                             f"{device}; use model.lif_backend=torch (the default) on the CPU")
 
 
 def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Callable[[str], None]) -> dict[str, Any]:
@@ -225,7 +250,6 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
     cfg.amp = resolve_amp(cfg.amp, ctx.device)
     if cfg.tensorboard:
         require_tensorboard()  # before anything is written
-    _absolute_paths(cfg)
     checkpoint = None
     auto = resume is None and bool(broadcast_object(_continuable(cfg) if ctx.is_main else None, ctx))
     if auto:  # decided by rank 0 alone, so that no process sees a folder rank 0 is just creating
@@ -248,6 +272,8 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
             if ctx.is_main:
                 log(f"{run_dir} has no checkpoint yet (the run stopped before its first one): "
                     "starting it again from scratch with its configuration")
+        elif run_folders(run_dir):  # e.g. runs/ itself: name the runs it holds
+            raise TrainingError(f"--resume {run_dir}: {missing_checkpoint(run_dir)}")
         else:
             raise TrainingError(f"--resume {run_dir}: neither a checkpoint nor config.json there; start a new run "
                                 "with run_dir=PATH or out_dir=PATH")
@@ -273,6 +299,7 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
     bs = cfg.optim.batch_size
     data = build_data(cfg.data, batch_size=bs, timesteps=cfg.model.timesteps, seed=cfg.seed, shard=ctx.shard,
                       device=ctx.device, eval_batch_size=2 * bs, log=log if ctx.is_main else None)
+    _absolute_paths(cfg)  # only now: the data's messages name the paths as they were given
     if len(data.train) == 0:
         raise TrainingError(f"{data.train.num_samples} training samples make no batch of {bs} x {ctx.shard.world} "
                             "processes; lower optim.batch_size")
