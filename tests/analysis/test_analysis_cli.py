@@ -69,7 +69,7 @@ def test_bad_model_option_is_a_clear_error(shared_mnist):
     with pytest.raises(ValueError, match="unknown option"):
         main(["ops", "--dataset", "mnist", "--data-root", str(shared_mnist / "mnist" / "mnist.npz"),
               "--model", "plain", "--option", "widht=0.5", "--num-images", "2", "--no-plot"])
-    with pytest.raises(SystemExit, match="KEY=VALUE"):
+    with pytest.raises(ValueError, match="KEY=VALUE"):
         main(["ops", "--model", "plain", "--option", "width", "--no-plot"])
 
 
@@ -114,7 +114,7 @@ def test_spikes_from_a_training_checkpoint(digits_checkpoint):
     result = json.loads((tmp_path / "s.json").read_text())
     assert result["model"] == "resnet19" and result["images"] == 5 and "epoch 3" in result["weights"]
     assert len(result["layers"]) == 18  # ResNet-19: encoding layer, 16 block LIFs, fc-256
-    with pytest.raises(SystemExit, match="--model only"):
+    with pytest.raises(ValueError, match="--model only"):
         main(["ops", "--checkpoint", str(tmp_path), "--option", "width=1", "--no-plot"])
     assert main(["spikes", "--checkpoint", str(tmp_path), "--num-images", "5", "--no-plot"]) == 0
     assert (tmp_path / "analysis" / "spikes_resnet19.json").is_file()  # next to the checkpoint by default
@@ -129,7 +129,7 @@ def test_default_output_is_under_runs_and_never_replaced_without_force(tmp_path,
     out = capsys.readouterr().out
     assert "wrote runs/analysis/membrane.json" in out and (tmp_path / "runs" / "analysis" / "membrane.json").is_file()
     assert shipped.read_text() == "{}"  # the repository's figure is untouched
-    with pytest.raises(SystemExit, match=r"membrane.json already exist.*--force"):
+    with pytest.raises(ValueError, match=r"membrane.json already exists; pass --force"):
         main(["membrane", "--neurons", "200", "--no-plot", "--out", "docs/figures/membrane"])
     assert shipped.read_text() == "{}"
     assert main(["membrane", "--neurons", "200", "--no-plot", "--out", "docs/figures/membrane", "--force"]) == 0
@@ -173,3 +173,82 @@ def test_analysis_files_are_readable_like_the_plots(tmp_path):
     assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "m.png").stat().st_mode) == 0o644
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def test_existing_output_is_one_error_line_and_exit_2_before_any_work(tmp_path):
+    """The data root given does not exist: the refusal comes before the data would be read."""
+    out = tmp_path / "ops"
+    for suffix in (".json", ".png"):
+        out.with_suffix(suffix).write_text("kept")
+    for what in ("ops", "spikes"):
+        proc = run_tdbn("analyze", what, "--model", "resnet", "--option", "depth=8", "--dataset", "mnist",
+                        "--data-root", tmp_path / "none", "--out", out)
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr == (f"tdbn analyze: error: {out}.json, {out}.png already exist; pass --force to replace, "
+                               "or choose another --out\n")
+    assert {p.read_text() for p in tmp_path.iterdir()} == {"kept"}
+
+
+def test_latency_without_plot_minds_only_the_json(digits_checkpoint, capsys):
+    out = digits_checkpoint / "lat"
+    out.with_suffix(".png").write_text("an older figure")
+    assert main(["latency", "--checkpoint", str(digits_checkpoint), "--no-plot", "--out", str(out)]) == 0
+    assert f"wrote {out}.json\n" in capsys.readouterr().out
+    assert json.loads(out.with_suffix(".json").read_text())["samples"] == 360
+    assert out.with_suffix(".png").read_text() == "an older figure"
+    with pytest.raises(ValueError, match=r"lat.json, .*lat.png already exist"):  # a plot would replace both
+        main(["latency", "--checkpoint", str(digits_checkpoint), "--out", str(out)])
+
+
+def _drawn(monkeypatch) -> list:
+    """The figures the plots draw, kept open after they are saved."""
+    from tdbn.analysis import plots
+
+    figures, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    return figures
+
+
+def _inside(fig) -> bool:
+    """Whether everything a saved (closed) figure draws lies inside its image, drawn again at the same dpi."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    drawn = fig.get_tightbbox(canvas.get_renderer())  # inches, every artist drawn (titles, labels, ticks)
+    width, height = fig.get_size_inches()
+    return drawn.x0 >= -0.01 and drawn.y0 >= -0.01 and drawn.x1 <= width + 0.01 and drawn.y1 <= height + 0.01
+
+
+def _texts(fig) -> list[str]:
+    from matplotlib.text import Text
+
+    return [" ".join(t.get_text().split()) for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+
+
+def test_figures_name_their_data_and_nothing_is_cut_off(tmp_path, monkeypatch):
+    """Every text of the ops, spikes and latency figures lies inside the image, even with long names; the titles
+    name the model, the data set and the number of test inputs, and the weights are given."""
+    from tdbn.analysis.figures import plot_ops, plot_spikes
+    from tdbn.analysis.latency import make_latency
+
+    figures = _drawn(monkeypatch)
+    meta = {"model": "resnet34_large", "options": {"timesteps": 10}, "dataset": "cifar10_dvs", "images": 500,
+            "events": True, "calibrated_norm": False, "fused": True,
+            "weights": "checkpoint runs/cifar10_dvs_resnet19-20261207-120000/checkpoint.pt (epoch 120)"}
+    layers = [{"name": f"layer{i}.conv", "role": "encoding" if i == 1 else "hidden", "additions": 1e6 * i,
+               "multiplications": 1e5, "ann_macs": 1e5} for i in range(1, 30)]
+    ops = meta | {"ann": {"layers": {f"layer{i}.conv": 1e6 for i in range(1, 30)}},
+                  "snn": {"layers": layers, "images": 500, "timesteps": 10}}
+    plot_ops(ops, tmp_path / "ops.png")
+    plot_spikes(meta | {"layers": [{"spikes_per_neuron": 0.1 * i} for i in range(18)]}, tmp_path / "spikes.png")
+    make_latency(tmp_path / "latency", {"model": "resnet34_large", "dataset": "cifar10_dvs", "epoch": 120,
+                                        "fused": True, "k": [1, 2, 3], "top1": [0.5, 0.6, 0.7], "samples": 1000})
+    assert len(figures) == 3 and all(_inside(fig) for fig in figures)
+    said = [text for fig in figures for text in _texts(fig)]
+    assert "Table 6, resnet34_large (T=10): operations per image, spikes counted over 500 cifar10_dvs test " \
+           "recordings" in said
+    assert "resnet34_large (T=10): average spikes per neuron in each layer over 500 cifar10_dvs test recordings" \
+           in said
+    assert "resnet34_large (epoch 120, fused): anytime prediction on 1000 cifar10_dvs test samples" in said
+    assert sum(text.startswith(meta["weights"]) for text in said) == 2  # ops and spikes

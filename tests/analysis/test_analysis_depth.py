@@ -148,7 +148,7 @@ def test_depth_command_budget_in_epochs_resume_and_grad_norms(tmp_path, shared_m
     rerun = json.loads((tmp_path / "d.json").read_text())["runs"]
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in rerun] == [
         {k: v for k, v in r.items() if k != "seconds"} for r in result["runs"]]
-    with pytest.raises(SystemExit, match="ARCH-DEPTH-NORM"):
+    with pytest.raises(ValueError, match="ARCH-DEPTH-NORM"):
         main(["resnet50" if a == "resnet-8-tdbn" else a for a in args])
 
 

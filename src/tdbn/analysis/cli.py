@@ -6,7 +6,9 @@ anytime prediction). ``src/tdbn/cli.py`` calls :func:`add_subparser`;
 ``python -m tdbn.analysis.cli WHAT ...`` runs the same commands on their own.
 
 Output: ``--out PREFIX``; by default ``<run folder>/analysis/NAME`` for ``--checkpoint``, else ``runs/analysis/NAME``.
-Existing files are never replaced unless ``--force`` is given; the paths written are printed.
+Existing files are never replaced unless ``--force`` is given (with ``--no-plot`` only the JSON file counts); this
+is checked before any work, like every option. The paths written are printed. A bad option is one line
+``tdbn analyze: error: ...`` and exit code 2.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-
-from ..messages import line
 
 DEFAULT_DIR = "runs/analysis"
 
@@ -40,8 +40,7 @@ def _options(pairs: Sequence[str]) -> dict:
     for pair in pairs:
         key, sep, val = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(line("analyze", "error",
-                                  f"--option expects KEY=VALUE (e.g. --option width=0.5), got {pair!r}"))
+            raise ValueError(f"--option expects KEY=VALUE (e.g. --option width=0.5), got {pair!r}")
         out[key.strip()] = _value(val.strip())
     return out
 
@@ -197,10 +196,11 @@ def _prefix(args: argparse.Namespace, model: str | None = None, *, replace_ok: b
         prefix = str((ckpt if ckpt.is_dir() else ckpt.parent) / "analysis" / name)
     else:
         prefix = f"{DEFAULT_DIR}/{name}"
-    existing = [str(p) for p in output_paths(prefix) if p.exists()]
+    js, png = output_paths(prefix)
+    existing = [str(p) for p in ((js,) if args.no_plot else (js, png)) if p.exists()]  # the files it will write
     if existing and not (args.force or replace_ok):
-        raise SystemExit(line("analyze", "error", f"{', '.join(existing)} already exist(s); pass --force to replace, "
-                              "or choose another --out"))
+        raise ValueError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass --force to "
+                         "replace, or choose another --out")
     return prefix
 
 
@@ -212,8 +212,17 @@ def _wrote(prefix: str, args: argparse.Namespace) -> None:
 
 
 def _setup(args: argparse.Namespace) -> None:
+    """Checks of the options every analysis shares, then threads and seed: before any work."""
     import torch
 
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1 (torch CPU threads; omit it for torch's choice), got {args.threads}")
+    for option in ("num_images", "jobs", "limit", "batch_size"):
+        value = getattr(args, option, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{option.replace('_', '-')} must be >= 1, got {value}")
+    if getattr(args, "option", None) and getattr(args, "checkpoint", None):
+        raise ValueError("--option applies to --model only; a checkpoint carries its own model options")
     if not args.no_plot:  # a missing plotting extra is reported now, not after minutes of work
         from .plots import require_matplotlib
 
@@ -275,8 +284,7 @@ def _grad_norm_net(text: str) -> tuple[str, int, str]:
     arch, _, rest = text.partition("-")
     depth, _, norm = rest.partition("-")
     if arch not in ("plain", "resnet") or not depth.isdigit() or norm not in ("tdbn", "bn", "none"):
-        raise SystemExit(line("analyze", "error", f"--grad-norms expects ARCH-DEPTH-NORM (e.g. resnet-50-tdbn), got "
-                                                  f"{text!r}"))
+        raise ValueError(f"--grad-norms expects ARCH-DEPTH-NORM (e.g. resnet-50-tdbn), got {text!r}")
     return arch, int(depth), norm
 
 
@@ -321,6 +329,16 @@ def _run_depth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_name(args: argparse.Namespace) -> str:
+    """The analysed model's name, which names the output: ``--model``, or the one recorded in ``--checkpoint``
+    (read now, so that an output that exists already is refused before any work)."""
+    if getattr(args, "model", None):
+        return args.model
+    from ..train import saved_config
+
+    return saved_config(args.checkpoint).model.name
+
+
 def _model_and_inputs(args: argparse.Namespace):
     import torch
 
@@ -330,9 +348,6 @@ def _model_and_inputs(args: argparse.Namespace):
     from .datasets import load_images
 
     if args.checkpoint is not None:
-        if args.option:
-            raise SystemExit(line("analyze", "error", "--option applies to --model only; a checkpoint carries its own "
-                                                      "model options"))
         model, x, meta = load_for_analysis(args.checkpoint, num_images=args.num_images, data_root=args.data_root)
     else:
         options = _options(args.option)
@@ -356,8 +371,8 @@ def _run_spikes(args: argparse.Namespace) -> int:
     from .figures import make_spikes, spikes_title
 
     _setup(args)
+    out = _prefix(args, _model_name(args))
     model, x, meta = _model_and_inputs(args)
-    out = _prefix(args, meta["model"])
     result = make_spikes(out, model, x, meta=meta, plot=not args.no_plot)
     _log(f"{spikes_title(result)} ({meta['weights']}):")
     for i, layer in enumerate(result["layers"], 1):
@@ -370,8 +385,8 @@ def _run_ops(args: argparse.Namespace) -> int:
     from .figures import make_ops
 
     _setup(args)
+    out = _prefix(args, _model_name(args))
     model, x, meta = _model_and_inputs(args)
-    out = _prefix(args, meta["model"])
     make_ops(out, model, x, meta=meta, plot=not args.no_plot, log=_log)
     _wrote(out, args)
     return 0
@@ -382,6 +397,7 @@ def _run_latency(args: argparse.Namespace) -> int:
     from .latency import latency_curve, make_latency, markdown_table, stream_latency_curve
 
     _setup(args)
+    out = _prefix(args, _model_name(args))
     run = load_run(args.checkpoint, fuse=args.fuse, data_root=args.data_root)
     cfg = run.config
     result = {"checkpoint": str(run.checkpoint), "epoch": run.epoch, "model": cfg.model.name,
@@ -390,7 +406,6 @@ def _run_latency(args: argparse.Namespace) -> int:
     if args.stream:
         result["stream"] = stream_latency_curve(run, limit=args.limit, log=_log)
         result["stream_equals_batched"] = result["stream"]["top1"] == result["top1"]
-    out = _prefix(args, cfg.model.name)
     make_latency(out, result, plot=not args.no_plot)
     _wrote(out, args)
     _log(markdown_table(result))
@@ -401,12 +416,21 @@ def _run_latency(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``analyze WHAT ...`` without the rest of the tdbn CLI."""
+    """Run ``analyze WHAT ...`` without the rest of the tdbn CLI; a bad option raises (``ValueError`` naming it)."""
     parser = argparse.ArgumentParser(prog="python -m tdbn.analysis.cli")
     add_subparser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["analyze", *(sys.argv[1:] if argv is None else argv)])
     return args.func(args)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # as `tdbn analyze ...`: one error line and exit code 2 for a bad option
+    from ..data import DataError
+    from ..messages import error
+    from ..train import TrainingError
+
+    try:
+        code = main()
+    except (ValueError, FileNotFoundError, DataError, TrainingError, ImportError) as err:
+        print(error("analyze", err), file=sys.stderr)
+        code = 2
+    raise SystemExit(code)

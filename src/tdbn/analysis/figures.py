@@ -182,18 +182,29 @@ def make_spikes(out: str | Path, model: nn.Module, x: torch.Tensor, *, meta: dic
     return _write(out, result, plot_spikes if plot else None)
 
 
+def _measured_on(result: dict) -> str:
+    """The inputs a result was measured on: ``16 cifar10 test images`` (``recordings`` for event data)."""
+    return f"{result['images']} {result.get('dataset', '')} test {'recordings' if result.get('events') else 'images'}"
+
+
+def _weights(result: dict) -> str:
+    """Which weights, and how the network was prepared: ``initialization (untrained), calibrated tdBN, fused``."""
+    return ", ".join([str(result.get("weights", "weights not recorded"))]
+                     + ["tdBN statistics calibrated on these inputs"] * bool(result.get("calibrated_norm"))
+                     + ["fused (Eq. 9-10)"] * bool(result.get("fused")))
+
+
 def spikes_title(result: dict) -> str:
     """What a spikes figure shows: the model, T, and the images it was measured on."""
     T = result.get("options", {}).get("timesteps", "?")
-    data = f"{result['images']} {result.get('dataset', '')} test {'recordings' if result.get('events') else 'images'}"
-    return f"{result.get('model', '')} (T={T}): average spikes per neuron in each layer over {data}"
+    return f"{result.get('model', '')} (T={T}): average spikes per neuron in each layer over {_measured_on(result)}"
 
 
 def plot_spikes(result: dict, png: str | Path) -> Path:
     from .plots import bar_plot
 
     return bar_plot({spikes_title(result): [s["spikes_per_neuron"] for s in result["layers"]]},
-                    png, xlabel="spiking layer", ylabel="average spikes per neuron")
+                    png, xlabel="spiking layer", ylabel="average spikes per neuron", note=_weights(result))
 
 
 def make_ops(
@@ -247,4 +258,10 @@ def plot_ops(result: dict, png: str | Path) -> Path:
         f"SNN multiplications per layer (per image, T={T})\n{_encoding_note(layers, T)}":
             [layer["multiplications"] / n for layer in layers],
     }, png, xlabel=f"synaptic layer (1 = {layers[0]['name']}, {len(layers)} = {layers[-1]['name']})",
-        ylabel="operations")
+        ylabel="operations", title=ops_title(result), note=_weights(result))
+
+
+def ops_title(result: dict) -> str:
+    """What an ops figure shows: the table, the model, T and the inputs the spikes were counted on."""
+    return (f"Table 6, {result.get('model', '')} (T={result['snn']['timesteps']}): operations per image, spikes "
+            f"counted over {_measured_on(result)}")

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..stream.runner import run_events, top1
 
-__all__ = ["latency_curve", "make_latency", "stream_latency_curve"]
+__all__ = ["latency_curve", "latency_title", "make_latency", "plot_latency", "stream_latency_curve"]
 
 
 def anytime_predictions(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -80,14 +80,25 @@ def make_latency(out: str | Path, result: dict, *, plot: bool = True) -> dict:
     js, png = output_paths(out)
     write_json(js, result)
     if plot:
-        from .plots import line_plot
-
-        series = {"batched (forward_steps)": (result["k"], [100 * a for a in result["top1"]])}
-        if "stream" in result:
-            series["streamed (tdbn.stream)"] = (result["stream"]["k"], [100 * a for a in result["stream"]["top1"]])
-        line_plot(series, png, xlabel="time steps k", ylabel="top-1 accuracy (%)",
-                  title=f"{result.get('model', '')} on {result.get('dataset', '')}: anytime prediction")
+        plot_latency(result, png)
     return result
+
+
+def plot_latency(result: dict, png: str | Path) -> Path:
+    """The figure of a latency result (as ``make_latency`` writes it, or read back from its JSON file)."""
+    from .plots import line_plot
+
+    series = {"batched (forward_steps)": (result["k"], [100 * a for a in result["top1"]])}
+    if "stream" in result:
+        series["streamed (tdbn.stream)"] = (result["stream"]["k"], [100 * a for a in result["stream"]["top1"]])
+    return line_plot(series, png, xlabel="time steps k", ylabel="top-1 accuracy (%)", title=latency_title(result))
+
+
+def latency_title(result: dict) -> str:
+    """What a latency figure shows: the model, the data set and the number of test samples."""
+    fused = ", fused" if result.get("fused") else ""
+    return (f"{result.get('model', '')} (epoch {result.get('epoch', '?')}{fused}): anytime prediction on "
+            f"{result['samples']} {result.get('dataset', '')} test samples")
 
 
 def markdown_table(result: dict) -> str:

@@ -4,6 +4,7 @@ inside each function, never at package import."""
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,10 +25,17 @@ def require_matplotlib() -> None:
     _pyplot()
 
 
+def _wrap(text: str, inches: float, fontsize: float = 10) -> str:
+    """``text`` broken into lines that fit ``inches`` at ``fontsize`` points (each given line wrapped alone)."""
+    per_line = max(20, int(inches * 72 / (0.55 * fontsize)))  # a DejaVu Sans character is about 0.55 em wide
+    return "\n".join(textwrap.fill(part, per_line) for part in text.split("\n"))
+
+
 def _save(fig, path: str | Path) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if not fig.get_constrained_layout():  # (a constrained layout places its texts itself)
+        fig.tight_layout()
     fig.savefig(p, dpi=100)
     import matplotlib.pyplot as plt
 
@@ -64,7 +72,7 @@ def line_plot(
             ax.set_yscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        ax.set_title(name, fontsize=10)
+        ax.set_title(_wrap(name, 4.0), fontsize=10)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -87,7 +95,7 @@ def histogram_panels(
         edges = panel["edges"]
         for label, heights in panel["bars"].items():
             ax.stairs(heights, edges, label=label, fill=len(panel["bars"]) == 1, alpha=0.8)
-        ax.set_title(panel["title"], fontsize=10)
+        ax.set_title(_wrap(panel["title"], 3.6), fontsize=10)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if len(panel["bars"]) > 1:
@@ -101,18 +109,26 @@ def bar_plot(
     *,
     xlabel: str,
     ylabel: str,
+    title: str = "",
+    note: str = "",
 ) -> Path:
-    """One subplot per group ``title -> values`` (stacked vertically), bars at positions 1..n."""
+    """One subplot per group ``title -> values`` (stacked vertically), bars at positions 1..n; ``title`` above them
+    all, ``note`` (e.g. which weights) in small type below. Every text is wrapped to the figure's width."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    panel_width = max(5.0, 0.25 * max(len(v) for v in groups.values()))
-    fig, axes = plt.subplots(len(groups), 1, figsize=(panel_width, 3.0 * len(groups)), squeeze=False)
+    width = max(6.0, 0.25 * max(len(v) for v in groups.values()))
+    fig, axes = plt.subplots(len(groups), 1, figsize=(width, 3.2 * len(groups)), squeeze=False,
+                             layout="constrained")  # room for each panel's own title, however many lines
     for ax, (name, values) in zip(axes[:, 0], groups.items()):
         ax.bar(range(1, len(values) + 1), values)
-        ax.set_xlabel(xlabel)
+        ax.set_xlabel(_wrap(xlabel, width - 1.0))
         ax.set_ylabel(ylabel)
-        ax.set_title(name, fontsize=10)
+        ax.set_title(_wrap(name, width - 1.0), fontsize=10)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(_wrap(title, width - 0.4, 11), fontsize=11)
+    if note:
+        fig.supxlabel(_wrap(note, width - 0.4, 8), fontsize=8, color="0.3")
     return _save(fig, path)
