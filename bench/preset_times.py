@@ -6,8 +6,8 @@ Each preset trains two short epochs of ``--batches`` batches each on its real da
 second epoch, after the warm-up of the first, gives the CPU seconds per batch (process time: what the run needs
 from the cores, not what other jobs on a shared machine take from it), extrapolated to the preset's whole
 training split and all its epochs. With ``--threads 1`` (the default) CPU time is the wall time of one idle core;
-two threads shorten the wall time by 1.2-1.9x (README, "Speed and memory"). Evaluation is not included (it adds
-a fraction of an epoch each time).
+two threads shorten the wall time by 1.2-1.9x (docs/benchmarks.md, "Speed and memory"). Evaluation is not
+included (it adds a fraction of an epoch each time).
 ``image_folder_64`` runs on a synthetic folder of random 64x64 JPEG images (its epoch time depends on the
 folder: quoted per 100,000 images, the size of Tiny-ImageNet). Presets whose data is not here (DVS128 Gesture,
 CIFAR10-DVS, ImageNet) are listed as not timed. Prints one row per preset.
