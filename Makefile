@@ -10,6 +10,7 @@ TORCH_INDEX_URL ?=
 TORCH_SOURCE := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
 CONSUMERS := .consumer-venvs/.made
+PYTEST_PARALLEL ?= -n auto --maxprocesses 4 --dist loadfile
 
 .PHONY: demo test test-matrix bench install consumers clean
 
@@ -35,8 +36,9 @@ demo: $(STAMP)
 	$(BIN)/tdbn train
 
 test: $(STAMP) $(CONSUMERS)
-	# passive OpenMP waiting: idle threads must not spin while subprocess tests share the cores
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q
+	# passive OpenMP waiting: idle threads must not spin while subprocess tests share the cores; one pytest
+	# process per core (at most 4), each running whole files, so module fixtures are made once
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 # the suite at 1, 2 and 4 threads and with another CPU's kernels: lists every test whose outcome depends on them
 test-matrix: $(STAMP) $(CONSUMERS)

@@ -5,8 +5,9 @@ depends on the setting.
     python bench/thread_matrix.py --threads 1 4 --no-isa -- tests/export   # a subset; pytest arguments after --
     make test-matrix                                    # the same, in the project's environment
 
-A setting is a fresh ``pytest`` process with ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` = N (torch's intra-op
-threads; subprocesses the tests start inherit them). The "other CPU" setting runs at the machine's default thread
+A setting is a fresh ``pytest`` run, as ``make test`` runs it (one worker process per core, ``--serial`` for one),
+with ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` = N: torch's intra-op threads in every worker and in every subprocess
+a test starts. The "other CPU" setting runs at the machine's default thread
 count with the vectorized ATen kernels switched to their scalar versions (``ATEN_CPU_CAPABILITY=default``) and
 oneDNN limited to AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``): reductions and convolutions then sum in another order, as on a
 CPU with another vector width, so a test that holds on one machine's float order only shows up here.
@@ -27,6 +28,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PARALLEL = ["-n", "auto", "--maxprocesses", "4", "--dist", "loadfile"]  # as make test: each process has N threads
 
 
 def _settings(threads: list[int], isa: bool) -> list[tuple[str, dict[str, str]]]:
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2, 4], metavar="N")
     p.add_argument("--no-isa", dest="isa", action="store_false", help="leave out the other-CPU setting")
+    p.add_argument("--serial", action="store_true", help="one pytest process (default: as make test, one per core)")
     p.add_argument("--out", type=Path, default=ROOT / "thread-matrix", help="folder for the JUnit files")
     p.add_argument("pytest_args", nargs="*", help="after --: passed to pytest (default: the whole suite)")
     args = p.parse_args(argv)
@@ -60,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, env in _settings(args.threads, args.isa):
         xml = args.out / f"{name}.xml"
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}", *args.pytest_args]
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
+               *([] if args.serial else PARALLEL), *args.pytest_args]
         print(f"[{name}] {' '.join(f'{k}={v}' for k, v in env.items())} {' '.join(cmd[1:])}", flush=True)
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE", **env})
