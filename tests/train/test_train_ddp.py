@@ -26,10 +26,12 @@ def _worker(rank: int, world: int, port: int, cfg: dict) -> None:
     train(config_from_dict(cfg), log=lambda s: None)
 
 
-def test_two_processes_half_batch_equal_one_process_whole_batch(tmp_path):
+@pytest.mark.parametrize("loss", ["ce", "tet"])  # TET: the per-step scores through DistributedDataParallel
+def test_two_processes_half_batch_equal_one_process_whole_batch(tmp_path, loss):
     one, two = tmp_path / "one", tmp_path / "two"
-    train(load_config(None, [*ARGS, "optim.batch_size=32", f"run_dir={one}"]), log=lambda s: None)
-    cfg = config_to_dict(load_config(None, [*ARGS, "optim.batch_size=16", f"run_dir={two}"]))
+    args = [*ARGS, f"optim.loss={loss}", "optim.tet_lambda=0.1"]
+    train(load_config(None, [*args, "optim.batch_size=32", f"run_dir={one}"]), log=lambda s: None)
+    cfg = config_to_dict(load_config(None, [*args, "optim.batch_size=16", f"run_dir={two}"]))
     mp.spawn(_worker, args=(2, free_port(), cfg), nprocs=2, join=True)
 
     assert torch.load(two / "checkpoint.pt", weights_only=True)["world_size"] == 2

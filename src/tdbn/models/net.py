@@ -76,8 +76,12 @@ class SpikingNet(nn.Module):
         """Decoding-layer output at every step, ``[T, N, num_classes]``."""
         return self.decoder(self.head(self.body(self.encode(x))))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_steps(x).mean(0)  # Eq. 11: Q = (1/T) sum_t M o[t]
+    def forward(self, x: torch.Tensor, *, per_step: bool = False) -> torch.Tensor:
+        """Class scores ``[N, num_classes]`` averaged over the T steps (Eq. 11); with ``per_step=True`` every step's
+        scores ``[T, N, num_classes]`` (what a per-step loss such as TET needs; through ``forward`` so that
+        DistributedDataParallel and ``torch.compile`` see the call)."""
+        steps = self.forward_steps(x)
+        return steps if per_step else steps.mean(0)  # Eq. 11: Q = (1/T) sum_t M o[t]
 
 
 def encoder(opts: SpikingOptions, in_ch: int, out_ch: int, kernel_size: int, stride: int) -> TdBNLIF:

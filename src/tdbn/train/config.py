@@ -18,7 +18,7 @@ Example:
     >>> load_config(None, ["optim.lr_decay=0.1"])
     Traceback (most recent call last):
     ...
-    ValueError: unknown config key 'optim.lr_decay'; valid keys of 'optim': batch_size, epochs, lr, lr_gamma, lr_step, momentum, schedule, warmup_epochs, weight_decay
+    ValueError: unknown config key 'optim.lr_decay'; valid keys of 'optim': batch_size, epochs, loss, lr, lr_gamma, lr_step, momentum, schedule, tet_lambda, tet_phi, warmup_epochs, weight_decay
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from ..functional.losses import TET_LAMBDA, TET_PHI
 from ..functional.params import DEFAULT_LIF
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
 
 AMP_CHOICES = ("fp32", "bf16", "fp16")
 SCHEDULES = ("step", "cosine")
+LOSSES = ("ce", "tet")  # the training objective (tdbn.functional.losses)
 DTYPES = ("float32", "float64")
 
 
@@ -99,6 +101,9 @@ class OptimConfig:
     lr_step: int = 35  # step schedule; paper: 35 epochs (ResNet-19, ResNet-34), 45 (ResNet-50), 1000 (ResNet-17)
     lr_gamma: float = 0.1  # paper: decay to 0.1 r
     warmup_epochs: float = 0.0  # ours: linear warm-up from lr/10 over this many epochs (0 = the paper: none)
+    loss: str = "ce"  # "ce": cross-entropy of the time-averaged output (Eq. 12, the paper); "tet": TET (Deng et al.)
+    tet_lambda: float = TET_LAMBDA  # TET: weight of the MSE term (the authors' code default 1e-3)
+    tet_phi: float = TET_PHI  # TET: the constant every step's scores are pulled towards (authors' default 1.0)
 
 
 @dataclass
@@ -294,6 +299,8 @@ def validate(cfg: TrainConfig) -> None:
         ("optim.lr", cfg.optim.lr > 0, "> 0"),
         ("optim.lr_step", cfg.optim.lr_step >= 1, ">= 1"),
         ("optim.warmup_epochs", cfg.optim.warmup_epochs >= 0, ">= 0"),
+        ("optim.loss", cfg.optim.loss in LOSSES, f"one of {list(LOSSES)}"),
+        ("optim.tet_lambda", 0 <= cfg.optim.tet_lambda <= 1, "in [0, 1]"),
         ("model.timesteps", cfg.model.timesteps >= 1, ">= 1"),
         ("model.width", 0 < cfg.model.width <= 64, "in (0, 64] (a channel multiplier: 1.0 = the paper's widths)"),
         ("model.lif_backend", cfg.model.lif_backend in ("torch", "triton"), 'one of ["torch", "triton"]'),

@@ -1,7 +1,8 @@
 """One training epoch and one evaluation pass (paper Alg. 2, Eq. 11-13).
 
 The loss is softmax cross-entropy on the time-averaged decoder output ``Q = (1/T) sum_t M o[t]`` (Eq. 11-12),
-which is what the models return. Metrics are summed over the epoch on the device, reduced over processes, and
+which is what the models return, or TET on every step's output (:class:`Objective`; the evaluation loss is always
+Eq. 12's, so runs with either objective report comparable test losses). Metrics are summed over the epoch on the device, reduced over processes, and
 reported as means: loss, top-1 and top-5 accuracy (fractions), mean firing rate, and samples per second.
 """
 
@@ -18,13 +19,38 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ..functional.losses import TET_LAMBDA, TET_PHI, tet_loss
 from ..layers import LIF  # noqa: F401 (doctest namespace)
 from ..layers.units import spike_sources
 from .amp import Precision
 from .distributed import Context, all_reduce_sum
 from .errors import NonFiniteError, NonFiniteLossError, TrainingError
 
-__all__ = ["EpochProgress", "FiringRate", "StepCheckpoints", "evaluate", "train_one_epoch"]
+__all__ = ["EpochProgress", "FiringRate", "Objective", "StepCheckpoints", "evaluate", "train_one_epoch"]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a training step minimizes: ``"ce"``, the paper's cross-entropy of the time-averaged scores (Eq. 12), or
+    ``"tet"``, :func:`tdbn.functional.tet_loss` of every step's scores with ``tet_lambda`` and ``tet_phi``."""
+
+    loss: str = "ce"
+    tet_lambda: float = TET_LAMBDA
+    tet_phi: float = TET_PHI
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("ce", "tet"):
+            raise ValueError(f"unknown training loss {self.loss!r}: choose 'ce' (Eq. 12) or 'tet'")
+
+    @property
+    def per_step(self) -> bool:
+        """Whether the loss needs every step's scores ``[T, N, K]`` (the model is called with ``per_step=True``)."""
+        return self.loss == "tet"
+
+    def __call__(self, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.loss == "tet":
+            return tet_loss(scores, y, lam=self.tet_lambda, phi=self.tet_phi)
+        return F.cross_entropy(scores, y)  # Eq. 12
 
 
 class FiringRate:
@@ -205,8 +231,12 @@ def train_one_epoch(
     progress: bool = False,
     resume: EpochProgress | None = None,
     checkpoints: StepCheckpoints | None = None,
+    objective: Objective | None = None,
 ) -> dict[str, float]:
     """Train for one pass over ``loader``; returns ``loss, top1, top5, firing_rate, images_per_s, lr``.
+
+    ``objective``: the loss minimized (default: Eq. 12); ``loss`` is its mean, top-1 / top-5 are those of the
+    time-averaged scores whatever the objective.
 
     After each backward pass one reduction checks the batch's inputs, the loss, the normalization layers'
     running statistics and the gradients (fp32 / bf16; with fp16 the gradient scaler skips such steps itself).
@@ -221,6 +251,7 @@ def train_one_epoch(
     model.train()
     device, dtype = ctx.device, _param_dtype(model)
     resume = resume or EpochProgress()
+    objective = objective or Objective()
     sums = resume.sums.to(device) if resume.sums is not None else \
         torch.zeros(4, dtype=torch.float64, device=device)  # loss * n, top-1 hits, top-5 hits, n
     lr = resume.lr if resume.lr is not None else optimizer.param_groups[0]["lr"]
@@ -242,8 +273,12 @@ def train_one_epoch(
             try:
                 input_ok = torch.isfinite(x).all()
                 with precision.autocast():
-                    output = model(x)  # [N, classes], averaged over time (Eq. 11)
-                loss = F.cross_entropy(_full(output), y)  # Eq. 12
+                    if objective.per_step:
+                        scores = model(x, per_step=True)  # [T, N, classes]
+                        output = scores.mean(0)  # what model(x) returns (Eq. 11), for the metrics
+                    else:
+                        scores = output = model(x)  # [N, classes], averaged over time (Eq. 11)
+                loss = objective(_full(scores), y)
                 optimizer.zero_grad(set_to_none=True)
                 precision.backward(loss)
                 grads = None if precision.scaler.is_enabled() else [p.grad for p in params if p.grad is not None]

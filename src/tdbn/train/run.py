@@ -49,7 +49,7 @@ from .data import DATASETS, build_data
 from .distributed import (
     Context, broadcast_object, gather_objects, resolve_device, setup, teardown, torchrun_restart,
 )
-from .engine import EpochProgress, evaluate, train_one_epoch
+from .engine import EpochProgress, Objective, evaluate, train_one_epoch
 from .errors import CheckpointWriteError, NonFiniteError, TrainingError
 from .metrics_log import MetricsLog, require_tensorboard
 from .optim import build_optimizer, build_scheduler, lr_factor
@@ -380,7 +380,8 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
         try:
             tr = train_one_epoch(net, data.train, optimizer, scheduler, precision, ctx, epoch=epoch, epochs=epochs,
                                  progress=cfg.progress and ctx.is_main, resume=partial,
-                                 checkpoints=checkpoints if mid_epoch else None)
+                                 checkpoints=checkpoints if mid_epoch else None,
+                                 objective=Objective(cfg.optim.loss, cfg.optim.tet_lambda, cfg.optim.tet_phi))
         except NonFiniteError as err:
             kept = checkpoints.kept()
             hint = "check the data" if err.what == "input" else "lower optim.lr or use amp=fp32"
