@@ -6,8 +6,8 @@
 2. Training step of the paper's ResNet-19 (forward + loss + backward + SGD step) for width, N, T: tdbn eager
    (the operators' CUDA implementation: the one-pass Triton unit kernels of :mod:`tdbn.operators.cuda_units`),
    tdbn eager with the standalone LIFs on the Triton kernels, ``tdbn-units-triton`` (the same as ``tdbn`` on
-   CUDA; on the CPU it runs the Triton unit kernels in the interpreter, for a smoke run:
-   :func:`tdbn.operators.kernels.triton_units_on`), tdbn compiled, the ANN floor eager and compiled, and
+   CUDA; on the CPU it runs the Triton kernels in the interpreter, for a smoke run, by putting them in place of
+   :func:`tdbn.operators.kernels.for_cpu`), tdbn compiled, the ANN floor eager and compiled, and
    SpikingJelly 2.0 (its triton or cupy backend where it has one, else its torch backend) when it is importable.
    fp32, or fp16 / bf16 AMP (``--amp``). Peak memory is ``torch.cuda.max_memory_allocated`` above the model and batch.
 
@@ -156,11 +156,14 @@ def _build(impl: str, width: float, T: int):
 
 
 def step_cell(impl: str, width: float, N: int, T: int, device: torch.device, amp: str | None, reps: int) -> dict:
-    if impl == "tdbn-units-triton":
-        from tdbn.operators.kernels import triton_units_on
+    if impl == "tdbn-units-triton" and device.type == "cpu":  # the operators' CPU registrations on Triton's kernels
+        from tdbn.operators import cuda_units, kernels
 
-        with triton_units_on(device.type):
+        for_cpu, kernels.for_cpu = kernels.for_cpu, lambda: cuda_units
+        try:
             return _step_cell(impl, width, N, T, device, amp, reps)
+        finally:
+            kernels.for_cpu = for_cpu
     return _step_cell(impl, width, N, T, device, amp, reps)
 
 

@@ -86,18 +86,17 @@ def kernel_sizes(reps: int) -> list[list[str]]:
         for numel in (65536, 131072, 262144, 524288, 1048576):
             T, C = 4, 32
             z = torch.randn(T, numel // (T * C * 16), C, 16)
-            layout = native.bn_layout(z, mixed=True)
-            mean, var = native.bn_stats(z, layout)
+            mean, var = native.bn_stats(z)
             aff = (mean, torch.rsqrt(var.float() + 1e-5), None)
             gs = torch.randn(z.shape)
-            gy, _ = native.unit_backward(gs, z, aff, None, None, layout, 0.25, 0.5, 1.0, "rectangle", sums=True)
+            gy, _ = native.unit_backward(gs, z, aff, None, None, 0.25, 0.5, 1.0, "rectangle", sums=True)
             vec = [torch.randn(C) for _ in range(4)]
             ops = {
-                "bn_stats": lambda: native.bn_stats(z, layout),
-                "unit_forward": lambda: native.unit_forward(z, aff, None, None, layout, 0.25, 0.5),
-                "unit_backward": lambda: native.unit_backward(gs, z, aff, None, None, layout, 0.25, 0.5, 1.0,
-                                                              "rectangle", sums=True),
-                "bn_grad_input": lambda: native.bn_grad_input(gy, z, *vec, layout),
+                "bn_stats": lambda: native.bn_stats(z),
+                "unit_forward": lambda: native.unit_forward(z, aff, None, None, 0.25, 0.5),
+                "unit_backward": lambda: native.unit_backward(gs, z, aff, None, None, 0.25, 0.5, 1.0, "rectangle",
+                                                              sums=True),
+                "bn_grad_input": lambda: native.bn_grad_input(gy, z, *vec),
                 "pack_bits": lambda: native.pack_bits(z),
             }
             for name, fn in ops.items():

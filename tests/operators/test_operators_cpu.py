@@ -19,9 +19,9 @@ import torch
 import tdbn
 from tdbn.functional import lif
 from tdbn.operators import cpu as native
-from tdbn.operators.recursions import bptt as _bptt
+from tdbn.operators.cpu import bptt as _bptt
 from tdbn.operators.recursions import bptt_reference as _bptt_aten
-from tdbn.operators.recursions import integrate as _integrate
+from tdbn.operators.cpu import integrate as _integrate
 from tdbn.operators.recursions import integrate_reference as _integrate_aten
 from tdbn.operators.recursions import lif_forward_reference
 from tdbn.functional.surrogate import SURROGATES
@@ -243,12 +243,11 @@ def test_threads_are_woken_only_for_enough_work(policy, threshold):
         out = [native.min_parallel_work()]
         for numel in (4 * 8 * 16 * 256, 4 * 8 * 16 * 8192):  # 131K and 4.2M elements
             z = torch.randn(4, 8, 16, numel // (4 * 8 * 16))
-            layout = native.bn_layout(z, mixed=True)
             before = native.parallel_regions()
-            stats = native.bn_stats(z, layout)
+            stats = native.bn_stats(z)
             out.append(native.parallel_regions() - before)
             torch.set_num_threads(1)
-            one = native.bn_stats(z, layout)
+            one = native.bn_stats(z)
             torch.set_num_threads(2)
             out.append(all(torch.equal(a, b) for a, b in zip(stats, one)) or "differs")
         print(*out)

@@ -148,6 +148,7 @@ def test_cuda_implementation_of_the_units_equals_the_reference(junction):
     """The units' CUDA implementation (Triton LIF kernels + plain PyTorch tdBN), run here on the device the
     Triton kernels can reach, equals the reference implementation in float64: spikes, gradients, statistics."""
     from tdbn.operators import kernels as kernel_sets
+    from tdbn.operators import reference
     from tdbn.operators import unit_ops as units
 
     torch.manual_seed(0)
@@ -158,14 +159,15 @@ def test_cuda_implementation_of_the_units_equals_the_reference(junction):
     b = torch.randn(5, dtype=torch.float64, device=DEVICE) * 0.1
     g = torch.randn(shape, dtype=torch.float64, device=DEVICE)
     out = {}
-    for name, kernels in (("cuda", kernel_sets.for_cuda), ("reference", kernel_sets.for_reference)):
+    for name, kernels in (("cuda", kernel_sets.for_cuda), ("reference", lambda: reference)):
         if junction:
             s, mean, invstd, *_ = units._junction_forward_impl(z, (w, b, 0.5), zb, None, 1e-5, 0.5, 0.4, "",
                                                                kernels())
             grads = units._junction_backward_impl(g, z, (w, b, mean, invstd, 0.5), zb, None, 0.5, 0.4, 0.8,
                                                   "atan", "", kernels())
         else:
-            s, mean, invstd, var = units._td_bn_lif_forward_impl(z, w, b, 0.5, 1e-5, 0.5, 0.4, "", kernels())
+            s, mean, invstd, var = units._td_bn_lif_forward_impl(z, w, b, 0.5, 1e-5, 0.5, 0.4, 0.8, "atan", "",
+                                                                 kernels())
             grads = units._td_bn_lif_backward_impl(g, z, w, b, mean, invstd, 0.5, 0.5, 0.4, 0.8, "atan", "",
                                                    kernels())
         out[name] = (s, mean, invstd, *grads)

@@ -15,7 +15,7 @@ import torch
 
 import tdbn
 from tdbn.operators import cpu as native
-from tdbn.operators import cuda_lif, cuda_units, kernels
+from tdbn.operators import cuda_units, kernels, reference
 from tdbn.operators import unit_ops as units
 from tdbn.functional.surrogate import SURROGATES
 
@@ -48,10 +48,6 @@ def _vectors(C, dtype):
     return w, b
 
 
-def _layout(z):
-    return native.bn_layout(z.cpu(), mixed=True)
-
-
 def _assert_equal(a, b):
     a, b = a.cpu(), b.cpu()
     assert a.dtype == b.dtype and a.shape == b.shape
@@ -67,33 +63,33 @@ def _compiled_cpu_kernels():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_tdbn_kernels_equal_the_cpu_kernels(dtype, channels_last):
     z = _z(dtype, channels_last)
-    zc, lay = z.cpu(), _layout(z)
+    zc = z.cpu()
     cd = cuda_units.COMPUTE[dtype]
     tol = TOL[cd]
     mean, var = cuda_units.bn_stats(z)
-    mean_c, var_c = native.bn_stats(zc, lay)
+    mean_c, var_c = native.bn_stats(zc)
     assert mean.dtype == var.dtype == cd
     torch.testing.assert_close(mean.cpu(), mean_c, **tol)  # float64 sums, another order
     torch.testing.assert_close(var.cpu(), var_c, **tol)
-    torch.testing.assert_close(cuda_units.bn_sums(z).cpu(), native.bn_sums(zc, lay), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(cuda_units.bn_sums(z).cpu(), native.bn_sums(zc), rtol=1e-12, atol=1e-12)
 
     w, b = _vectors(z.shape[2], cd)
     for bias in (b, None):
         y = cuda_units.bn_affine(z, mean_c.to(DEVICE), w, bias)
         assert y.stride() == z.stride() and y.dtype == cd
-        _assert_equal(y, native.bn_affine(zc, mean_c, *_cpu(w, bias), lay))  # each operation rounded, no fma
+        _assert_equal(y, native.bn_affine(zc, mean_c, *_cpu(w, bias)))  # each operation rounded, no fma
 
     g = _like(z, torch.randn(z.shape, dtype=cd), cd)
     for wide in (False, True):
         sums = cuda_units.bn_grad_sums(g, z, mean_c.to(DEVICE), wide=wide)
-        ref = native.bn_grad_sums(g.cpu(), zc, mean_c, lay, wide=wide)
+        ref = native.bn_grad_sums(g.cpu(), zc, mean_c, wide=wide)
         for s, r in zip(sums, ref):
             assert s.dtype == r.dtype
             torch.testing.assert_close(s.cpu(), r, **TOL[r.dtype])
 
     k, c0, cx = (torch.randn(z.shape[2], dtype=cd).to(DEVICE) for _ in range(3))
     gz = cuda_units.bn_grad_input(g, z, mean_c.to(DEVICE), k, c0, cx)
-    ref = native.bn_grad_input(g.cpu(), zc, mean_c, *_cpu(k, c0, cx), lay)
+    ref = native.bn_grad_input(g.cpu(), zc, mean_c, *_cpu(k, c0, cx))
     assert gz.dtype == dtype and gz.stride() == z.stride()
     if dtype == torch.bfloat16:  # rounded once; Triton's interpreter rounds toward zero, the GPU to nearest even
         torch.testing.assert_close(gz.cpu().float(), ref.float(), rtol=2.0**-7, atol=0)
@@ -126,14 +122,14 @@ def test_unit_kernels_equal_the_cpu_kernels(dtype, channels_last, mode):
     gs = _like(z, torch.randn(z.shape, dtype=torch.float64).to(dtype))
     tau, v_th = 0.5, 0.3
     spikes = cuda_units.unit_forward(z, a, zb, b, tau, v_th)
-    ref = native.unit_forward(z.cpu(), _cpu(*a), *_cpu(zb), None if b is None else _cpu(*b), _layout(z), tau, v_th)
+    ref = native.unit_forward(z.cpu(), _cpu(*a), *_cpu(zb), None if b is None else _cpu(*b), tau, v_th)
     assert spikes.stride() == z.stride() and 0 < spikes.float().mean() < 1
     _assert_equal(spikes, ref)  # the same y and u, bit for bit
 
     args = (tau, v_th, 0.8, "rectangle")
     grad_y, sums = cuda_units.unit_backward(gs, z, a, zb, b, *args, sums=mode == 0)
     ref_y, ref_sums = native.unit_backward(gs.cpu(), z.cpu(), _cpu(*a), *_cpu(zb), None if b is None else _cpu(*b),
-                                           _layout(z), *args, sums=mode == 0)
+                                           *args, sums=mode == 0)
     assert grad_y.dtype == cd and grad_y.stride() == z.stride()
     _assert_equal(grad_y, ref_y)  # recomputed u, the same two fused multiply-adds per step
     assert grad_y.abs().sum() > 0
@@ -153,7 +149,7 @@ def test_every_surrogate_and_the_wide_sums(surrogate, dtype):
     gs = _like(z, torch.randn(z.shape, dtype=dtype))
     args = (0.9, 0.25, 0.7, surrogate)
     grad_y, sums = cuda_units.unit_backward(gs, z, (mean, w, bias), None, None, *args, sums=True, wide=True)
-    ref_y, ref_sums = native.unit_backward(gs.cpu(), z.cpu(), _cpu(mean, w, bias), None, None, _layout(z), *args,
+    ref_y, ref_sums = native.unit_backward(gs.cpu(), z.cpu(), _cpu(mean, w, bias), None, None, *args,
                                            sums=True, wide=True)
     torch.testing.assert_close(grad_y.cpu(), ref_y, **TOL[dtype])
     for s, r in zip(sums, ref_sums):
@@ -165,16 +161,15 @@ def test_every_surrogate_and_the_wide_sums(surrogate, dtype):
 def test_edge_shapes(shape):
     """One step; many steps over a 1x1 map (C innermost in both layouts)."""
     z = _z(torch.float64, False, shape=shape)
-    lay = _layout(z)
     mean, var = cuda_units.bn_stats(z)
-    torch.testing.assert_close(torch.stack([mean, var]).cpu(), torch.stack(native.bn_stats(z.cpu(), lay)))
+    torch.testing.assert_close(torch.stack([mean, var]).cpu(), torch.stack(native.bn_stats(z.cpu())))
     w, bias = _vectors(shape[2], torch.float64)
     a = (mean, w, bias)
     _assert_equal(cuda_units.unit_forward(z, a, None, None, 0.25, 0.5),
-                  native.unit_forward(z.cpu(), _cpu(*a), None, None, lay, 0.25, 0.5))
+                  native.unit_forward(z.cpu(), _cpu(*a), None, None, 0.25, 0.5))
     gs = torch.randn_like(z)
     got = cuda_units.unit_backward(gs, z, a, None, None, 0.25, 0.5, 1.0, "atan", sums=True)
-    ref = native.unit_backward(gs.cpu(), z.cpu(), _cpu(*a), None, None, lay, 0.25, 0.5, 1.0, "atan", sums=True)
+    ref = native.unit_backward(gs.cpu(), z.cpu(), _cpu(*a), None, None, 0.25, 0.5, 1.0, "atan", sums=True)
     torch.testing.assert_close(got[0].cpu(), ref[0], **TOL[torch.float64])
     torch.testing.assert_close(torch.stack(got[1]).cpu(), torch.stack(ref[1]), **TOL[torch.float64])
 
@@ -185,7 +180,7 @@ def test_float16_is_the_float32_unit_on_the_rounded_input():
     z = _z(torch.float16, True, scale=0.7)
     z32 = z.float()
     mean, var = cuda_units.bn_stats(z)
-    ref_mean, ref_var = native.bn_stats(z32.cpu(), _layout(z32))
+    ref_mean, ref_var = native.bn_stats(z32.cpu())
     torch.testing.assert_close(torch.stack([mean, var]).cpu(), torch.stack([ref_mean, ref_var]), **TOL[torch.float32])
     w, bias = _vectors(z.shape[2], torch.float32)
     a, zb, b = _affines(z, mean, w, bias, 2)
@@ -194,12 +189,12 @@ def test_float16_is_the_float32_unit_on_the_rounded_input():
     _assert_equal(spikes.float(), cuda_units.unit_forward(z32, a, zb.float(), b, 0.5, 0.3))
     gs = (torch.rand_like(z32) - 0.5).to(torch.float16)
     grad_y, _ = cuda_units.unit_backward(gs, z, a, zb, b, 0.5, 0.3, 0.8, "rectangle")
-    ref_y, _ = native.unit_backward(*_cpu(gs.float(), z32), _cpu(*a), zb.float().cpu(), _cpu(*b), _layout(z32), 0.5,
+    ref_y, _ = native.unit_backward(*_cpu(gs.float(), z32), _cpu(*a), zb.float().cpu(), _cpu(*b), 0.5,
                                     0.3, 0.8, "rectangle")
     _assert_equal(grad_y, ref_y)
     k, c0, cx = (torch.randn(z.shape[2]).to(DEVICE) for _ in range(3))
     gz = cuda_units.bn_grad_input(grad_y, z, mean, k, c0, cx)
-    ref = native.bn_grad_input(*_cpu(grad_y, z32, mean, k, c0, cx), _layout(z32))
+    ref = native.bn_grad_input(*_cpu(grad_y, z32, mean, k, c0, cx))
     assert gz.dtype == torch.float16
     torch.testing.assert_close(gz.cpu().float(), ref, rtol=2.0**-10, atol=2.0**-24)
 
@@ -218,7 +213,8 @@ def _unit_results(kernel_set, junction: bool, dtype=torch.float64):
         grads = units._junction_backward_impl(g, z, (w, b, mean, invstd, 0.5), zb, None, 0.5, 0.4, 0.8, "atan",
                                               "", kernel_set)
     else:
-        s, mean, invstd, var = units._td_bn_lif_forward_impl(z, w, b, 0.5, 1e-5, 0.5, 0.4, "", kernel_set)
+        s, mean, invstd, var = units._td_bn_lif_forward_impl(z, w, b, 0.5, 1e-5, 0.5, 0.4, 0.8, "atan", "",
+                                                             kernel_set)
         grads = units._td_bn_lif_backward_impl(g, z, w, b, mean, invstd, 0.5, 0.5, 0.4, 0.8, "atan", "", kernel_set)
     return (s, mean, invstd, *grads)
 
@@ -228,10 +224,9 @@ def test_units_on_these_kernels_equal_the_reference(junction):
     """The units' own call sites on these kernels (the CUDA implementation of the operators; here on the device
     Triton reaches): spikes, statistics and gradients equal the plain PyTorch reference in float64; the sentinel
     proves the Triton kernels ran."""
-    ref = _unit_results(kernels.REFERENCE, junction)
+    ref = _unit_results(reference, junction)
     before = dict(cuda_units.calls)
-    with kernels.triton_units_on(DEVICE):
-        got = _unit_results(kernels.Kernels(cuda_lif.integrate, cuda_lif.bptt, True, False), junction)
+    got = _unit_results(cuda_units, junction)
     ran = {k: v - before.get(k, 0) for k, v in cuda_units.calls.items() if v > before.get(k, 0)}
     expected = {"bn_stats", "unit_forward", "unit_backward"} | ({"bn_grad_sums"} if junction else set())
     assert expected | {"bn_grad_input"} <= set(ran), ran
@@ -240,7 +235,7 @@ def test_units_on_these_kernels_equal_the_reference(junction):
         torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-13)
 
 
-def test_model_training_step_on_these_kernels():
+def test_model_training_step_on_these_kernels(monkeypatch):
     """A small ResNet-19 training step with every unit on these kernels equals the step on the compiled CPU
     kernels (on a GPU: the same step on the CPU), to rounding."""
     def step(device):
@@ -253,9 +248,10 @@ def test_model_training_step_on_these_kernels():
 
     l1, g1 = step("cpu")  # the compiled CPU kernels
     before = cuda_units.calls["unit_backward"]
-    with kernels.triton_units_on(DEVICE):
+    with monkeypatch.context() as m:  # without a GPU: the operators' CPU registrations run these kernels
+        m.setattr(kernels, "for_cpu", lambda: cuda_units)
         l2, g2 = step(DEVICE)
-    assert kernels.FUSED.triton_devices == {"cuda"}  # restored after the block
+    assert kernels.for_cpu() is not cuda_units  # restored after the block
     assert cuda_units.calls["unit_backward"] - before >= 16  # every unit of the network (17)
     torch.testing.assert_close(l2, l1, rtol=1e-5, atol=1e-6)
     for a, c in zip(g2, g1):

@@ -41,6 +41,11 @@ def _cases():
         g, _z(False), _vec(1.1, False), _vec(0.1, False), mean, invstd, 0.5, bits, torch.float64, False, None,
         None, mean[:0], invstd[:0], 1.0, *lif, "")
     yield "pack_spikes", torch.ops.tdbn.pack_spikes, (spikes.detach(),)
+    yield "unpack_spikes", torch.ops.tdbn.unpack_spikes, (bits, [T, N, C, H, W], torch.float64)
+    yield "td_batch_norm_forward", torch.ops.tdbn.td_batch_norm_forward, (
+        _z(False), _vec(1.1, False), _vec(0.1, False), 0.5, 1e-5, "")
+    yield "td_batch_norm_backward", torch.ops.tdbn.td_batch_norm_backward, (
+        g, _z(False), _vec(1.1, False), mean, invstd, 0.5, "")
     x = spikes.detach().flatten(0, 1).requires_grad_(True)
     yield "spike_conv2d", torch.ops.tdbn.spike_conv2d, (x, bits, weight, None, [1, 1], [1, 1], [1, 1], 1)
     yield "spike_conv2d_backward", torch.ops.tdbn.spike_conv2d_backward, (

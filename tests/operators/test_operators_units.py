@@ -309,7 +309,7 @@ def test_one_pass_unit_kernels_equal_the_kernel_composition_bit_for_bit(monkeypa
     before = native.calls["unit_forward"], native.calls["unit_backward"]
     one_pass = _run_unit(kind, z, zb, g, p, copy.deepcopy(bns))
     assert (native.calls["unit_forward"], native.calls["unit_backward"]) == (before[0] + 1, before[1] + 1)
-    monkeypatch.setattr(units, "_unit_layout", lambda *a: None)  # the composition of the previous release
+    monkeypatch.setattr(units, "_one_pass", lambda *a: False)  # the composition of the previous release
     composed = _run_unit(kind, z, zb, g, p, copy.deepcopy(bns))
     assert native.calls["unit_forward"] == before[0] + 1
     for i, (a, b) in enumerate(zip(one_pass, composed)):
@@ -366,17 +366,16 @@ def test_unit_kernels_reject_mismatched_operands():
     if not native.available():
         pytest.skip("no C compiler: the compiled kernels cannot be built here")
     z = torch.randn(2, 2, 3, 4, 4, dtype=torch.bfloat16)
-    layout = native.bn_layout(z, mixed=True)
     ok = (torch.zeros(3), torch.ones(3), None)
-    assert native.unit_forward(z, ok, None, None, layout, 0.25, 0.5).dtype == torch.bfloat16
+    assert native.unit_forward(z, ok, None, None, 0.25, 0.5).dtype == torch.bfloat16
     with pytest.raises(native.KernelArgumentError, match="per-channel"):
-        native.unit_forward(z, (torch.zeros(4), torch.ones(3), None), None, None, layout, 0.25, 0.5)
+        native.unit_forward(z, (torch.zeros(4), torch.ones(3), None), None, None, 0.25, 0.5)
     with pytest.raises(native.KernelArgumentError, match="does not match"):
-        native.unit_forward(z, ok, z.float(), None, layout, 0.25, 0.5)
+        native.unit_forward(z, ok, z.float(), None, 0.25, 0.5)
     with pytest.raises(native.KernelArgumentError, match="layout"):
-        native.unit_forward(z, ok, None, None, (1, 3, 1), 0.25, 0.5)
+        native.unit_forward(z.transpose(3, 4), ok, None, None, 0.25, 0.5)
     with pytest.raises(native.KernelArgumentError, match="compute|float32"):
-        native.bn_grad_input(z, z, *(torch.zeros(3),) * 4, layout)  # the gradient must be float32
+        native.bn_grad_input(z, z, *(torch.zeros(3),) * 4)  # the gradient must be float32
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -388,14 +387,13 @@ def test_bn_grad_input_in_place_equals_a_new_tensor(dtype, channels_last):
         pytest.skip("no C compiler: the compiled kernels cannot be built here")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     z, g = (torch.randn(6, 5, 7, 3, dtype=dtype).contiguous(memory_format=fmt).view(2, 3, 5, 7, 3) for _ in "zg")
-    layout = native.bn_layout(z, mixed=True)
     vecs = [torch.randn(5, dtype=dtype) for _ in range(4)]
-    fresh = native.bn_grad_input(g, z, *vecs, layout)
+    fresh = native.bn_grad_input(g, z, *vecs)
     g_ptr = g.data_ptr()
-    into = native.bn_grad_input(g, z, *vecs, layout, out=g)
+    into = native.bn_grad_input(g, z, *vecs, out=g)
     assert into.data_ptr() == g_ptr and torch.equal(into, fresh)
     with pytest.raises(native.KernelArgumentError, match="does not match"):
-        native.bn_grad_input(fresh, z, *vecs, layout, out=torch.empty(z.shape, dtype=torch.bfloat16))
+        native.bn_grad_input(fresh, z, *vecs, out=torch.empty(z.shape, dtype=torch.bfloat16))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
@@ -455,7 +453,8 @@ def test_junction_rejects_mismatched_branches():
 @pytest.mark.parametrize("n", [1, 8, 13, 4099])
 def test_spike_bits_round_trip(native_on, dtype, n):
     """pack_spikes / unpack_spikes: compiled kernels and the torch reference give the same bytes and values."""
-    from tdbn.operators.spike_ops import _pack_reference, pack_spikes, unpack_spikes
+    from tdbn.operators.reference import pack_bits as _pack_reference
+    from tdbn.operators.spike_ops import pack_spikes, unpack_spikes
 
     x = (torch.rand(n) > 0.5).to(dtype).view(-1, 1)
     with native.enabled(native_on):

@@ -17,8 +17,9 @@ membrane potentials ``u`` (spikes are recomputed as ``u > v_th``), so the functi
 the size of its input, where autograd over the Python loop keeps several per step; the units of
 :mod:`tdbn.operators.unit_ops` (tdBN followed by LIF) store none and recompute ``u``.
 
-The recursions themselves (the plain-PyTorch reference and the compiled kernels' dispatch) live in
-:mod:`tdbn.operators.recursions`; :func:`lif` runs them through the operator of :mod:`tdbn.operators.unit_ops`.
+The recursions themselves live in :mod:`tdbn.operators.recursions` (the plain-PyTorch reference) and in the
+device kernels (:mod:`tdbn.operators.cpu`, :mod:`tdbn.operators.cuda_lif`); :func:`lif` runs them through the
+operator of :mod:`tdbn.operators.unit_ops`.
 """
 
 from __future__ import annotations

@@ -34,10 +34,12 @@ class ChannelAffine2d(nn.Conv2d):
                 f"ChannelAffine2d({self.out_channels}) expects [N, {self.out_channels}, H, W], got shape {tuple(x.shape)}"
             )
         if not torch.is_grad_enabled() or not (x.requires_grad or self.weight.requires_grad):
-            layout = native.bn_layout(x.unsqueeze(0))  # inference on the CPU: one pass, the same two roundings
-            if layout is not None:
+            # inference on the CPU: one pass of the C kernel, the same two roundings; a tracer (torch.compile, the
+            # ONNX exporter) records the plain operations below instead of a foreign call
+            tracing = torch.compiler.is_compiling() or torch.jit.is_tracing()
+            if not tracing and native.available() and native.indexes(x.unsqueeze(0)):
                 w = self.weight.detach()
                 b = None if self.bias is None else self.bias.detach()
-                return native.bn_affine(x.unsqueeze(0), torch.zeros_like(w), w, b, layout).squeeze(0)
+                return native.bn_affine(x.unsqueeze(0), torch.zeros_like(w), w, b).squeeze(0)
         y = x * self.weight.view(1, -1, 1, 1)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)

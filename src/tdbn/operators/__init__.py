@@ -9,10 +9,12 @@ Where to look:
   dispatcher chooses, no argument does. :mod:`~tdbn.operators.spike_ops`: spikes as bits, a conv over spikes.
 - :mod:`~tdbn.operators.batch_norm`: tdBN in training mode, once (statistics local or synchronized across
   processes, output, running statistics, backward), used by the units and by the standalone tdBN.
-- :mod:`~tdbn.operators.kernels`: the named kernel sets (reference, CPU, CUDA) the registrations use.
-- :mod:`~tdbn.operators.recursions`: the plain-PyTorch reference of the LIF recursions (forward and BPTT).
-- :mod:`~tdbn.operators.cpu` (with ``cpu_kernels.c``, compiled on first use in about a second) and
-  :mod:`~tdbn.operators.cuda_lif` (Triton): the device implementations.
+- :mod:`~tdbn.operators.kernels`: which kernels each dispatch key's registration runs, and the one registration
+  helper (:func:`~tdbn.operators.kernels.on_each_device`).
+- The kernels, one module per implementation with the same entry points and arguments:
+  :mod:`~tdbn.operators.reference` (plain PyTorch; the LIF recursions of :mod:`~tdbn.operators.recursions`),
+  :mod:`~tdbn.operators.cpu` (with ``cpu_kernels.c``, compiled on first use in about a second) and
+  :mod:`~tdbn.operators.cuda_units` (Triton, with the LIF kernels of :mod:`~tdbn.operators.cuda_lif`).
 - :mod:`~tdbn.operators.switches`: :func:`lean_training` (the lean path off, for comparisons) and
   :func:`use_reference` (the reference kernels on purpose).
 

@@ -2,8 +2,9 @@
 processes of a group: sync tdBN), the normalized output, the running statistics and the backward pass.
 
 Used by the unit operators (:mod:`tdbn.operators.unit_ops`) and by :class:`TdBatchNormFunction`, the tdBN that is
-not part of a unit. Every function takes ``compiled``: whether the CPU kernels of :mod:`tdbn.operators.cpu` may
-run (they then decide by dtype and layout, :func:`tdbn.operators.cpu.bn_layout`); the rest is plain PyTorch.
+not part of a unit. Every function takes ``k``, the kernels of the operand's device (:mod:`tdbn.operators.cpu`,
+:mod:`tdbn.operators.cuda_units` or :mod:`tdbn.operators.reference`, as the operator's registration chose): their
+one-pass tdBN kernels run where ``k.indexes`` the operand, the plain-PyTorch operations everywhere else.
 
 Synchronized statistics (``group``, the name of a ``torch.distributed`` process group, ``""`` for none): each
 process adds up, per channel and in float64, ``sum(z)`` and ``sum(z^2)`` of its batch and the count; one
@@ -22,7 +23,9 @@ import torch
 import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
-from .kernels import FUSED as fused
+from torch.library import custom_op
+
+from . import kernels, reference
 
 Tensor = torch.Tensor
 
@@ -93,20 +96,20 @@ def reduce_sums(sums: list[Tensor], count: int, group: str) -> tuple[list[Tensor
     return [flat[i * C:(i + 1) * C] for i in range(len(sums))], int(flat[-1].item())
 
 
-def local_sums(z: Tensor, layout) -> Tensor:
-    """Per-channel ``[sum(z), sum(z^2)]`` in float64 (the compiled one-pass kernel where it applies)."""
-    if layout is not None:
-        return fused.bn_sums(z, layout)
+def local_sums(z: Tensor, k) -> Tensor:
+    """Per-channel ``[sum(z), sum(z^2)]`` in float64 (the one-pass kernel of ``k`` where it applies)."""
+    if k.indexes(z, mixed=True):
+        return k.bn_sums(z)
     dims, _, _ = channel_view(z)
     z64 = z.to(torch.float64)
     return torch.cat([z64.sum(dims), z64.square().sum(dims)])
 
 
-def global_stats(zs: list[Tensor], layout, group: str) -> tuple[list[tuple[Tensor, Tensor]], int]:
+def global_stats(zs: list[Tensor], k, group: str) -> tuple[list[tuple[Tensor, Tensor]], int]:
     """Mean and biased variance (Eq. 6-8) per channel of each of ``zs`` over the batches of all processes of
     ``group``, in the compute dtype: one all-reduce of the float64 sums of ``z`` and ``z^2`` of every input, then
     ``var = E[z^2] - E[z]^2`` in float64. Also the global count of values per channel."""
-    sums = [local_sums(z, layout) for z in zs]
+    sums = [local_sums(z, k) for z in zs]
     C = zs[0].shape[2]
     flat, n = reduce_sums(sums, zs[0].numel() // C, group)
     out = []
@@ -123,25 +126,25 @@ def unbiased_var(var: Tensor, n: int) -> Tensor:
     return var * (n / max(n - 1, 1))
 
 
-def bn_forward(z: Tensor, weight, bias, scale, eps, native: bool, stats=None):
+def bn_forward(z: Tensor, weight, bias, scale, eps, k, stats=None):
     """tdBN in training mode on a compute-dtype tensor ``z`` [T, N, C, ...] (Eq. 5-8): ``(y, mean, invstd,
     running_var)``, the last the unbiased batch variance for the running statistics (:func:`update_running`).
     ``stats``: ``(mean, var, n)`` of a synchronized batch (:func:`global_stats`), else this batch's own."""
     dims, shape, n = channel_view(z)
-    layout = fused.bn_layout(z) if native else None
+    one_pass = k.indexes(z)
     centred = None
     if stats is not None:
         mean, var, n = stats
-    elif layout is not None:
-        mean, var = fused.bn_stats(z, layout)
+    elif one_pass:
+        mean, var = k.bn_stats(z)
     else:
         mean = z.sum(dims) / n
         centred = torch.sub(z, mean.view(shape))
         var = torch.mul(centred, centred).sum(dims) / n  # biased (Eq. 8)
     invstd = torch.rsqrt(var + eps)
     w = bn_weight(weight, invstd, scale)
-    if layout is not None:
-        y = fused.bn_affine(z, mean, w, bias, layout)
+    if one_pass:
+        y = k.bn_affine(z, mean, w, bias)
     else:
         y = affine_(centred if centred is not None else torch.sub(z, mean.view(shape)), w, bias, shape)
     return y, mean, invstd, unbiased_var(var, n)
@@ -157,21 +160,19 @@ def update_running(running_mean: Tensor, running_var: Tensor, momentum: float, m
         running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
 
 
-def bn_recompute(z: Tensor, weight, bias, mean, invstd, scale, native: bool) -> Tensor:
+def bn_recompute(z: Tensor, weight, bias, mean, invstd, scale, k) -> Tensor:
     """The tdBN output again, bit for bit: the forward pass's kernels on the same input and statistics."""
     _, shape, _ = channel_view(z)
     w = bn_weight(weight, invstd, scale)
-    layout = fused.bn_layout(z) if native else None
-    if layout is not None:
-        return fused.bn_affine(z, mean, w, bias, layout)
+    if k.indexes(z):
+        return k.bn_affine(z, mean, w, bias)
     return affine_(torch.sub(z, mean.view(shape)), w, bias, shape)
 
 
-def grad_sums(grad_y: Tensor, z: Tensor, mean: Tensor, native: bool) -> tuple[Tensor, Tensor]:
+def grad_sums(grad_y: Tensor, z: Tensor, mean: Tensor, k) -> tuple[Tensor, Tensor]:
     """Per-channel ``sum(dL/dy)`` and ``sum(dL/dy * (z - mean))`` in float64 (this process's share)."""
-    layout = fused.bn_layout(z, mixed=True) if native and grad_y.stride() == z.stride() else None
-    if layout is not None:
-        return fused.bn_grad_sums(grad_y, z, mean, layout, wide=True)
+    if grad_y.stride() == z.stride() and k.indexes(z, mixed=True):
+        return k.bn_grad_sums(grad_y, z, mean, wide=True)
     dims, shape, _ = channel_view(grad_y)
     prod = torch.mul(grad_y, torch.sub(wide(z), mean.view(shape)))
     return grad_y.sum(dims, dtype=torch.float64), prod.sum(dims, dtype=torch.float64)
@@ -195,7 +196,7 @@ def synced_grad_sums(pairs: list[tuple[Tensor, Tensor]], count: int, group: str,
             for i, (g, gx) in enumerate(pairs)]
 
 
-def bn_backward(grad_y, z, weight, mean, invstd, scale, native: bool, sums=None, into: Tensor | None = None):
+def bn_backward(grad_y, z, weight, mean, invstd, scale, k, sums=None, into: Tensor | None = None):
     """tdBN backward pass (Eq. 5-8): ``(dL/dz, dL/dlambda, dL/dbeta)``; ``sums`` = per-channel ``sum(dL/dy)``
     and ``sum(dL/dy * (z - mean))`` when already computed (by the fused LIF backward kernel), or the
     :class:`SyncedSums` of a synchronized batch. ``into``: a
@@ -206,48 +207,48 @@ def bn_backward(grad_y, z, weight, mean, invstd, scale, native: bool, sums=None,
     own = None
     if isinstance(sums, SyncedSums):
         sums, own, n = sums
-    layout = fused.bn_layout(z, mixed=True) if native and grad_y.stride() == z.stride() else None
-    if layout is None:
+    one_pass = grad_y.stride() == z.stride() and k.indexes(z, mixed=True)
+    if not one_pass:
         z = wide(z)
     lam = invstd.new_ones(()) if weight is None else weight
-    k = invstd * (lam * scale)  # lambda * alpha * v_th / sigma
+    gain = invstd * (lam * scale)  # lambda * alpha * v_th / sigma
     xc = prod = None
     if sums is not None:
         sum_g, sum_gx = sums
-    elif layout is not None:
-        sum_g, sum_gx = fused.bn_grad_sums(grad_y, z, mean, layout)
+    elif one_pass:
+        sum_g, sum_gx = k.bn_grad_sums(grad_y, z, mean)
     else:
         sum_g = grad_y.sum(dims)  # dL/dbeta
         xc = torch.sub(z, mean.view(shape))
         prod = torch.mul(grad_y, xc)
         sum_gx = prod.sum(dims)  # sigma * sum(dy * x_hat)
     # dL/dz = k * (dy - mean(dy) - x_hat * mean(dy * x_hat)),  x_hat = (z - mean) * invstd
-    c_x = -k * invstd * invstd * sum_gx / n
-    c_0 = -k * sum_g / n
-    if layout is not None:
+    c_x = -gain * invstd * invstd * sum_gx / n
+    c_0 = -gain * sum_g / n
+    if one_pass:
         if into is not None and (into.dtype != z.dtype or into.stride() != z.stride()):
             into = None
-        grad_z = fused.bn_grad_input(grad_y, z, mean, k, c_0, c_x, layout, out=into)
+        grad_z = k.bn_grad_input(grad_y, z, mean, gain, c_0, c_x, out=into)
     else:
         if xc is None:
             xc = torch.sub(z, mean.view(shape))
-        grad_z = torch.mul(grad_y, k.view(shape), out=prod).add_(c_0.view(shape))
+        grad_z = torch.mul(grad_y, gain.view(shape), out=prod).add_(c_0.view(shape))
         grad_z.add_(xc.mul_(c_x.view(shape)))
     if own is not None:  # parameter gradients of this process's batch
         sum_g, sum_gx = own
     return grad_z, sum_gx * invstd * scale, sum_g
 
 
-def kernel_affine(weight, bias, mean, invstd, scale: float) -> "fused.Affine":
+def kernel_affine(weight, bias, mean, invstd, scale: float):
     """``(mean, lambda * alpha * v_th / sigma, beta)``: a tdBN as the unit kernels apply it."""
     return mean, bn_weight(weight, invstd, scale), bias
 
 
-def kernel_stats(z: Tensor, layout, weight, bias, scale: float, eps: float, stats=None):
-    """tdBN statistics of ``z`` by the compiled kernels, or ``stats = (mean, var, n)`` of a synchronized batch:
-    ``(affine, mean, invstd, unbiased variance)`` (:func:`kernel_affine`, :func:`unbiased_var`)."""
+def kernel_stats(z: Tensor, k, weight, bias, scale: float, eps: float, stats=None):
+    """tdBN statistics of ``z`` by the one-pass kernels ``k``, or ``stats = (mean, var, n)`` of a synchronized
+    batch: ``(affine, mean, invstd, unbiased variance)`` (:func:`kernel_affine`, :func:`unbiased_var`)."""
     if stats is None:
-        mean, var = fused.bn_stats(z, layout)
+        mean, var = k.bn_stats(z)
         n = z.numel() // z.shape[2]
     else:
         mean, var, n = stats
@@ -255,13 +256,62 @@ def kernel_stats(z: Tensor, layout, weight, bias, scale: float, eps: float, stat
     return kernel_affine(weight, bias, mean, invstd, scale), mean, invstd, unbiased_var(var, n)
 
 
-def synced_stats(zs: list[Tensor], layout, group: str) -> list:
+def synced_stats(zs: list[Tensor], k, group: str) -> list:
     """``(mean, var, n)`` of each of ``zs`` over the processes of ``group`` (one all-reduce), or Nones when the
     statistics are this process's own (``group`` empty)."""
     if not group:
         return [None] * len(zs)
-    stats, n = global_stats(zs, layout, group)
+    stats, n = global_stats(zs, k, group)
     return [(mean, var, n) for mean, var in stats]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the tdBN outside a unit
+
+
+def _td_batch_norm_forward(x, weight, bias, scale, eps, group, k):
+    (stats,) = synced_stats([x], k, group)
+    return bn_forward(x, weight, bias, scale, eps, k, stats)
+
+
+@custom_op("tdbn::td_batch_norm_forward", mutates_args=())
+def _td_batch_norm_forward_op(x: Tensor, weight: Tensor | None, bias: Tensor | None, scale: float, eps: float,
+                              group: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Reference. ``(y, mean, invstd, unbiased variance)`` of :func:`bn_forward`, the statistics over the
+    processes of ``group`` when it is not empty."""
+    return _td_batch_norm_forward(x, weight, bias, scale, eps, group, reference)
+
+
+kernels.on_each_device(_td_batch_norm_forward_op, _td_batch_norm_forward)
+
+
+@_td_batch_norm_forward_op.register_fake
+def _(x, weight, bias, scale, eps, group):
+    dtype = compute_dtype(x.dtype) if group else x.dtype  # synchronized statistics are in the compute dtype
+    stats = x.new_empty(x.shape[2], dtype=dtype)
+    return torch.empty_like(x, dtype=dtype), stats, torch.empty_like(stats), torch.empty_like(stats)
+
+
+def _td_batch_norm_backward(grad_y, x, weight, mean, invstd, scale, group, k):
+    sums = None
+    if group:
+        (sums,) = synced_grad_sums([grad_sums(grad_y, x, mean, k)], x.numel() // x.shape[2], group, mean.dtype)
+    return bn_backward(grad_y, x, weight, mean, invstd, scale, k, sums)
+
+
+@custom_op("tdbn::td_batch_norm_backward", mutates_args=())
+def _td_batch_norm_backward_op(grad_y: Tensor, x: Tensor, weight: Tensor | None, mean: Tensor, invstd: Tensor,
+                               scale: float, group: str) -> tuple[Tensor, Tensor, Tensor]:
+    """Reference. ``(dL/dx, dL/dlambda, dL/dbeta)`` of :func:`bn_backward`."""
+    return _td_batch_norm_backward(grad_y, x, weight, mean, invstd, scale, group, reference)
+
+
+kernels.on_each_device(_td_batch_norm_backward_op, _td_batch_norm_backward)
+
+
+@_td_batch_norm_backward_op.register_fake
+def _(grad_y, x, weight, mean, invstd, scale, group):
+    return torch.empty_like(grad_y), torch.empty_like(mean), torch.empty_like(mean)
 
 
 class TdBatchNormFunction(torch.autograd.Function):
@@ -272,16 +322,15 @@ class TdBatchNormFunction(torch.autograd.Function):
     The same mathematics as the plain formulation (``F.batch_norm`` on ``[T*N, C, ...]`` with weight
     ``lambda * alpha * v_th``), equal up to float rounding, with cheaper kernels on the CPU. Storage for
     backward: the input (unexpanded when it is expanded over T, as for static images) and three per-channel
-    vectors.
+    vectors. The kernels are the operators ``tdbn::td_batch_norm_forward`` / ``_backward``, registered per device
+    like the units'.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, scale: float, momentum: float, eps: float,  # type: ignore[override]
                 group: str = ""):
         ctx.scale, ctx.group = scale, group
-        # the units' tdBN maths: compiled kernels where they apply (same mathematics, fewer passes), else ATen
-        (stats,) = synced_stats([x], fused.bn_layout(x), group)
-        y, mean, invstd, unbiased = bn_forward(x, weight, bias, scale, eps, True, stats)
+        y, mean, invstd, unbiased = torch.ops.tdbn.td_batch_norm_forward(x, weight, bias, scale, eps, group)
         if running_mean is not None and running_var is not None:
             update_running(running_mean, running_var, momentum, mean, unbiased)
         ctx.save_for_backward(x, weight, bias, mean, invstd)
@@ -291,11 +340,8 @@ class TdBatchNormFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_y):  # type: ignore[override]
         x, weight, bias, mean, invstd = ctx.saved_tensors
-        sums = None
-        if ctx.group:
-            (sums,) = synced_grad_sums([grad_sums(grad_y, x, mean, True)], x.numel() // x.shape[2], ctx.group,
-                                        mean.dtype)
-        grad_x, grad_w, grad_b = bn_backward(grad_y, x, weight, mean, invstd, ctx.scale, True, sums)
+        grad_x, grad_w, grad_b = torch.ops.tdbn.td_batch_norm_backward(grad_y, x, weight, mean, invstd, ctx.scale,
+                                                                       ctx.group)
         grad_x = grad_x if ctx.needs_input_grad[0] else None
         grad_w = grad_w if weight is not None and ctx.needs_input_grad[1] else None
         grad_b = grad_b if bias is not None and ctx.needs_input_grad[2] else None

@@ -1,6 +1,6 @@
 """Compiled CPU kernels for the LIF time loops and tdBN: the fast path of eager training on CPU tensors.
 
-- LIF (:func:`tdbn.operators.recursions.integrate`, :func:`tdbn.operators.recursions.bptt`): the ATen loops launch a few
+- LIF (:func:`integrate`, :func:`bptt`): the reference loops (:mod:`tdbn.operators.recursions`) launch a few
   whole-tensor operations per time step, each reading and writing memory. ``cpu_kernels.c`` runs a neuron's whole
   time loop in one pass instead (a block of neurons keeps its state in cache while the loop walks over ``T``),
   with the same floating-point operations in the same order: bit-identical to the ATen loops for float32,
@@ -19,11 +19,16 @@
 
 The C file is compiled on first use with the system C compiler (``$CC``, default ``cc``; about a second)
 into a cache directory (``$TDBN_CACHE_DIR``, default ``~/.cache/tdbn``), keyed by the source, the compiler and
-the CPU, and loaded with :mod:`ctypes`. Without a compiler the ATen loops run (same results, slower) after one
-warning. ``TDBN_NATIVE=0`` in the environment, or :func:`set_enabled` (``False``), turns the kernels off.
+the CPU, and loaded with :mod:`ctypes`. Without a compiler the reference runs (same results, slower) after one
+warning. ``TDBN_NATIVE=0`` in the environment, or :func:`tdbn.operators.use_reference`, turns the kernels off
+(:func:`available`, which :func:`tdbn.operators.kernels.for_cpu` reads).
 
-Used only for CPU tensors in eager execution whose layout the kernels can index (time-major, dense, every
-operand with the same strides: contiguous and channels-last both qualify); anything else takes the ATen loops.
+The entry points are those of :mod:`tdbn.operators.cuda_units` and :mod:`tdbn.operators.reference`, with the same
+arguments: the operators' CPU registrations call them. Each works out the layout of its operand and checks every
+operand before a pointer reaches C. :func:`integrate`, :func:`bptt`, :func:`pack_bits` and :func:`unpack_bits`
+run the reference themselves for operands the kernels cannot index (time-major, dense, every operand with the
+same strides: contiguous and channels-last both qualify); for the tdBN and unit kernels the caller asks
+:func:`indexes` first.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from pathlib import Path
 import torch
 
 from ..functional.surrogate import SURROGATE_IDS  # the one table shared by every implementation
+from . import recursions, reference
 
 Tensor = torch.Tensor
 
@@ -59,22 +65,18 @@ calls: Counter[str] = Counter()
 _enabled = os.environ.get("TDBN_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 _lib: ctypes.CDLL | None = None
 _error: str | None = None
-
-
-def set_enabled(enabled: bool) -> None:
-    """Use the compiled kernels (``True``, the default) or always the ATen loops (``False``)."""
-    global _enabled
-    _enabled = bool(enabled)
+_warned_float16 = False
 
 
 @contextmanager
 def enabled(flag: bool):
-    """Inside the block, the compiled kernels are on (``True``) or off (``False``); for comparisons.
+    """Inside the block, the compiled kernels are on (``True``) or off (``False``: the reference runs on the CPU);
+    what :func:`tdbn.operators.use_reference` sets.
 
     Example:
         >>> from tdbn.operators import cpu as native
         >>> with native.enabled(False):
-        ...     s = tdbn.functional.lif(torch.ones(3, 2))  # the ATen loops
+        ...     s = tdbn.functional.lif(torch.ones(3, 2))  # the reference loops
     """
     global _enabled
     before = _enabled
@@ -195,17 +197,11 @@ def available() -> bool:
 def status() -> str:
     """One line for ``tdbn env``: whether the compiled CPU kernels run, and why not if they do not."""
     if not _enabled:
-        return "off (TDBN_NATIVE=0 or set_enabled(False)): ATen loops"
+        return "off (TDBN_NATIVE=0 or use_reference()): reference loops"
     if library() is None:
-        return f"unavailable ({_error}): ATen loops"
+        return f"unavailable ({_error}): reference loops"
     return (f"on (compiled with {os.environ.get('CC', 'cc')}, cache {cache_dir()}; threads from "
             f"{min_parallel_work()} elements)")
-
-
-def _eager() -> bool:
-    """Enabled, and not under a tracer (``torch.compile``/``torch.export``, ``torch.jit.trace``), which must see
-    the PyTorch operations rather than a foreign call."""
-    return _enabled and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
 
 
 def time_major_dense(t: Tensor) -> bool:
@@ -223,10 +219,8 @@ def time_major_dense(t: Tensor) -> bool:
 
 
 def usable(*tensors: Tensor | None) -> bool:
-    """Whether the kernels can run on these operands: enabled, CPU, one supported dtype, time-major dense
-    with identical strides, and no compilation in progress."""
-    if not _eager():
-        return False
+    """Whether the LIF kernels can index these operands: CPU, one supported dtype, time-major dense with identical
+    strides."""
     ts = [t for t in tensors if t is not None]
     ref = ts[0]
     if ref.device.type != "cpu" or ref.dtype not in DTYPES or ref.numel() == 0:
@@ -287,7 +281,13 @@ def _guard(what: str, ref: Tensor, *others: Tensor | None, vectors: tuple[Tensor
 
 
 def integrate(x: Tensor, u: Tensor | None, tau: float, v_th: float, spikes: Tensor | None = None) -> None:
-    """:func:`tdbn.operators.recursions.integrate` in one pass; the caller checked :func:`usable_forward`."""
+    """:func:`tdbn.operators.recursions.integrate_reference` in one pass (bit for bit), or the reference itself
+    for operands the kernel cannot index (:func:`usable_forward`)."""
+    if u is None and spikes is None:
+        raise ValueError("integrate: without u, spikes are the only output and must be given")
+    if not usable_forward(x, u, spikes):
+        recursions.integrate_reference(x, u, tau, v_th, spikes)
+        return
     outs = [t for t in (u, spikes) if t is not None]
     if not outs:
         raise KernelArgumentError("tdbn_lif_forward: needs u or spikes to write")
@@ -308,8 +308,13 @@ def supports_backward(dtype: torch.dtype, surrogate: str) -> bool:
     return dtype != torch.bfloat16 or surrogate == "rectangle"
 
 
-def bptt(grad_spikes: Tensor, u: Tensor, grad_x: Tensor, tau: float, v_th: float, width: float, surrogate: str) -> None:
-    """:func:`tdbn.operators.recursions.bptt` in one pass, into ``grad_x`` (which may be ``u``)."""
+def bptt(grad_spikes: Tensor, u: Tensor, tau: float, v_th: float, width: float, surrogate: str, *,
+         reuse_u: bool = False) -> Tensor:
+    """:func:`tdbn.operators.recursions.bptt_reference` in one pass (``dL/dx``; with ``reuse_u`` written over
+    ``u``), or the reference itself for operands or a surrogate the kernel does not take."""
+    if not (supports_backward(u.dtype, surrogate) and usable(grad_spikes, u)):
+        return recursions.bptt_reference(grad_spikes, u, tau, v_th, width, surrogate, reuse_u=reuse_u)
+    grad_x = u if reuse_u else torch.empty_like(u)
     _guard("tdbn_lif_backward", u, grad_spikes, grad_x)
     calls["lif_backward"] += 1
     T = u.shape[0]
@@ -319,6 +324,7 @@ def bptt(grad_spikes: Tensor, u: Tensor, grad_x: Tensor, tau: float, v_th: float
     )
     if rc != 0:  # pragma: no cover
         raise RuntimeError(f"tdbn_lif_backward failed for dtype {u.dtype}, surrogate {surrogate!r}")
+    return grad_x
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -330,7 +336,7 @@ Layout = tuple[int, int, int]
 def bn_layout(x: Tensor, *, mixed: bool = False) -> Layout | None:
     """``(outer, C, inner)`` when the kernels can run tdBN on ``x`` [T, N, C, ...] (contiguous or channels-last
     CPU tensors of float32/64, and with ``mixed`` also bfloat16, computed in float32), else None."""
-    if not _eager() or x.device.type != "cpu" or x.numel() == 0:
+    if x.device.type != "cpu" or x.numel() == 0:
         return None
     if x.dtype not in (COMPUTE if mixed else (torch.float32, torch.float64)) or x.dim() < 3:
         return None
@@ -344,11 +350,24 @@ def bn_layout(x: Tensor, *, mixed: bool = False) -> Layout | None:
     return layout if library() is not None else None
 
 
-def _bn_guard(what: str, x: Tensor, layout: Layout) -> Layout:
-    """The layout, after checking that it is ``x``'s (:func:`bn_layout`): anything else raises before C."""
-    if layout != bn_layout(x, mixed=True):
-        raise KernelArgumentError(f"{what}: layout {layout} does not describe the operand of shape "
-                                  f"{tuple(x.shape)}, dtype {x.dtype} and strides {x.stride()}")
+def indexes(x: Tensor, *, mixed: bool = False) -> bool:
+    """Whether the tdBN and unit kernels can index ``x`` (:func:`bn_layout`; ``mixed``: bfloat16 too); the
+    callers take the reference's operations otherwise (for float16, said once)."""
+    global _warned_float16
+    if mixed and x.dtype == torch.float16 and not _warned_float16:
+        _warned_float16 = True
+        warnings.warn("tdbn: the compiled CPU unit kernels take float32, float64 and bfloat16; these "
+                      "torch.float16 units compute through float32 copies (same storage, slower). On the CPU, "
+                      "autocast to torch.bfloat16 instead.", RuntimeWarning, stacklevel=4)
+    return bn_layout(x, mixed=mixed) is not None
+
+
+def _bn_guard(what: str, x: Tensor) -> Layout:
+    """``x``'s layout (:func:`bn_layout`): an operand the kernels cannot index raises before C."""
+    layout = bn_layout(x, mixed=True)
+    if layout is None:
+        raise KernelArgumentError(f"{what}: no layout the kernels index for the operand of shape "
+                                  f"{tuple(x.shape)}, dtype {x.dtype} and strides {x.stride()} (see indexes())")
     return layout
 
 
@@ -380,9 +399,9 @@ def _guard_computed(what: str, x: Tensor, *computed: Tensor) -> None:
                 f"{COMPUTE[x.dtype]} with the shape and strides of the input ({tuple(x.shape)}, {x.stride()})")
 
 
-def bn_stats(x: Tensor, layout: Layout) -> tuple[Tensor, Tensor]:
+def bn_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     """Per-channel mean and biased variance around it (Eq. 6-7), both in ``x``'s compute dtype."""
-    outer, C, inner = _bn_guard("tdbn_bn_stats", x, layout)
+    outer, C, inner = _bn_guard("tdbn_bn_stats", x)
     calls["bn_stats"] += 1
     mean = torch.empty(C, dtype=COMPUTE[x.dtype])
     var = torch.empty(C, dtype=torch.float64)
@@ -395,10 +414,10 @@ def bn_stats(x: Tensor, layout: Layout) -> tuple[Tensor, Tensor]:
     return mean, var.to(mean.dtype)
 
 
-def bn_sums(x: Tensor, layout: Layout) -> Tensor:
+def bn_sums(x: Tensor) -> Tensor:
     """Per-channel ``sum(x)`` and ``sum(x^2)`` in one pass, accumulated and returned in float64 (``[2C]``): one
     process's share of the statistics of a tdBN synchronized across processes."""
-    outer, C, inner = _bn_guard("tdbn_bn_sums", x, layout)
+    outer, C, inner = _bn_guard("tdbn_bn_sums", x)
     calls["bn_sums"] += 1
     out = torch.empty(2 * C, dtype=torch.float64)
     scratch = _scratch(C)
@@ -408,10 +427,10 @@ def bn_sums(x: Tensor, layout: Layout) -> Tensor:
     return out
 
 
-def bn_affine(x: Tensor, mean: Tensor, w: Tensor, bias: Tensor | None, layout: Layout) -> Tensor:
+def bn_affine(x: Tensor, mean: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
     """``(x - mean) * w + bias`` per channel, each operation rounded; a new tensor with ``x``'s strides, in its
     compute dtype."""
-    outer, C, inner = _bn_guard("tdbn_bn_affine", x, layout)
+    outer, C, inner = _bn_guard("tdbn_bn_affine", x)
     y = torch.empty_like(x, dtype=COMPUTE[x.dtype])
     mean, w, b = _vec(mean, x), _vec(w, x), _vec(bias, x)
     _guard("tdbn_bn_affine", x, vectors=(mean, w, b), channels=C)
@@ -425,10 +444,10 @@ def bn_affine(x: Tensor, mean: Tensor, w: Tensor, bias: Tensor | None, layout: L
     return y
 
 
-def bn_grad_sums(g: Tensor, x: Tensor, mean: Tensor, layout: Layout, *, wide: bool = False) -> tuple[Tensor, Tensor]:
+def bn_grad_sums(g: Tensor, x: Tensor, mean: Tensor, *, wide: bool = False) -> tuple[Tensor, Tensor]:
     """Per-channel ``sum(g)`` and ``sum(g * (x - mean))`` (float64 accumulation, returned in ``x``'s compute
     dtype, or in float64 with ``wide``); ``g`` is in that dtype."""
-    outer, C, inner = _bn_guard("tdbn_bn_grad_sums", x, layout)
+    outer, C, inner = _bn_guard("tdbn_bn_grad_sums", x)
     out = torch.empty(2 * C, dtype=torch.float64)
     mean, scratch = _vec(mean, x), _scratch(C)
     _guard("tdbn_bn_grad_sums", x, vectors=(mean,), channels=C)
@@ -444,13 +463,13 @@ def bn_grad_sums(g: Tensor, x: Tensor, mean: Tensor, layout: Layout, *, wide: bo
 
 
 def bn_grad_input(
-    g: Tensor, x: Tensor, mean: Tensor, k: Tensor, c0: Tensor, cx: Tensor, layout: Layout, *,
+    g: Tensor, x: Tensor, mean: Tensor, k: Tensor, c0: Tensor, cx: Tensor, *,
     out: Tensor | None = None,
 ) -> Tensor:
     """``(g * k + c0) + (x - mean) * cx`` per channel: the tdBN input gradient in ``x``'s dtype (computed in the
     compute dtype, which ``g`` has, and rounded once), into ``out`` (``x``'s dtype and strides; may be ``g``
     itself, each element is read before it is written) or a new tensor."""
-    outer, C, inner = _bn_guard("tdbn_bn_grad_input", x, layout)
+    outer, C, inner = _bn_guard("tdbn_bn_grad_input", x)
     out = torch.empty_like(x) if out is None else out
     mean, k, c0, cx = (_vec(v, x) for v in (mean, k, c0, cx))
     _guard("tdbn_bn_grad_input", x, out, vectors=(mean, k, c0, cx), channels=C)
@@ -471,10 +490,10 @@ def bn_grad_input(
 Affine = tuple[Tensor, Tensor, Tensor | None]
 
 
-def _unit_operands(what: str, za: Tensor, a: Affine, zb: Tensor | None, b: Affine | None, layout: Layout):
+def _unit_operands(what: str, za: Tensor, a: Affine, zb: Tensor | None, b: Affine | None):
     """Checked operands of a unit kernel call: ``(mode, vectors, T, M, C, cdiv)``; ``zb`` None (mode 0), an
     unnormalized second input (``b`` None, mode 1) or a normalized one (mode 2)."""
-    outer, C, inner = _bn_guard(what, za, layout)
+    outer, C, inner = _bn_guard(what, za)
     mode = 0 if zb is None else (1 if b is None else 2)
     _guard(what, za, zb)
     va = tuple(_vec(v, za) for v in a)
@@ -484,12 +503,11 @@ def _unit_operands(what: str, za: Tensor, a: Affine, zb: Tensor | None, b: Affin
     return mode, va + vb, T, za.numel() // T, C, inner
 
 
-def unit_forward(za: Tensor, a: Affine, zb: Tensor | None, b: Affine | None, layout: Layout, tau: float,
-                 v_th: float) -> Tensor:
+def unit_forward(za: Tensor, a: Affine, zb: Tensor | None, b: Affine | None, tau: float, v_th: float) -> Tensor:
     """Spikes (``za``'s dtype and strides) of ``LIF(y)`` with ``y = (za - mean_a) * w_a + bias_a``, plus ``zb``
     (``b`` None) or ``(zb - mean_b) * w_b + bias_b``: no ``[T, ...]`` tensor of ``y`` or ``u`` is written.
     The same operations as :func:`bn_affine`, the addition and :func:`integrate`, in the compute dtype."""
-    mode, vecs, T, M, C, cdiv = _unit_operands("tdbn_unit_forward", za, a, zb, b, layout)
+    mode, vecs, T, M, C, cdiv = _unit_operands("tdbn_unit_forward", za, a, zb, b)
     spikes = torch.empty_like(za)
     calls["unit_forward"] += 1
     rc = _lib.tdbn_unit_forward(
@@ -500,9 +518,8 @@ def unit_forward(za: Tensor, a: Affine, zb: Tensor | None, b: Affine | None, lay
     return spikes
 
 
-def unit_backward(grad_spikes: Tensor, za: Tensor, a: Affine, zb: Tensor | None, b: Affine | None,
-                  layout: Layout, tau: float, v_th: float, width: float, surrogate: str, *, sums: bool = False,
-                  wide: bool = False):
+def unit_backward(grad_spikes: Tensor, za: Tensor, a: Affine, zb: Tensor | None, b: Affine | None, tau: float,
+                  v_th: float, width: float, surrogate: str, *, sums: bool = False, wide: bool = False):
     """The LIF backward pass of :func:`unit_forward` in one pass: recompute ``y`` and ``u`` per block of neurons
     (the forward pass's operations, so the same ``u``), walk BPTT back in time (Eq. 14-15, 18).
 
@@ -511,7 +528,7 @@ def unit_backward(grad_spikes: Tensor, za: Tensor, a: Affine, zb: Tensor | None,
     ``wide``, else the compute dtype), else None.
     ``grad_spikes`` has ``za``'s dtype and strides.
     """
-    mode, vecs, T, M, C, cdiv = _unit_operands("tdbn_unit_backward", za, a, zb, b, layout)
+    mode, vecs, T, M, C, cdiv = _unit_operands("tdbn_unit_backward", za, a, zb, b)
     if sums and mode != 0:
         raise KernelArgumentError("tdbn_unit_backward: the per-channel sums come with one input only")
     _guard("tdbn_unit_backward", za, grad_spikes)
@@ -542,13 +559,12 @@ if sys.platform == "win32":  # pragma: no cover - the build line above is for gc
 _PACK_DTYPES = {**DTYPES, torch.bool: 3, torch.uint8: 3}
 
 
-def pack_bits(x: Tensor) -> Tensor | None:
-    """``x != 0`` of a contiguous CPU tensor as bits, 8 per byte (uint8, ``ceil(numel / 8)`` bytes), in one pass;
-    None when the kernels are unavailable or ``x`` is not a contiguous CPU tensor of a supported dtype."""
-    if not _eager() or x.device.type != "cpu" or x.dtype not in _PACK_DTYPES or not x.is_contiguous():
-        return None
-    if library() is None:
-        return None
+def pack_bits(x: Tensor) -> Tensor:
+    """``x != 0`` as bits, 8 per byte (uint8, ``ceil(numel / 8)`` bytes: :func:`tdbn.operators.reference.pack_bits`)
+    in one pass; the reference for a tensor the kernel cannot index (not a contiguous CPU tensor of a supported
+    dtype)."""
+    if x.device.type != "cpu" or x.dtype not in _PACK_DTYPES or not x.is_contiguous() or library() is None:
+        return reference.pack_bits(x)
     n = x.numel()
     bits = torch.empty((n + 7) // 8, dtype=torch.uint8)
     calls["pack_bits"] += 1
@@ -557,14 +573,14 @@ def pack_bits(x: Tensor) -> Tensor | None:
     return bits
 
 
-def unpack_bits(bits: Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor | None:
-    """The 0/1 tensor of ``shape`` and ``dtype`` (float32/64, bfloat16) that :func:`pack_bits` packed; None when
-    the kernels cannot run."""
+def unpack_bits(bits: Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """The 0/1 tensor of ``shape`` and ``dtype`` that :func:`pack_bits` packed (contiguous); the reference for a
+    dtype the kernel does not write (it writes float32/64 and bfloat16)."""
     n = 1
     for d in shape:
         n *= d
-    if not _eager() or bits.device.type != "cpu" or dtype not in DTYPES or library() is None:
-        return None
+    if bits.device.type != "cpu" or dtype not in DTYPES or library() is None:
+        return reference.unpack_bits(bits, shape, dtype)
     if bits.dtype != torch.uint8 or not bits.is_contiguous() or bits.numel() != (n + 7) // 8:
         raise KernelArgumentError(f"tdbn_unpack_bits: {bits.numel()} {bits.dtype} bytes do not hold {n} bits")
     out = torch.empty(shape, dtype=dtype)

@@ -136,11 +136,17 @@ def _as_layout(ref: Tensor, t: Tensor) -> Tensor:
     return t if t.stride() == ref.stride() else torch.empty_like(ref).copy_(t)
 
 
-def integrate(x: Tensor, u: Tensor, tau: float, v_th: float, spikes: Tensor | None = None) -> None:
-    """Triton form of :func:`tdbn.operators.recursions.integrate`: ``u`` (may be ``x``) and optionally ``spikes``.
+def integrate(x: Tensor, u: Tensor | None, tau: float, v_th: float, spikes: Tensor | None = None) -> None:
+    """Triton form of :func:`tdbn.operators.recursions.integrate_reference`: ``u`` (may be ``x``) and optionally
+    ``spikes``; with ``u=None`` only ``spikes``, which then also take each ``u[t]`` before its spike overwrites
+    it (the same program stores both, in order): no membrane buffer.
 
     ``u`` and ``spikes`` must be dense and share a layout; ``x`` is copied to it if needed.
     """
+    if u is None:
+        if spikes is None:
+            raise ValueError("cuda_lif.integrate: without u, spikes are the only output and must be given")
+        u = spikes
     if not time_major_dense(u) or (spikes is not None and spikes.stride() != u.stride()):
         raise ValueError("cuda_lif.integrate: u and spikes must be dense tensors with the same strides")
     T = x.shape[0]
@@ -157,7 +163,7 @@ def integrate(x: Tensor, u: Tensor, tau: float, v_th: float, spikes: Tensor | No
 def bptt(
     grad_spikes: Tensor, u: Tensor, tau: float, v_th: float, width: float, surrogate: str, *, reuse_u: bool = False
 ) -> Tensor:
-    """Triton form of :func:`tdbn.operators.recursions.bptt`; with ``reuse_u`` the gradient overwrites ``u``."""
+    """Triton form of :func:`tdbn.operators.recursions.bptt_reference`; with ``reuse_u`` the gradient overwrites ``u``."""
     T = u.shape[0]
     M = u.numel() // T
     if not time_major_dense(u):

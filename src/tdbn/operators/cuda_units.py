@@ -1,7 +1,7 @@
 """Triton kernels for tdBN and the training units: the CUDA counterpart of :mod:`tdbn.operators.cpu`.
 
-The same entry points as the compiled CPU kernels, with the same arguments (less ``layout``, which each function
-works out from its operand) and the same arithmetic, for ``[T, N, C, ...]`` tensors that are contiguous or
+The same entry points as the compiled CPU kernels (:mod:`tdbn.operators.cpu`), with the same arguments and the
+same arithmetic, for ``[T, N, C, ...]`` tensors that are contiguous or
 channels-last, stored in float32, float64, bfloat16 or float16:
 
 - tdBN (Eq. 5-8): :func:`bn_stats` (mean, then the biased variance around the rounded mean: two reading passes),
@@ -43,8 +43,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ..functional.surrogate import SURROGATE_IDS
-from .cuda_lif import interpreted  # the one table shared by every implementation
+from ..functional.surrogate import SURROGATE_IDS  # the one table shared by every implementation
+from .cuda_lif import bptt, integrate, interpreted  # the LIF recursions: this module's entry points too
+from .reference import pack_bits, unpack_bits  # no kernels of their own here
 
 Tensor = torch.Tensor
 
@@ -376,6 +377,15 @@ class _Plan:
         return v.reshape(-1).to(device=self.x.device, dtype=COMPUTE[self.x.dtype]).contiguous()
 
 
+def indexes(x: Tensor, *, mixed: bool = False) -> bool:
+    """Whether the tdBN and unit kernels index ``x`` [T, N, C, ...]: contiguous or channels-last, float32/64 (with
+    ``mixed`` also bfloat16 and float16, computed in float32); the callers take the reference's operations
+    otherwise."""
+    if x.numel() == 0 or x.dim() < 3 or x.dtype not in (COMPUTE if mixed else (torch.float32, torch.float64)):
+        return False
+    return x.is_contiguous() or (x.dim() > 3 and x.movedim(2, -1).is_contiguous())
+
+
 def _reduce(plan: _Plan, mode: int, g: Tensor | None = None, mean: Tensor | None = None) -> Tensor:
     """Per-channel float64 sums ``[2, C]`` by :func:`_bn_reduce_kernel` (``mode`` as there)."""
     grid, b = plan.grid(plan.rows)
@@ -536,5 +546,5 @@ def unit_backward(grad_spikes: Tensor, za: Tensor, a: Affine, zb: Tensor | None,
     return grad_y, (out[0], out[1])
 
 
-__all__ = ["bn_affine", "bn_grad_input", "bn_grad_sums", "bn_stats", "bn_sums", "calls",
-           "unit_backward", "unit_forward"]
+__all__ = ["bn_affine", "bn_grad_input", "bn_grad_sums", "bn_stats", "bn_sums", "bptt", "calls", "indexes",
+           "integrate", "pack_bits", "unit_backward", "unit_forward", "unpack_bits"]

@@ -3,9 +3,9 @@
 This module holds the one plain-PyTorch definition of each recursion, :func:`integrate_reference` and
 :func:`bptt_reference`: the reference that the compiled CPU kernels (:mod:`tdbn.operators.cpu`,
 bit-identical) and the Triton kernels (:mod:`tdbn.operators.cuda_lif`) are tested against. They use only float
-operations that the CPU vectorizes, and the forward pass equals the naive loop bit for bit. :func:`integrate` and
-:func:`bptt` run the compiled kernels on CPU tensors they can index and the reference otherwise; the operators of
-:mod:`tdbn.operators.unit_ops` call them.
+operations that the CPU vectorizes, and the forward pass equals the naive loop bit for bit. They are the
+``integrate`` and ``bptt`` of :mod:`tdbn.operators.reference`; the compiled CPU kernels fall back to them for
+operands they cannot index (:func:`tdbn.operators.cpu.integrate`, :func:`tdbn.operators.cpu.bptt`).
 """
 
 from __future__ import annotations
@@ -13,19 +13,8 @@ from __future__ import annotations
 import torch
 
 from ..functional import surrogate as _surrogate
-from . import cpu as _native
 
 Tensor = torch.Tensor
-
-
-def integrate(x: Tensor, u: Tensor | None, tau: float, v_th: float, spikes: Tensor | None = None) -> None:
-    """:func:`integrate_reference`, or the same loop compiled (:mod:`.native`) on CPU tensors it can index."""
-    if u is None and spikes is None:
-        raise ValueError("integrate: without u, spikes are the only output and must be given")
-    if _native.usable_forward(x, u, spikes):
-        _native.integrate(x, u, tau, v_th, spikes)
-    else:
-        integrate_reference(x, u, tau, v_th, spikes)
 
 
 def integrate_reference(x: Tensor, u: Tensor | None, tau: float, v_th: float, spikes: Tensor | None = None) -> None:
@@ -72,19 +61,8 @@ def lif_forward_reference(x: Tensor, tau: float, v_th: float) -> tuple[Tensor, T
     """Membrane potentials and spikes of Eq. 1-3, no autograd bookkeeping. Returns ``(spikes, u)``."""
     u = torch.empty_like(x)
     spikes = torch.empty_like(x)
-    integrate(x, u, tau, v_th, spikes)
+    integrate_reference(x, u, tau, v_th, spikes)
     return spikes, u
-
-
-def bptt(
-    grad_spikes: Tensor, u: Tensor, tau: float, v_th: float, width: float, surrogate: str, *, reuse_u: bool = False
-) -> Tensor:
-    """:func:`bptt_reference`, or the same loop compiled (:mod:`.native`) on CPU tensors it can index."""
-    if _native.supports_backward(u.dtype, surrogate) and _native.usable(grad_spikes, u):
-        grad_x = u if reuse_u else torch.empty_like(u)
-        _native.bptt(grad_spikes, u, grad_x, tau, v_th, width, surrogate)
-        return grad_x
-    return bptt_reference(grad_spikes, u, tau, v_th, width, surrogate, reuse_u=reuse_u)
 
 
 def bptt_reference(

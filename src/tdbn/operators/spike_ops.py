@@ -8,47 +8,42 @@ and the transposed convolution for the input gradient, bit for bit those of ``F.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch.library import custom_op
 
-from . import cpu
-from .kernels import no_autocast
+from . import reference
+from .kernels import no_autocast, on_each_device
 
 Tensor = torch.Tensor
-
-def _pack_reference(x: Tensor) -> Tensor:
-    flat = (x != 0).reshape(-1)
-    pad = (-flat.numel()) % 8
-    if pad:
-        flat = torch.cat([flat, flat.new_zeros(pad)])
-    weights = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=x.device)
-    return (flat.view(-1, 8).to(torch.uint8) * weights).sum(1, dtype=torch.uint8)
-
-
-def _unpack_reference(bits: Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-    n = math.prod(shape)
-    shifts = torch.arange(8, dtype=torch.uint8, device=bits.device)
-    return ((bits[:, None] >> shifts) & 1).reshape(-1)[:n].view(shape).to(dtype)
 
 
 @custom_op("tdbn::pack_spikes", mutates_args=())
 def _pack_spikes_op(x: Tensor) -> Tensor:
     """Reference: ``x != 0`` as bits, 8 per byte (bit j of byte i is element ``8 i + j`` in row-major order)."""
-    return _pack_reference(x)
+    return reference.pack_bits(x)
 
 
-@_pack_spikes_op.register_kernel("cpu")
-def _(x):
-    bits = cpu.pack_bits(x.contiguous())
-    return bits if bits is not None else _pack_reference(x)
+on_each_device(_pack_spikes_op, lambda x, k: k.pack_bits(x.contiguous()))
 
 
 @_pack_spikes_op.register_fake
 def _(x):
     return x.new_empty((x.numel() + 7) // 8, dtype=torch.uint8)
+
+
+@custom_op("tdbn::unpack_spikes", mutates_args=())
+def _unpack_spikes_op(bits: Tensor, shape: list[int], dtype: torch.dtype) -> Tensor:
+    """Reference: the 0/1 tensor of ``shape`` and ``dtype`` whose bits :func:`pack_spikes` gave (contiguous)."""
+    return reference.unpack_bits(bits, tuple(shape), dtype)
+
+
+on_each_device(_unpack_spikes_op, lambda bits, shape, dtype, k: k.unpack_bits(bits, tuple(shape), dtype))
+
+
+@_unpack_spikes_op.register_fake
+def _(bits, shape, dtype):
+    return bits.new_empty(shape, dtype=dtype)
 
 
 def pack_spikes(x: Tensor) -> Tensor:
@@ -59,8 +54,7 @@ def pack_spikes(x: Tensor) -> Tensor:
 
 def unpack_spikes(bits: Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     """The 0/1 tensor of ``shape`` and ``dtype`` whose bits :func:`pack_spikes` gave (contiguous)."""
-    out = cpu.unpack_bits(bits, shape, dtype) if bits.device.type == "cpu" else None
-    return out if out is not None else _unpack_reference(bits, shape, dtype)
+    return torch.ops.tdbn.unpack_spikes(bits, list(shape), dtype)
 
 
 @custom_op("tdbn::spike_conv2d", mutates_args=())
@@ -90,16 +84,12 @@ def _conv2d_input_grad(grad: Tensor, x_shape: list[int], weight: Tensor, stride:
     return F.conv_transpose2d(grad, weight, None, stride, padding, output_padding, groups, dilation)
 
 
-@custom_op("tdbn::spike_conv2d_backward", mutates_args=())
-def _spike_conv2d_backward_op(grad: Tensor, mask: Tensor, x_shape: list[int], weight: Tensor, has_bias: bool,
-                              stride: list[int], padding: list[int], dilation: list[int], groups: int,
-                              output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
-    """ATen's ``convolution_backward`` (autograd's formula for conv) on the input read back from its bits."""
+def _spike_conv2d_backward(grad, mask, x_shape, weight, has_bias, stride, padding, dilation, groups, output_mask, k):
     with no_autocast(grad.device):
         bias_sizes = [weight.shape[0]] if has_bias else None
         gx = gw = gb = None
         if output_mask[1] or output_mask[2]:  # weight gradients first, then the input read back is freed
-            x = unpack_spikes(mask, tuple(x_shape), weight.dtype)
+            x = k.unpack_bits(mask, tuple(x_shape), weight.dtype)
             _, gw, gb = torch.ops.aten.convolution_backward(
                 grad, x, weight, bias_sizes, stride, padding, dilation, False, [0, 0], groups,
                 [False, output_mask[1], output_mask[2]],
@@ -108,6 +98,18 @@ def _spike_conv2d_backward_op(grad: Tensor, mask: Tensor, x_shape: list[int], we
         if output_mask[0]:
             gx = _conv2d_input_grad(grad, x_shape, weight, stride, padding, dilation, groups)
         return tuple(g if g is not None else grad.new_empty(0) for g in (gx, gw, gb))
+
+
+@custom_op("tdbn::spike_conv2d_backward", mutates_args=())
+def _spike_conv2d_backward_op(grad: Tensor, mask: Tensor, x_shape: list[int], weight: Tensor, has_bias: bool,
+                              stride: list[int], padding: list[int], dilation: list[int], groups: int,
+                              output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
+    """ATen's ``convolution_backward`` (autograd's formula for conv) on the input read back from its bits."""
+    return _spike_conv2d_backward(grad, mask, x_shape, weight, has_bias, stride, padding, dilation, groups,
+                                  output_mask, reference)
+
+
+on_each_device(_spike_conv2d_backward_op, _spike_conv2d_backward)
 
 
 @_spike_conv2d_backward_op.register_fake

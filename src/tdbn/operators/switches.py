@@ -47,10 +47,11 @@ def lean_training(enabled: bool) -> Iterator[None]:
 
 @contextmanager
 def use_reference(enabled: bool = True) -> Iterator[None]:
-    """Inside the block the operators run the plain-PyTorch reference instead of the compiled CPU kernels (the
-    same values: bit for bit in float32/float64, see the parity tests), e.g. for parity checks, benchmarks, or
-    on a machine without a C compiler (where the reference runs anyway, said once). ``TDBN_NATIVE=0`` in the
-    environment does the same for a whole process.
+    """Inside the block the operators' CPU registrations run the plain-PyTorch reference
+    (:mod:`tdbn.operators.reference`) instead of the compiled CPU kernels (the same values: bit for bit in
+    float32/float64, see the parity tests), e.g. for parity checks, benchmarks, or on a machine without a C
+    compiler (where the reference runs anyway, said once). ``TDBN_NATIVE=0`` in the environment does the same for
+    a whole process. :func:`tdbn.operators.kernels.for_cpu` reads it.
 
     Example:
         >>> with use_reference():

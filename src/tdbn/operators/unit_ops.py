@@ -14,8 +14,10 @@ and what it recomputes there:
 - :func:`~tdbn.operators.spike_ops.spike_conv2d` (its own module): a conv whose input holds only 0/1 (spikes)
   stores the input as bits, 8 per byte, instead of 2 or 4 bytes per value, for its weight gradient.
 
-Each operator has one reference implementation in plain PyTorch (the default kernel, for every device), the
-compiled CPU kernels of :mod:`tdbn.operators.cpu` on the CPU, and the Triton LIF kernels on CUDA (when
+Each operator has one implementation, written once against the entry points every kernel module shares; its
+registrations (:func:`tdbn.operators.kernels.on_each_device`) hand it the plain-PyTorch kernels of
+:mod:`tdbn.operators.reference` (the default, for every device), the compiled CPU kernels of
+:mod:`tdbn.operators.cpu` on the CPU, and the Triton kernels of :mod:`tdbn.operators.cuda_units` on CUDA (when
 ``triton`` is installed; otherwise the reference, after one warning). Registered with ``register_fake`` and
 ``register_autograd``, so ``torch.compile(model, fullgraph=True)`` traces them as single nodes (their storage
 stays theirs) and ``torch.autograd.graph.saved_tensors_hooks`` (activation checkpointing, CPU offload) sees
@@ -44,22 +46,20 @@ from __future__ import annotations
 import torch
 from torch.library import custom_op
 
-from .kernels import FUSED as fused
-from . import kernels as _kernels
+from . import kernels, reference
 from .batch_norm import (WIDE, NormArgs, bn_backward, bn_forward, bn_recompute, compute_dtype, grad_sums,
                          kernel_affine, kernel_stats, synced_grad_sums, synced_stats, update_running, wide)
-from .kernels import Kernels, no_autocast
-from .spike_ops import unpack_spikes
+from .kernels import no_autocast, on_each_device
 from ..functional.params import LIFParameters
 
 Tensor = torch.Tensor
 
-def _spikes_of(parts: list[Tensor], tau: float, v_th: float, kernels, dtype: torch.dtype) -> Tensor:
+def _spikes_of(parts: list[Tensor], tau: float, v_th: float, k, dtype: torch.dtype) -> Tensor:
     """Spikes (in ``dtype``) of LIF neurons fed ``y = parts.pop()`` (Eq. 1-3). ``y`` is a temporary, taken out of
     ``parts`` so that it is freed as soon as the spikes exist (the peak of a low-precision step counts it)."""
     y = parts.pop()
     spikes = torch.empty_like(y)
-    kernels.integrate(y, None if kernels.integrate_without_u else y, tau, v_th, spikes)
+    k.integrate(y, None, tau, v_th, spikes)
     del y
     return spikes if spikes.dtype == dtype else spikes.to(dtype)
 
@@ -71,28 +71,20 @@ def _matching(ref: Tensor, t: Tensor) -> Tensor:
     return torch.empty_like(ref).copy_(t)
 
 
-def _unit_layout(z: Tensor, native: bool, *others: Tensor | None) -> "fused.Layout | None":
-    """The layout for the one-pass unit kernels of ``z``'s device (:func:`tdbn.operators.cpu.unit_forward`,
-    :func:`tdbn.operators.cuda_units.unit_forward`), which read ``z`` in its own dtype (float32, float64, or a
-    16-bit float computed in float32: bfloat16 on the CPU, bfloat16 and float16 on CUDA), or None: not the
-    compiled kernels, another dtype, a layout they cannot index, or ``others`` with another dtype or strides."""
-    if not native:
-        return None
-    if z.dtype not in fused.compute_dtypes(z):
-        _kernels.warn_once("float16-cpu", f"tdbn: the compiled CPU unit kernels take float32, float64 and "
-                           f"bfloat16; these {z.dtype} units compute through float32 copies (same storage, slower). "
-                           "On the CPU, autocast to torch.bfloat16 instead.")
-        return None
-    if any(o is not None and (o.dtype != z.dtype or o.shape != z.shape or o.stride() != z.stride()) for o in others):
-        return None
-    return fused.bn_layout(z, mixed=True)
+def _one_pass(k, z: Tensor, *others: Tensor | None) -> bool:
+    """Whether the one-pass unit kernels ``k`` (:func:`tdbn.operators.cpu.unit_forward`,
+    :func:`tdbn.operators.cuda_units.unit_forward`; none in the reference) index ``z`` in its own dtype (float32,
+    float64, or a 16-bit float computed in float32: bfloat16 on the CPU, bfloat16 and float16 on CUDA) and
+    ``others`` have its dtype, shape and strides."""
+    return k.indexes(z, mixed=True) and not any(
+        o is not None and (o.dtype != z.dtype or o.shape != z.shape or o.stride() != z.stride()) for o in others)
 
 
-def _dense_low_precision(z: Tensor, native: bool) -> Tensor:
+def _dense_low_precision(z: Tensor, k) -> Tensor:
     """``z``, or for a bfloat16/float16 ``z`` that the unit kernels cannot index (the encoder's conv output of a
     static image, repeated over time with stride 0) a dense copy in its own dtype: the kernels then read it
     as they read any bfloat16 ``z`` (float32 and float64 keep their path, bit for bit)."""
-    if z.dtype in WIDE or not native or _unit_layout(z, native) is not None:
+    if z.dtype in WIDE or z.dtype not in k.COMPUTE or _one_pass(k, z):
         return z
     return z.contiguous()
 
@@ -101,49 +93,37 @@ def _dense_low_precision(z: Tensor, native: bool) -> Tensor:
 # LIF (Eq. 1-3, 14-18)
 
 
-def _lif_forward_impl(x, tau, v_th, keep_u, kernels: Kernels):
+def _lif_forward_impl(x, tau, v_th, width, surrogate, keep_u, k):
     with no_autocast(x.device):
         spikes = torch.empty_like(x)  # keeps a channels-last layout
-        if keep_u or not kernels.integrate_without_u:
+        if keep_u:
             u = torch.empty_like(spikes)
-            kernels.integrate(x, u, tau, v_th, spikes)
-            return spikes, (u if keep_u else x.new_empty(0))
-        kernels.integrate(x, None, tau, v_th, spikes)  # no [T, ...] membrane buffer at all
+            k.integrate(x, u, tau, v_th, spikes)
+            return spikes, u
+        k.integrate(x, None, tau, v_th, spikes)  # no [T, ...] membrane buffer at all
         return spikes, x.new_empty(0)
 
 
-def _lif_backward_impl(grad_spikes, u, tau, v_th, width, surrogate, kernels: Kernels):
+def _lif_backward_impl(grad_spikes, u, tau, v_th, width, surrogate, k):
     with no_autocast(u.device):
-        return kernels.bptt(_matching(u, grad_spikes), u, tau, v_th, width, surrogate)
+        return k.bptt(_matching(u, grad_spikes), u, tau, v_th, width, surrogate)
 
 
-def _triton_kernels() -> Kernels:
-    from . import cuda_lif  # checked by the caller (check_backend)
-
-    return Kernels(cuda_lif.integrate, cuda_lif.bptt, False, False)
-
-
-def _define_lif_ops(name: str, default, per_device: dict):
+def _define_lif_ops(name: str, default):
     """``tdbn::{name}_forward`` / ``tdbn::{name}_backward`` with their fake and autograd registrations; the
-    kernels: ``default()`` for every device, ``per_device[key]()`` where registered (the dispatcher chooses)."""
+    kernels: ``default()`` for every device."""
 
     @custom_op(f"tdbn::{name}_forward", mutates_args=())
     def forward(x: Tensor, tau: float, v_th: float, width: float, surrogate: str,
                 keep_u: bool) -> tuple[Tensor, Tensor]:
         """Spikes and ``u`` of Eq. 1-3; ``u`` is empty unless ``keep_u``."""
-        return _lif_forward_impl(x, tau, v_th, keep_u, default())
+        return _lif_forward_impl(x, tau, v_th, width, surrogate, keep_u, default())
 
     @custom_op(f"tdbn::{name}_backward", mutates_args=())
     def backward(grad_spikes: Tensor, u: Tensor, tau: float, v_th: float, width: float, surrogate: str) -> Tensor:
         """``dL/dx`` by the reverse-time recursion of Eq. 14-15, 18 from the stored ``u``."""
         return _lif_backward_impl(grad_spikes, u, tau, v_th, width, surrogate, default())
 
-    for device, kernels in per_device.items():
-        forward.register_kernel(device)(
-            lambda x, tau, v_th, width, surrogate, keep_u, k=kernels: _lif_forward_impl(x, tau, v_th, keep_u, k()))
-        backward.register_kernel(device)(
-            lambda g, u, tau, v_th, width, surrogate, k=kernels: _lif_backward_impl(g, u, tau, v_th, width,
-                                                                                   surrogate, k()))
     forward.register_fake(lambda x, tau, v_th, width, surrogate, keep_u: (
         torch.empty_like(x), torch.empty_like(x) if keep_u else x.new_empty(0)))
     backward.register_fake(lambda g, u, tau, v_th, width, surrogate: torch.empty_like(u))
@@ -162,9 +142,11 @@ def _define_lif_ops(name: str, default, per_device: dict):
 
 
 # the LIF on the device's kernels: the reference loops, the compiled loops on the CPU, Triton on CUDA
-_define_lif_ops("lif", _kernels.for_reference, {"cpu": _kernels.for_cpu, "cuda": _kernels.for_cuda})
+_lif_forward_op, _lif_backward_op = _define_lif_ops("lif", lambda: reference)
+on_each_device(_lif_forward_op, _lif_forward_impl)
+on_each_device(_lif_backward_op, _lif_backward_impl)
 # the Triton kernels on every device, asked for explicitly (LIF(backend="triton"); its interpreter on the CPU)
-_define_lif_ops("lif_triton", _triton_kernels, {})
+_define_lif_ops("lif_triton", kernels.for_triton)
 
 
 def lif_op(x: Tensor, p: LIFParameters, *, return_membrane: bool = False, backend: str = "torch"):
@@ -182,22 +164,20 @@ def lif_op(x: Tensor, p: LIFParameters, *, return_membrane: bool = False, backen
 # conv -> tdBN -> LIF
 
 
-def _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, group, kernels):
-    native = kernels.compiled_tdbn
+def _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, width, surrogate, group, k):
     with no_autocast(z.device):
-        z = _dense_low_precision(z, native)
-        layout = _unit_layout(z, native)
-        if layout is not None:  # tdBN output and LIF in one pass over z: no float [T, ...] temporary at all
-            (stats,) = synced_stats([z], layout, group)
-            affine, mean, invstd, var = kernel_stats(z, layout, weight, bias, scale, eps, stats)
-            return fused.unit_forward(z, affine, None, None, layout, tau, v_th), mean, invstd, var
+        z = _dense_low_precision(z, k)
+        if _one_pass(k, z):  # tdBN output and LIF in one pass over z: no float [T, ...] temporary at all
+            (stats,) = synced_stats([z], k, group)
+            affine, mean, invstd, var = kernel_stats(z, k, weight, bias, scale, eps, stats)
+            return k.unit_forward(z, affine, None, None, tau, v_th), mean, invstd, var
         zc = wide(z)
-        (stats,) = synced_stats([zc], fused.bn_layout(zc) if native else None, group)
-        y, mean, invstd, var = bn_forward(zc, weight, bias, scale, eps, native, stats)
+        (stats,) = synced_stats([zc], k, group)
+        y, mean, invstd, var = bn_forward(zc, weight, bias, scale, eps, k, stats)
         del zc  # a float32 copy of a low-precision z is freed here
         parts = [y]
         del y
-        return _spikes_of(parts, tau, v_th, kernels, z.dtype), mean, invstd, var
+        return _spikes_of(parts, tau, v_th, k, z.dtype), mean, invstd, var
 
 
 @custom_op("tdbn::td_bn_lif_forward", mutates_args=())
@@ -206,17 +186,10 @@ def _td_bn_lif_forward_op(z: Tensor, weight: Tensor | None, bias: Tensor | None,
                           group: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Reference. Returns ``(spikes, mean, invstd, running_var)``, the statistics per channel in the compute
     dtype; ``group``: the process group whose batches the statistics span (``""``: this process's own)."""
-    return _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, group, _kernels.for_reference())
+    return _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, width, surrogate, group, reference)
 
 
-@_td_bn_lif_forward_op.register_kernel("cpu")
-def _(z, weight, bias, scale, eps, tau, v_th, width, surrogate, group):
-    return _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, group, _kernels.for_cpu())
-
-
-@_td_bn_lif_forward_op.register_kernel("cuda")
-def _(z, weight, bias, scale, eps, tau, v_th, width, surrogate, group):
-    return _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, group, _kernels.for_cuda())
+on_each_device(_td_bn_lif_forward_op, _td_bn_lif_forward_impl)
 
 
 def _stats_like(z: Tensor, C: int) -> Tensor:
@@ -229,37 +202,35 @@ def _(z, weight, bias, scale, eps, tau, v_th, width, surrogate, group):
     return torch.empty_like(z), _stats_like(z, C), _stats_like(z, C), _stats_like(z, C)
 
 
-def _lif_bptt_from(y: Tensor, grad_spikes: Tensor, tau, v_th, width, surrogate, kernels) -> Tensor:
+def _lif_bptt_from(y: Tensor, grad_spikes: Tensor, tau, v_th, width, surrogate, k) -> Tensor:
     """``dL/dy`` of ``spikes = LIF(y)`` for a fresh ``y`` (overwritten: first by ``u``, then by the gradient)."""
-    kernels.integrate(y, y, tau, v_th)  # -> membrane potentials, in place
-    return kernels.bptt(_matching(y, grad_spikes), y, tau, v_th, width, surrogate, reuse_u=True)
+    k.integrate(y, y, tau, v_th)  # -> membrane potentials, in place
+    return k.bptt(_matching(y, grad_spikes), y, tau, v_th, width, surrogate, reuse_u=True)
 
 
 def _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate,
-                             group, kernels):
-    native = kernels.compiled_tdbn
+                             group, k):
     with no_autocast(z.device):
-        z_dtype, z = z.dtype, _dense_low_precision(z, native)
+        z_dtype, z = z.dtype, _dense_low_precision(z, k)
         gs = _matching(z, grad_spikes)
-        layout = _unit_layout(z, native, gs)
-        if layout is not None:  # one pass over z (in its own dtype): recompute y and u per block, BPTT, sums
+        if _one_pass(k, z, gs):  # one pass over z (in its own dtype): recompute y and u per block, BPTT, sums
             affine = kernel_affine(weight, bias, mean, invstd, scale)
-            grad_y, sums = fused.unit_backward(gs, z, affine, None, None, layout, tau, v_th, width, surrogate,
-                                                 sums=True, wide=bool(group))
+            grad_y, sums = k.unit_backward(gs, z, affine, None, None, tau, v_th, width, surrogate, sums=True,
+                                           wide=bool(group))
             del gs  # temporaries go as soon as they are used: the low-precision step's peak counts them
             if group:
                 (sums,) = synced_grad_sums([sums], z.numel() // z.shape[2], group, grad_y.dtype)
-            return bn_backward(grad_y, z, weight, mean, invstd, scale, native, sums, into=grad_y)  # z's dtype
+            return bn_backward(grad_y, z, weight, mean, invstd, scale, k, sums, into=grad_y)  # z's dtype
         zc = wide(z)
         gs = _matching(zc, gs)
-        y = bn_recompute(zc, weight, bias, mean, invstd, scale, native)
-        grad_y = _lif_bptt_from(y, gs, tau, v_th, width, surrogate, kernels)
+        y = bn_recompute(zc, weight, bias, mean, invstd, scale, k)
+        grad_y = _lif_bptt_from(y, gs, tau, v_th, width, surrogate, k)
         del y, gs
         sums = None
         if group:
-            (sums,) = synced_grad_sums([grad_sums(grad_y, zc, mean, native)], zc.numel() // zc.shape[2], group,
+            (sums,) = synced_grad_sums([grad_sums(grad_y, zc, mean, k)], zc.numel() // zc.shape[2], group,
                                         grad_y.dtype)
-        grad_z, grad_w, grad_b = bn_backward(grad_y, zc, weight, mean, invstd, scale, native, sums)
+        grad_z, grad_w, grad_b = bn_backward(grad_y, zc, weight, mean, invstd, scale, k, sums)
         del grad_y, zc
         return (grad_z if grad_z.dtype == z_dtype else grad_z.to(z_dtype)), grad_w, grad_b
 
@@ -270,19 +241,10 @@ def _td_bn_lif_backward_op(grad_spikes: Tensor, z: Tensor, weight: Tensor | None
                            surrogate: str, group: str) -> tuple[Tensor, Tensor, Tensor]:
     """Reference. Returns ``(dL/dz, dL/dlambda, dL/dbeta)``; the tdBN backward sums are added over ``group``."""
     return _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate,
-                                    group, _kernels.for_reference())
+                                    group, reference)
 
 
-@_td_bn_lif_backward_op.register_kernel("cpu")
-def _(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate, group):
-    return _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate,
-                                    group, _kernels.for_cpu())
-
-
-@_td_bn_lif_backward_op.register_kernel("cuda")
-def _(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate, group):
-    return _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate,
-                                    group, _kernels.for_cuda())
+on_each_device(_td_bn_lif_backward_op, _td_bn_lif_backward_impl)
 
 
 @_td_bn_lif_backward_op.register_fake
@@ -345,28 +307,26 @@ def _check_unit_input(z: Tensor, name: str) -> None:
 # the residual junction: LIF(tdBN_a(za) + tdBN_b(zb)) or LIF(tdBN_a(za) + zb)
 
 
-def _junction_forward_impl(za, a, zb, b, eps, tau, v_th, group, kernels):
+def _junction_forward_impl(za, a, zb, b, eps, tau, v_th, group, k):
     """``a``/``b``: ``(weight, bias, scale)``; ``b`` None for an unnormalized ``zb``. Returns the spikes and the
     statistics ``(mean, invstd, running_var)`` of each branch (empty for an unnormalized zb); the statistics of
     both tdBNs span the processes of ``group`` (one all-reduce) when it is not empty."""
-    native = kernels.compiled_tdbn
     with no_autocast(za.device):
-        layout = _unit_layout(za, native, zb)
-        if layout is not None:  # both tdBNs, the sum and the LIF in one pass: no float [T, ...] temporary
-            stats = synced_stats([za] if b is None else [za, zb], layout, group)
-            affine_a, mean_a, invstd_a, var_a = kernel_stats(za, layout, *a, eps, stats[0])
+        if _one_pass(k, za, zb):  # both tdBNs, the sum and the LIF in one pass: no float [T, ...] temporary
+            stats = synced_stats([za] if b is None else [za, zb], k, group)
+            affine_a, mean_a, invstd_a, var_a = kernel_stats(za, k, *a, eps, stats[0])
             if b is not None:
-                affine_b, mean_b, invstd_b, var_b = kernel_stats(zb, layout, *b, eps, stats[1])
+                affine_b, mean_b, invstd_b, var_b = kernel_stats(zb, k, *b, eps, stats[1])
             else:
                 affine_b, mean_b, invstd_b, var_b = None, mean_a.new_empty(0), mean_a.new_empty(0), mean_a.new_empty(0)
-            spikes = fused.unit_forward(za, affine_a, zb, affine_b, layout, tau, v_th)
+            spikes = k.unit_forward(za, affine_a, zb, affine_b, tau, v_th)
             return spikes, mean_a, invstd_a, var_a, mean_b, invstd_b, var_b
         zac, zbc = wide(za), wide(zb)
-        stats = synced_stats([zac] if b is None else [zac, zbc], fused.bn_layout(zac) if native else None, group)
-        ya, mean_a, invstd_a, var_a = bn_forward(zac, *a, eps, native, stats[0])
+        stats = synced_stats([zac] if b is None else [zac, zbc], k, group)
+        ya, mean_a, invstd_a, var_a = bn_forward(zac, *a, eps, k, stats[0])
         del zac
         if b is not None:
-            yb, mean_b, invstd_b, var_b = bn_forward(zbc, *b, eps, native, stats[1])
+            yb, mean_b, invstd_b, var_b = bn_forward(zbc, *b, eps, k, stats[1])
             del zbc
         else:
             yb = zbc
@@ -375,7 +335,7 @@ def _junction_forward_impl(za, a, zb, b, eps, tau, v_th, group, kernels):
         del yb
         parts = [ya]
         del ya
-        spikes = _spikes_of(parts, tau, v_th, kernels, za.dtype)
+        spikes = _spikes_of(parts, tau, v_th, k, za.dtype)
         return spikes, mean_a, invstd_a, var_a, mean_b, invstd_b, var_b
 
 
@@ -386,21 +346,17 @@ def _td_bn_add_lif_forward_op(
     v_th: float, width: float, surrogate: str, group: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Reference. Returns ``(spikes, mean_a, invstd_a, running_var_a, mean_b, invstd_b, running_var_b)``."""
+    return _junction_forward(za, weight_a, bias_a, scale_a, zb, zb_mask, normalized_b, weight_b, bias_b, scale_b, eps,
+                             tau, v_th, width, surrogate, group, reference)
+
+
+def _junction_forward(za, weight_a, bias_a, scale_a, zb, zb_mask, normalized_b, weight_b, bias_b, scale_b, eps, tau,
+                      v_th, width, surrogate, group, k):
     b = (weight_b, bias_b, scale_b) if normalized_b else None
-    return _junction_forward_impl(za, (weight_a, bias_a, scale_a), zb, b, eps, tau, v_th, group,
-                                  _kernels.for_reference())
+    return _junction_forward_impl(za, (weight_a, bias_a, scale_a), zb, b, eps, tau, v_th, group, k)
 
 
-def _junction_kernel(kernels):
-    def impl(za, weight_a, bias_a, scale_a, zb, zb_mask, normalized_b, weight_b, bias_b, scale_b, eps, tau, v_th,
-             width, surrogate, group):
-        b = (weight_b, bias_b, scale_b) if normalized_b else None
-        return _junction_forward_impl(za, (weight_a, bias_a, scale_a), zb, b, eps, tau, v_th, group, kernels())
-    return impl
-
-
-_td_bn_add_lif_forward_op.register_kernel("cpu")(_junction_kernel(_kernels.for_cpu))
-_td_bn_add_lif_forward_op.register_kernel("cuda")(_junction_kernel(_kernels.for_cuda))
+on_each_device(_td_bn_add_lif_forward_op, _junction_forward)
 
 
 @_td_bn_add_lif_forward_op.register_fake
@@ -411,62 +367,56 @@ def _(za, weight_a, bias_a, scale_a, zb, zb_mask, normalized_b, weight_b, bias_b
             _stats_like(za, Cb), _stats_like(za, Cb), _stats_like(za, Cb))
 
 
-def _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surrogate, group, kernels,
-                            zb_private=False):
+def _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surrogate, group, k, zb_private=False):
     """``a``/``b``: ``(weight, mean, invstd, scale)`` plus bias; returns the six gradients (empty where none).
     ``zb_private``: ``zb`` is this call's own temporary (the spikes read back from their bits), free to be
     overwritten once the LIF backward pass has read it. ``group``: the tdBN backward sums of both branches are
     added over its processes in one all-reduce."""
-    native = kernels.compiled_tdbn
     with no_autocast(za.device):
         gs = _matching(za, grad_spikes)
-        layout = _unit_layout(za, native, zb, gs)
-        if layout is not None:  # recompute y and u per block and walk BPTT in one pass over za and zb
+        one_pass = _one_pass(k, za, zb, gs)
+        if one_pass:  # recompute y and u per block and walk BPTT in one pass over za and zb
             affine_a = kernel_affine(*a)  # a, b: (weight, bias, mean, invstd, scale)
             affine_b = kernel_affine(*b) if b is not None else None
-            grad_y, _ = fused.unit_backward(gs, za, affine_a, zb, affine_b, layout, tau, v_th, width, surrogate)
+            grad_y, _ = k.unit_backward(gs, za, affine_a, zb, affine_b, tau, v_th, width, surrogate)
             zac, zbc = za, zb  # the tdBN backward kernels read them in their own dtype
         else:
             zac, zbc = wide(za), wide(zb)
-            y = bn_recompute(zac, *a, native)
-            y.add_(bn_recompute(zbc, *b, native) if b is not None else zbc)
-            grad_y = _lif_bptt_from(y, _matching(zac, gs), tau, v_th, width, surrogate, kernels)
+            y = bn_recompute(zac, *a, k)
+            y.add_(bn_recompute(zbc, *b, k) if b is not None else zbc)
+            grad_y = _lif_bptt_from(y, _matching(zac, gs), tau, v_th, width, surrogate, k)
         del gs
         wa, _, mean_a, invstd_a, scale_a = a
         sums = [None, None]
         if group:
-            own = [grad_sums(grad_y, zac, mean_a, native)]
+            own = [grad_sums(grad_y, zac, mean_a, k)]
             if b is not None:
-                own.append(grad_sums(grad_y, zbc, b[2], native))
+                own.append(grad_sums(grad_y, zbc, b[2], k))
             synced = synced_grad_sums(own, za.numel() // za.shape[2], group, grad_y.dtype)
             sums[:len(synced)] = synced
         if b is None:  # dL/dza may go into the spikes read back from the bits: nothing reads them any more
-            spare = zb if zb_private and layout is not None else None
+            spare = zb if zb_private and one_pass else None
             del zb, zbc
-            grad_za, grad_wa, grad_ba = bn_backward(grad_y, zac, wa, mean_a, invstd_a, scale_a, native, sums[0],
-                                                     into=spare)
+            grad_za, grad_wa, grad_ba = bn_backward(grad_y, zac, wa, mean_a, invstd_a, scale_a, k, sums[0], into=spare)
             return grad_za.to(za.dtype), grad_wa, grad_ba, grad_y, grad_y.new_empty(0), grad_y.new_empty(0)
-        grad_za, grad_wa, grad_ba = bn_backward(grad_y, zac, wa, mean_a, invstd_a, scale_a, native, sums[0])
+        grad_za, grad_wa, grad_ba = bn_backward(grad_y, zac, wa, mean_a, invstd_a, scale_a, k, sums[0])
         wb, _, mean_b, invstd_b, scale_b = b
-        grad_zb, grad_wb, grad_bb = bn_backward(grad_y, zbc, wb, mean_b, invstd_b, scale_b, native, sums[1],
-                                                 into=grad_y)
+        grad_zb, grad_wb, grad_bb = bn_backward(grad_y, zbc, wb, mean_b, invstd_b, scale_b, k, sums[1], into=grad_y)
         return grad_za.to(za.dtype), grad_wa, grad_ba, grad_zb, grad_wb, grad_bb
 
 
-def _junction_backward(kernels):
-    def impl(grad_spikes, za, weight_a, bias_a, mean_a, invstd_a, scale_a, zb, zb_dtype, normalized_b, weight_b,
-             bias_b, mean_b, invstd_b, scale_b, tau, v_th, width, surrogate, group):
-        a = (weight_a, bias_a, mean_a, invstd_a, scale_a)
-        b = (weight_b, bias_b, mean_b, invstd_b, scale_b) if normalized_b else None
-        private = zb.dtype == torch.uint8
-        if private:  # a spike input kept as its bits (read back contiguous)
-            zb = unpack_spikes(zb, tuple(za.shape), zb_dtype)
-            if zb.stride() != za.stride():  # channels-last: the one-pass kernels read both in one layout
-                zb = torch.empty_like(za, dtype=zb_dtype).copy_(zb)
-        g = _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surrogate, group, kernels(),
-                                    zb_private=private)
-        return g[:3] + (g[3].to(zb_dtype),) + g[4:]
-    return impl
+def _junction_backward(grad_spikes, za, weight_a, bias_a, mean_a, invstd_a, scale_a, zb, zb_dtype, normalized_b,
+                       weight_b, bias_b, mean_b, invstd_b, scale_b, tau, v_th, width, surrogate, group, k):
+    a = (weight_a, bias_a, mean_a, invstd_a, scale_a)
+    b = (weight_b, bias_b, mean_b, invstd_b, scale_b) if normalized_b else None
+    private = zb.dtype == torch.uint8
+    if private:  # a spike input kept as its bits (read back contiguous)
+        zb = k.unpack_bits(zb, tuple(za.shape), zb_dtype)
+        if zb.stride() != za.stride():  # channels-last: the one-pass kernels read both in one layout
+            zb = torch.empty_like(za, dtype=zb_dtype).copy_(zb)
+    g = _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surrogate, group, k,
+                                zb_private=private)
+    return g[:3] + (g[3].to(zb_dtype),) + g[4:]
 
 
 @custom_op("tdbn::td_bn_add_lif_backward", mutates_args=())
@@ -479,13 +429,11 @@ def _td_bn_add_lif_backward_op(
     """Reference. ``zb`` may be the bits (:func:`~tdbn.operators.spike_ops.pack_spikes`) of a spike tensor of
     ``zb_dtype``. Returns ``(dL/dza, dL/dlambda_a, dL/dbeta_a, dL/dzb, dL/dlambda_b, dL/dbeta_b)`` (the last two empty for an
     unnormalized zb)."""
-    return _junction_backward(_kernels.for_reference)(
-        grad_spikes, za, weight_a, bias_a, mean_a, invstd_a, scale_a, zb, zb_dtype, normalized_b, weight_b, bias_b,
-        mean_b, invstd_b, scale_b, tau, v_th, width, surrogate, group)
+    return _junction_backward(grad_spikes, za, weight_a, bias_a, mean_a, invstd_a, scale_a, zb, zb_dtype, normalized_b,
+                              weight_b, bias_b, mean_b, invstd_b, scale_b, tau, v_th, width, surrogate, group, reference)
 
 
-_td_bn_add_lif_backward_op.register_kernel("cpu")(_junction_backward(_kernels.for_cpu))
-_td_bn_add_lif_backward_op.register_kernel("cuda")(_junction_backward(_kernels.for_cuda))
+on_each_device(_td_bn_add_lif_backward_op, _junction_backward)
 
 
 @_td_bn_add_lif_backward_op.register_fake
