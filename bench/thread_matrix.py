@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -67,7 +68,13 @@ def main(argv: list[str] | None = None) -> int:
                *([] if args.serial else PARALLEL), *args.pytest_args]
         print(f"[{name}] {' '.join(f'{k}={v}' for k, v in env.items())} {' '.join(cmd[1:])}", flush=True)
         start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE", **env})
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE", **env})
+        try:
+            proc.wait()
+        finally:  # stopped (Ctrl-C, SIGTERM): stop this setting's pytest too, not leave it running
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
         seconds = time.perf_counter() - start
         if not xml.is_file():
             print(f"[{name}] pytest wrote no report (exit {proc.returncode})", file=sys.stderr)
@@ -92,4 +99,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the pytest of the current setting is stopped
     sys.exit(main())
