@@ -150,6 +150,9 @@ def test_cuda_implementation_of_the_units_equals_the_reference(junction):
     from tdbn.operators import kernels as kernel_sets
     from tdbn.operators import reference
     from tdbn.operators import unit_ops as units
+    from tdbn.operators.registration import LIFArgs, TdBN, TdBNBatch
+
+    lif = LIFArgs(0.5, 0.4, 0.8, "atan")
 
     torch.manual_seed(0)
     shape = (4, 3, 5, 4, 4)
@@ -161,15 +164,13 @@ def test_cuda_implementation_of_the_units_equals_the_reference(junction):
     out = {}
     for name, kernels in (("cuda", kernel_sets.for_cuda), ("reference", lambda: reference)):
         if junction:
-            s, mean, invstd, *_ = units._junction_forward_impl(z, (w, b, 0.5), zb, None, 1e-5, 0.5, 0.4, "",
-                                                               kernels())
-            grads = units._junction_backward_impl(g, z, (w, b, mean, invstd, 0.5), zb, None, 0.5, 0.4, 0.8,
-                                                  "atan", "", kernels())
+            s, mean, invstd, *_ = units._junction_forward(z, TdBN(w, b, 0.5), zb, None, False,
+                                                          TdBN(None, None, 1.0), 1e-5, lif, "", kernels())
+            grads = units._junction_backward(g, z, TdBNBatch(w, b, mean, invstd, 0.5), zb, zb.dtype, False,
+                                             TdBNBatch(None, None, mean[:0], invstd[:0], 1.0), lif, "", kernels())
         else:
-            s, mean, invstd, var = units._td_bn_lif_forward_impl(z, w, b, 0.5, 1e-5, 0.5, 0.4, 0.8, "atan", "",
-                                                                 kernels())
-            grads = units._td_bn_lif_backward_impl(g, z, w, b, mean, invstd, 0.5, 0.5, 0.4, 0.8, "atan", "",
-                                                   kernels())
+            s, mean, invstd, var = units._td_bn_lif_forward(z, TdBN(w, b, 0.5), 1e-5, lif, "", kernels())
+            grads = units._td_bn_lif_backward(g, z, TdBNBatch(w, b, mean, invstd, 0.5), lif, "", kernels())
         out[name] = (s, mean, invstd, *grads)
     assert torch.equal(out["cuda"][0], out["reference"][0])
     for a, c in zip(out["cuda"][1:], out["reference"][1:]):

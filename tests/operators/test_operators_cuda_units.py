@@ -17,6 +17,7 @@ import tdbn
 from tdbn.operators import cpu as native
 from tdbn.operators import cuda_units, kernels, reference
 from tdbn.operators import unit_ops as units
+from tdbn.operators.registration import LIFArgs, TdBN, TdBNBatch
 from tdbn.functional.surrogate import SURROGATES
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -199,6 +200,9 @@ def test_float16_is_the_float32_unit_on_the_rounded_input():
     torch.testing.assert_close(gz.cpu().float(), ref, rtol=2.0**-10, atol=2.0**-24)
 
 
+LIF = LIFArgs(0.5, 0.4, 0.8, "atan")
+
+
 def _unit_results(kernel_set, junction: bool, dtype=torch.float64):
     """Spikes, statistics and gradients of a unit through ``units``' implementation with ``kernel_set``."""
     torch.manual_seed(0)
@@ -209,13 +213,13 @@ def _unit_results(kernel_set, junction: bool, dtype=torch.float64):
     b = torch.randn(5, dtype=torch.float64, device=DEVICE) * 0.1
     g = torch.randn(shape, dtype=torch.float64).to(dtype).to(DEVICE)
     if junction:
-        s, mean, invstd, *_ = units._junction_forward_impl(z, (w, b, 0.5), zb, None, 1e-5, 0.5, 0.4, "", kernel_set)
-        grads = units._junction_backward_impl(g, z, (w, b, mean, invstd, 0.5), zb, None, 0.5, 0.4, 0.8, "atan",
-                                              "", kernel_set)
+        s, mean, invstd, *_ = units._junction_forward(z, TdBN(w, b, 0.5), zb, None, False, TdBN(None, None, 1.0),
+                                                      1e-5, LIF, "", kernel_set)
+        grads = units._junction_backward(g, z, TdBNBatch(w, b, mean, invstd, 0.5), zb, zb.dtype, False,
+                                         TdBNBatch(None, None, mean[:0], invstd[:0], 1.0), LIF, "", kernel_set)
     else:
-        s, mean, invstd, var = units._td_bn_lif_forward_impl(z, w, b, 0.5, 1e-5, 0.5, 0.4, 0.8, "atan", "",
-                                                             kernel_set)
-        grads = units._td_bn_lif_backward_impl(g, z, w, b, mean, invstd, 0.5, 0.5, 0.4, 0.8, "atan", "", kernel_set)
+        s, mean, invstd, var = units._td_bn_lif_forward(z, TdBN(w, b, 0.5), 1e-5, LIF, "", kernel_set)
+        grads = units._td_bn_lif_backward(g, z, TdBNBatch(w, b, mean, invstd, 0.5), LIF, "", kernel_set)
     return (s, mean, invstd, *grads)
 
 

@@ -45,7 +45,7 @@ def _cases():
     yield "td_batch_norm_forward", torch.ops.tdbn.td_batch_norm_forward, (
         _z(False), _vec(1.1, False), _vec(0.1, False), 0.5, 1e-5, "")
     yield "td_batch_norm_backward", torch.ops.tdbn.td_batch_norm_backward, (
-        g, _z(False), _vec(1.1, False), mean, invstd, 0.5, "")
+        g, _z(False), _vec(1.1, False), None, mean, invstd, 0.5, "")
     x = spikes.detach().flatten(0, 1).requires_grad_(True)
     yield "spike_conv2d", torch.ops.tdbn.spike_conv2d, (x, bits, weight, None, [1, 1], [1, 1], [1, 1], 1)
     yield "spike_conv2d_backward", torch.ops.tdbn.spike_conv2d_backward, (

@@ -9,8 +9,11 @@ Where to look:
   dispatcher chooses, no argument does. :mod:`~tdbn.operators.spike_ops`: spikes as bits, a conv over spikes.
 - :mod:`~tdbn.operators.batch_norm`: tdBN in training mode, once (statistics local or synchronized across
   processes, output, running statistics, backward), used by the units and by the standalone tdBN.
-- :mod:`~tdbn.operators.kernels`: which kernels each dispatch key's registration runs, and the one registration
-  helper (:func:`~tdbn.operators.kernels.on_each_device`).
+- :mod:`~tdbn.operators.registration`: :class:`~tdbn.operators.registration.Operator`, the one way an operator
+  is defined, and the named structures its inputs are grouped in (``LIFArgs``, ``TdBN``, ``TdBNBatch``,
+  ``ConvArgs``).
+- :mod:`~tdbn.operators.kernels`: which kernels each dispatch key's registration runs
+  (:func:`~tdbn.operators.kernels.on_each_device`).
 - The kernels, one module per implementation with the same entry points and arguments:
   :mod:`~tdbn.operators.reference` (plain PyTorch; the LIF recursions of :mod:`~tdbn.operators.recursions`),
   :mod:`~tdbn.operators.cpu` (with ``cpu_kernels.c``, compiled on first use in about a second) and

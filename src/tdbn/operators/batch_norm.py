@@ -23,9 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
-from torch.library import custom_op
-
-from . import kernels, reference
+from .registration import Operator, TdBN, TdBNBatch
 
 Tensor = torch.Tensor
 
@@ -45,6 +43,10 @@ class NormArgs(NamedTuple):
     momentum: float
     eps: float
     group: str = ""
+
+    def tdbn(self) -> TdBN:
+        """What a unit operator takes of this tdBN."""
+        return TdBN(self.weight, self.bias, self.scale)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -269,49 +271,35 @@ def synced_stats(zs: list[Tensor], k, group: str) -> list:
 # the tdBN outside a unit
 
 
-def _td_batch_norm_forward(x, weight, bias, scale, eps, group, k):
+def _td_batch_norm_forward(x: Tensor, bn: TdBN, eps: float, group: str, k):
+    """``(y, mean, invstd, unbiased variance)`` of :func:`bn_forward`, the statistics over the processes of
+    ``group`` when it is not empty."""
     (stats,) = synced_stats([x], k, group)
-    return bn_forward(x, weight, bias, scale, eps, k, stats)
+    return bn_forward(x, *bn, eps, k, stats)
 
 
-@custom_op("tdbn::td_batch_norm_forward", mutates_args=())
-def _td_batch_norm_forward_op(x: Tensor, weight: Tensor | None, bias: Tensor | None, scale: float, eps: float,
-                              group: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Reference. ``(y, mean, invstd, unbiased variance)`` of :func:`bn_forward`, the statistics over the
-    processes of ``group`` when it is not empty."""
-    return _td_batch_norm_forward(x, weight, bias, scale, eps, group, reference)
+def _td_batch_norm_backward(grad_y: Tensor, x: Tensor, bn: TdBNBatch, group: str, k):
+    """``(dL/dx, dL/dlambda, dL/dbeta)`` of :func:`bn_backward`."""
+    sums = None
+    if group:
+        (sums,) = synced_grad_sums([grad_sums(grad_y, x, bn.mean, k)], x.numel() // x.shape[2], group, bn.mean.dtype)
+    return bn_backward(grad_y, x, bn.weight, bn.mean, bn.invstd, bn.scale, k, sums)
 
 
-kernels.on_each_device(_td_batch_norm_forward_op, _td_batch_norm_forward)
+td_batch_norm_forward = Operator("td_batch_norm_forward", _td_batch_norm_forward, "(Tensor, Tensor, Tensor, Tensor)")
+td_batch_norm_backward = Operator("td_batch_norm_backward", _td_batch_norm_backward, "(Tensor, Tensor, Tensor)")
 
 
-@_td_batch_norm_forward_op.register_fake
-def _(x, weight, bias, scale, eps, group):
+@td_batch_norm_forward.register_fake
+def _(x, bn, eps, group):
     dtype = compute_dtype(x.dtype) if group else x.dtype  # synchronized statistics are in the compute dtype
     stats = x.new_empty(x.shape[2], dtype=dtype)
     return torch.empty_like(x, dtype=dtype), stats, torch.empty_like(stats), torch.empty_like(stats)
 
 
-def _td_batch_norm_backward(grad_y, x, weight, mean, invstd, scale, group, k):
-    sums = None
-    if group:
-        (sums,) = synced_grad_sums([grad_sums(grad_y, x, mean, k)], x.numel() // x.shape[2], group, mean.dtype)
-    return bn_backward(grad_y, x, weight, mean, invstd, scale, k, sums)
-
-
-@custom_op("tdbn::td_batch_norm_backward", mutates_args=())
-def _td_batch_norm_backward_op(grad_y: Tensor, x: Tensor, weight: Tensor | None, mean: Tensor, invstd: Tensor,
-                               scale: float, group: str) -> tuple[Tensor, Tensor, Tensor]:
-    """Reference. ``(dL/dx, dL/dlambda, dL/dbeta)`` of :func:`bn_backward`."""
-    return _td_batch_norm_backward(grad_y, x, weight, mean, invstd, scale, group, reference)
-
-
-kernels.on_each_device(_td_batch_norm_backward_op, _td_batch_norm_backward)
-
-
-@_td_batch_norm_backward_op.register_fake
-def _(grad_y, x, weight, mean, invstd, scale, group):
-    return torch.empty_like(grad_y), torch.empty_like(mean), torch.empty_like(mean)
+@td_batch_norm_backward.register_fake
+def _(grad_y, x, bn, group):
+    return torch.empty_like(grad_y), torch.empty_like(bn.mean), torch.empty_like(bn.mean)
 
 
 class TdBatchNormFunction(torch.autograd.Function):
@@ -330,7 +318,7 @@ class TdBatchNormFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, running_mean, running_var, scale: float, momentum: float, eps: float,  # type: ignore[override]
                 group: str = ""):
         ctx.scale, ctx.group = scale, group
-        y, mean, invstd, unbiased = torch.ops.tdbn.td_batch_norm_forward(x, weight, bias, scale, eps, group)
+        y, mean, invstd, unbiased = td_batch_norm_forward(x, TdBN(weight, bias, scale), eps, group)
         if running_mean is not None and running_var is not None:
             update_running(running_mean, running_var, momentum, mean, unbiased)
         ctx.save_for_backward(x, weight, bias, mean, invstd)
@@ -340,8 +328,8 @@ class TdBatchNormFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_y):  # type: ignore[override]
         x, weight, bias, mean, invstd = ctx.saved_tensors
-        grad_x, grad_w, grad_b = torch.ops.tdbn.td_batch_norm_backward(grad_y, x, weight, mean, invstd, ctx.scale,
-                                                                       ctx.group)
+        grad_x, grad_w, grad_b = td_batch_norm_backward(grad_y, x, TdBNBatch(weight, bias, mean, invstd, ctx.scale),
+                                                        ctx.group)
         grad_x = grad_x if ctx.needs_input_grad[0] else None
         grad_w = grad_w if weight is not None and ctx.needs_input_grad[1] else None
         grad_b = grad_b if bias is not None and ctx.needs_input_grad[2] else None

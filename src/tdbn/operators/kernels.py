@@ -57,13 +57,17 @@ def for_triton():
     return cuda_units
 
 
-def on_each_device(op, impl) -> None:
-    """Register ``impl(*inputs, k)`` as ``op``'s implementation for the ``"cpu"`` and ``"cuda"`` dispatch keys,
-    ``k`` the kernels of that device (:func:`for_cpu`, :func:`for_cuda`, looked up at each call); the operator's
-    own body, ``impl(*inputs, reference)``, is the default for every other device. The dispatcher chooses by the
-    inputs' device; nothing else does."""
-    op.register_kernel("cpu")(lambda *inputs: impl(*inputs, for_cpu()))
-    op.register_kernel("cuda")(lambda *inputs: impl(*inputs, for_cuda()))
+def on_each_device(name: str, impl, kernels_of=None) -> None:
+    """Register ``impl(*inputs, k)`` as operator ``name``'s implementation, ``k`` the kernels of the device it runs
+    on (looked up at each call): :func:`for_cpu` for the ``"cpu"`` dispatch key, :func:`for_cuda` for
+    ``"cuda"``, the reference for every other device; or ``kernels_of()`` for every device (Triton's LIF on
+    request). The dispatcher chooses by the inputs' device; nothing else does."""
+    if kernels_of is not None:
+        torch.library.register_kernel(name, None, lambda *inputs: impl(*inputs, kernels_of()))
+        return
+    torch.library.register_kernel(name, None, lambda *inputs: impl(*inputs, reference))
+    torch.library.register_kernel(name, "cpu", lambda *inputs: impl(*inputs, for_cpu()))
+    torch.library.register_kernel(name, "cuda", lambda *inputs: impl(*inputs, for_cuda()))
 
 
 def no_autocast(device: torch.device):

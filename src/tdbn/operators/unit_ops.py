@@ -44,15 +44,16 @@ float32 and float64 inputs are computed in their own precision, bit-identical to
 from __future__ import annotations
 
 import torch
-from torch.library import custom_op
 
-from . import kernels, reference
+from . import kernels
 from .batch_norm import (WIDE, NormArgs, bn_backward, bn_forward, bn_recompute, compute_dtype, grad_sums,
                          kernel_affine, kernel_stats, synced_grad_sums, synced_stats, update_running, wide)
-from .kernels import no_autocast, on_each_device
+from .kernels import no_autocast
+from .registration import LIFArgs, Operator, TdBN, TdBNBatch
 from ..functional.params import LIFParameters
 
 Tensor = torch.Tensor
+
 
 def _spikes_of(parts: list[Tensor], tau: float, v_th: float, k, dtype: torch.dtype) -> Tensor:
     """Spikes (in ``dtype``) of LIF neurons fed ``y = parts.pop()`` (Eq. 1-3). ``y`` is a temporary, taken out of
@@ -93,60 +94,48 @@ def _dense_low_precision(z: Tensor, k) -> Tensor:
 # LIF (Eq. 1-3, 14-18)
 
 
-def _lif_forward_impl(x, tau, v_th, width, surrogate, keep_u, k):
+def _lif_forward(x: Tensor, lif: LIFArgs, keep_u: bool, k):
+    """Spikes and ``u`` of Eq. 1-3; ``u`` is empty unless ``keep_u``."""
     with no_autocast(x.device):
         spikes = torch.empty_like(x)  # keeps a channels-last layout
         if keep_u:
             u = torch.empty_like(spikes)
-            k.integrate(x, u, tau, v_th, spikes)
+            k.integrate(x, u, lif.tau, lif.v_th, spikes)
             return spikes, u
-        k.integrate(x, None, tau, v_th, spikes)  # no [T, ...] membrane buffer at all
+        k.integrate(x, None, lif.tau, lif.v_th, spikes)  # no [T, ...] membrane buffer at all
         return spikes, x.new_empty(0)
 
 
-def _lif_backward_impl(grad_spikes, u, tau, v_th, width, surrogate, k):
+def _lif_backward(grad_spikes: Tensor, u: Tensor, lif: LIFArgs, k):
+    """``dL/dx`` by the reverse-time recursion of Eq. 14-15, 18 from the stored ``u``."""
     with no_autocast(u.device):
-        return k.bptt(_matching(u, grad_spikes), u, tau, v_th, width, surrogate)
+        return k.bptt(_matching(u, grad_spikes), u, *lif)
 
 
-def _define_lif_ops(name: str, default):
-    """``tdbn::{name}_forward`` / ``tdbn::{name}_backward`` with their fake and autograd registrations; the
-    kernels: ``default()`` for every device."""
-
-    @custom_op(f"tdbn::{name}_forward", mutates_args=())
-    def forward(x: Tensor, tau: float, v_th: float, width: float, surrogate: str,
-                keep_u: bool) -> tuple[Tensor, Tensor]:
-        """Spikes and ``u`` of Eq. 1-3; ``u`` is empty unless ``keep_u``."""
-        return _lif_forward_impl(x, tau, v_th, width, surrogate, keep_u, default())
-
-    @custom_op(f"tdbn::{name}_backward", mutates_args=())
-    def backward(grad_spikes: Tensor, u: Tensor, tau: float, v_th: float, width: float, surrogate: str) -> Tensor:
-        """``dL/dx`` by the reverse-time recursion of Eq. 14-15, 18 from the stored ``u``."""
-        return _lif_backward_impl(grad_spikes, u, tau, v_th, width, surrogate, default())
-
-    forward.register_fake(lambda x, tau, v_th, width, surrogate, keep_u: (
-        torch.empty_like(x), torch.empty_like(x) if keep_u else x.new_empty(0)))
-    backward.register_fake(lambda g, u, tau, v_th, width, surrogate: torch.empty_like(u))
-    backward_op = getattr(torch.ops.tdbn, f"{name}_backward")
+def _lif_operators(name: str, kernels_of=None) -> tuple[Operator, Operator]:
+    """``tdbn::{name}_forward`` / ``_backward`` with their fake and autograd registrations."""
+    forward = Operator(f"{name}_forward", _lif_forward, "(Tensor, Tensor)", kernels_of=kernels_of)
+    backward = Operator(f"{name}_backward", _lif_backward, "Tensor", kernels_of=kernels_of)
+    forward.register_fake(lambda x, lif, keep_u: (torch.empty_like(x), torch.empty_like(x) if keep_u
+                                                  else x.new_empty(0)))
+    backward.register_fake(lambda grad_spikes, u, lif: torch.empty_like(u))
 
     def setup(ctx, inputs, output):
-        _, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate, _ = inputs
+        _, ctx.lif, _ = inputs
         ctx.save_for_backward(output[1])
 
     def grad(ctx, grad_spikes, _grad_u):
         (u,) = ctx.saved_tensors
-        return backward_op(grad_spikes, u, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate), None, None, None, None, None
+        return backward(grad_spikes, u, ctx.lif), None, None
 
     forward.register_autograd(grad, setup_context=setup)
     return forward, backward
 
 
 # the LIF on the device's kernels: the reference loops, the compiled loops on the CPU, Triton on CUDA
-_lif_forward_op, _lif_backward_op = _define_lif_ops("lif", lambda: reference)
-on_each_device(_lif_forward_op, _lif_forward_impl)
-on_each_device(_lif_backward_op, _lif_backward_impl)
+lif_forward, lif_backward = _lif_operators("lif")
 # the Triton kernels on every device, asked for explicitly (LIF(backend="triton"); its interpreter on the CPU)
-_define_lif_ops("lif_triton", kernels.for_triton)
+lif_triton_forward, lif_triton_backward = _lif_operators("lif_triton", kernels.for_triton)
 
 
 def lif_op(x: Tensor, p: LIFParameters, *, return_membrane: bool = False, backend: str = "torch"):
@@ -155,8 +144,8 @@ def lif_op(x: Tensor, p: LIFParameters, *, return_membrane: bool = False, backen
     ``u`` for the backward pass when ``x`` needs a gradient, and no ``[T, ...]`` membrane buffer at all otherwise
     (unless ``return_membrane``)."""
     keep_u = return_membrane or (torch.is_grad_enabled() and x.requires_grad)
-    op = torch.ops.tdbn.lif_triton_forward if backend == "triton" else torch.ops.tdbn.lif_forward
-    spikes, u = op(x, p.tau, p.v_th, p.surrogate_width, p.surrogate, keep_u)
+    op = lif_triton_forward if backend == "triton" else lif_forward
+    spikes, u = op(x, LIFArgs.of(p), keep_u)
     return (spikes, u.detach()) if return_membrane else spikes
 
 
@@ -164,67 +153,47 @@ def lif_op(x: Tensor, p: LIFParameters, *, return_membrane: bool = False, backen
 # conv -> tdBN -> LIF
 
 
-def _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, width, surrogate, group, k):
+def _td_bn_lif_forward(z: Tensor, bn: TdBN, eps: float, lif: LIFArgs, group: str, k):
+    """``(spikes, mean, invstd, running_var)``, the statistics per channel in the compute dtype; ``group``: the
+    process group whose batches the statistics span (``""``: this process's own)."""
     with no_autocast(z.device):
         z = _dense_low_precision(z, k)
         if _one_pass(k, z):  # tdBN output and LIF in one pass over z: no float [T, ...] temporary at all
             (stats,) = synced_stats([z], k, group)
-            affine, mean, invstd, var = kernel_stats(z, k, weight, bias, scale, eps, stats)
-            return k.unit_forward(z, affine, None, None, tau, v_th), mean, invstd, var
+            affine, mean, invstd, var = kernel_stats(z, k, *bn, eps, stats)
+            return k.unit_forward(z, affine, None, None, lif.tau, lif.v_th), mean, invstd, var
         zc = wide(z)
         (stats,) = synced_stats([zc], k, group)
-        y, mean, invstd, var = bn_forward(zc, weight, bias, scale, eps, k, stats)
+        y, mean, invstd, var = bn_forward(zc, *bn, eps, k, stats)
         del zc  # a float32 copy of a low-precision z is freed here
         parts = [y]
         del y
-        return _spikes_of(parts, tau, v_th, k, z.dtype), mean, invstd, var
+        return _spikes_of(parts, lif.tau, lif.v_th, k, z.dtype), mean, invstd, var
 
 
-@custom_op("tdbn::td_bn_lif_forward", mutates_args=())
-def _td_bn_lif_forward_op(z: Tensor, weight: Tensor | None, bias: Tensor | None, scale: float, eps: float,
-                          tau: float, v_th: float, width: float, surrogate: str,
-                          group: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Reference. Returns ``(spikes, mean, invstd, running_var)``, the statistics per channel in the compute
-    dtype; ``group``: the process group whose batches the statistics span (``""``: this process's own)."""
-    return _td_bn_lif_forward_impl(z, weight, bias, scale, eps, tau, v_th, width, surrogate, group, reference)
-
-
-on_each_device(_td_bn_lif_forward_op, _td_bn_lif_forward_impl)
-
-
-def _stats_like(z: Tensor, C: int) -> Tensor:
-    return z.new_empty(C, dtype=compute_dtype(z.dtype))
-
-
-@_td_bn_lif_forward_op.register_fake
-def _(z, weight, bias, scale, eps, tau, v_th, width, surrogate, group):
-    C = z.shape[2]
-    return torch.empty_like(z), _stats_like(z, C), _stats_like(z, C), _stats_like(z, C)
-
-
-def _lif_bptt_from(y: Tensor, grad_spikes: Tensor, tau, v_th, width, surrogate, k) -> Tensor:
+def _lif_bptt_from(y: Tensor, grad_spikes: Tensor, lif: LIFArgs, k) -> Tensor:
     """``dL/dy`` of ``spikes = LIF(y)`` for a fresh ``y`` (overwritten: first by ``u``, then by the gradient)."""
-    k.integrate(y, y, tau, v_th)  # -> membrane potentials, in place
-    return k.bptt(_matching(y, grad_spikes), y, tau, v_th, width, surrogate, reuse_u=True)
+    k.integrate(y, y, lif.tau, lif.v_th)  # -> membrane potentials, in place
+    return k.bptt(_matching(y, grad_spikes), y, *lif, reuse_u=True)
 
 
-def _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate,
-                             group, k):
+def _td_bn_lif_backward(grad_spikes: Tensor, z: Tensor, bn: TdBNBatch, lif: LIFArgs, group: str, k):
+    """``(dL/dz, dL/dlambda, dL/dbeta)``; the tdBN backward sums are added over ``group``."""
+    weight, _, mean, invstd, scale = bn
     with no_autocast(z.device):
         z_dtype, z = z.dtype, _dense_low_precision(z, k)
         gs = _matching(z, grad_spikes)
         if _one_pass(k, z, gs):  # one pass over z (in its own dtype): recompute y and u per block, BPTT, sums
-            affine = kernel_affine(weight, bias, mean, invstd, scale)
-            grad_y, sums = k.unit_backward(gs, z, affine, None, None, tau, v_th, width, surrogate, sums=True,
-                                           wide=bool(group))
+            affine = kernel_affine(*bn)
+            grad_y, sums = k.unit_backward(gs, z, affine, None, None, *lif, sums=True, wide=bool(group))
             del gs  # temporaries go as soon as they are used: the low-precision step's peak counts them
             if group:
                 (sums,) = synced_grad_sums([sums], z.numel() // z.shape[2], group, grad_y.dtype)
             return bn_backward(grad_y, z, weight, mean, invstd, scale, k, sums, into=grad_y)  # z's dtype
         zc = wide(z)
         gs = _matching(zc, gs)
-        y = bn_recompute(zc, weight, bias, mean, invstd, scale, k)
-        grad_y = _lif_bptt_from(y, gs, tau, v_th, width, surrogate, k)
+        y = bn_recompute(zc, *bn, k)
+        grad_y = _lif_bptt_from(y, gs, lif, k)
         del y, gs
         sums = None
         if group:
@@ -235,40 +204,46 @@ def _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, 
         return (grad_z if grad_z.dtype == z_dtype else grad_z.to(z_dtype)), grad_w, grad_b
 
 
-@custom_op("tdbn::td_bn_lif_backward", mutates_args=())
-def _td_bn_lif_backward_op(grad_spikes: Tensor, z: Tensor, weight: Tensor | None, bias: Tensor | None,
-                           mean: Tensor, invstd: Tensor, scale: float, tau: float, v_th: float, width: float,
-                           surrogate: str, group: str) -> tuple[Tensor, Tensor, Tensor]:
-    """Reference. Returns ``(dL/dz, dL/dlambda, dL/dbeta)``; the tdBN backward sums are added over ``group``."""
-    return _td_bn_lif_backward_impl(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate,
-                                    group, reference)
+td_bn_lif_forward = Operator("td_bn_lif_forward", _td_bn_lif_forward, "(Tensor, Tensor, Tensor, Tensor)")
+td_bn_lif_backward = Operator("td_bn_lif_backward", _td_bn_lif_backward, "(Tensor, Tensor, Tensor)")
 
 
-on_each_device(_td_bn_lif_backward_op, _td_bn_lif_backward_impl)
+def _stats_like(z: Tensor, C: int) -> Tensor:
+    return z.new_empty(C, dtype=compute_dtype(z.dtype))
 
 
-@_td_bn_lif_backward_op.register_fake
-def _(grad_spikes, z, weight, bias, mean, invstd, scale, tau, v_th, width, surrogate, group):
-    return torch.empty_like(z), mean.new_empty(z.shape[2]), mean.new_empty(z.shape[2])
+@td_bn_lif_forward.register_fake
+def _(z, bn, eps, lif, group):
+    C = z.shape[2]
+    return torch.empty_like(z), _stats_like(z, C), _stats_like(z, C), _stats_like(z, C)
+
+
+@td_bn_lif_backward.register_fake
+def _(grad_spikes, z, bn, lif, group):
+    return torch.empty_like(z), bn.mean.new_empty(z.shape[2]), bn.mean.new_empty(z.shape[2])
 
 
 def _td_bn_lif_setup(ctx, inputs, output):
-    z, weight, bias, ctx.scale, _, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate, ctx.group = inputs
+    z, bn, _, ctx.lif, ctx.group = inputs
     _, mean, invstd, _ = output
-    ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
-    ctx.save_for_backward(z, weight, bias, mean, invstd)
+    ctx.scale = bn.scale
+    ctx.save_for_backward(z, bn.weight, bn.bias, mean, invstd)
 
 
 def _td_bn_lif_grad(ctx, grad_spikes, *_stats_grads):
     z, weight, bias, mean, invstd = ctx.saved_tensors
-    grad_z, grad_w, grad_b = torch.ops.tdbn.td_bn_lif_backward(
-        grad_spikes, z, weight, bias, mean, invstd, ctx.scale, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate, ctx.group
-    )
-    return (grad_z, grad_w.to(weight.dtype) if ctx.has_weight else None,
-            grad_b.to(bias.dtype) if ctx.has_bias else None) + (None,) * 7
+    grad_z, grad_w, grad_b = td_bn_lif_backward(grad_spikes, z, TdBNBatch(weight, bias, mean, invstd, ctx.scale),
+                                                ctx.lif, ctx.group)
+    return grad_z, _param_grads(weight, bias, grad_w, grad_b), None, None, None
 
 
-_td_bn_lif_forward_op.register_autograd(_td_bn_lif_grad, setup_context=_td_bn_lif_setup)
+td_bn_lif_forward.register_autograd(_td_bn_lif_grad, setup_context=_td_bn_lif_setup)
+
+
+def _param_grads(weight: Tensor | None, bias: Tensor | None, grad_w: Tensor, grad_b: Tensor) -> TdBN:
+    """A tdBN's gradients, each in its parameter's dtype (None where the parameter is absent)."""
+    return TdBN(None if weight is None else grad_w.to(weight.dtype), None if bias is None else grad_b.to(bias.dtype),
+                None)
 
 
 def td_bn_lif(z: Tensor, norm: NormArgs, p: LIFParameters) -> Tensor:
@@ -288,9 +263,7 @@ def td_bn_lif(z: Tensor, norm: NormArgs, p: LIFParameters) -> Tensor:
         (True, torch.Size([4, 2, 3]))
     """
     _check_unit_input(z, "td_bn_lif")
-    spikes, mean, _, running_var = torch.ops.tdbn.td_bn_lif_forward(
-        z, norm.weight, norm.bias, norm.scale, norm.eps, p.tau, p.v_th, p.surrogate_width, p.surrogate, norm.group
-    )
+    spikes, mean, _, running_var = td_bn_lif_forward(z, norm.tdbn(), norm.eps, LIFArgs.of(p), norm.group)
     update_running(norm.running_mean, norm.running_var, norm.momentum, mean, running_var)
     return spikes
 
@@ -307,10 +280,12 @@ def _check_unit_input(z: Tensor, name: str) -> None:
 # the residual junction: LIF(tdBN_a(za) + tdBN_b(zb)) or LIF(tdBN_a(za) + zb)
 
 
-def _junction_forward_impl(za, a, zb, b, eps, tau, v_th, group, k):
-    """``a``/``b``: ``(weight, bias, scale)``; ``b`` None for an unnormalized ``zb``. Returns the spikes and the
-    statistics ``(mean, invstd, running_var)`` of each branch (empty for an unnormalized zb); the statistics of
-    both tdBNs span the processes of ``group`` (one all-reduce) when it is not empty."""
+def _junction_forward(za: Tensor, a: TdBN, zb: Tensor, zb_mask: Tensor | None, normalized_b: bool, b: TdBN,
+                      eps: float, lif: LIFArgs, group: str, k):
+    """``(spikes, mean_a, invstd_a, running_var_a, mean_b, invstd_b, running_var_b)``; ``b`` applies where
+    ``normalized_b`` (the statistics of an unnormalized ``zb`` are empty). The statistics of both tdBNs span the
+    processes of ``group`` (one all-reduce) when it is not empty; ``zb_mask`` is what autograd stores of ``zb``."""
+    b = b if normalized_b else None
     with no_autocast(za.device):
         if _one_pass(k, za, zb):  # both tdBNs, the sum and the LIF in one pass: no float [T, ...] temporary
             stats = synced_stats([za] if b is None else [za, zb], k, group)
@@ -319,7 +294,7 @@ def _junction_forward_impl(za, a, zb, b, eps, tau, v_th, group, k):
                 affine_b, mean_b, invstd_b, var_b = kernel_stats(zb, k, *b, eps, stats[1])
             else:
                 affine_b, mean_b, invstd_b, var_b = None, mean_a.new_empty(0), mean_a.new_empty(0), mean_a.new_empty(0)
-            spikes = k.unit_forward(za, affine_a, zb, affine_b, tau, v_th)
+            spikes = k.unit_forward(za, affine_a, zb, affine_b, lif.tau, lif.v_th)
             return spikes, mean_a, invstd_a, var_a, mean_b, invstd_b, var_b
         zac, zbc = wide(za), wide(zb)
         stats = synced_stats([zac] if b is None else [zac, zbc], k, group)
@@ -335,139 +310,98 @@ def _junction_forward_impl(za, a, zb, b, eps, tau, v_th, group, k):
         del yb
         parts = [ya]
         del ya
-        spikes = _spikes_of(parts, tau, v_th, k, za.dtype)
+        spikes = _spikes_of(parts, lif.tau, lif.v_th, k, za.dtype)
         return spikes, mean_a, invstd_a, var_a, mean_b, invstd_b, var_b
 
 
-@custom_op("tdbn::td_bn_add_lif_forward", mutates_args=())
-def _td_bn_add_lif_forward_op(
-    za: Tensor, weight_a: Tensor | None, bias_a: Tensor | None, scale_a: float, zb: Tensor, zb_mask: Tensor | None,
-    normalized_b: bool, weight_b: Tensor | None, bias_b: Tensor | None, scale_b: float, eps: float, tau: float,
-    v_th: float, width: float, surrogate: str, group: str,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Reference. Returns ``(spikes, mean_a, invstd_a, running_var_a, mean_b, invstd_b, running_var_b)``."""
-    return _junction_forward(za, weight_a, bias_a, scale_a, zb, zb_mask, normalized_b, weight_b, bias_b, scale_b, eps,
-                             tau, v_th, width, surrogate, group, reference)
-
-
-def _junction_forward(za, weight_a, bias_a, scale_a, zb, zb_mask, normalized_b, weight_b, bias_b, scale_b, eps, tau,
-                      v_th, width, surrogate, group, k):
-    b = (weight_b, bias_b, scale_b) if normalized_b else None
-    return _junction_forward_impl(za, (weight_a, bias_a, scale_a), zb, b, eps, tau, v_th, group, k)
-
-
-on_each_device(_td_bn_add_lif_forward_op, _junction_forward)
-
-
-@_td_bn_add_lif_forward_op.register_fake
-def _(za, weight_a, bias_a, scale_a, zb, zb_mask, normalized_b, weight_b, bias_b, scale_b, eps, tau, v_th, width,
-      surrogate, group):
-    Ca, Cb = za.shape[2], (za.shape[2] if normalized_b else 0)  # zb may be bits; its shape is za's
-    return (torch.empty_like(za), _stats_like(za, Ca), _stats_like(za, Ca), _stats_like(za, Ca),
-            _stats_like(za, Cb), _stats_like(za, Cb), _stats_like(za, Cb))
-
-
-def _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surrogate, group, k, zb_private=False):
-    """``a``/``b``: ``(weight, mean, invstd, scale)`` plus bias; returns the six gradients (empty where none).
-    ``zb_private``: ``zb`` is this call's own temporary (the spikes read back from their bits), free to be
-    overwritten once the LIF backward pass has read it. ``group``: the tdBN backward sums of both branches are
-    added over its processes in one all-reduce."""
+def _junction_backward(grad_spikes: Tensor, za: Tensor, a: TdBNBatch, zb: Tensor, zb_dtype: torch.dtype,
+                       normalized_b: bool, b: TdBNBatch, lif: LIFArgs, group: str, k):
+    """``(dL/dza, dL/dlambda_a, dL/dbeta_a, dL/dzb, dL/dlambda_b, dL/dbeta_b)`` (the last two empty for an
+    unnormalized zb). ``zb`` may be the bits (:func:`~tdbn.operators.spike_ops.pack_spikes`) of a spike tensor of
+    ``zb_dtype``, read back here into this call's own temporary, free to be overwritten once the LIF backward pass
+    has read it. ``group``: the tdBN backward sums of both branches are added over its processes in one
+    all-reduce."""
+    b = b if normalized_b else None
+    zb_private = zb.dtype == torch.uint8
+    if zb_private:  # a spike input kept as its bits (read back contiguous)
+        zb = k.unpack_bits(zb, tuple(za.shape), zb_dtype)
+        if zb.stride() != za.stride():  # channels-last: the one-pass kernels read both in one layout
+            zb = torch.empty_like(za, dtype=zb_dtype).copy_(zb)
     with no_autocast(za.device):
         gs = _matching(za, grad_spikes)
         one_pass = _one_pass(k, za, zb, gs)
         if one_pass:  # recompute y and u per block and walk BPTT in one pass over za and zb
-            affine_a = kernel_affine(*a)  # a, b: (weight, bias, mean, invstd, scale)
+            affine_a = kernel_affine(*a)
             affine_b = kernel_affine(*b) if b is not None else None
-            grad_y, _ = k.unit_backward(gs, za, affine_a, zb, affine_b, tau, v_th, width, surrogate)
+            grad_y, _ = k.unit_backward(gs, za, affine_a, zb, affine_b, *lif)
             zac, zbc = za, zb  # the tdBN backward kernels read them in their own dtype
         else:
             zac, zbc = wide(za), wide(zb)
             y = bn_recompute(zac, *a, k)
             y.add_(bn_recompute(zbc, *b, k) if b is not None else zbc)
-            grad_y = _lif_bptt_from(y, _matching(zac, gs), tau, v_th, width, surrogate, k)
+            grad_y = _lif_bptt_from(y, _matching(zac, gs), lif, k)
         del gs
-        wa, _, mean_a, invstd_a, scale_a = a
         sums = [None, None]
         if group:
-            own = [grad_sums(grad_y, zac, mean_a, k)]
+            own = [grad_sums(grad_y, zac, a.mean, k)]
             if b is not None:
-                own.append(grad_sums(grad_y, zbc, b[2], k))
+                own.append(grad_sums(grad_y, zbc, b.mean, k))
             synced = synced_grad_sums(own, za.numel() // za.shape[2], group, grad_y.dtype)
             sums[:len(synced)] = synced
         if b is None:  # dL/dza may go into the spikes read back from the bits: nothing reads them any more
             spare = zb if zb_private and one_pass else None
             del zb, zbc
-            grad_za, grad_wa, grad_ba = bn_backward(grad_y, zac, wa, mean_a, invstd_a, scale_a, k, sums[0], into=spare)
-            return grad_za.to(za.dtype), grad_wa, grad_ba, grad_y, grad_y.new_empty(0), grad_y.new_empty(0)
-        grad_za, grad_wa, grad_ba = bn_backward(grad_y, zac, wa, mean_a, invstd_a, scale_a, k, sums[0])
-        wb, _, mean_b, invstd_b, scale_b = b
-        grad_zb, grad_wb, grad_bb = bn_backward(grad_y, zbc, wb, mean_b, invstd_b, scale_b, k, sums[1], into=grad_y)
-        return grad_za.to(za.dtype), grad_wa, grad_ba, grad_zb, grad_wb, grad_bb
+            grad_za, grad_wa, grad_ba = bn_backward(grad_y, zac, a.weight, a.mean, a.invstd, a.scale, k, sums[0],
+                                                    into=spare)
+            grads = grad_za.to(za.dtype), grad_wa, grad_ba, grad_y, grad_y.new_empty(0), grad_y.new_empty(0)
+        else:
+            grad_za, grad_wa, grad_ba = bn_backward(grad_y, zac, a.weight, a.mean, a.invstd, a.scale, k, sums[0])
+            grad_zb, grad_wb, grad_bb = bn_backward(grad_y, zbc, b.weight, b.mean, b.invstd, b.scale, k, sums[1],
+                                                    into=grad_y)
+            grads = grad_za.to(za.dtype), grad_wa, grad_ba, grad_zb, grad_wb, grad_bb
+    return grads[:3] + (grads[3].to(zb_dtype),) + grads[4:]
 
 
-def _junction_backward(grad_spikes, za, weight_a, bias_a, mean_a, invstd_a, scale_a, zb, zb_dtype, normalized_b,
-                       weight_b, bias_b, mean_b, invstd_b, scale_b, tau, v_th, width, surrogate, group, k):
-    a = (weight_a, bias_a, mean_a, invstd_a, scale_a)
-    b = (weight_b, bias_b, mean_b, invstd_b, scale_b) if normalized_b else None
-    private = zb.dtype == torch.uint8
-    if private:  # a spike input kept as its bits (read back contiguous)
-        zb = k.unpack_bits(zb, tuple(za.shape), zb_dtype)
-        if zb.stride() != za.stride():  # channels-last: the one-pass kernels read both in one layout
-            zb = torch.empty_like(za, dtype=zb_dtype).copy_(zb)
-    g = _junction_backward_impl(grad_spikes, za, a, zb, b, tau, v_th, width, surrogate, group, k,
-                                zb_private=private)
-    return g[:3] + (g[3].to(zb_dtype),) + g[4:]
+td_bn_add_lif_forward = Operator("td_bn_add_lif_forward", _junction_forward,
+                                 "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")
+td_bn_add_lif_backward = Operator("td_bn_add_lif_backward", _junction_backward,
+                                  "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")
 
 
-@custom_op("tdbn::td_bn_add_lif_backward", mutates_args=())
-def _td_bn_add_lif_backward_op(
-    grad_spikes: Tensor, za: Tensor, weight_a: Tensor | None, bias_a: Tensor | None, mean_a: Tensor,
-    invstd_a: Tensor, scale_a: float, zb: Tensor, zb_dtype: torch.dtype, normalized_b: bool,
-    weight_b: Tensor | None, bias_b: Tensor | None, mean_b: Tensor, invstd_b: Tensor, scale_b: float, tau: float,
-    v_th: float, width: float, surrogate: str, group: str,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Reference. ``zb`` may be the bits (:func:`~tdbn.operators.spike_ops.pack_spikes`) of a spike tensor of
-    ``zb_dtype``. Returns ``(dL/dza, dL/dlambda_a, dL/dbeta_a, dL/dzb, dL/dlambda_b, dL/dbeta_b)`` (the last two empty for an
-    unnormalized zb)."""
-    return _junction_backward(grad_spikes, za, weight_a, bias_a, mean_a, invstd_a, scale_a, zb, zb_dtype, normalized_b,
-                              weight_b, bias_b, mean_b, invstd_b, scale_b, tau, v_th, width, surrogate, group, reference)
-
-
-on_each_device(_td_bn_add_lif_backward_op, _junction_backward)
-
-
-@_td_bn_add_lif_backward_op.register_fake
-def _(grad_spikes, za, weight_a, bias_a, mean_a, invstd_a, scale_a, zb, zb_dtype, normalized_b, weight_b, bias_b,
-      mean_b, invstd_b, scale_b, tau, v_th, width, surrogate, group):
+@td_bn_add_lif_forward.register_fake
+def _(za, a, zb, zb_mask, normalized_b, b, eps, lif, group):
     Ca, Cb = za.shape[2], (za.shape[2] if normalized_b else 0)  # zb may be bits; its shape is za's
-    return (torch.empty_like(za), mean_a.new_empty(Ca), mean_a.new_empty(Ca), za.new_empty(za.shape, dtype=zb_dtype),
-            mean_a.new_empty(Cb), mean_a.new_empty(Cb))
+    return (torch.empty_like(za), _stats_like(za, Ca), _stats_like(za, Ca), _stats_like(za, Ca),
+            _stats_like(za, Cb), _stats_like(za, Cb), _stats_like(za, Cb))
+
+
+@td_bn_add_lif_backward.register_fake
+def _(grad_spikes, za, a, zb, zb_dtype, normalized_b, b, lif, group):
+    Ca, Cb = za.shape[2], (za.shape[2] if normalized_b else 0)
+    mean = a.mean
+    return (torch.empty_like(za), mean.new_empty(Ca), mean.new_empty(Ca), za.new_empty(za.shape, dtype=zb_dtype),
+            mean.new_empty(Cb), mean.new_empty(Cb))
 
 
 def _junction_setup(ctx, inputs, output):
-    za, wa, ba, ctx.scale_a, zb, zb_mask, ctx.normalized_b, wb, bb, ctx.scale_b, _, ctx.tau, ctx.v_th, ctx.width, \
-        ctx.surrogate, ctx.group = inputs
-    ctx.zb_dtype = zb.dtype
-    ctx.flags = (wa is not None, ba is not None, wb is not None, bb is not None)
+    za, a, zb, zb_mask, ctx.normalized_b, b, _, ctx.lif, ctx.group = inputs
+    ctx.scales, ctx.zb_dtype = (a.scale, b.scale), zb.dtype
     _, mean_a, invstd_a, _, mean_b, invstd_b, _ = output
     # a spike input (identity shortcut) is kept as its bits: 1 bit per value
-    ctx.save_for_backward(za, wa, ba, mean_a, invstd_a, zb if zb_mask is None else zb_mask, wb, bb, mean_b, invstd_b)
+    ctx.save_for_backward(za, a.weight, a.bias, mean_a, invstd_a, zb if zb_mask is None else zb_mask, b.weight,
+                          b.bias, mean_b, invstd_b)
 
 
 def _junction_grad(ctx, grad_spikes, *_stats_grads):
     za, wa, ba, mean_a, invstd_a, zb, wb, bb, mean_b, invstd_b = ctx.saved_tensors
-    g = torch.ops.tdbn.td_bn_add_lif_backward(
-        grad_spikes, za, wa, ba, mean_a, invstd_a, ctx.scale_a, zb, ctx.zb_dtype, ctx.normalized_b, wb, bb, mean_b,
-        invstd_b, ctx.scale_b, ctx.tau, ctx.v_th, ctx.width, ctx.surrogate, ctx.group,
-    )
-    has_wa, has_ba, has_wb, has_bb = ctx.flags
-    nb = ctx.normalized_b
-    return (g[0], g[1].to(wa.dtype) if has_wa else None, g[2].to(ba.dtype) if has_ba else None, None, g[3], None,
-            None, g[4].to(wb.dtype) if nb and has_wb else None, g[5].to(bb.dtype) if nb and has_bb else None,
-            None, None, None, None, None, None, None)
+    a = TdBNBatch(wa, ba, mean_a, invstd_a, ctx.scales[0])
+    b = TdBNBatch(wb, bb, mean_b, invstd_b, ctx.scales[1])
+    g = td_bn_add_lif_backward(grad_spikes, za, a, zb, ctx.zb_dtype, ctx.normalized_b, b, ctx.lif, ctx.group)
+    grad_b = _param_grads(wb, bb, g[4], g[5]) if ctx.normalized_b else None
+    return g[0], _param_grads(wa, ba, g[1], g[2]), g[3], None, None, grad_b, None, None, None
 
 
-_td_bn_add_lif_forward_op.register_autograd(_junction_grad, setup_context=_junction_setup)
+td_bn_add_lif_forward.register_autograd(_junction_grad, setup_context=_junction_setup)
 
 
 def td_bn_add_lif(za: Tensor, norm_a: NormArgs, zb: Tensor, norm_b: NormArgs | None, p: LIFParameters, *,
@@ -500,11 +434,9 @@ def td_bn_add_lif(za: Tensor, norm_a: NormArgs, zb: Tensor, norm_b: NormArgs | N
     if norm_b is not None and norm_a.group != norm_b.group:
         raise ValueError(f"td_bn_add_lif: the two tdBNs must synchronize over one process group, got "
                          f"{norm_a.group!r} and {norm_b.group!r} (convert_sync_tdbn the whole model at once)")
-    wb, bb, sb = (norm_b.weight, norm_b.bias, norm_b.scale) if norm_b is not None else (None, None, 1.0)
-    spikes, mean_a, _, var_a, mean_b, _, var_b = torch.ops.tdbn.td_bn_add_lif_forward(
-        za, norm_a.weight, norm_a.bias, norm_a.scale, zb, zb_mask, norm_b is not None, wb, bb, sb, norm_a.eps,
-        p.tau, p.v_th, p.surrogate_width, p.surrogate, norm_a.group,
-    )
+    b = norm_b.tdbn() if norm_b is not None else TdBN(None, None, 1.0)
+    spikes, mean_a, _, var_a, mean_b, _, var_b = td_bn_add_lif_forward(
+        za, norm_a.tdbn(), zb, zb_mask, norm_b is not None, b, norm_a.eps, LIFArgs.of(p), norm_a.group)
     update_running(norm_a.running_mean, norm_a.running_var, norm_a.momentum, mean_a, var_a)
     if norm_b is not None:
         update_running(norm_b.running_mean, norm_b.running_var, norm_b.momentum, mean_b, var_b)
