@@ -9,6 +9,7 @@ run three ways on real test digits: the fused model, ``tdbn.export.from_nir`` an
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -113,12 +114,17 @@ def test_round_trip_identical_spikes_and_outputs(trained, nir_file):
         assert torch.equal(net(frames), out)
 
 
-def test_round_trip_predictions_match_unfused_model(trained, nir_file):
-    model, xt, yt = trained
-    net = from_nir(nir_file)
+def test_round_trip_predictions_match_unfused_model(trained, tmp_path: Path):
+    """Fusion folds the tdBN scales into the weights, which rounds differently from the unfused network; in float32 a
+    potential within that rounding of the threshold (where one lies depends on the CPU) flips a spike. In float64
+    no potential comes that close: the file read back predicts exactly what the unfused network predicts."""
+    model, xt, _ = trained
+    wide = copy.deepcopy(model).double()
+    path = tmp_path / "float64.nir"
+    write_nir(wide, path, input_shape=(1, 14, 14), portable=False)
+    net = from_nir(path).double()
     with torch.no_grad():
-        same = (net(xt).argmax(1) == model(xt).argmax(1)).float().mean().item()
-    assert same >= 0.99, f"only {same:.1%} of predictions agree with the unfused model"
+        assert torch.equal(net(xt.double()).argmax(1), wide(xt.double()).argmax(1))
 
 
 def test_snntorch_runs_the_file_the_same(trained, tmp_path: Path):

@@ -76,7 +76,7 @@ class SpikingNet(nn.Module):
         """Decoding-layer output at every step, ``[T, N, num_classes]``."""
         return self.decoder(self.head(self.body(self.encode(x))))
 
-    def forward(self, x: torch.Tensor, *, per_step: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, per_step: bool = False) -> torch.Tensor:
         """Class scores ``[N, num_classes]`` averaged over the T steps (Eq. 11); with ``per_step=True`` every step's
         scores ``[T, N, num_classes]`` (what a per-step loss such as TET needs; through ``forward`` so that
         DistributedDataParallel and ``torch.compile`` see the call)."""
