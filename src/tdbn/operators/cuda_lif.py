@@ -163,7 +163,8 @@ def integrate(x: Tensor, u: Tensor | None, tau: float, v_th: float, spikes: Tens
 def bptt(
     grad_spikes: Tensor, u: Tensor, tau: float, v_th: float, width: float, surrogate: str, *, reuse_u: bool = False
 ) -> Tensor:
-    """Triton form of :func:`tdbn.operators.recursions.bptt_reference`; with ``reuse_u`` the gradient overwrites ``u``."""
+    """Triton form of :func:`tdbn.operators.recursions.bptt_reference`; with ``reuse_u`` the gradient overwrites
+    ``u``."""
     T = u.shape[0]
     M = u.numel() // T
     if not time_major_dense(u):
