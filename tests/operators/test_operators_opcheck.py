@@ -28,7 +28,8 @@ def _cases():
     bits = pack_spikes(spikes)
     weight = torch.randn(5, C, 3, 3, dtype=torch.float64, requires_grad=True)
     lif = (0.25, 0.5, 1.0, "rectangle")
-    yield "lif_forward", torch.ops.tdbn.lif_forward, (z, *lif, True)
+    yield "lif_forward", torch.ops.tdbn.lif_forward, (z, None, *lif, True)
+    yield "lif_forward_from_state", torch.ops.tdbn.lif_forward, (z, _z()[0], *lif, True)
     yield "lif_backward", torch.ops.tdbn.lif_backward, (g, _z(False), *lif)
     yield "td_bn_lif_forward", torch.ops.tdbn.td_bn_lif_forward, (z, _vec(1.1), _vec(0.1), 0.5, 1e-5, *lif, "")
     yield "td_bn_lif_backward", torch.ops.tdbn.td_bn_lif_backward, (g, _z(False), _vec(1.1, False),
@@ -67,5 +68,5 @@ def test_every_operator_is_checked():
     ops = {name for name in dir(torch.ops.tdbn)
            if isinstance(getattr(torch.ops.tdbn, name, None), torch._ops.OpOverloadPacket)}
     assert "td_bn_lif_forward" in ops
-    checked = {c[0].removesuffix("_identity") for c in CASES}
+    checked = {c[0].removesuffix("_identity").removesuffix("_from_state") for c in CASES}
     assert ops - {"lif_triton_forward", "lif_triton_backward"} <= checked, ops - checked

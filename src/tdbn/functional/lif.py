@@ -70,6 +70,7 @@ def lif(
     v_th: float | None = None,
     surrogate_width: float | None = None,
     surrogate: str | None = None,
+    u0: Tensor | None = None,
     return_membrane: bool = False,
     backend: str = "torch",
 ) -> Tensor | tuple[Tensor, Tensor]:
@@ -84,7 +85,11 @@ def lif(
         v_th: firing threshold (> 0); a neuron fires when ``u > v_th``.
         surrogate_width: width ``a`` of the surrogate derivative (Eq. 16).
         surrogate: surrogate shape, one of ``tdbn.functional.surrogate.SURROGATES``.
-        return_membrane: also return the membrane potentials ``u`` (before reset, detached), for analysis.
+        u0: the membrane potential ``[N, ...]`` before the first step (after the step before it, before that step's
+            reset), to continue a sequence; None: from rest (``u[-1] = 0``). ``lif(x[k:], u0=u[k-1])`` equals
+            ``lif(x)[k:]`` bit for bit, and ``u0`` gets its gradient (Eq. 14-15 one step back).
+        return_membrane: also return the membrane potentials ``u`` (before reset, detached), for analysis; ``u[-1]``
+            is the state to carry into the next call (Norse's ``(input, state) -> (output, state)``).
         backend: ``"torch"`` (default: the compiled CPU kernels on the CPU, the Triton kernels on CUDA, the plain
             PyTorch reference elsewhere) or ``"triton"`` (the Triton kernels explicitly:
             :mod:`tdbn.operators.cuda_lif`).
@@ -104,8 +109,10 @@ def lif(
     p = resolve_params(params, tau=tau, v_th=v_th, surrogate_width=surrogate_width, surrogate=surrogate)
     if backend != "torch":
         check_backend(backend, x)
-
-    return lif_op(x, p, return_membrane=return_membrane, backend=backend)
+    if u0 is not None and u0.shape != x.shape[1:]:
+        raise ValueError(f"LIF: the starting potential u0 of shape {tuple(u0.shape)} must have the shape of one step "
+                         f"of the input, {tuple(x.shape[1:])}")
+    return lif_op(x, p, u0=u0, return_membrane=return_membrane, backend=backend)
 
 
 def resolve_params(params: LIFParameters | None = None, **fields) -> LIFParameters:

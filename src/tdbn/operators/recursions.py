@@ -41,20 +41,26 @@ def integrate_reference(x: Tensor, u: Tensor | None, tau: float, v_th: float, sp
             u[0].copy_(x[0])
         state = u.__getitem__
     keep = torch.empty_like(x[0]) if T > 1 else None
-    one_op = x.dtype in (torch.float32, torch.float64)
     for t in range(T - 1):
         prev, cur = state(t), state(t + 1)
         if u is None:  # before the buffer is reused
             torch.gt(prev, v_th, out=spikes[t])
-        torch.le(prev, v_th, out=keep)  # 1 - o[t]: the hard reset
-        if one_op:
-            torch.addcmul(x[t + 1], prev, keep, value=tau, out=cur)
-        else:
-            torch.add(x[t + 1], torch.mul(prev, tau).mul_(keep), out=cur)
+        step_reference(x[t + 1], prev, tau, v_th, out=cur, keep=keep)
     if u is None:
         torch.gt(state(T - 1), v_th, out=spikes[T - 1])
     elif spikes is not None:
         torch.gt(u, v_th, out=spikes)
+
+
+def step_reference(x_t: Tensor, u_prev: Tensor, tau: float, v_th: float, *, out: Tensor | None = None,
+                   keep: Tensor | None = None) -> Tensor:
+    """One step of Eq. 1-2, ``x[t] + tau * u[t-1] * (1 - o[t-1])``, with the float operations of every step of
+    :func:`integrate_reference` (``u_prev`` in ``x_t``'s dtype); ``out`` and ``keep`` (a buffer for ``1 - o``)
+    are made when not given."""
+    keep = torch.le(u_prev, v_th, out=keep) if keep is not None else torch.le(u_prev, v_th).to(x_t.dtype)
+    if x_t.dtype in (torch.float32, torch.float64):  # 1 - o[t-1]: the hard reset
+        return torch.addcmul(x_t, u_prev, keep, value=tau, out=out)
+    return torch.add(x_t, torch.mul(u_prev, tau).mul_(keep), out=out)
 
 
 def lif_forward_reference(x: Tensor, tau: float, v_th: float) -> tuple[Tensor, Tensor]:

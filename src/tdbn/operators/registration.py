@@ -80,7 +80,7 @@ class Operator:
     Example:
         >>> from tdbn.operators.unit_ops import lif_forward
         >>> z = torch.randn(4, 2, 3)
-        >>> spikes, u = lif_forward(z, LIFArgs(0.25, 0.5, 1.0, "rectangle"), True)  # torch.ops.tdbn.lif_forward
+        >>> spikes, u = lif_forward(z, None, LIFArgs(0.25, 0.5, 1.0, "rectangle"), True)  # tdbn::lif_forward
         >>> bool(((spikes == 0) | (spikes == 1)).all()), u.shape == z.shape
         (True, True)
     """

@@ -49,7 +49,9 @@ from . import kernels
 from .batch_norm import (WIDE, NormArgs, bn_backward, bn_forward, bn_recompute, compute_dtype, grad_sums,
                          kernel_affine, kernel_stats, synced_grad_sums, synced_stats, update_running, wide)
 from .kernels import no_autocast
+from .recursions import step_reference
 from .registration import LIFArgs, Operator, TdBN, TdBNBatch
+from ..functional import surrogate as _surrogate
 from ..functional.params import LIFParameters
 
 Tensor = torch.Tensor
@@ -94,9 +96,20 @@ def _dense_low_precision(z: Tensor, k) -> Tensor:
 # LIF (Eq. 1-3, 14-18)
 
 
-def _lif_forward(x: Tensor, lif: LIFArgs, keep_u: bool, k):
-    """Spikes and ``u`` of Eq. 1-3; ``u`` is empty unless ``keep_u``."""
+def _with_start(x: Tensor, u0: Tensor, lif: LIFArgs) -> Tensor:
+    """``x`` whose first step carries in ``u0``, the potential before it (after the previous step, before its
+    reset): ``x[0] + tau * u0 * (1 - o0)``, the recursions' own step, so that the LIF from rest on the result
+    equals the LIF continued from ``u0`` bit for bit."""
+    first = step_reference(x[0], u0.to(x.dtype), lif.tau, lif.v_th)
+    return first.unsqueeze(0) if x.shape[0] == 1 else torch.cat([first.unsqueeze(0), x[1:]])
+
+
+def _lif_forward(x: Tensor, u0: Tensor | None, lif: LIFArgs, keep_u: bool, k):
+    """Spikes and ``u`` of Eq. 1-3 from rest, or continued from the potential ``u0`` ``[N, ...]``; ``u`` is empty
+    unless ``keep_u``."""
     with no_autocast(x.device):
+        if u0 is not None:
+            x = _with_start(x, u0, lif)
         spikes = torch.empty_like(x)  # keeps a channels-last layout
         if keep_u:
             u = torch.empty_like(spikes)
@@ -116,20 +129,30 @@ def _lif_operators(name: str, kernels_of=None) -> tuple[Operator, Operator]:
     """``tdbn::{name}_forward`` / ``_backward`` with their fake and autograd registrations."""
     forward = Operator(f"{name}_forward", _lif_forward, "(Tensor, Tensor)", kernels_of=kernels_of)
     backward = Operator(f"{name}_backward", _lif_backward, "Tensor", kernels_of=kernels_of)
-    forward.register_fake(lambda x, lif, keep_u: (torch.empty_like(x), torch.empty_like(x) if keep_u
-                                                  else x.new_empty(0)))
+    forward.register_fake(lambda x, u0, lif, keep_u: (torch.empty_like(x), torch.empty_like(x) if keep_u
+                                                      else x.new_empty(0)))
     backward.register_fake(lambda grad_spikes, u, lif: torch.empty_like(u))
 
     def setup(ctx, inputs, output):
-        _, ctx.lif, _ = inputs
-        ctx.save_for_backward(output[1])
+        _, u0, ctx.lif, _ = inputs
+        ctx.save_for_backward(output[1], *([] if u0 is None else [u0]))  # u0 only where it is given
 
     def grad(ctx, grad_spikes, _grad_u):
-        (u,) = ctx.saved_tensors
-        return backward(grad_spikes, u, ctx.lif), None, None
+        u, *u0 = ctx.saved_tensors
+        grad_x = backward(grad_spikes, u, ctx.lif)
+        return grad_x, (_start_grad(grad_x[0], u0[0], ctx.lif) if ctx.needs_input_grad[1] else None), None, None
 
     forward.register_autograd(grad, setup_context=setup)
     return forward, backward
+
+
+def _start_grad(grad_first: Tensor, u0: Tensor, lif: LIFArgs) -> Tensor:
+    """``dL/du0`` from ``dL/du[0]``: the decay and reset paths of Eq. 14-15 one step before the first,
+    ``(tau * (1 - o0) - tau * u0 * sg(u0 - v_th)) * dL/du[0]``."""
+    tau, v_th, width, surrogate = lif
+    u0 = u0.to(grad_first.dtype)
+    sg = _surrogate.get(surrogate)(u0 - v_th, width)
+    return ((u0 <= v_th).to(u0.dtype) * tau - tau * u0 * sg) * grad_first
 
 
 # the LIF on the device's kernels: the reference loops, the compiled loops on the CPU, Triton on CUDA
@@ -138,14 +161,16 @@ lif_forward, lif_backward = _lif_operators("lif")
 lif_triton_forward, lif_triton_backward = _lif_operators("lif_triton", kernels.for_triton)
 
 
-def lif_op(x: Tensor, p: LIFParameters, *, return_membrane: bool = False, backend: str = "torch"):
+def lif_op(x: Tensor, p: LIFParameters, *, u0: Tensor | None = None, return_membrane: bool = False,
+           backend: str = "torch"):
     """Spikes (and ``u``, detached) of :func:`tdbn.functional.lif` through ``torch.ops.tdbn.lif_forward`` (the
-    device's kernels), or ``torch.ops.tdbn.lif_triton_forward`` for ``backend="triton"``. The operator stores
-    ``u`` for the backward pass when ``x`` needs a gradient, and no ``[T, ...]`` membrane buffer at all otherwise
-    (unless ``return_membrane``)."""
-    keep_u = return_membrane or (torch.is_grad_enabled() and x.requires_grad)
+    device's kernels), or ``torch.ops.tdbn.lif_triton_forward`` for ``backend="triton"``; from rest, or continued
+    from ``u0``. The operator stores ``u`` for the backward pass when ``x`` or ``u0`` needs a gradient, and no
+    ``[T, ...]`` membrane buffer at all otherwise (unless ``return_membrane``)."""
+    needs_grad = x.requires_grad or (u0 is not None and u0.requires_grad)
+    keep_u = return_membrane or (torch.is_grad_enabled() and needs_grad)
     op = lif_triton_forward if backend == "triton" else lif_forward
-    spikes, u = op(x, LIFArgs.of(p), keep_u)
+    spikes, u = op(x, u0, LIFArgs.of(p), keep_u)
     return (spikes, u.detach()) if return_membrane else spikes
 
 

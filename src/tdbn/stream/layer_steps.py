@@ -32,7 +32,8 @@ from ..layers import LIF, Flatten, MeanOverTime, TdBatchNorm1d, TdBatchNorm2d, T
 from ..layers.affine import ChannelAffine2d
 from ..models import BasicBlock, Bottleneck, SpikingNet
 from .exact import in_batch
-from .neuron import lif_step
+from ..operators.recursions import step_reference
+from .neuron import check_carried
 
 Tensor = torch.Tensor
 
@@ -129,11 +130,16 @@ def lif_module_step(lif: LIF, x: Tensor, u_prev: Tensor | None) -> tuple[Tensor,
     """One step of ``lif`` (Eq. 1-3) on ``x [N, ...]`` from the potential ``u_prev`` (None: ``u = 0``): spikes
     ``[N, ...]`` and the new potential ``u`` (before reset).
 
-    ``u = x + tau * u_prev * (u_prev <= v_th)`` is the kernel's own update (:func:`tdbn.stream.lif_step`); the spikes
-    are then the module itself on the one-step sequence ``[u]`` (from rest, ``u[0]`` is its input): its own
-    kernels, and its forward hooks see every step.
+    ``u = x + tau * u_prev * (u_prev <= v_th)`` is the recursions' own update
+    (:func:`tdbn.operators.recursions.step_reference`, what :func:`tdbn.stream.lif_step` runs); the spikes are then
+    the module itself on the one-step sequence ``[u]`` (from rest, ``u[0]`` is its input): its own kernels, the
+    LIF evaluated once per step, and its forward hooks see every step.
     """
-    u = lif_step(x.unsqueeze(0), u_prev, tau=lif.tau, v_th=lif.v_th)[1]  # a new tensor: the state owns it
+    if u_prev is None:
+        u = x.clone()  # the state owns it
+    else:
+        check_carried(u_prev, x.shape)
+        u = step_reference(x, u_prev.to(x.dtype), lif.tau, lif.v_th)
     return lif(u.unsqueeze(0))[0], u
 
 

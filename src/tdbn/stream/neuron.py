@@ -5,10 +5,10 @@ The multi-step kernels (:func:`tdbn.functional.lif`) compute, for ``t >= 1``::
     u[t] = x[t] + (tau * u[t-1]) * keep[t-1],   keep[t-1] = 1[u[t-1] <= v_th] = 1 - o[t-1],   o[t] = 1[u[t] > v_th]
 
 (``integrate_reference``: one ``addcmul(x[t], u[t-1], keep, value=tau)``; the compiled loop does the same rounding).
-A step here is not a copy of that recursion: it *is* the kernel's step. The carried potential ``u[t-1]`` is fed
-to :func:`tdbn.functional.lif` as a virtual first step of a two-step sequence ``[u[t-1], x[t]]``: the kernel
-starts with ``u[0] = x[0] = u[t-1]`` (so ``o[0] = o[t-1]``) and its step 1 is exactly the update above, with the
-same float operations. Hence spikes and potentials equal those of the multi-step forward bit for bit.
+A step here is not a copy of that recursion: it is the LIF operator continued from the carried potential,
+``tdbn.functional.lif(x[t], u0=u[t-1])``, whose first step is exactly the update above with the same float
+operations (:func:`tdbn.operators.recursions.step_reference`). Hence spikes and potentials equal those of the
+multi-step forward bit for bit.
 """
 
 from __future__ import annotations
@@ -18,6 +18,15 @@ import torch
 from ..functional import lif as _lif
 
 Tensor = torch.Tensor
+
+
+def check_carried(u_prev: Tensor, step_shape: torch.Size) -> None:
+    """Refuse a carried potential whose shape is not this step's ``[N, ...]``."""
+    if u_prev.shape != step_shape:
+        raise ValueError(
+            f"carried membrane potential of shape {tuple(u_prev.shape)} does not match this step's input "
+            f"{tuple(step_shape)}: a stream's batch size and input size must stay the same"
+        )
 
 
 def lif_step(
@@ -45,11 +54,6 @@ def lif_step(
     if u_prev is None:
         spikes, u = _lif(x_t, tau=tau, v_th=v_th, return_membrane=True)
         return spikes, u[0]
-    if u_prev.shape != x_t.shape[1:]:
-        raise ValueError(
-            f"carried membrane potential of shape {tuple(u_prev.shape)} does not match this step's input "
-            f"{tuple(x_t.shape[1:])}: a stream's batch size and input size must stay the same"
-        )
-    seq = torch.cat([u_prev.unsqueeze(0).to(x_t.dtype), x_t])  # [2, N, ...]: the virtual step, then this one
-    spikes, u = _lif(seq, tau=tau, v_th=v_th, return_membrane=True)
-    return spikes[1:], u[1]
+    check_carried(u_prev, x_t.shape[1:])
+    spikes, u = _lif(x_t, tau=tau, v_th=v_th, u0=u_prev, return_membrane=True)
+    return spikes, u[0]
