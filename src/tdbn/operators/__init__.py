@@ -20,15 +20,20 @@ Where to look:
   :mod:`~tdbn.operators.cuda_units` (Triton, with the LIF kernels of :mod:`~tdbn.operators.cuda_lif`).
 - :mod:`~tdbn.operators.switches`: :func:`lean_training` (the lean path off, for comparisons) and
   :func:`use_reference` (the reference kernels on purpose).
+- :mod:`~tdbn.operators.compile_cache`: the op layer's fingerprint in torch.compile's cache keys, so that a graph
+  compiled against other operator code is never taken from the on-disk cache.
 
 Users call these through the layers (:class:`tdbn.TdBNLIF`, the models' residual blocks) or directly:
 :func:`td_bn_lif`, :func:`td_bn_add_lif`, :func:`spike_conv2d`.
 """
 
+from . import compile_cache
 from .batch_norm import NormArgs, TdBatchNormFunction, td_batch_norm_train
 from .spike_ops import pack_spikes, spike_conv2d, unpack_spikes
 from .switches import lean_enabled, lean_training, use_reference
 from .unit_ops import lif_op, td_bn_add_lif, td_bn_lif
+
+compile_cache.install()
 
 __all__ = ["NormArgs", "TdBatchNormFunction", "lean_enabled", "lean_training", "lif_op", "pack_spikes",
            "spike_conv2d", "td_batch_norm_train", "td_bn_add_lif", "td_bn_lif", "unpack_spikes", "use_reference"]
