@@ -24,15 +24,20 @@ layer into integers:
   is exact for them, and a truncating shift gives another network than the one written to NIR.
 - **Reset.** Hard reset to 0, strict threshold, as Eq. 1-3.
 
-:class:`IntegerNet` is the simulation (int64 tensors only, no float arithmetic); :meth:`IntegerNet.to_nir` writes
-the same network as a NIR graph with integer-valued weights (portable form: ``r = 1``, so the consumer's membrane
-is ``(1 - tau) U`` and ``v_threshold = (1 - tau) Theta``, exact in binary floating point).
+:class:`IntegerNet` holds the network. :meth:`IntegerNet.forward_nodes` is the simulation (int64 tensors only, no
+float arithmetic), the reference; :meth:`IntegerNet.forward_nodes_fast` and the scores (``net(x)``) compute the same
+integers bit for bit on float32 kernels wherever a bound on the partial sums proves float32 exact, on the int64 path
+elsewhere (:mod:`tdbn.export.quant_fast`). :meth:`IntegerNet.to_nir` writes the same network as a NIR graph with
+integer-valued weights (portable form: ``r = 1``, so the consumer's membrane is ``(1 - tau) U``), its thresholds
+offset by half a membrane quantum (``(1 - tau) (Theta + 2^-(F+1))``) so that simulators that fire at ``>=`` and at
+``>`` decide alike.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -94,7 +99,12 @@ def _int_conv2d(x: torch.Tensor, w: torch.Tensor, stride: tuple[int, int], paddi
 
 
 class IntegerNet:
-    """The quantized network, simulated with int64 tensors only (module docstring). Time-first ``[T, N, ...]``."""
+    """The quantized network (module docstring). Time-first ``[T, N, ...]``.
+
+    ``forward_nodes``: the int64 simulation; ``forward_nodes_fast`` and ``scores`` (``net(x)``): the same integers on
+    float32 kernels where provably exact (``plan()`` says which layers; ``kernel_counts`` counts the calls per
+    layer and kernel).
+    """
 
     def __init__(self, nodes: dict[str, IntNode], *, input_shape: tuple[int, ...], input_scale: float,
                  timesteps: int | None, bits: int, per_channel: bool, input_bits: int = INPUT_BITS):
@@ -105,6 +115,11 @@ class IntegerNet:
         self.bits = bits
         self.per_channel = per_channel
         self.input_bits = input_bits
+        # the fast path (tdbn.export.quant_fast): calls per (layer, "float32" | "int64"), and its caches
+        self.kernel_counts: Counter[tuple[str, str]] = Counter()
+        self._fast_plans: dict[tuple, dict[str, Any]] = {}
+        self._fast_layers: dict[str, tuple] = {}
+        self._fast_warned: set[str] = set()
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         """Real input -> int64: ``clamp(round(x / input_scale), -q_in, q_in)``; event counts must be integers."""
@@ -119,9 +134,11 @@ class IntegerNet:
         return torch.clamp(torch.round(x / self.input_scale), -q, q).to(torch.int64)
 
     @torch.no_grad()
-    def forward_nodes(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward_nodes(self, x: torch.Tensor, *, ties: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
         """Every node's int64 output ``[T, N, ...]`` (LIF: spikes 0/1), for frames ``[T, N, ...]`` or static
-        samples ``[N, ...]`` (repeated over ``timesteps``; the stateless layers before the first LIF run once)."""
+        samples ``[N, ...]`` (repeated over ``timesteps``; the stateless layers before the first LIF run once):
+        the int64 simulation, the reference. ``ties``, if given, receives per LIF the number of neuron-steps whose
+        membrane lands exactly on its threshold (``U = Theta``: where firing at ``>=`` would differ from ``>``)."""
         X = self.quantize_input(x)
         static = X.dim() == len(self.input_shape) + 1
         if static and self.timesteps is None:
@@ -143,7 +160,10 @@ class IntegerNet:
             if node.kind == "lif":
                 if st:
                     total, st = total.repeat(T, *[1] * (total.dim() - 1)), False
-                values[name] = self._lif(node, total.view(T, N, *total.shape[1:])).flatten(0, 1)
+                on = [] if ties is not None else None
+                values[name] = self._lif(node, total.view(T, N, *total.shape[1:]), on_threshold=on).flatten(0, 1)
+                if ties is not None:
+                    ties[name] = sum(on)
             elif node.kind == "conv":
                 values[name] = _int_conv2d(total, node.weight, node.stride, node.padding) + node.bias.view(1, -1, 1, 1)
             elif node.kind == "fc":
@@ -157,8 +177,9 @@ class IntegerNet:
                 for n, v in values.items()}
 
     @staticmethod
-    def _lif(node: IntNode, current: torch.Tensor) -> torch.Tensor:
-        """Eq. 1-3 on integers: ``U = (U * m >> q) + (I << F)``, spike ``U > Theta << F``, reset to 0."""
+    def _lif(node: IntNode, current: torch.Tensor, *, on_threshold: list[int] | None = None) -> torch.Tensor:
+        """Eq. 1-3 on integers: ``U = (U * m >> q) + (I << F)``, spike ``U > Theta << F``, reset to 0;
+        ``on_threshold`` receives, per step, the count of membranes equal to the threshold."""
         m, q = node.decay
         T = current.shape[0]
         frac = q * (T - 1)  # fraction bits that keep every shift exact over T steps
@@ -177,27 +198,56 @@ class IntegerNet:
                 raise AssertionError(f"inexact decay shift at step {t}")
             U = (decayed >> q) + (current[t] << frac)
             spikes = U > theta
+            if on_threshold is not None:
+                on_threshold.append(int((U == theta).sum()))
             U = torch.where(spikes, torch.zeros_like(U), U)
             out.append(spikes.to(torch.int64))
         return torch.stack(out)
 
+    def forward_nodes_fast(self, x: torch.Tensor, *, keep: Collection[str] | None = None) -> dict[str, torch.Tensor]:
+        """:meth:`forward_nodes` bit for bit (int64 outputs of the nodes in ``keep``, default all), computed on
+        float32 kernels in every layer where a bound on its partial sums proves float32 exact, and on the int64
+        path elsewhere (said once in a warning naming the layer): :mod:`tdbn.export.quant_fast`."""
+        from .quant_fast import forward_fast
+
+        return forward_fast(self, x, keep=keep)
+
+    def plan(self, *, input_range: int | None = None, timesteps: int | None = None) -> dict[str, Any]:
+        """Which kernel each conv / fc / LIF layer runs on (``quant_fast.LayerPlan``: ``"float32"`` or ``"int64"``,
+        and the bound that decided it) for inputs of magnitude <= ``input_range`` (default: the quantized real
+        input's ``2^(input_bits-1) - 1``) over ``timesteps`` steps (default: the network's)."""
+        from .quant_fast import plan
+
+        r = 2 ** (self.input_bits - 1) - 1 if input_range is None else input_range
+        T = self.timesteps if timesteps is None else timesteps
+        if T is None:
+            raise ValueError("this network records no timesteps: pass timesteps=T")
+        return plan(self, input_range=r, timesteps=T)
+
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores ``[N, K]`` in real units: the decoding layer's integer output x its scale, averaged over
-        time (Eq. 11); the arg-max is that of the integer sum."""
-        out = self.forward_nodes(x)[OUTPUT]
+        time (Eq. 11); the arg-max is that of the integer sum. Computed by :meth:`forward_nodes_fast` (bit for bit
+        the int64 simulation's integers)."""
+        out = self.forward_nodes_fast(x, keep=(OUTPUT,))[OUTPUT]
         (dec,) = self.nodes[OUTPUT].sources
         return out.sum(0).to(torch.float64) * (self.nodes[dec].scale / out.shape[0])
 
     __call__ = scores
 
-    def to_nir(self, *, dt: float = DEFAULT_DT, portable: bool = True) -> Any:
+    def to_nir(self, *, dt: float = DEFAULT_DT, portable: bool = True, timesteps: int | None = None) -> Any:
         """The same integer network as a NIR graph with integer-valued weights and biases (float32 arrays).
 
-        ``portable``: LIF ``r = 1`` and ``v_threshold = (1 - tau) Theta`` (the consumer's membrane is
-        ``(1 - tau) U``); else ``r = 1 / (1 - tau)`` and ``v_threshold = Theta``. The graph's input is the
-        quantized input (metadata ``input_scale``: feed ``round(x / input_scale)``, clamped to
-        +-(2^(input_bits-1) - 1)).
+        ``portable``: LIF ``r = 1`` and ``v_threshold = (1 - tau) (Theta + 2^-(F+1))`` (the consumer's membrane is
+        ``(1 - tau) U``); else ``r = 1 / (1 - tau)`` and ``v_threshold = Theta + 2^-(F+1)``. Over ``T`` steps the
+        membrane ``U`` is a multiple of ``2^-F``, ``F = q (T - 1)``, so it never lies within ``2^-(F+1)`` of the
+        written threshold: a simulator that fires at ``v >= v_threshold`` (SpikingJelly) decides exactly as one
+        that fires at ``>`` (tdbn, snnTorch, Norse), which is ``U > Theta``. ``timesteps`` (default: the
+        network's) is the ``T`` the offset holds for. The graph's input is the quantized input (metadata
+        ``input_scale``: feed ``round(x / input_scale)``, clamped to +-(2^(input_bits-1) - 1)).
         """
+        T = self.timesteps if timesteps is None else int(timesteps)
+        if T is None or T < 1:
+            raise NIRExportError("the NIR threshold offset depends on the number of steps run: pass timesteps=T")
         nir = import_nir()
         nodes: dict[str, Any] = {INPUT: nir.Input(input_type={"input": np.array(self.input_shape)})}
         edges: list[tuple[str, str]] = []
@@ -223,16 +273,29 @@ class IntegerNet:
                 theta = theta.reshape(-1, *[1] * (len(shape) - 1)) if theta.ndim else theta
                 full = lambda v: np.broadcast_to(np.asarray(v, dtype=np.float64), shape).copy()  # noqa: E731
                 nodes[name] = nir.LIF(tau=full(p.tau), r=full(1.0 if portable else p.r), v_leak=full(0.0),
-                                      v_threshold=full(gain * theta), v_reset=full(0.0))
+                                      v_threshold=full(_tie_free_threshold(name, theta, gain, node.decay[1] * (T - 1))),
+                                      v_reset=full(0.0))
             else:
                 nodes[name] = nir.Output(output_type={"output": np.array(node.nir["shape"])})
         metadata = {"producer": "tdbn", "dt": float(dt), "portable": int(portable), "integer_bits": self.bits,
                     "input_scale": self.input_scale, "input_bits": self.input_bits,
                     "readout": "sum over time of the output (integer); "
-                    f"x {self.nodes[self.nodes[OUTPUT].sources[0]].scale!r} / T gives Eq. 11's scores"}
-        if self.timesteps is not None:
-            metadata["timesteps"] = int(self.timesteps)
+                    f"x {self.nodes[self.nodes[OUTPUT].sources[0]].scale!r} / T gives Eq. 11's scores",
+                    "threshold": "v_threshold = gain x (Theta + 2^-(F+1)), F = q (timesteps - 1), tau = m / 2^q: "
+                    "membranes are multiples of gain x 2^-F, so firing at > and at >= decide alike",
+                    "timesteps": T}
         return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+
+
+def _tie_free_threshold(name: str, theta: np.ndarray, gain: float, frac: int) -> np.ndarray:
+    """``gain (Theta + 2^-(frac+1))``, checked to lie strictly between the membranes ``gain Theta`` and
+    ``gain (Theta + 2^-frac)`` in float32 too (the consumers' precision)."""
+    value = gain * (theta + 2.0 ** -(frac + 1))
+    lo, hi, v32 = (np.float32(gain * theta), np.float32(gain * (theta + 2.0 ** -frac)), np.float32(value))
+    if not (np.all(lo < v32) and np.all(v32 < hi)):
+        raise NIRExportError(f"{name}: the threshold {theta.max():g} with {frac} fraction bits of membrane has no "
+                             "float32 value between two membrane levels; use fewer steps or fewer bits")
+    return value
 
 
 def _shape(nodes: dict[str, Any], name: str) -> tuple[int, ...]:

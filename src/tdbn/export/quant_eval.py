@@ -41,7 +41,15 @@ def evaluate_integer(
     path: str | Path, *, bits: int, data_root: str | None = None, test_limit: int | None = None,
     per_channel: bool = False, input_bits: int = INPUT_BITS, batch_size: int = 100,
 ) -> dict[str, Any]:
-    """Top-1 of the integer network (int64 simulation) and of the float model on the same test samples."""
+    """Top-1 of the integer network and of the float model (fused, Eq. 9-10) on the same test samples.
+
+    The integer network runs :meth:`IntegerNet.scores`: the int64 simulation's integers bit for bit, on float32
+    kernels where that is provably exact (``tdbn.export.quant_fast``). The float model runs channels-last (its
+    convolutions are several times faster so on the CPU; the same network). ``seconds_integer`` and
+    ``seconds_float`` time each, ``seconds`` the whole loop with the data; ``integer_layers_off_float32`` names the
+    layers whose bound put them in float64 or int64.
+    """
+    from tdbn.fusion import fuse
     from tdbn.train.data import build_data
 
     if test_limit is not None and test_limit < 1:
@@ -53,12 +61,18 @@ def evaluate_integer(
     if test_limit is not None:
         cfg.data.test_limit = test_limit
     data = build_data(cfg.data, batch_size=batch_size, timesteps=cfg.model.timesteps, seed=cfg.seed, train=False)
+    model = fuse(run.model).to(memory_format=torch.channels_last)
     correct_int = correct_float = agree = n = 0
+    seconds_int = seconds_float = 0.0
     start = time.perf_counter()
     for x, y in data.test:
         x = x.float()
+        t0 = time.perf_counter()
         pred_int = net.scores(x).argmax(1)
-        pred_float = run.model(x).argmax(1)
+        t1 = time.perf_counter()
+        pred_float = model(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x).argmax(1)
+        t2 = time.perf_counter()
+        seconds_int, seconds_float = seconds_int + t1 - t0, seconds_float + t2 - t1
         correct_int += int((pred_int == y).sum())
         correct_float += int((pred_float == y).sum())
         agree += int((pred_int == pred_float).sum())
@@ -68,4 +82,6 @@ def evaluate_integer(
         "per_channel": per_channel, "input_bits": input_bits if not run.events else None,
         "input_scale": net.input_scale, "top1_integer": correct_int / n, "top1_float": correct_float / n,
         "same_predictions": agree / n, "samples": n, "seconds": time.perf_counter() - start,
+        "seconds_integer": seconds_int, "seconds_float": seconds_float,
+        "integer_layers_off_float32": {name: k for (name, k) in sorted(net.kernel_counts) if k != "float32"},
     }
