@@ -119,6 +119,8 @@ def _eval_output(args: argparse.Namespace) -> tuple[Path, dict[str, object]]:
     _check_eval_args(args)
     ckpt = checkpoint_file(args.checkpoint)  # a missing checkpoint is reported before anything else
     out = Path(args.out) if args.out else ckpt.parent / _eval_name(args)
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--out {out}: folder {out.parent} does not exist; create it or name another file")
     settings = _eval_settings(args, ckpt)
     if out.exists() and not args.force:
         try:

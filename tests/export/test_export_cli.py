@@ -21,11 +21,14 @@ def _fused_from_checkpoint(run: Path) -> torch.nn.Module:
     return tdbn.fuse(model.eval())
 
 
-def test_export_nir(run_dir: Path, tmp_path: Path, capsys):
+def test_export_nir(trained_run: Path, tmp_path: Path, capsys):
+    # the portable form's float rounding differs from the fused model's: its predictions are compared on test
+    # digits, on a network trained well enough that they are decisions, not near-ties (conftest)
+    run_dir = trained_run
     out = tmp_path / "digits.nir"
     assert main(["export", str(run_dir), str(out), "--format", "nir"]) == 0
     text = capsys.readouterr().out
-    assert "4/4 identical predictions" in text and "read back: max |output - fused model|" in text
+    assert "16/16 identical predictions" in text and "read back: max |output - fused model|" in text
     x = torch.rand(5, 1, 8, 8)  # the digits demo: 8x8 grey images
     fused = _fused_from_checkpoint(run_dir)
     with torch.no_grad():

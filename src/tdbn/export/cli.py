@@ -3,12 +3,14 @@
 The model is rebuilt from the name and constructor arguments stored in the checkpoint (``tdbn.train.restore``, the
 path ``tdbn eval`` and ``tdbn.load`` use), for the input shape it was trained on; ``--input-size`` changes the size
 only for networks with a global pooling (the ImageNet ResNets). After writing, the file is read back (NIR:
-``tdbn.export.from_nir``; ONNX: onnxruntime) and compared with the fused model on random inputs. The output's suffix
-must match ``--format`` (``.nir`` / ``.onnx``; any other suffix is accepted with a note).
+``tdbn.export.from_nir``; ONNX: onnxruntime) and compared with the fused model on the first test samples of the
+run's data (``--data ROOT`` where it has moved); where that data cannot be read, on random inputs, and the printed
+line says so. The output's suffix must match ``--format`` (``.nir`` / ``.onnx``; any other suffix is accepted with a
+note).
 
 NIR is written in the portable form (LIF ``r = 1``, pooling as a sum-pooling Conv2d; ``--literal``: the literal
 form). ``--bits K`` writes the K-bit integer network instead (``tdbn.export.quant``) and checks that ``from_nir``
-gives the int64 simulation's spikes bit for bit. docs/export.md has the details.
+gives the int64 simulation's spikes bit for bit on those inputs. docs/export.md has the details.
 """
 
 from __future__ import annotations
@@ -41,14 +43,49 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bits", type=int, metavar="K",
                    help="NIR: write the K-bit integer network (integer weights, biases, thresholds; docs/export.md)")
     p.add_argument("--per-channel", action="store_true", help="with --bits: one scale per output channel")
+    p.add_argument("--data", metavar="ROOT",
+                   help="data folder of the test samples the written file is checked on (default: the run's)")
     p.set_defaults(func=run_export)
+
+
+CHECK_SAMPLES = 16  # test samples the written file is checked on
+
+
+def _check_inputs(run: Any, data_root: str | None, *, static_shape: tuple[int, ...]) -> tuple[Any, str]:
+    """``(inputs, what they are)``: the first :data:`CHECK_SAMPLES` of the run's fixed random test subset, or, where
+    the run's data cannot be read, 4 random inputs and a description that says so."""
+    import copy
+
+    import torch
+
+    from tdbn.data import DataError
+    from tdbn.train.data import build_data
+
+    cfg = copy.deepcopy(run.config.data)
+    if data_root is not None:
+        cfg.root = data_root
+    cfg.test_limit = CHECK_SAMPLES
+    try:
+        data = build_data(cfg, batch_size=CHECK_SAMPLES, timesteps=run.config.model.timesteps, seed=run.config.seed,
+                          train=False)
+        x, _ = next(iter(data.test))
+        where = f" in {cfg.root}" if cfg.root else ""
+        return x.float(), f"{CHECK_SAMPLES} test samples of {cfg.name}{where}"
+    except (DataError, OSError) as err:
+        why = str(err).partition("\n")[0]
+    gen = torch.Generator().manual_seed(0)
+    if run.events:  # event frames [T, N, C, H, W]
+        x = (torch.rand(run.model.timesteps, 4, *static_shape, generator=gen) > 0.8).float()
+    else:  # static images [N, C, H, W]
+        x = torch.randn(4, *static_shape, generator=gen)
+    return x, f"4 random inputs: the run's {cfg.name} data cannot be read ({why}); pass --data ROOT to check on it"
 
 
 SUFFIXES = {"nir": (".nir",), "onnx": (".onnx",)}
 
 
-def _model_from_checkpoint(path: str, input_size: int | None) -> tuple[Any, bool, int]:
-    """``(model in eval mode, events?, input size)`` rebuilt from a training checkpoint."""
+def _model_from_checkpoint(path: str, input_size: int | None) -> tuple[Any, int]:
+    """``(restored run, its model in eval mode; input size)`` rebuilt from a training checkpoint."""
     from tdbn.train.restore import restore
 
     run = restore(path, lif_backend="torch")  # a kernel choice, not part of the trained network
@@ -58,7 +95,7 @@ def _model_from_checkpoint(path: str, input_size: int | None) -> tuple[Any, bool
             raise ValueError(f"--input-size {input_size}: this {run.config.model.name} was built for {size}x{size} "
                              f"inputs (its fc layer depends on the size); omit --input-size or pass {size}")
         size = input_size
-    return run.model, run.events, int(size)
+    return run, int(size)
 
 
 def _check_suffix(out: Path, fmt: str) -> None:
@@ -99,13 +136,15 @@ def run_export(args: argparse.Namespace) -> int:
         raise ValueError("--per-channel applies to the integer network: pass --bits K too")
     if args.bits is not None:
         return _export_integer(args, out)
-    model, events, size = _model_from_checkpoint(args.checkpoint, args.input_size)
+    run, size = _model_from_checkpoint(args.checkpoint, args.input_size)
+    model, events = run.model, run.events
     shape = (model.in_channels, size, size)
-    gen = torch.Generator().manual_seed(0)
-    if events:  # event frames [T, N, C, H, W]
-        x = (torch.rand(model.timesteps, 4, *shape, generator=gen) > 0.8).float()
-    else:  # static images [N, C, H, W]
-        x = torch.rand(4, *shape, generator=gen)
+    if size == run.input_shape[1]:
+        x, inputs = _check_inputs(run, args.data, static_shape=shape)
+    else:  # another input size than the data's
+        x = torch.rand(model.timesteps, 4, *shape) > 0.8 if events else torch.randn(4, *shape)
+        x, inputs = x.float(), f"4 random {size}x{size} inputs (the run's data are {run.input_shape[1]}x" \
+                               f"{run.input_shape[1]})"
     with torch.no_grad():
         ref = fuse(model)(x)
     if args.format == "nir":
@@ -136,8 +175,7 @@ def run_export(args: argparse.Namespace) -> int:
             return 1
         ref = back  # checked above
     print(f"wrote {out} ({args.format}, {detail}); input {'[T, N, ' if events else '[N, '}"
-          f"{', '.join(map(str, shape))}]; read back: max |output - fused model| = {diff:.3g} on "
-          f"{tuple(x.shape)} random inputs")
+          f"{', '.join(map(str, shape))}]; read back: max |output - fused model| = {diff:.3g} on {inputs}")
     if not torch.allclose(back, ref, atol=1e-4):
         print(line("export", "error", f"{out} does not reproduce the fused model (max difference {diff:.3g})"),
               file=sys.stderr)
@@ -162,17 +200,14 @@ def _export_integer(args: argparse.Namespace, out: Path) -> int:
     if args.per_channel:  # thresholds differ between neurons: tdbn's LIF (and snnTorch's) has one per layer
         print(f"wrote {out} (integer NIR, {detail}, per-channel thresholds: not read back)")
         return 0
-    gen = torch.Generator().manual_seed(0)
-    shape = run.input_shape
-    x = (torch.rand(run.model.timesteps, 4, *shape, generator=gen) > 0.8).float() if run.events else \
-        torch.randn(4, *shape, generator=gen)
+    x, inputs = _check_inputs(run, args.data, static_shape=run.input_shape)
     ints = net.forward_nodes(x)
     with torch.no_grad():
         back = from_nir(out).forward_nodes(net.quantize_input(x).float())
     lifs = [n for n, node in net.nodes.items() if node.kind == "lif"]
     differ = [n for n in lifs if not torch.equal(back[n], ints[n].float())]
     print(f"wrote {out} (integer NIR, {detail}); read back: {len(lifs) - len(differ)}/{len(lifs)} LIF layers with "
-          f"bit-identical spikes to the integer simulation on {tuple(x.shape)} random inputs")
+          f"bit-identical spikes to the integer simulation on {inputs}")
     if differ:
         print(f"tdbn export: error: spikes differ at {differ[:3]}", file=sys.stderr)
         return 1
@@ -189,5 +224,6 @@ def run_eval_bits(args: argparse.Namespace) -> dict[str, Any]:
                               batch_size=args.batch_size or 100)
     print(f"{result['checkpoint']}: {args.bits}-bit integer top-1 {100 * result['top1_integer']:.2f}%  float "
           f"{100 * result['top1_float']:.2f}%  same predictions {100 * result['same_predictions']:.2f}%  "
-          f"({result['samples']} test samples, {result['seconds']:.0f} s)")
+          f"({result['samples']} test samples, {result['seconds']:.0f} s: integer network "
+          f"{result['seconds_integer']:.1f} s, float {result['seconds_float']:.1f} s)")
     return result

@@ -52,6 +52,7 @@ PREVIOUS = "checkpoint.prev.pt"
 REQUIRED = ("format", "epoch", "model", "optimizer", "scheduler", "scaler", "rng", "config", "metrics", "version")
 REQUIRED_V2 = ("model_name", "model_kwargs", "input")
 _MAGIC = b"\ntdbn-sha256:"
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # the first bytes of an HDF5 file, such as a NIR graph
 _TRAILER = len(_MAGIC) + 64 + 1  # magic, hex digest, newline
 
 
@@ -269,6 +270,10 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         raw = path.read_bytes()
     except OSError as err:
         raise CheckpointError(f"{path}: cannot be read ({err.strerror})") from None
+    if raw.startswith(HDF5_SIGNATURE):  # what tdbn export writes: a common mix-up, not a damaged checkpoint
+        what = "a NIR graph (an HDF5 file)" if path.suffix.lower() == ".nir" else "an HDF5 file (as NIR graphs are)"
+        raise CheckpointError(f"{path} is {what}, not a training checkpoint: pass the run folder that tdbn train "
+                              "wrote (or its checkpoint.pt); a NIR graph runs with tdbn.export.from_nir(path)")
     body, digest = _body_and_digest(raw)
     previous = path.with_name(PREVIOUS)
     advice = (f"; the previous checkpoint {previous} may be intact" if previous.is_file() and previous != path
