@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .int_ops import int_conv2d
 from .neuron_map import DEFAULT_DT, lif_to_nir
 from .nir import INPUT, OUTPUT, NIRExportError, _build, import_nir
 
@@ -86,16 +87,6 @@ class IntNode:
     tau: float = 0.0
     scale: float = 1.0  # real value of one integer unit at this node's output (fc / conv: of its output)
     nir: dict[str, Any] = field(default_factory=dict)  # what to_nir needs (conv parameters, shapes)
-
-
-def _int_conv2d(x: torch.Tensor, w: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int]) -> torch.Tensor:
-    """Integer 2-d convolution ``[N, C, H, W] x [K, C, kh, kw] -> [N, K, Ho, Wo]`` by im2col and an int64 matmul."""
-    K, C, kh, kw = w.shape
-    x = nn.functional.pad(x, (padding[1], padding[1], padding[0], padding[0]))
-    cols = x.unfold(2, kh, stride[0]).unfold(3, kw, stride[1])  # [N, C, Ho, Wo, kh, kw]
-    N, _, Ho, Wo = cols.shape[:4]
-    cols = cols.permute(0, 2, 3, 1, 4, 5).reshape(N * Ho * Wo, C * kh * kw)
-    return (cols @ w.reshape(K, -1).T).view(N, Ho, Wo, K).permute(0, 3, 1, 2)
 
 
 class IntegerNet:
@@ -165,7 +156,7 @@ class IntegerNet:
                 if ties is not None:
                     ties[name] = sum(on)
             elif node.kind == "conv":
-                values[name] = _int_conv2d(total, node.weight, node.stride, node.padding) + node.bias.view(1, -1, 1, 1)
+                values[name] = int_conv2d(total, node.weight, node.stride, node.padding) + node.bias.view(1, -1, 1, 1)
             elif node.kind == "fc":
                 values[name] = total @ node.weight.T + node.bias
             elif node.kind == "flatten":

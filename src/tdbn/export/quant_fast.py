@@ -46,7 +46,7 @@ from torch.nn import functional as F
 from ..functional.lif import lif
 from ..messages import warn
 from .nir import INPUT
-from .quant import IntegerNet, IntNode, _int_conv2d
+from .int_ops import int_conv2d  # IntegerNet, IntNode (tdbn.export.quant): annotations only
 
 EXACT = 1 << 24  # float32 holds every integer of magnitude < 2^24 exactly
 EXACT64 = 1 << 53  # float64: < 2^53
@@ -288,7 +288,7 @@ def _run(net: IntegerNet, X: torch.Tensor, static: bool, T: int, N: int, plans: 
             if kernel != INT64:
                 out = _synaptic_float(_layer(net, name, node, dtype), node, total)
             elif node.kind == "conv":
-                out = _int_conv2d(total.contiguous(), node.weight, node.stride, node.padding)
+                out = int_conv2d(total.contiguous(), node.weight, node.stride, node.padding)
                 out = out + node.bias.view(1, -1, 1, 1)
             else:
                 out = total @ node.weight.T + node.bias
