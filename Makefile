@@ -40,7 +40,7 @@ test: $(STAMP) $(CONSUMERS)
 	# process per core (at most 4), each running whole files, so module fixtures are made once
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
-# the suite at 1, 2 and 4 threads and with another CPU's kernels: lists every test whose outcome depends on them
+# the suite at 1, 2 and 4 threads and as on an AVX2 CPU: lists every test whose outcome depends on them
 test-matrix: $(STAMP) $(CONSUMERS)
 	$(BIN)/python bench/thread_matrix.py
 
