@@ -3,6 +3,7 @@
     tdbn train [PRESET_OR_YAML] [key=value ...] [--resume RUN_DIR] [--device DEVICE]
     tdbn eval CHECKPOINT [--data ROOT] [--fuse] [--limit N] [--out FILE.json] [--force]
     tdbn presets
+    tdbn finetune RUN_DIR --bits K --out NEW_RUN [--per-channel] [--epochs E] [--lr LR] ...
     tdbn stream RUN_DIR --events FILE [--fuse] ...   (tdbn.stream.cli)
     tdbn export ...      (tdbn.export.cli)
     tdbn analyze ...     (tdbn.analysis.cli)
@@ -158,6 +159,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from tdbn.train.finetune import finetune
+
+    finetune(args.run, args.out, bits=args.bits, per_channel=args.per_channel, input_bits=args.input_bits,
+             epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, train_limit=args.train_limit,
+             data_root=args.data, threads=args.threads, progress=not args.quiet)
+    return 0
+
+
 def _cmd_stream(args: argparse.Namespace) -> int:
     from tdbn.stream.cli import run
 
@@ -228,6 +238,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-bits", type=int, default=8, metavar="B",
                    help="with --bits: signed width of the quantized image input (default 8)")
     p.set_defaults(func=_cmd_eval)
+
+    from tdbn.train.finetune import LR, __doc__ as finetune_doc
+
+    p = sub.add_parser("finetune", help="quantization-aware fine-tuning of a trained run for K-bit integer "
+                                        "deployment (writes a new run)",
+                       description=finetune_doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="run folder or checkpoint to fine-tune (from tdbn train or tdbn finetune; only read)")
+    p.add_argument("--bits", type=int, required=True, metavar="K", help="integer weight width, 2..16")
+    p.add_argument("--per-channel", action="store_true", help="one scale and threshold per output channel")
+    p.add_argument("--input-bits", type=int, default=8, metavar="B",
+                   help="signed width of the quantized image input (default 8)")
+    p.add_argument("--out", required=True, metavar="NEW_RUN", help="the new run folder to write (absent or empty)")
+    p.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs (default 1)")
+    p.add_argument("--lr", type=float, default=LR, help=f"initial learning rate, cosine schedule (default {LR})")
+    p.add_argument("--batch-size", type=int, help="default: the source run's")
+    p.add_argument("--train-limit", type=int, metavar="N",
+                   help="fine-tune on a fixed random subset of N training samples")
+    p.add_argument("--data", metavar="ROOT", help="data folder (default: the one recorded in the run)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("presets", help="list the shipped presets")
     p.set_defaults(func=_cmd_presets)

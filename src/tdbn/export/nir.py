@@ -108,6 +108,7 @@ class _Builder:
         self.nodes: dict[str, Any] = {}
         self.edges: list[tuple[str, str]] = []
         self.exact: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}  # synaptic node -> float64 weight, bias
+        self.folds: dict[str, float] = {}  # synaptic node of a module -> the pooling factor folded into its weight
         self.lifs: dict[str, tuple[float, float]] = {}  # LIF node -> (tau, v_th) of the tdbn neuron
 
     def graph(self, *, timesteps: int | None, **extra: Any) -> Any:
@@ -236,6 +237,7 @@ class _Builder:
                 dilation=tuple(layer.dilation), groups=1, bias=_np(bias),
             )
             self.exact[path] = (_np64(_dense_weight(layer)) * signal.pending, _np64(bias))
+            self.folds[path] = signal.pending
         elif isinstance(layer, nn.Linear):
             if layer.bias is None:
                 node = self.nir.Linear(weight=_np(layer.weight))
@@ -243,6 +245,7 @@ class _Builder:
                 node = self.nir.Affine(weight=_np(layer.weight), bias=_np(layer.bias))
             self.exact[path] = (_np64(layer.weight) * signal.pending,
                                 None if layer.bias is None else _np64(layer.bias))
+            self.folds[path] = signal.pending
         elif self.sum_pool and isinstance(layer, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
             if signal.pending != 1.0:
                 raise NIRExportError(f"{path}: two poolings in a row; put a synaptic layer between them")

@@ -87,6 +87,10 @@ class IntNode:
     tau: float = 0.0
     scale: float = 1.0  # real value of one integer unit at this node's output (fc / conv: of its output)
     nir: dict[str, Any] = field(default_factory=dict)  # what to_nir needs (conv parameters, shapes)
+    # a synaptic layer of the model: its real weight is the module's (dense) weight x fold (a pooling's 1/k^2) x unit
+    # (the real value of one integer unit of its input), in that order, in float64 (what tdbn.export.qat recomputes)
+    fold: float = 1.0
+    unit: float = 1.0
 
 
 class IntegerNet:
@@ -295,8 +299,45 @@ def _shape(nodes: dict[str, Any], name: str) -> tuple[int, ...]:
     return tuple(int(v) for v in np.asarray(next(iter(types.values()))).reshape(-1))
 
 
-def _round(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.rint(a)).to(torch.int64)
+def _real(builder: Any, name: str, unit: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float64 real weight (per unit of the layer's integer input) and bias of synaptic node ``name``."""
+    w, b = builder.exact[name]
+    return torch.from_numpy(w * unit), torch.from_numpy(b if b is not None else np.zeros(len(w)))
+
+
+def lif_scale(weights: Sequence[np.ndarray], *, v_th: float, qmax: int, per_channel: bool
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """``(Theta, s)`` of a LIF fed by synaptic layers of real weights ``weights`` (each ``[K, ...]``, per unit of
+    their integer input; the two branches of a residual junction share them): ``Theta = max(1, round(q_max v_th /
+    max|W|))``, ``s = v_th / Theta``; per layer (scalars) or, with ``per_channel``, per output channel (``[K]``).
+
+    Example:
+        >>> theta, s = lif_scale([np.array([[0.2, -0.4]])], v_th=0.5, qmax=7, per_channel=False)
+        >>> float(theta), float(s)   # round(7 * 0.5 / 0.4) = round(8.75)
+        (9.0, 0.05555555555555555)
+    """
+    rows = [np.abs(w).reshape(len(w), -1) for w in weights]
+    wmax = np.max(np.concatenate(rows, axis=1), axis=1) if per_channel else max(r.max() for r in rows)
+    theta = np.maximum(np.rint(qmax * v_th / np.maximum(wmax, 1e-30)), 1.0)
+    return theta, v_th / theta
+
+
+def decoder_scale(weight: np.ndarray, *, qmax: int) -> float:
+    """The decoding layer's scale (no neuron, so no threshold to make an integer): ``max|W| / q_max``."""
+    return float(np.abs(weight).max()) / qmax or 1.0
+
+
+def synapse_integers(weight: torch.Tensor, bias: torch.Tensor, scale: float | np.ndarray, *, qmax: int | None,
+                     rounding: Any = torch.round) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(clamp(round(W / s), -q_max, q_max), round(b / s))`` in float64 (integer values), ``s`` a scalar or one
+    value per output row; no clamp for ``qmax=None`` (the decoder, whose largest weight is ``q_max``).
+    ``rounding``: ``torch.round`` (half to even, as ``np.rint``), or a straight-through rounding for training
+    (:mod:`tdbn.export.qat`): the same values either way."""
+    s = torch.as_tensor(np.asarray(scale, dtype=np.float64))
+    w = rounding(weight / (s.view(-1, *[1] * (weight.dim() - 1)) if s.dim() else s))
+    if qmax is not None:
+        w = torch.clamp(w, -qmax, qmax)
+    return w, rounding(bias / s)
 
 
 def quantize(
@@ -337,16 +378,12 @@ def quantize(
             syn = [s for s in srcs if s in builder.exact]
             if len(syn) != len(srcs):
                 raise NIRExportError(f"{name}: a LIF fed by a non-synaptic node ({srcs}) cannot be quantized")
-            rows = [np.abs(builder.exact[s][0] * in_scale[preds[s][0]]).reshape(len(builder.exact[s][0]), -1)
-                    for s in syn]
-            wmax = np.max(np.concatenate(rows, axis=1), axis=1) if per_channel else max(r.max() for r in rows)
-            theta = np.maximum(np.rint(qmax * v_th / np.maximum(wmax, 1e-30)), 1.0)
-            scale = v_th / theta  # scalar or [C]
-            for s in syn:
-                w, b = builder.exact[s]
-                sc = scale.reshape(-1, *[1] * (w.ndim - 1)) if np.ndim(scale) else scale
-                nodes[s].weight = torch.clamp(_round(w * in_scale[preds[s][0]] / sc), -qmax, qmax)
-                nodes[s].bias = _round((b if b is not None else np.zeros(len(w))) / scale)
+            real = {s: _real(builder, s, in_scale[preds[s][0]]) for s in syn}  # float64 (weight, bias)
+            theta, scale = lif_scale([w.numpy() for w, _ in real.values()], v_th=v_th, qmax=qmax,
+                                     per_channel=per_channel)  # scalars or [C]
+            for s, (w, b) in real.items():
+                w_int, b_int = synapse_integers(w, b, scale, qmax=qmax)
+                nodes[s].weight, nodes[s].bias = w_int.to(torch.int64), b_int.to(torch.int64)
             nodes[name] = IntNode("lif", srcs, theta=torch.as_tensor(theta).to(torch.int64), decay=dyadic(tau),
                                   tau=tau, nir={"shape": _shape(g, name)})
             in_scale[name] = 1.0
@@ -368,12 +405,14 @@ def quantize(
                 q.bias = torch.zeros(q.weight.shape[0], dtype=torch.int64)
                 in_scale[name] = in_scale[srcs[0]]
             elif not any(isinstance(g[d], nir.LIF) for d in succs[name]):  # the decoding layer: its own scale
-                w, b = builder.exact[name]
-                w = w * in_scale[srcs[0]]
-                scale = float(np.abs(w).max()) / qmax or 1.0
-                q.weight, q.bias = _round(w / scale), _round((b if b is not None else np.zeros(len(w))) / scale)
+                w, b = _real(builder, name, in_scale[srcs[0]])
+                scale = decoder_scale(w.numpy(), qmax=qmax)
+                w_int, b_int = synapse_integers(w, b, scale, qmax=None)
+                q.weight, q.bias = w_int.to(torch.int64), b_int.to(torch.int64)
                 q.scale = in_scale[name] = scale
             # else: weights set when the LIF it feeds is reached
+            if name in builder.exact:
+                q.fold, q.unit = builder.folds[name], in_scale[srcs[0]]
         elif isinstance(node, nir.Flatten):
             nodes[name] = IntNode("flatten", srcs, nir={"input_shape": _shape(g, srcs[0])})
             in_scale[name] = in_scale[srcs[0]]

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ..messages import warn
 from .quant import INPUT_BITS, IntegerNet, image_input_scale, quantize
 
 
@@ -22,18 +23,32 @@ def integer_from_checkpoint(
     from tdbn.train.restore import restore
 
     run = restore(path, lif_backend="torch")
-    opts = run.config.data.options
-    if run.events:
-        scale = 1.0
-    elif "mean" in opts and "std" in opts:
-        scale = image_input_scale(opts["mean"], opts["std"], input_bits=input_bits)
-    else:
-        raise ValueError(f"{run.path}: the run stores no input normalization (data.options mean/std), so the "
-                         "8-bit input range is unknown; quantize it in Python with "
-                         "tdbn.export.quantize(input_scale=...)")
+    scale = input_scale_of(run, input_bits=input_bits)
+    tuned = run.checkpoint.get("quantization")  # a run of tdbn finetune: fine-tuned for one integer network
+    if tuned and (tuned["bits"], tuned["per_channel"], tuned["input_bits"]) != (bits, per_channel, input_bits):
+        warn(f"{run.path} was fine-tuned for {_kind(tuned['bits'], tuned['per_channel'], tuned['input_bits'])} "
+             f"integers (tdbn finetune); this is the {_kind(bits, per_channel, input_bits)} network of its weights")
     net = quantize(run.model, bits=bits, input_shape=run.input_shape, input_scale=scale, per_channel=per_channel,
                    input_bits=input_bits)
     return net, run
+
+
+def _kind(bits: int, per_channel: bool, input_bits: int) -> str:
+    return f"{bits}-bit{' per-channel' if per_channel else ''}" + (f", {input_bits}-bit input" if input_bits != 8
+                                                                   else "")
+
+
+def input_scale_of(run: Any, *, input_bits: int = INPUT_BITS) -> float:
+    """The real value of one unit of the quantized input of a restored run (``tdbn.train.restore.Restored``):
+    :func:`image_input_scale` of its stored normalization for images, 1 for event frames (integer counts)."""
+    opts = run.config.data.options
+    if run.events:
+        return 1.0
+    if "mean" in opts and "std" in opts:
+        return image_input_scale(opts["mean"], opts["std"], input_bits=input_bits)
+    raise ValueError(f"{run.path}: the run stores no input normalization (data.options mean/std), so the "
+                     "8-bit input range is unknown; quantize it in Python with "
+                     "tdbn.export.quantize(input_scale=...)")
 
 
 @torch.no_grad()

@@ -110,7 +110,8 @@ def restore(path: str | Path, *, fuse: bool = False, device: str | torch.device 
     """Rebuild the model of a checkpoint (file or run folder), verified, in eval mode, on ``device``.
 
     ``fuse=True`` returns ``tdbn.fuse(model)`` (Eq. 9-10), the normalization-free network with the same
-    spikes. The LIF kernels are the run's (``model.lif_backend``) on CUDA, the torch ones elsewhere, unless
+    spikes. A checkpoint marked ``"fused"`` (written by ``tdbn finetune``) holds that network itself: it is
+    returned whatever ``fuse`` says. The LIF kernels are the run's (``model.lif_backend``) on CUDA, the torch ones elsewhere, unless
     ``lif_backend`` says otherwise. Raises :class:`~tdbn.train.CheckpointError` naming the file.
     """
     file = checkpoint_file(path)
@@ -122,13 +123,17 @@ def restore(path: str | Path, *, fuse: bool = False, device: str | torch.device 
     name, kwargs, inp = model_spec(ckpt, file)
     dev = torch.device(device)
     backend = lif_backend or (cfg.model.lif_backend if dev.type == "cuda" else "torch")
-    model = create_model(name, kwargs, lif_backend=backend)
+    model = create_model(name, kwargs, lif_backend=backend).eval()
+    fused = bool(ckpt.get("fused"))  # a fused network (tdbn finetune): built, fused, then its weights loaded
+    if fused:
+        model = fuse_model(model)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as err:
-        raise CheckpointError(f"{file}: the saved weights do not fit {name}({kwargs}): {err}") from None
+        what = f"fused {name}" if fused else name
+        raise CheckpointError(f"{file}: the saved weights do not fit {what}({kwargs}): {err}") from None
     model.eval()
-    if fuse:
+    if fuse and not fused:
         model = fuse_model(model)
     model.to(dev, getattr(torch, cfg.dtype))
     return Restored(model=model, config=cfg, path=file, epoch=int(ckpt["epoch"]), events=bool(inp["events"]),

@@ -266,6 +266,10 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
         if (run_dir / CHECKPOINT).exists() or (run_dir / PREVIOUS).exists():
             # a fallback to checkpoint.prev.pt is a warning (one line under the tdbn program), from one process
             checkpoint, _ = load_latest(run_dir, warn=warn if ctx.is_main else lambda m: None)
+            if checkpoint.get("fused"):  # a run of tdbn finetune: no training state of the unfused model
+                raise TrainingError(f"--resume {run_dir}: this run is a quantization-aware fine-tuning (tdbn "
+                                    "finetune) and holds a fused network, which tdbn train cannot continue; "
+                                    f"fine-tune it further with tdbn finetune {run_dir} --bits K --out NEW_RUN")
             saved = config_from_dict(checkpoint["config"])
         elif (run_dir / "config.json").is_file():
             saved = _config_json(run_dir)
