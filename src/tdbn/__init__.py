@@ -31,8 +31,8 @@ _check_torch(torch.__version__)
 from . import functional, layers, models  # noqa: E402
 from .functional.params import LIFParameters  # noqa: E402
 from .fusion import fuse  # noqa: E402
-from .layers import (LIF, TdBatchNorm1d, TdBatchNorm2d, TdBNLIF, TimeDistributed,  # noqa: E402
-                     convert_sync_tdbn, set_lif_backend)
+from .layers import (BNTT, LIF, MPBNLIF, TAB, TEBN, TdBatchNorm1d, TdBatchNorm2d, TdBNLIF,  # noqa: E402
+                     TimeDistributed, convert_sync_tdbn, set_lif_backend)
 
 __version__ = "0.1.0"
 
@@ -56,8 +56,12 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
+    "BNTT",
     "LIF",
     "LIFParameters",
+    "MPBNLIF",
+    "TAB",
+    "TEBN",
     "TdBatchNorm1d",
     "TdBatchNorm2d",
     "TdBNLIF",

@@ -9,6 +9,7 @@ from torch import nn
 from ..functional.params import DEFAULT_LIF
 from ..functional.tdbn import td_batch_norm
 from ..operators.batch_norm import NormArgs
+from .recompute import recomputing
 
 
 class _TdBatchNorm(nn.Module):
@@ -80,10 +81,13 @@ class _TdBatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
-        if self.training:
+        running_mean, running_var = self.running_mean, self.running_var
+        if self.training and recomputing():  # a unit's second run for backward: the batch is counted already
+            running_mean, running_var = running_mean.clone(), running_var.clone()
+        elif self.training:
             self.num_batches_tracked.add_(1)
         return td_batch_norm(
-            x, self.running_mean, self.running_var, self.weight, self.bias,
+            x, running_mean, running_var, self.weight, self.bias,
             alpha=self.alpha, v_th=self.v_th, training=self.training, momentum=self.momentum, eps=self.eps,
             group=self.group_name() if self.training else "",
         )
@@ -121,11 +125,15 @@ def convert_sync_tdbn(module: nn.Module, process_group: "dist.ProcessGroup | Non
     """Synchronize every tdBN's training statistics across the processes of ``process_group`` (sync-BN).
 
     The counterpart of ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` that keeps ``alpha`` and ``v_th``
-    and runs on every backend (gloo on CPU included). Modifies ``module`` in place and returns it. Plain
-    ``nn.BatchNorm*`` layers, if any, are converted with ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``.
+    and runs on every backend (gloo on CPU included). The successors with batch statistics (TEBN, BNTT, TAB and the
+    MPBN neuron) are synchronized too. Modifies ``module`` in place and returns it. Plain ``nn.BatchNorm*`` layers,
+    if any, are converted with ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``.
     """
+    from .mpbn import MPBNLIF
+    from .temporal_norm import _TimeNorm
+
     for m in module.modules():
-        if isinstance(m, _TdBatchNorm):
+        if isinstance(m, (_TdBatchNorm, _TimeNorm, MPBNLIF)):
             m.sync = True
             m.process_group = process_group
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()):

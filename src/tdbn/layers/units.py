@@ -20,8 +20,11 @@ from ..messages import warn
 from ..operators import switches as _switches
 from ..operators.spike_ops import pack_spikes, spike_conv2d
 from ..operators.unit_ops import td_bn_add_lif, td_bn_lif
+from .mpbn import MPBNLIF
 from .neuron import LIF
 from .norm import _TdBatchNorm
+from .recompute import recomputed
+from .temporal_norm import _TimeNorm
 from .time import TimeDistributed
 
 Tensor = torch.Tensor
@@ -50,6 +53,23 @@ def unit_mode(*norms: nn.Module | None) -> bool:
     if not torch.is_grad_enabled() or not _switches.lean_enabled():
         return False
     return all(isinstance(bn, _TdBatchNorm) and bn.training for bn in norms)
+
+
+def recompute_mode(lif: LIF, *norms: nn.Module | None) -> bool:
+    """Whether a unit with a successor normalization (TEBN, BNTT, TAB) or an MPBN neuron runs lean by
+    recomputation (:mod:`tdbn.layers.recompute`): gradients are being recorded, the lean path is on, and one of its
+    modules normalizes with batch statistics (training mode). Under ``torch.compile`` the modules run one after the
+    other and the compiler's partitioner decides what is stored (checkpointing with a recompute context is not
+    traced)."""
+    if not torch.is_grad_enabled() or not _switches.lean_enabled() or torch.compiler.is_compiling():
+        return False
+    successors = [m for m in (lif, *norms) if isinstance(m, (_TimeNorm, MPBNLIF))]
+    return bool(successors) and any(m.training for m in (lif, *norms) if m is not None)
+
+
+def _op_neuron(lif: LIF) -> bool:
+    """The unit operators integrate the plain LIF of Eq. 1-3 (an MPBN neuron normalizes before firing)."""
+    return type(lif) is LIF or not isinstance(lif, MPBNLIF)
 
 
 def synapse(layer: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor:
@@ -88,7 +108,7 @@ class TdBNLIF(nn.Sequential):
         for layer in layers:
             if isinstance(layer, LIF):
                 named["lif"] = layer
-            elif isinstance(layer, (_TdBatchNorm, nn.modules.batchnorm._BatchNorm)):
+            elif isinstance(layer, (_TdBatchNorm, _TimeNorm, nn.modules.batchnorm._BatchNorm)):
                 named["bn"] = layer
             elif isinstance(layer, TimeDistributed) and isinstance(layer.module, nn.Linear):
                 named["fc"] = layer
@@ -109,23 +129,33 @@ class TdBNLIF(nn.Sequential):
         ``synapse_done``: ``x`` is already the synaptic layer's output (a static image's encoding conv, run once
         and repeated over time)."""
         syn = None if synapse_done else self._synapse_layer()
-        lean = unit_mode(self._modules.get("bn")) and _backend_allows(self.lif, x)
+        path = self._path(x)
         if syn is not None:
-            if lean and self.spikes_in and mask is None:
+            if path != "modules" and self.spikes_in and mask is None:
                 mask = pack_spikes(x)
-            x = synapse(syn, x, mask if lean else None)
-        return self.activate(x, lean=lean)
+            x = synapse(syn, x, mask if path != "modules" else None)
+        return self.activate(x, path=path)
 
-    def activate(self, z: Tensor, *, lean: bool | None = None) -> Tensor:
-        """The unit after its synaptic layer: ``LIF(bn(z))``, as one operator where it applies."""
+    def _path(self, z: Tensor) -> str:
+        """``"operator"`` (the tdBN unit operator), ``"recompute"`` (a successor's modules, recomputed in backward)
+        or ``"modules"`` (one after the other)."""
         bn = self._modules.get("bn")
-        if lean is None:
-            lean = unit_mode(bn) and _backend_allows(self.lif, z)
-        if lean:
-            return td_bn_lif(z, bn.unit_args(z), self.lif.params)
-        if bn is not None:
-            z = bn(z)
-        return self.lif(z)
+        if _op_neuron(self.lif) and unit_mode(bn) and _backend_allows(self.lif, z):
+            return "operator"
+        return "recompute" if recompute_mode(self.lif, bn) else "modules"
+
+    def activate(self, z: Tensor, *, path: str | None = None) -> Tensor:
+        """The unit after its synaptic layer: ``LIF(bn(z))``, as one operator or recomputed where it applies."""
+        path = path or self._path(z)
+        if path == "operator":
+            return td_bn_lif(z, self.bn.unit_args(z), self.lif.params)
+        if path == "recompute":
+            return recomputed(self._norm_lif, z, params=_parameters(self._modules.get("bn"), self.lif))
+        return self._norm_lif(z)
+
+    def _norm_lif(self, z: Tensor) -> Tensor:
+        bn = self._modules.get("bn")
+        return self.lif(bn(z) if bn is not None else z)
 
     def extra_repr(self) -> str:
         return "spikes_in=True" if self.spikes_in else ""
@@ -155,7 +185,8 @@ def residual_junction(za: Tensor, norm_a: nn.Module, x: Tensor, x_mask: Tensor, 
     conv, norm_b = shortcut._modules.get("conv"), shortcut._modules.get("bn")
     if len(shortcut) != (conv is not None) + (norm_b is not None):
         return None  # a shortcut of other layers
-    if not (unit_mode(norm_a) and (norm_b is None or unit_mode(norm_b)) and _backend_allows(lif, za)):
+    if not (_op_neuron(lif) and unit_mode(norm_a) and (norm_b is None or unit_mode(norm_b))
+            and _backend_allows(lif, za)):
         return None
     if conv is not None:
         if norm_b is None:
@@ -165,3 +196,24 @@ def residual_junction(za: Tensor, norm_a: nn.Module, x: Tensor, x_mask: Tensor, 
         zb, zb_mask = x, x_mask
     args_b = norm_b.unit_args(zb) if norm_b is not None else None
     return td_bn_add_lif(za, norm_a.unit_args(za), zb, args_b, lif.params, zb_mask=zb_mask)
+
+
+def recomputed_junction(za: Tensor, norm_a: nn.Module, x: Tensor, x_mask: Tensor, shortcut: nn.Sequential,
+                        lif: LIF) -> Tensor | None:
+    """``lif(norm_a(za) + shortcut(x))`` for a successor normalization or an MPBN neuron, recomputed in backward
+    (:mod:`tdbn.layers.recompute`): stores ``za`` and the shortcut's conv output, or the block input's bits for an
+    identity shortcut, as the junction operator does. None for a shortcut of other layers."""
+    conv, norm_b = shortcut._modules.get("conv"), shortcut._modules.get("bn")
+    if len(shortcut) != (conv is not None) + (norm_b is not None):
+        return None
+
+    def junction(za: Tensor, zb: Tensor) -> Tensor:
+        return lif(norm_a(za) + (norm_b(zb) if norm_b is not None else zb))
+
+    zb = synapse(conv, x, x_mask) if conv is not None else x
+    return recomputed(junction, za, zb, params=_parameters(norm_a, norm_b, lif),
+                      spike_args=() if conv is not None else (1,))
+
+
+def _parameters(*modules: nn.Module | None) -> list[Tensor]:
+    return [p for m in modules if m is not None for p in m.parameters()]

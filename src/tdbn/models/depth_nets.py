@@ -45,7 +45,7 @@ def plain(
     decoding fc. Every hidden layer is ``conv -> tdBN(alpha=1) -> LIF``."""
     if depth < 5:
         raise ValueError(f"plain depth must be >= 5 (encoding + 3 stages + decoding), got {depth}")
-    opts = spiking_options(**options)
+    opts = spiking_options(timesteps=timesteps, **options)
     widths = [scaled(w, width) for w in _WIDTHS]
     body, ch = _plain_body(opts, widths[0], widths, _split(depth - 2, 3))
     return _net(opts, body, ch, widths[0], num_classes, in_channels, timesteps)
@@ -60,7 +60,7 @@ def resnet(
     three stages, so that plain and residual nets of one depth have the same number of weight layers."""
     if depth < 8 or (depth - 2) % 2:
         raise ValueError(f"resnet depth must be even and >= 8 (2 + 2 * blocks), got {depth}")
-    opts = spiking_options(**options)
+    opts = spiking_options(timesteps=timesteps, **options)
     widths = [scaled(w, width) for w in _WIDTHS]
     body, ch = _stages(opts, widths[0], widths, _split((depth - 2) // 2, 3), [False, True, True], bottleneck=False)
     return _net(opts, body, ch, widths[0], num_classes, in_channels, timesteps)

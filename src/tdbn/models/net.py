@@ -92,7 +92,7 @@ def encoder(opts: SpikingOptions, in_ch: int, out_ch: int, kernel_size: int, str
 def spiking_fc(opts: SpikingOptions, in_f: int, out_f: int) -> TdBNLIF:
     """A spiking fully-connected layer ``fc -> tdBN -> LIF`` (the fc-256 of ResNet-17/19; its input is pooled
     spikes, not 0/1)."""
-    return TdBNLIF(*linear_bn(opts, in_f, out_f).children(), opts.lif())
+    return TdBNLIF(*linear_bn(opts, in_f, out_f).children(), opts.lif(out_f))
 
 
 def pool_head(pool: nn.Module) -> "OrderedDict[str, nn.Module]":

@@ -9,9 +9,11 @@ from dataclasses import dataclass, fields
 from torch import nn
 
 from ..functional.params import DEFAULT_LIF, LIFParameters
-from ..layers import LIF, TdBatchNorm1d, TdBatchNorm2d, TdBNLIF, TimeDistributed
+from ..layers import BNTT, LIF, MPBNLIF, TAB, TEBN, TdBatchNorm1d, TdBatchNorm2d, TdBNLIF, TimeDistributed
 
-NORMS = ("tdbn", "bn", "none")
+#: the normalizations every network takes (docs/method.md): the paper's tdBN, plain BN, its successors, or none
+NORMS = ("tdbn", "bn", "tebn", "bntt", "tab", "mpbn", "none")
+_TIME_NORMS = {"tebn": TEBN, "bntt": BNTT, "tab": TAB}
 SHORTCUT_NORMS = ("all", "projection")
 
 
@@ -22,8 +24,12 @@ class SpikingOptions:
     Attributes:
         neuron: the LIF parameters of every neuron (:class:`~tdbn.functional.params.LIFParameters`: tau, v_th,
             surrogate and its width; defaults in :data:`~tdbn.functional.params.DEFAULT_LIF`).
-        norm: ``"tdbn"`` (paper), ``"bn"`` (standard BN: the alpha*v_th scale removed, i.e. scale 1) or
-            ``"none"`` (no normalization; convs get a bias).
+        norm: ``"tdbn"`` (paper), ``"bn"`` (standard BN: the alpha*v_th scale removed, i.e. scale 1), one of
+            tdBN's successors (docs/method.md): ``"tebn"``, ``"bntt"``, ``"tab"`` (normalizations with per-step
+            parameters, in place of every tdBN), ``"mpbn"`` (standard BN after each synaptic layer and a batch norm
+            on every neuron's membrane potential, :class:`~tdbn.layers.MPBNLIF`), or ``"none"`` (no normalization;
+            convs get a bias). ``residual_alpha`` applies to tdBN alone.
+        timesteps: T, which the normalizations with per-step parameters are built for (the builders set it).
         residual_alpha: alpha of the tdBNs whose outputs are summed in a residual block (paper: 1/sqrt(2)).
         shortcut_norm: ``"all"`` puts a tdBN on every shortcut, identity included (default, the paper's variance
             argument); ``"projection"`` only on projection shortcuts (what many re-implementations do).
@@ -33,6 +39,7 @@ class SpikingOptions:
     norm: str = "tdbn"
     residual_alpha: float = 1.0 / math.sqrt(2.0)
     shortcut_norm: str = "all"
+    timesteps: int = 1
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
@@ -46,15 +53,18 @@ class SpikingOptions:
     def v_th(self) -> float:
         return self.neuron.v_th
 
-    def lif(self) -> LIF:
-        return LIF(self.neuron)
+    def lif(self, channels: int) -> LIF:
+        """The neurons of a layer of ``channels`` channels (features)."""
+        return MPBNLIF(channels, self.neuron) if self.norm == "mpbn" else LIF(self.neuron)
 
     def norm_layer(self, channels: int, *, alpha: float = 1.0, dims: int = 2) -> nn.Module | None:
         cls = TdBatchNorm2d if dims == 2 else TdBatchNorm1d
         if self.norm == "tdbn":
             return cls(channels, alpha=alpha, v_th=self.v_th)
-        if self.norm == "bn":  # standard BN: normalized to unit variance, no alpha * v_th
+        if self.norm in ("bn", "mpbn"):  # standard BN: normalized to unit variance, no alpha * v_th
             return cls(channels, alpha=1.0, v_th=1.0)
+        if self.norm in _TIME_NORMS:
+            return _TIME_NORMS[self.norm](channels, self.timesteps, dims=dims)
         return None
 
 
@@ -66,7 +76,7 @@ SPIKING_OPTIONS = NEURON_OPTIONS + ("norm", "residual_alpha", "shortcut_norm")
 PLAIN_OPTIONS = NEURON_OPTIONS + ("norm",)
 
 
-def spiking_options(**options) -> SpikingOptions:
+def spiking_options(*, timesteps: int = 1, **options) -> SpikingOptions:
     """The :class:`SpikingOptions` of a network from its keyword options (``tau``, ``v_th``, ``surrogate``,
     ``surrogate_width``, ``norm``, ``residual_alpha``, ``shortcut_norm``); each one not given takes its default,
     defined once (:data:`~tdbn.functional.params.DEFAULT_LIF` and the fields of :class:`SpikingOptions`).
@@ -79,7 +89,7 @@ def spiking_options(**options) -> SpikingOptions:
     if unknown:
         raise ValueError(f"unknown option(s) {unknown}; valid: {sorted(SPIKING_OPTIONS)}")
     neuron = LIFParameters(**{k: options.pop(k) for k in NEURON_OPTIONS if k in options})
-    return SpikingOptions(neuron=neuron, **options)
+    return SpikingOptions(neuron=neuron, timesteps=int(timesteps), **options)
 
 
 def scaled(channels: int, width: float) -> int:
@@ -111,7 +121,7 @@ def unit(
     """``conv -> tdBN -> LIF`` as one :class:`~tdbn.layers.TdBNLIF` (children ``conv``, ``bn``, ``lif``);
     ``spikes_in``: its input is a LIF's output (every conv but the encoding one)."""
     seq = conv_bn(opts, in_ch, out_ch, kernel_size, stride=stride)
-    return TdBNLIF(*seq.children(), opts.lif(), spikes_in=spikes_in)
+    return TdBNLIF(*seq.children(), opts.lif(out_ch), spikes_in=spikes_in)
 
 
 def linear_bn(opts: SpikingOptions, in_f: int, out_f: int, *, alpha: float = 1.0) -> nn.Sequential:

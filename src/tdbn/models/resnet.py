@@ -9,7 +9,7 @@ from torch import nn
 
 from ..layers import TimeDistributed
 from ..operators.spike_ops import pack_spikes
-from ..layers.units import residual_junction, synapse, unit_mode
+from ..layers.units import recompute_mode, recomputed_junction, residual_junction, synapse, unit_mode
 from .net import SpikingNet, encoder, pool_head, spiking_fc
 from .options import SPIKING_OPTIONS, SpikingOptions, conv_bn, scaled, spiking_options, unit
 from .registry import register
@@ -40,17 +40,21 @@ class _ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *units, last = self.residual.children()
-        if unit_mode(last._modules.get("bn")):  # each unit and the junction check the rest themselves
+        norm_a = last._modules.get("bn")
+        recompute = recompute_mode(self.lif, norm_a, self.shortcut._modules.get("bn"))
+        if unit_mode(norm_a) or recompute:  # each unit and the junction check the rest themselves
             mask = pack_spikes(x)
             a, a_mask = x, mask
             for u in units:
                 a = u(a, a_mask)
                 a_mask = pack_spikes(a)
             za = synapse(last.conv, a, a_mask)
-            out = residual_junction(za, last.bn, x, mask, self.shortcut, self.lif)
+            out = residual_junction(za, norm_a, x, mask, self.shortcut, self.lif)
+            if out is None and recompute:
+                out = recomputed_junction(za, norm_a, x, mask, self.shortcut, self.lif)
             if out is not None:
                 return out
-            return self.lif(last.bn(za) + self.shortcut(x))
+            return self.lif(norm_a(za) + self.shortcut(x))
         return self.lif(self.residual(x) + self.shortcut(x))
 
 
@@ -66,7 +70,7 @@ class BasicBlock(_ResidualBlock):
             )
         )
         self.shortcut = _shortcut(opts, in_ch, out_ch, stride)
-        self.lif = opts.lif()
+        self.lif = opts.lif(out_ch)
 
 
 class Bottleneck(_ResidualBlock):
@@ -85,7 +89,7 @@ class Bottleneck(_ResidualBlock):
             )
         )
         self.shortcut = _shortcut(opts, in_ch, out_ch, stride)
-        self.lif = opts.lif()
+        self.lif = opts.lif(out_ch)
 
 
 def _stages(
@@ -140,7 +144,7 @@ def resnet19(
     **options,
 ) -> SpikingNet:
     """ResNet-19 (CIFAR-10, CIFAR10-DVS): conv 3x3-128 s1; [128]x3, [256]x3*, [512]x2*; avg pool /2, fc-256, fc."""
-    opts = spiking_options(**options)
+    opts = spiking_options(timesteps=timesteps, **options)
     return _small_resnet(
         num_classes=num_classes, in_channels=in_channels, width=width, timesteps=timesteps, input_size=input_size,
         opts=opts, conv1=128, widths=[128, 256, 512], blocks=[3, 3, 2], downsample=[False, True, True],
@@ -153,7 +157,7 @@ def resnet17(
     **options,
 ) -> SpikingNet:
     """ResNet-17 (DVS128 Gesture): conv 3x3-64 s1; [64]x3*, [128]x4*; avg pool /2, fc-256, fc-11."""
-    opts = spiking_options(**options)
+    opts = spiking_options(timesteps=timesteps, **options)
     return _small_resnet(
         num_classes=num_classes, in_channels=in_channels, width=width, timesteps=timesteps, input_size=input_size,
         opts=opts, conv1=64, widths=[64, 128], blocks=[3, 4], downsample=[True, True],
@@ -191,7 +195,7 @@ def resnet34(
     *, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, timesteps: int = 6, **options,
 ) -> SpikingNet:
     """ResNet-34 (ImageNet): conv 7x7-64 s2; [64]x3*, [128]x4*, [256]x6*, [512]x3*; avg pool, fc-1000."""
-    opts = spiking_options(**options)
+    opts = spiking_options(timesteps=timesteps, **options)
     return _imagenet_resnet(
         num_classes=num_classes, in_channels=in_channels, width=width, timesteps=timesteps, opts=opts,
         conv1=64, widths=[64, 128, 256, 512], blocks=[3, 4, 6, 3], bottleneck=False,
@@ -203,7 +207,7 @@ def resnet34_large(
     *, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, timesteps: int = 6, **options,
 ) -> SpikingNet:
     """ResNet-34 large (ImageNet): ResNet-34 with doubled widths: conv 7x7-128 s2; [128]x3*, ..., [1024]x3*."""
-    opts = spiking_options(**options)
+    opts = spiking_options(timesteps=timesteps, **options)
     return _imagenet_resnet(
         num_classes=num_classes, in_channels=in_channels, width=width, timesteps=timesteps, opts=opts,
         conv1=128, widths=[128, 256, 512, 1024], blocks=[3, 4, 6, 3], bottleneck=False,
@@ -215,7 +219,7 @@ def resnet50(
     *, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, timesteps: int = 6, **options,
 ) -> SpikingNet:
     """ResNet-50 (ImageNet): conv 7x7-64 s2; bottlenecks [64,64,256]x3*, [128]x4*, [256]x6*, [512]x3*; fc-1000."""
-    opts = spiking_options(**options)
+    opts = spiking_options(timesteps=timesteps, **options)
     return _imagenet_resnet(
         num_classes=num_classes, in_channels=in_channels, width=width, timesteps=timesteps, opts=opts,
         conv1=64, widths=[64, 128, 256, 512], blocks=[3, 4, 6, 3], bottleneck=True,

@@ -13,7 +13,13 @@ the layers with state or with batch-dependent kernels have step functions of the
   ``T*N`` samples (:func:`tdbn.stream.exact.in_batch`);
 - time-first stateless layers (tdBN, ``Flatten``): the module on a one-step sequence ``[1, N, ...]``;
 - per-sample stateless layers (pooling, ``nn.Flatten``, ``nn.Identity``, the fused ``ChannelAffine2d``): the module
-  on ``[N, ...]``, as ``TimeDistributed`` gives it ``[T*N, ...]``.
+  on ``[N, ...]``, as ``TimeDistributed`` gives it ``[T*N, ...]``;
+- the normalizations with per-step parameters (TEBN, BNTT, TAB): step ``t``'s affine map (running statistics);
+  a stream longer than the ``T`` the model was built for keeps the last step's map for every later step (the
+  statistics a model learned for its last step are the ones closest to a steady state; TAB's accumulated
+  statistics in particular). Exact for the first ``T`` steps, a choice after them;
+- the MPBN neuron: one step of its own update from the carried potential (the spikes of the previous step are
+  recomputed from it with the running statistics).
 
 A module type with no entry is refused with its name and place in the model; :func:`register_step` adds one. A
 subclass uses its base class's step only if it does not override ``forward``.
@@ -30,6 +36,8 @@ from ..export.nir import INPUT
 from ..export.nir_model import NIRNet
 from ..layers import LIF, Flatten, MeanOverTime, TdBatchNorm1d, TdBatchNorm2d, TdBNLIF, TimeDistributed
 from ..layers.affine import ChannelAffine2d
+from ..layers.mpbn import MPBNLIF
+from ..layers.temporal_norm import BNTT, TAB, TEBN, _TimeNorm
 from ..models import BasicBlock, Bottleneck, SpikingNet
 from .exact import in_batch
 from ..operators.recursions import step_reference
@@ -81,12 +89,13 @@ class Walk:
     """One step of one stream through ``model``: the carried potentials in, the new ones out.
 
     ``samples`` (``T*N``) and ``row`` (``t*N`` at step ``t``) say where this step's ``N`` samples sit in the batch
-    of the multi-step forward's stateless layers.
+    of the multi-step forward's stateless layers; ``step``: the steps the stream has taken before this one.
     """
 
     def __init__(self, model: nn.Module, names: Mapping[LIF, str], previous: Mapping[str, Tensor] | None, *,
-                 samples: int, row: int):
+                 samples: int, row: int, step: int = 0):
         self.model = model
+        self.step = step
         self.names = names
         self.previous = previous
         self.samples = samples
@@ -211,6 +220,26 @@ def _per_sample(layer: nn.Module, x: Tensor, walk: Walk) -> Tensor:
 def _time_first(layer: nn.Module, x: Tensor, walk: Walk) -> Tensor:
     """A stateless time-first layer on the one-step sequence ``[1, N, ...]``."""
     return layer(x.unsqueeze(0))[0]
+
+
+@register_step(TEBN, BNTT, TAB)
+def _per_step_norm(norm: _TimeNorm, x: Tensor, walk: Walk) -> Tensor:
+    """Step ``t``'s affine map (the last step's after ``T`` steps), as the multi-step forward applies it."""
+    t = min(walk.step, norm.timesteps - 1)
+    scale, shift = norm.step_affine()
+    shape = (1, norm.num_features) + (1,) * (x.dim() - 2)
+    return torch.addcmul(shift[t].reshape(shape), x, scale[t].reshape(shape))
+
+
+@register_step(MPBNLIF)
+def _mpbn_lif(lif: MPBNLIF, x: Tensor, walk: Walk) -> Tensor:
+    name, u_prev = walk.carried(lif)
+    o_prev = None
+    if u_prev is not None:
+        check_carried(u_prev, x.shape)
+        o_prev = (lif.normalize(u_prev, batch=False) - lif.v_th > 0).to(x.dtype)  # as the forward pass fired
+    spikes, walk.new[name] = lif.step(x, u_prev, o_prev)
+    return spikes
 
 
 @register_step(MeanOverTime)

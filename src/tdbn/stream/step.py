@@ -106,7 +106,7 @@ def step(model: nn.Module, x_t: Tensor, state: StreamState) -> tuple[Tensor, Str
         raise ValueError("this state belongs to another model: its neurons differ from the model's LIF modules")
     T = getattr(model, "timesteps", None) or 1  # the multi-step forward the step reproduces runs T*N samples
     walk = Walk(model, {m: name for name, m in lifs.items()}, state.membranes if state.steps > 0 else None,
-                samples=T * state.batch_size, row=(state.steps % T) * state.batch_size)
+                samples=T * state.batch_size, row=(state.steps % T) * state.batch_size, step=state.steps)
     with torch.no_grad():
         out = walk(model, x_t)  # [N, K]
     if out.dim() < 1 or out.shape[0] != state.batch_size:
