@@ -82,10 +82,10 @@ class MPBNLIF(LIF):
             raise ValueError(f"MPBNLIF({self.num_features}) expects [T, N, {self.num_features}, ...], got shape "
                              f"{tuple(x.shape)}")
 
-    def normalize(self, u: Tensor, *, batch: bool, count: bool = False) -> Tensor:
-        """``u_hat`` of one step ``u [N, C, ...]``: with its batch statistics (``batch``; ``count``: update the
-        running statistics with them) or with the running statistics."""
-        shape = (1, self.num_features) + (1,) * (u.dim() - 2)
+    def margin(self, u: Tensor, *, batch: bool, count: bool = False) -> Tensor:
+        """``u_hat - v_th`` of one step ``u [N, C, ...]`` (the neuron fires where it is > 0), as one multiply-add:
+        with the batch statistics of ``u`` (``batch``; ``count``: update the running statistics with them) or with
+        the running statistics."""
         if batch:
             mean, var, n = step_moments(u.unsqueeze(0), self.process_group, synchronized=self.synchronized())
             mean, var = mean[0], var[0]
@@ -94,14 +94,16 @@ class MPBNLIF(LIF):
         else:
             mean, var = self.running_mean, self.running_var
         scale = self.weight * torch.rsqrt(var + self.eps)
-        return (u - mean.view(shape)) * scale.view(shape) + self.bias.view(shape)
+        shift = self.bias - mean * scale - self.params.v_th
+        shape = (1, self.num_features) + (1,) * (u.dim() - 2)
+        return torch.addcmul(shift.view(shape), u, scale.view(shape))
 
     def step(self, x_t: Tensor, u_prev: Tensor | None, o_prev: Tensor | None, *, batch: bool = False,
              count: bool = False) -> tuple[Tensor, Tensor]:
         """One step from the carried potential ``u_prev`` and spikes ``o_prev`` (None: from rest): ``(o_t, u_t)``."""
         p = self.params
-        u = x_t if u_prev is None else p.tau * u_prev * (1 - o_prev) + x_t
-        o = _Fire.apply(self.normalize(u, batch=batch, count=count) - p.v_th, p.surrogate, p.surrogate_width)
+        u = x_t if u_prev is None else torch.addcmul(x_t, u_prev, 1 - o_prev, value=p.tau)
+        o = _Fire.apply(self.margin(u, batch=batch, count=count), p.surrogate, p.surrogate_width)
         return o, u
 
     def forward_with_membrane(self, x: Tensor) -> tuple[Tensor, Tensor]:
