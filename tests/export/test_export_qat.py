@@ -192,5 +192,12 @@ def test_finetune_refuses_bad_input(trained_run: Path, tmp_path: Path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("tdbn finetune: error:") and message in err, (argv, err)
     assert not (tmp_path / "new").exists()
+    runs = tmp_path / "runs"  # a decay that is no exact shift has no integer network to fine-tune
+    assert main(["train", "model.tau=0.3", "model.width=0.0625", "optim.epochs=1", "data.train_limit=32",
+                 "data.test_limit=16", f"out_dir={runs}", "progress=false"]) == 0
+    capsys.readouterr()
+    (tau_run,) = runs.iterdir()
+    assert main(["finetune", str(tau_run), "--bits", "4", "--out", out]) == 2
+    assert "tau=0.3 is not m / 2^q" in capsys.readouterr().err and not (tmp_path / "new").exists()
     with pytest.raises(ValueError, match="eval mode"):
         FakeQuantNet(tdbn.fuse(restore(trained_run).model).train(), bits=4, input_shape=(1, 8, 8), input_scale=0.1)

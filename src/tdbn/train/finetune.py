@@ -108,14 +108,14 @@ def finetune(
     cfg.optim.epochs, cfg.optim.lr, cfg.optim.batch_size, cfg.optim.weight_decay = epochs, float(lr), bs, 0.0
     cfg.optim.schedule, cfg.optim.warmup_epochs = "cosine", 0.0
     cfg.run_dir, cfg.threads, cfg.device, cfg.amp = str(out), threads, "cpu", "fp32"
+    model = fuse(run.model.float())  # the network to train; its integer form now (a decay that is no shift: refused)
+    net = FakeQuantNet(model, bits=bits, input_shape=run.input_shape, input_scale=scale, per_channel=per_channel,
+                       input_bits=input_bits)
     torch.manual_seed(cfg.seed)
     data = build_data(cfg.data, batch_size=bs, timesteps=cfg.model.timesteps, seed=cfg.seed,
                       eval_batch_size=2 * bs, log=log)
     if len(data.train) == 0:
         raise TrainingError(f"{data.train.num_samples} training samples make no batch of {bs}; lower --batch-size")
-    model = fuse(run.model.float())
-    net = FakeQuantNet(model, bits=bits, input_shape=run.input_shape, input_scale=scale, per_channel=per_channel,
-                       input_bits=input_bits)
     ctx, precision = Context(Shard(), torch.device("cpu")), Precision.create("fp32", torch.device("cpu"))
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.optim.momentum)
     scheduler = build_scheduler(optimizer, cfg.optim, len(data.train))

@@ -111,8 +111,8 @@ def restore(path: str | Path, *, fuse: bool = False, device: str | torch.device 
 
     ``fuse=True`` returns ``tdbn.fuse(model)`` (Eq. 9-10), the normalization-free network with the same
     spikes. A checkpoint marked ``"fused"`` (written by ``tdbn finetune``) holds that network itself: it is
-    returned whatever ``fuse`` says. The LIF kernels are the run's (``model.lif_backend``) on CUDA, the torch ones elsewhere, unless
-    ``lif_backend`` says otherwise. Raises :class:`~tdbn.train.CheckpointError` naming the file.
+    returned whatever ``fuse`` says. The LIF kernels are the run's (``model.lif_backend``) on CUDA, the torch
+    ones elsewhere, unless ``lif_backend`` says otherwise. Raises :class:`~tdbn.train.CheckpointError` naming the file.
     """
     file = checkpoint_file(path)
     ckpt = load_checkpoint(file)
