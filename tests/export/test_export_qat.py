@@ -41,7 +41,7 @@ def test_fake_quant_forward_is_the_integer_network(trained_run: Path, test_digit
     with torch.no_grad():
         nodes = fq.forward_nodes(x)
         scores = fq(x)
-    assert fq.last_dtype == torch.float32  # every bound below 2^24: exact in float32
+    assert set(fq.last_kernels.values()) == {torch.float32}  # every bound below 2^24: exact in float32
     expected = ref.forward_nodes(x)
     assert set(nodes) == set(expected) and sum(n.kind == "lif" for n in ref.nodes.values()) == 18
     for name, value in expected.items():
@@ -54,6 +54,19 @@ def test_fake_quant_forward_is_the_integer_network(trained_run: Path, test_digit
             assert torch.equal(fq.net.nodes[name].theta, node.theta), name
     torch.testing.assert_close(scores.double(), ref(x), rtol=1e-6, atol=1e-6)
     assert torch.equal(scores.argmax(1), ref(x).argmax(1))
+
+
+def test_layers_beyond_float32_run_in_float64(trained_run: Path, test_digits):
+    """16-bit weights on a 16-bit input: the encoding layer's sums pass 2^24 (float64 there, and in the LIFs whose
+    membranes need it), the rest stays on float32; every node still equals the int64 simulation."""
+    x, _ = test_digits
+    fq, fused = _fake_quant(trained_run, bits=16, input_bits=16)
+    ref = quantize(fused, bits=16, input_shape=(1, 8, 8), input_scale=fq.net.input_scale, input_bits=16)
+    with torch.no_grad():
+        nodes = fq.forward_nodes(x)
+    assert fq.last_kernels["encoder.conv"] == torch.float64 and torch.float32 in fq.last_kernels.values()
+    for name, value in ref.forward_nodes(x).items():
+        assert torch.equal(nodes[name].to(torch.int64), value), name
 
 
 def test_gradient_reaches_every_parameter(trained_run: Path, test_digits):

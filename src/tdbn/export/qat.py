@@ -15,7 +15,7 @@ of those parameters at that moment, computed in integer units:
 - the scores: the decoder's integer output averaged over time, times its scale (Eq. 11, in real units).
 
 The float32 tensors hold these integers (and the membranes, multiples of ``2^-F``) exactly while every partial sum
-stays below ``2^24`` (:mod:`tdbn.export.quant_fast`'s bound, checked when the network is built: float64 otherwise),
+stays below ``2^24`` (:mod:`tdbn.export.quant_fast`'s bound, checked per layer at every step: float64 otherwise),
 so the forward pass equals :meth:`IntegerNet.forward_nodes` spike for spike and output for output.
 
 Backward: the rounding passes the gradient straight through (``d W_int / d W = 1 / s``; the clamp stops it for
@@ -36,7 +36,8 @@ from torch.nn import functional as F
 from ..functional import surrogate as surrogates
 from .nir import INPUT, OUTPUT
 from .quant import INPUT_BITS, IntegerNet, decoder_scale, lif_scale, quantize, synapse_integers
-from .quant_fast import FLOAT32, input_range, plan
+from ..messages import warn
+from .quant_fast import FLOAT32, INT64, input_range, plan
 
 __all__ = ["FakeQuantNet"]
 
@@ -108,7 +109,8 @@ class FakeQuantNet(nn.Module):
         self.net: IntegerNet = quantize(model, bits=bits, input_shape=input_shape, input_scale=input_scale,
                                         per_channel=per_channel, input_bits=input_bits)
         self.timesteps = self.net.timesteps
-        self.last_dtype = torch.float32  # of the last forward pass
+        self.last_kernels: dict[str, torch.dtype] = {}  # per conv / fc / LIF layer, of the last forward pass
+        self._warned = False
         self._layers = {name: model.get_submodule(name).module for name, node in self.net.nodes.items()
                         if node.kind in ("conv", "fc") and self._synaptic(name)}
         fed = {s for node in self.net.nodes.values() if node.kind == "lif" for s in node.sources}
@@ -163,8 +165,8 @@ class FakeQuantNet(nn.Module):
 
     def forward_nodes(self, x: torch.Tensor, *, keep: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """Every node's output ``[T, N, ...]`` in integer units (spikes 0/1 at LIF nodes), for the nodes in ``keep``
-        (default all); differentiable with respect to the model's parameters. Float32, or float64 where
-        :mod:`tdbn.export.quant_fast`'s bound says float32 could round (:attr:`last_dtype`)."""
+        (default all); differentiable with respect to the model's parameters. Each layer in float32, or in float64
+        where :mod:`tdbn.export.quant_fast`'s bound says float32 could round (:attr:`last_kernels`)."""
         return self._run(x, keep=keep)[0]
 
     def _run(self, x: torch.Tensor, *, keep: Sequence[str] | None) -> tuple[dict[str, torch.Tensor], dict]:
@@ -176,16 +178,24 @@ class FakeQuantNet(nn.Module):
         T = self.timesteps if static else X.shape[0]
         N = X.shape[0] if static else X.shape[1]
         plans = plan(self.net, input_range=input_range(self.net, X), timesteps=T)
-        dtype = self.last_dtype = torch.float32 if all(p.kernel == FLOAT32 for p in plans.values()) else \
-            torch.float64  # float64 where float32 could round; no layer of these networks needs int64
-        values: dict[str, torch.Tensor] = {INPUT: (X if static else X.flatten(0, 1)).to(dtype)}
+        beyond = sorted(n for n, p in plans.items() if p.kernel == INT64)
+        if beyond and not self._warned:
+            self._warned = True
+            warn(f"fake-quantized network: {', '.join(beyond[:3])} need integers beyond 2^53, which float64 can round "
+                 "(the integer network computes them in int64); use fewer bits or fewer steps")
+        # each layer in float32 where its bound proves it exact, else float64; a layer's input is cast to its type,
+        # exactly: the bound covers the input's range too
+        self.last_kernels = {n: torch.float32 if p.kernel == FLOAT32 else torch.float64 for n, p in plans.items()}
+        values: dict[str, torch.Tensor] = {INPUT: X if static else X.flatten(0, 1)}
         is_static = {INPUT: static}
         for name, node in self.net.nodes.items():
             if node.kind == "input":
                 continue
+            dtype = self.last_kernels.get(name) or (  # flatten, output: as their sources
+                torch.float64 if any(values[s].dtype == torch.float64 for s in node.sources) else torch.float32)
             st = all(is_static[s] for s in node.sources)
-            parts = [values[s] if st or not is_static[s] else values[s].repeat(T, *[1] * (values[s].dim() - 1))
-                     for s in node.sources]
+            parts = [(values[s] if st or not is_static[s] else values[s].repeat(T, *[1] * (values[s].dim() - 1)))
+                     .to(dtype) for s in node.sources]
             total = parts[0]
             for p in parts[1:]:
                 total = total + p
