@@ -34,9 +34,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..functional import surrogate as surrogates
+from ..messages import warn
 from .nir import INPUT, OUTPUT
 from .quant import INPUT_BITS, IntegerNet, decoder_scale, lif_scale, quantize, synapse_integers
-from ..messages import warn
 from .quant_fast import FLOAT32, INT64, input_range, plan
 
 __all__ = ["FakeQuantNet"]
@@ -142,7 +142,7 @@ class FakeQuantNet(nn.Module):
         for name, node in self.net.nodes.items():
             if node.kind != "lif":
                 continue
-            theta, scale = lif_scale([real[s][0].detach().numpy() for s in node.sources], v_th=self._lif[name][0],
+            theta, scale = lif_scale([real[s][0].detach().cpu().numpy() for s in node.sources], v_th=self._lif[name][0],
                                      qmax=self.qmax, per_channel=self.per_channel)
             for s in node.sources:
                 out[s] = (*synapse_integers(*real[s], scale, qmax=self.qmax, rounding=rounding), scale)
@@ -150,7 +150,7 @@ class FakeQuantNet(nn.Module):
             node.theta = out[name][0].to(torch.int64)
         for name in self._decoders:
             w, b = real[name]
-            scale = decoder_scale(w.detach().numpy(), qmax=self.qmax)
+            scale = decoder_scale(w.detach().cpu().numpy(), qmax=self.qmax)
             out[name] = (*synapse_integers(w, b, scale, qmax=None, rounding=rounding), scale)
             self.net.nodes[name].scale = scale
         for name in self._layers:

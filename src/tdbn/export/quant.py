@@ -333,7 +333,7 @@ def synapse_integers(weight: torch.Tensor, bias: torch.Tensor, scale: float | np
     value per output row; no clamp for ``qmax=None`` (the decoder, whose largest weight is ``q_max``).
     ``rounding``: ``torch.round`` (half to even, as ``np.rint``), or a straight-through rounding for training
     (:mod:`tdbn.export.qat`): the same values either way."""
-    s = torch.as_tensor(np.asarray(scale, dtype=np.float64))
+    s = torch.as_tensor(np.asarray(scale, dtype=np.float64), device=weight.device)
     w = rounding(weight / (s.view(-1, *[1] * (weight.dim() - 1)) if s.dim() else s))
     if qmax is not None:
         w = torch.clamp(w, -qmax, qmax)
