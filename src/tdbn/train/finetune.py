@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ..data import DataNotFoundError
 from ..fusion import fuse
 from ..messages import warn
 from .amp import Precision
@@ -112,8 +113,15 @@ def finetune(
     net = FakeQuantNet(model, bits=bits, input_shape=run.input_shape, input_scale=scale, per_channel=per_channel,
                        input_bits=input_bits)
     torch.manual_seed(cfg.seed)
-    data = build_data(cfg.data, batch_size=bs, timesteps=cfg.model.timesteps, seed=cfg.seed,
-                      eval_batch_size=2 * bs, log=log)
+    try:
+        data = build_data(cfg.data, batch_size=bs, timesteps=cfg.model.timesteps, seed=cfg.seed,
+                          eval_batch_size=2 * bs, log=log)
+    except DataNotFoundError as err:
+        if data_root is not None:
+            raise
+        raise DataNotFoundError(err.path, expected=err.expected, problem=err.problem,
+                                source=f"{err.source}\n(the data location recorded in the run; pass --data ROOT to "
+                                       "use another)") from None
     if len(data.train) == 0:
         raise TrainingError(f"{data.train.num_samples} training samples make no batch of {bs}; lower --batch-size")
     ctx, precision = Context(Shard(), torch.device("cpu")), Precision.create("fp32", torch.device("cpu"))
