@@ -2,7 +2,8 @@
 
 Entry points: :func:`train` (what ``tdbn train`` runs), :func:`evaluate_checkpoint` (``tdbn eval``),
 :func:`load_config` (defaults < preset < ``key=value`` overrides), :func:`restore` (a checkpoint back to its model:
-``tdbn.load``, ``tdbn eval``, ``tdbn export`` and ``tdbn analyze`` all use it).
+``tdbn.load``, ``tdbn eval``, ``tdbn export`` and ``tdbn analyze`` all use it), :func:`tdbn.train.finetune.finetune`
+(``tdbn finetune``: quantization-aware fine-tuning of a run into a new one).
 
 Example:
     >>> cfg = load_config("mnist", ["optim.epochs=1"])
