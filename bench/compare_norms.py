@@ -77,9 +77,16 @@ def train_one(preset: str, method: str, seed: int, slot: Path, extra: list[str],
         if threads:
             cmd.append(f"threads={threads}")
     print(f"[{time.strftime('%H:%M:%S')}] {method} seed {seed}: {' '.join(cmd[3:])}", flush=True)
-    subprocess.run(cmd, check=True, env=env)
+    proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    sys.stderr.write(proc.stderr)
     run = _run_folder(slot)
-    done.write_text(json.dumps({"run": str(run), "method": method, "seed": seed}))
+    record = {"run": str(run), "method": method, "seed": seed}
+    if proc.returncode == 130 or proc.returncode < 0:
+        raise KeyboardInterrupt  # stopped: resume later
+    if proc.returncode != 0:  # a run that failed (e.g. diverged) is a result of the comparison: recorded, not retried
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        record["failed"] = lines[-1] if lines else f"exit status {proc.returncode}"
+    done.write_text(json.dumps(record))
     return run
 
 
@@ -92,35 +99,45 @@ def summarize(out: Path, methods: list[str], seeds: list[int], title: str) -> di
     rows = []
     curves = {}
     for method in methods:
-        finals, minutes, per_seed = [], [], []
+        finals, minutes, per_seed, failed = [], [], [], []
         for seed in seeds:
             done = out / f"{method}-s{seed}" / "done.json"
             if not done.exists():
                 continue
-            c = curve(Path(json.loads(done.read_text())["run"]))
+            record = json.loads(done.read_text())
+            if "failed" in record:
+                failed.append(f"seed {seed}: {record['failed']}")
+                continue
+            c = curve(Path(record["run"]))
             if c:
                 per_seed.append(c)
                 finals.append(c[-1][1])
                 minutes.append(c[-1][0])
-        if not finals:
+        if not finals and not failed:
             continue
         curves[method] = per_seed
         rows.append({
-            "method": method, "seeds": len(finals), "top1_mean": statistics.mean(finals),
+            "method": method, "seeds": len(finals), "top1_mean": statistics.mean(finals) if finals else None,
             "top1_sd": statistics.stdev(finals) if len(finals) > 1 else 0.0, "top1_each": finals,
-            "train_min_mean": statistics.mean(minutes), "published_cifar10": PUBLISHED_CIFAR10.get(method, ""),
+            "train_min_mean": statistics.mean(minutes) if minutes else None, "failed": failed,
+            "published_cifar10": PUBLISHED_CIFAR10.get(method, ""),
         })
     summary = {"title": title, "rows": rows}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     with open(out / "summary.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "seeds", "top1_mean", "top1_sd", "top1_each", "train_min_mean", "published_cifar10"])
+        w.writerow(["method", "seeds", "top1_mean", "top1_sd", "top1_each", "train_min_mean", "failed",
+                    "published_cifar10"])
         for r in rows:
-            w.writerow([r["method"], r["seeds"], f"{r['top1_mean']:.2f}", f"{r['top1_sd']:.2f}",
-                        " ".join(f"{v:.2f}" for v in r["top1_each"]), f"{r['train_min_mean']:.2f}",
-                        r["published_cifar10"]])
+            w.writerow([r["method"], r["seeds"], _fmt(r["top1_mean"]), _fmt(r["top1_sd"]),
+                        " ".join(f"{v:.2f}" for v in r["top1_each"]), _fmt(r["train_min_mean"]),
+                        "; ".join(r["failed"]), r["published_cifar10"]])
     _plot(curves, out / "curves.png", title)
     return summary
+
+
+def _fmt(v: float | None) -> str:
+    return "" if v is None else f"{v:.2f}"
 
 
 def _plot(curves: dict, path: Path, title: str) -> None:
@@ -146,12 +163,13 @@ def _plot(curves: dict, path: Path, title: str) -> None:
 
 
 def table(summary: dict) -> str:
-    lines = ["| method | seeds | test top-1 (mean +- sd) | each seed | training min (mean) | published (CIFAR-10, ResNet-19) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| method | seeds | test top-1 (mean +- sd) | each seed | training min (mean) | failed runs | "
+             "published (CIFAR-10, ResNet-19) |", "|---|---|---|---|---|---|---|"]
     for r in summary["rows"]:
-        lines.append(f"| {r['method']} | {r['seeds']} | {r['top1_mean']:.2f} +- {r['top1_sd']:.2f} | "
-                     f"{', '.join(f'{v:.2f}' for v in r['top1_each'])} | {r['train_min_mean']:.1f} | "
-                     f"{r['published_cifar10']} |")
+        acc = "" if r["top1_mean"] is None else f"{r['top1_mean']:.2f} +- {r['top1_sd']:.2f}"
+        mins = "" if r["train_min_mean"] is None else f"{r['train_min_mean']:.1f}"
+        lines.append(f"| {r['method']} | {r['seeds']} | {acc} | {', '.join(f'{v:.2f}' for v in r['top1_each'])} | "
+                     f"{mins} | {'; '.join(r['failed'])} | {r['published_cifar10']} |")
     return "\n".join(lines)
 
 

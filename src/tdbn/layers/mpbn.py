@@ -31,19 +31,93 @@ from .temporal_norm import step_moments, update_running
 Tensor = torch.Tensor
 
 
-class _Fire(torch.autograd.Function):
-    """``1[d > 0]`` with the surrogate derivative of Eq. 16 in backward."""
+def _affine(mean: Tensor, var: Tensor, weight: Tensor, bias: Tensor, eps: float, v_th: float) -> tuple[Tensor, Tensor]:
+    """``(scale, shift)`` with ``u_hat - v_th = scale * u + shift`` per channel."""
+    scale = weight * torch.rsqrt(var + eps)
+    return scale, bias - mean * scale - v_th
+
+
+def _advance(x_t: Tensor, u_prev: Tensor | None, o_prev: Tensor | None, tau: float) -> Tensor:
+    """``u_t = tau * u_{t-1} * (1 - o_{t-1}) + x_t`` (``x_t`` at the first step)."""
+    return x_t if u_prev is None else torch.addcmul(x_t, u_prev, 1 - o_prev, value=tau)
+
+
+def _margin(u: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    shape = (1, scale.shape[0]) + (1,) * (u.dim() - 2)
+    return torch.addcmul(shift.view(shape), u, scale.view(shape))
+
+
+class _Recurrence(torch.autograd.Function):
+    """The MPBN neuron over ``T`` steps with a hand-written backward (BPTT through the reset, the surrogate and each
+    step's batch normalization). Stores the input and the per-step statistics; backward recomputes the potentials
+    (one tensor of the input's size) and runs the steps backwards. Equal to the autograd of the per-step modules
+    (tests, float64)."""
 
     @staticmethod
-    def forward(ctx, d: Tensor, surrogate: str, width: float) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(d)
-        ctx.surrogate, ctx.width = surrogate, width
-        return (d > 0).to(d.dtype)
+    def forward(ctx, x, weight, bias, running_mean, running_var, cfg):  # type: ignore[override]
+        tau, v_th, _, _, eps, batch, group, sync = cfg
+        spikes, us = torch.empty_like(x), torch.empty_like(x)
+        means, variances = [], []
+        u = o = None
+        count = 0
+        for t in range(x.shape[0]):
+            u = _advance(x[t], u, o, tau)
+            if batch:
+                mean, var, count = step_moments(u.unsqueeze(0), group, synchronized=sync)
+                mean, var = mean[0], var[0]
+            else:
+                mean, var = running_mean, running_var
+            o = (_margin(u, *_affine(mean, var, weight, bias, eps, v_th)) > 0).to(x.dtype)
+            spikes[t], us[t] = o, u
+            means.append(mean)
+            variances.append(var)
+        mean, var = torch.stack(means), torch.stack(variances)
+        ctx.save_for_backward(x, weight, bias, mean, var)
+        ctx.cfg, ctx.count = cfg, count
+        ctx.mark_non_differentiable(us, mean, var)
+        return spikes, us, mean, var, torch.tensor(count)
 
     @staticmethod
-    def backward(ctx, g: Tensor):  # type: ignore[override]
-        (d,) = ctx.saved_tensors
-        return g * _surrogate.get(ctx.surrogate)(d, ctx.width), None, None
+    def backward(ctx, g_spikes, _gu, _gmean, _gvar, _gcount):  # type: ignore[override]
+        x, weight, bias, mean, var = ctx.saved_tensors
+        tau, v_th, surrogate, width, eps, batch, group, sync = ctx.cfg
+        sg = _surrogate.get(surrogate)
+        T = x.shape[0]
+        us = torch.empty_like(x)
+        u = o = None
+        for t in range(T):  # the potentials again
+            u = _advance(x[t], u, o, tau)
+            o = (_margin(u, *_affine(mean[t], var[t], weight, bias, eps, v_th)) > 0).to(x.dtype)
+            us[t] = u
+        dims = [0, *range(2, x.dim() - 1)]
+        shape = (1, weight.shape[0]) + (1,) * (x.dim() - 3)
+        gx = torch.empty_like(x)
+        gw, gb = torch.zeros_like(weight), torch.zeros_like(bias)
+        gu_next = None
+        for t in reversed(range(T)):
+            u = us[t]
+            scale, shift = _affine(mean[t], var[t], weight, bias, eps, v_th)
+            d = _margin(u, scale, shift)
+            go = g_spikes[t] if gu_next is None else g_spikes[t] - tau * u * gu_next  # o_t also resets u_{t+1}
+            gd = go * sg(d, width)
+            inv = torch.rsqrt(var[t] + eps).view(shape)
+            xhat = (u - mean[t].view(shape)) * inv
+            gw += (gd * xhat).sum(dims)
+            gb += gd.sum(dims)
+            gxhat = gd * weight.view(shape)
+            if batch:  # through the step's batch statistics
+                sums = torch.stack([gxhat.sum(dims), (gxhat * xhat).sum(dims)])
+                count = ctx.count
+                if sync:
+                    dist.all_reduce(sums, group=group or dist.group.WORLD)
+                gu = (gxhat - (sums[0] / count).view(shape) - xhat * (sums[1] / count).view(shape)) * inv
+            else:
+                gu = gxhat * inv
+            if gu_next is not None:
+                gu = gu + tau * (1 - (d > 0).to(x.dtype)) * gu_next
+            gx[t] = gu
+            gu_next = gu
+        return gx, gw, gb, None, None, None
 
 
 class MPBNLIF(LIF):
@@ -82,44 +156,31 @@ class MPBNLIF(LIF):
             raise ValueError(f"MPBNLIF({self.num_features}) expects [T, N, {self.num_features}, ...], got shape "
                              f"{tuple(x.shape)}")
 
-    def margin(self, u: Tensor, *, batch: bool, count: bool = False) -> Tensor:
-        """``u_hat - v_th`` of one step ``u [N, C, ...]`` (the neuron fires where it is > 0), as one multiply-add:
-        with the batch statistics of ``u`` (``batch``; ``count``: update the running statistics with them) or with
-        the running statistics."""
-        if batch:
-            mean, var, n = step_moments(u.unsqueeze(0), self.process_group, synchronized=self.synchronized())
-            mean, var = mean[0], var[0]
-            if count:
-                update_running(self.running_mean, self.running_var, mean, var, n, self.momentum)
-        else:
-            mean, var = self.running_mean, self.running_var
-        scale = self.weight * torch.rsqrt(var + self.eps)
-        shift = self.bias - mean * scale - self.params.v_th
-        shape = (1, self.num_features) + (1,) * (u.dim() - 2)
-        return torch.addcmul(shift.view(shape), u, scale.view(shape))
+    def margin(self, u: Tensor) -> Tensor:
+        """``u_hat - v_th`` of one step ``u [N, C, ...]`` with the running statistics (the neuron fires where it is
+        > 0), as the forward pass computes it in evaluation mode."""
+        return _margin(u, *_affine(self.running_mean, self.running_var, self.weight, self.bias, self.eps,
+                                   self.params.v_th))
 
-    def step(self, x_t: Tensor, u_prev: Tensor | None, o_prev: Tensor | None, *, batch: bool = False,
-             count: bool = False) -> tuple[Tensor, Tensor]:
-        """One step from the carried potential ``u_prev`` and spikes ``o_prev`` (None: from rest): ``(o_t, u_t)``."""
-        p = self.params
-        u = x_t if u_prev is None else torch.addcmul(x_t, u_prev, 1 - o_prev, value=p.tau)
-        o = _Fire.apply(self.margin(u, batch=batch, count=count), p.surrogate, p.surrogate_width)
-        return o, u
+    def step(self, x_t: Tensor, u_prev: Tensor | None, o_prev: Tensor | None) -> tuple[Tensor, Tensor]:
+        """One evaluation-mode step from the carried potential ``u_prev`` and spikes ``o_prev`` (None: from rest):
+        ``(o_t, u_t)``, computed as the forward pass computes that step."""
+        u = _advance(x_t, u_prev, o_prev, self.params.tau)
+        return (self.margin(u) > 0).to(x_t.dtype), u
 
     def forward_with_membrane(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Spikes and the potentials ``u`` (before normalization and reset), both ``[T, N, ...]``."""
         self._check(x)
-        batch = self.training
-        count = batch and not recomputing()
-        if count:
+        p = self.params
+        cfg = (p.tau, p.v_th, p.surrogate, p.surrogate_width, self.eps, self.training, self.process_group,
+               self.training and self.synchronized())
+        spikes, u, mean, var, count = _Recurrence.apply(x, self.weight, self.bias, self.running_mean,
+                                                        self.running_var, cfg)
+        if self.training and not recomputing():  # count the batch once: not again when a unit is recomputed
             self.num_batches_tracked.add_(1)
-        u = o = None
-        spikes, us = [], []
-        for t in range(x.shape[0]):
-            o, u = self.step(x[t], u, o, batch=batch, count=count)
-            spikes.append(o)
-            us.append(u)
-        return torch.stack(spikes), torch.stack(us).detach()
+            for t in range(x.shape[0]):  # one normalization called at every step
+                update_running(self.running_mean, self.running_var, mean[t], var[t], int(count), self.momentum)
+        return spikes, u
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with_membrane(x)[0]

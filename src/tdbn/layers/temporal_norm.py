@@ -36,17 +36,20 @@ def step_moments(x: Tensor, group: dist.ProcessGroup | None = None, *,
                  synchronized: bool = False) -> tuple[Tensor, Tensor, int]:
     """Per step and channel of ``x [T, N, C, ...]``: the mean and the biased variance over batch and space
     (``[T, C]`` each), and the number of values each spans; ``synchronized``: over the batches of all processes of
-    ``group`` (default: the world), by a differentiable all-reduce of the sums and sums of squares."""
+    ``group`` (default: the world), by a differentiable all-reduce of the sums and sums of squares. The variance is
+    ``E[x^2] - E[x]^2`` from one pass (as the tdBN kernels compute it), clamped at 0."""
     T, N, C = x.shape[:3]
     v = x.reshape(T, N, C, -1)
     count = N * v.shape[-1]
-    if not synchronized:
-        var, mean = torch.var_mean(v, dim=(1, 3), correction=0)
-        return mean, var, count
-    from torch.distributed.nn.functional import all_reduce  # differentiable
-    sums = torch.stack([v.sum(dim=(1, 3)), (v * v).sum(dim=(1, 3))])  # [2, T, C]
-    sums = all_reduce(sums, group=group or dist.group.WORLD)
-    count *= dist.get_world_size(group)
+    # one pass of sums and sums of squares (over the contiguous last axis first: fast on the CPU), accumulated in
+    # float32 for 16-bit input (no float32 copy of x); over all processes if synchronized
+    acc = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    sums = torch.stack([v.sum(3, dtype=acc).sum(1), v.square().sum(3, dtype=acc).sum(1)])  # [2, T, C]
+    if synchronized:
+        from torch.distributed.nn.functional import all_reduce  # differentiable
+
+        sums = all_reduce(sums, group=group or dist.group.WORLD)
+        count *= dist.get_world_size(group)
     mean = sums[0] / count
     return mean, (sums[1] / count - mean * mean).clamp_min(0), count
 
@@ -119,11 +122,12 @@ class _TimeNorm(nn.Module):
 
     @staticmethod
     def _affine(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-        """``scale * x + shift`` with ``scale``, ``shift`` of shape ``[T, C]`` or ``[C]`` (per step and channel):
-        one multiply-add, which keeps nothing of ``x``'s size for backward but ``x`` itself."""
+        """``scale * x + shift`` with ``scale``, ``shift`` of shape ``[T, C]`` or ``[C]`` (per step and channel), in
+        ``x``'s dtype: one multiply-add, which keeps nothing of ``x``'s size for backward but ``x`` itself."""
         T, C = x.shape[0], x.shape[2]
         shape = (T if scale.dim() == 2 else 1, 1, C) + (1,) * (x.dim() - 3)
-        return torch.addcmul(shift.reshape(shape), x, scale.reshape(shape))
+        # in x's dtype: under bf16 autocast the output stays 16-bit as the tdBN unit's does
+        return torch.addcmul(shift.reshape(shape).to(x.dtype), x, scale.reshape(shape).to(x.dtype))
 
     def _map(self, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
         """``(scale, shift)`` of ``y = scale * x + shift`` from the statistics (``[T, C]`` or ``[C]`` each)."""

@@ -237,7 +237,7 @@ def _mpbn_lif(lif: MPBNLIF, x: Tensor, walk: Walk) -> Tensor:
     o_prev = None
     if u_prev is not None:
         check_carried(u_prev, x.shape)
-        o_prev = (lif.margin(u_prev, batch=False) > 0).to(x.dtype)  # as the forward pass fired
+        o_prev = (lif.margin(u_prev) > 0).to(x.dtype)  # as the forward pass fired
     spikes, walk.new[name] = lif.step(x, u_prev, o_prev)
     return spikes
 
