@@ -66,7 +66,7 @@ class ModelConfig:
     v_th: float = DEFAULT_LIF.v_th
     surrogate_width: float = DEFAULT_LIF.surrogate_width
     surrogate: str = DEFAULT_LIF.surrogate
-    norm: str = "tdbn"  # "tdbn" (Eq. 5-8), "bn" (standard BN, for ablations) or "none"
+    norm: str = "tdbn"  # "tdbn" (Eq. 5-8), "bn" (standard BN), "tebn", "bntt", "tab", "mpbn" (docs/method.md 8), "none"
     residual_alpha: float | None = None  # alpha of summed tdBNs (Eq. 5; None = the model's 1/sqrt(2))
     shortcut_norm: str | None = None  # "all" / "projection" (docs/method.md section 5; None = the model's "all")
     lif_backend: str = "torch"  # LIF kernels: "torch" (any device) or "triton" (CUDA; pip install 'tdbn[triton]')
