@@ -208,7 +208,7 @@ def test_unit_stores_only_its_input(make):
     (counted in elements, so that the MPBN neuron's per-step tensors count too)."""
     lif = MPBNLIF(4) if isinstance(make(), tdbn.TdBatchNorm2d) else tdbn.LIF()
     unit = TdBNLIF(make(), lif)
-    z = torch.randn(2, 3, 4, 5, 5, requires_grad=True)
+    z = torch.randn(2, 8, 4, 10, 10, requires_grad=True)
 
     def big_saved(lean: bool) -> int:
         saved = []
@@ -234,7 +234,14 @@ def test_identity_shortcut_junction_stores_the_block_input_as_bits():
 # --- two processes == one ----------------------------------------------------------------------------------
 
 SYNC_MODULES = {"tebn": lambda: TEBN(4, 3), "bntt": lambda: BNTT(4, 3), "tab": lambda: TAB(4, 3),
-                "mpbn": lambda: MPBNLIF(4)}
+                "mpbn": lambda: MPBNLIF(4),
+                # the lean units: one autograd node (TAB + LIF) and recomputation (BN + MPBN neuron)
+                "tab_unit": lambda: TdBNLIF(TAB(4, 3), tdbn.LIF()),
+                "mpbn_unit": lambda: TdBNLIF(tdbn.TdBatchNorm2d(4, alpha=1.0, v_th=1.0), MPBNLIF(4))}
+
+
+def _norm_of(m: torch.nn.Module) -> torch.nn.Module:
+    return m.bn if isinstance(m, TdBNLIF) else m
 
 
 def _sync_case():
@@ -255,7 +262,7 @@ def _sync_worker(rank: int, world: int, out: str) -> None:
         y = m(xs)
         (y * g[:, part]).sum().backward()
         result[name] = {"y": y.detach(), "gx": xs.grad, "grads": [p.grad for p in m.parameters()],
-                        "rm": m.running_mean, "rv": m.running_var}
+                        "rm": _norm_of(m).running_mean, "rv": _norm_of(m).running_var}
     torch.save(result, f"{out}/rank{rank}.pt")
     dist.barrier()
     dist.destroy_process_group()
@@ -275,7 +282,7 @@ def test_two_processes_equal_one(tmp_path):
         torch.testing.assert_close(torch.cat([a["gx"], b["gx"]], dim=1), xs.grad, **close)
         for ga, gb, p in zip(a["grads"], b["grads"], m.parameters()):
             torch.testing.assert_close(ga + gb, p.grad, **close)  # DDP sums (averages) the local parts
-        for k, ref in (("rm", m.running_mean), ("rv", m.running_var)):
+        for k, ref in (("rm", _norm_of(m).running_mean), ("rv", _norm_of(m).running_var)):
             torch.testing.assert_close(a[k], ref, **close)
             torch.testing.assert_close(b[k], ref, **close)
 

@@ -91,7 +91,7 @@ class _Recurrence(torch.autograd.Function):
             us[t] = u
         dims = [0, *range(2, x.dim() - 1)]
         shape = (1, weight.shape[0]) + (1,) * (x.dim() - 3)
-        gx = torch.empty_like(x)
+        gx = us  # step t's gradient overwrites u_t once u_t is no longer needed (one buffer for both)
         gw, gb = torch.zeros_like(weight), torch.zeros_like(bias)
         gu_next = None
         for t in reversed(range(T)):
@@ -115,7 +115,7 @@ class _Recurrence(torch.autograd.Function):
                 gu = gxhat * inv
             if gu_next is not None:
                 gu = gu + tau * (1 - (d > 0).to(x.dtype)) * gu_next
-            gx[t] = gu
+            gx[t] = gu  # u_t (= us[t]) is not read again
             gu_next = gu
         return gx, gw, gb, None, None, None
 

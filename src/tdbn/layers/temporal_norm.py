@@ -27,31 +27,44 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..operators.registration import LIFArgs
+from ..operators.unit_ops import affine_lif_backward, lif_forward
 from .recompute import recomputing
 
 Tensor = torch.Tensor
 
 
-def step_moments(x: Tensor, group: dist.ProcessGroup | None = None, *,
-                 synchronized: bool = False) -> tuple[Tensor, Tensor, int]:
-    """Per step and channel of ``x [T, N, C, ...]``: the mean and the biased variance over batch and space
-    (``[T, C]`` each), and the number of values each spans; ``synchronized``: over the batches of all processes of
-    ``group`` (default: the world), by a differentiable all-reduce of the sums and sums of squares. The variance is
-    ``E[x^2] - E[x]^2`` from one pass (as the tdBN kernels compute it), clamped at 0."""
+def step_sums(x: Tensor, group: dist.ProcessGroup | None = None, *, synchronized: bool = False) -> tuple[Tensor, int]:
+    """Per step and channel of ``x [T, N, C, ...]``: the sums and sums of squares over batch and space, ``[2, T, C]``
+    (one pass, over the contiguous last axis first: fast on the CPU; accumulated in float32 for 16-bit input, with no
+    float32 copy of ``x``), and the number of values each spans; ``synchronized``: over the batches of all processes
+    of ``group`` (default: the world), by a differentiable all-reduce."""
     T, N, C = x.shape[:3]
     v = x.reshape(T, N, C, -1)
     count = N * v.shape[-1]
-    # one pass of sums and sums of squares (over the contiguous last axis first: fast on the CPU), accumulated in
-    # float32 for 16-bit input (no float32 copy of x); over all processes if synchronized
     acc = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-    sums = torch.stack([v.sum(3, dtype=acc).sum(1), v.square().sum(3, dtype=acc).sum(1)])  # [2, T, C]
+    sums = torch.stack([v.sum(3, dtype=acc).sum(1), v.square().sum(3, dtype=acc).sum(1)])
     if synchronized:
         from torch.distributed.nn.functional import all_reduce  # differentiable
 
         sums = all_reduce(sums, group=group or dist.group.WORLD)
         count *= dist.get_world_size(group)
+    return sums, count
+
+
+def moments(sums: Tensor, count: int) -> tuple[Tensor, Tensor]:
+    """Mean and biased variance from :func:`step_sums`: ``E[x^2] - E[x]^2`` (as the tdBN kernels compute it),
+    clamped at 0."""
     mean = sums[0] / count
-    return mean, (sums[1] / count - mean * mean).clamp_min(0), count
+    return mean, (sums[1] / count - mean * mean).clamp_min(0)
+
+
+def step_moments(x: Tensor, group: dist.ProcessGroup | None = None, *,
+                 synchronized: bool = False) -> tuple[Tensor, Tensor, int]:
+    """Per step and channel of ``x [T, N, C, ...]``: mean and biased variance over batch and space (``[T, C]``
+    each) and the number of values each spans (:func:`step_sums`, :func:`moments`)."""
+    sums, count = step_sums(x, group, synchronized=synchronized)
+    return (*moments(sums, count), count)
 
 
 @torch.no_grad()
@@ -106,8 +119,35 @@ class _TimeNorm(nn.Module):
         return (self.sync and dist.is_available() and dist.is_initialized()
                 and dist.get_world_size(self.process_group) > 1)
 
-    def _step_moments(self, x: Tensor) -> tuple[Tensor, Tensor, int]:
-        return step_moments(x, self.process_group if self.synchronized() else None, synchronized=self.synchronized())
+    def _sums(self, x: Tensor) -> tuple[Tensor, int]:
+        return step_sums(x, self.process_group, synchronized=self.synchronized())
+
+    def _batch_stats(self, step_mean: Tensor, step_var: Tensor, count: int) -> tuple[Tensor, Tensor, int | Tensor]:
+        """The statistics this normalization applies, from every step's moments: ``(mean, var, n)``, ``n`` the
+        values each spans (for the running variance)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check(x)
+        if self.training:
+            sums, count = self._sums(x)
+            mean, var, n = self._batch_stats(*moments(sums, count), count)
+            if self._count_batch():
+                self._update(self.running_mean, self.running_var, mean, var, n)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return self._affine(x, *self._map(mean, var))
+
+    def unit(self, z: Tensor, lif: nn.Module) -> Tensor:
+        """``lif(self(z))`` in training as one autograd node (:class:`_NormLIF`): stores ``z`` and the per-step
+        sums; backward recomputes the normalization and the membrane potentials in one buffer. Same values and
+        gradients as the modules one after the other (tests)."""
+        self._check(z)
+        spikes, sums, count = _NormLIF.apply(z, self, LIFArgs.of(lif.params), *self.parameters())
+        if self._count_batch():
+            mean, var, n = self._batch_stats(*moments(sums, int(count)), int(count))
+            self._update(self.running_mean, self.running_var, mean, var, n)
+        return spikes
 
     def _count_batch(self) -> bool:
         """Count this training batch (once: not again when the unit is recomputed in backward)."""
@@ -164,17 +204,10 @@ class TEBN(_TimeNorm):
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
 
-    def forward(self, x: Tensor) -> Tensor:
-        self._check(x)
-        if self.training:
-            step_mean, step_var, count = self._step_moments(x)
-            mean = step_mean.mean(0)  # equal counts per step: the mean and variance over all steps
-            var = step_var.mean(0) + (step_mean - mean).square().mean(0)
-            if self._count_batch():
-                self._update(self.running_mean, self.running_var, mean, var, count * x.shape[0])
-        else:
-            mean, var = self.running_mean, self.running_var
-        return self._affine(x, *self._map(mean, var))
+    def _batch_stats(self, step_mean: Tensor, step_var: Tensor, count: int) -> tuple[Tensor, Tensor, int]:
+        mean = step_mean.mean(0)  # equal counts per step: the mean and variance over all steps
+        var = step_var.mean(0) + (step_mean - mean).square().mean(0)
+        return mean, var, count * step_mean.shape[0]
 
     def _map(self, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
         scale = self.weight * torch.rsqrt(var + self.eps)
@@ -199,15 +232,8 @@ class BNTT(_TimeNorm):
         self.register_buffer("running_mean", torch.zeros(timesteps, num_features))
         self.register_buffer("running_var", torch.ones(timesteps, num_features))
 
-    def forward(self, x: Tensor) -> Tensor:
-        self._check(x)
-        if self.training:
-            mean, var, count = self._step_moments(x)
-            if self._count_batch():
-                self._update(self.running_mean, self.running_var, mean, var, count)
-        else:
-            mean, var = self.running_mean, self.running_var
-        return self._affine(x, *self._map(mean, var))
+    def _batch_stats(self, step_mean: Tensor, step_var: Tensor, count: int) -> tuple[Tensor, Tensor, int]:
+        return step_mean, step_var, count
 
     def _map(self, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
         scale = self.weight * torch.rsqrt(var + self.eps)
@@ -232,22 +258,16 @@ class TAB(_TimeNorm):
         self.register_buffer("running_mean", torch.zeros(timesteps, num_features))
         self.register_buffer("running_var", torch.ones(timesteps, num_features))
 
-    def forward(self, x: Tensor) -> Tensor:
-        self._check(x)
-        if self.training:
-            step_mean, step_var, count = self._step_moments(x)
-            means, vars_ = [], []
-            for t in range(x.shape[0]):  # steps 0..t hold equal counts: combine their moments exactly
-                m = step_mean[: t + 1].mean(0)
-                means.append(m)
-                vars_.append(step_var[: t + 1].mean(0) + (step_mean[: t + 1] - m).square().mean(0))
-            mean, var = torch.stack(means), torch.stack(vars_)
-            if self._count_batch():  # step t's statistics span (t + 1) * count values
-                counts = torch.arange(1, x.shape[0] + 1, dtype=var.dtype, device=var.device)[:, None] * count
-                self._update(self.running_mean, self.running_var, mean, var, counts)
-        else:
-            mean, var = self.running_mean, self.running_var
-        return self._affine(x, *self._map(mean, var))
+    def _batch_stats(self, step_mean: Tensor, step_var: Tensor, count: int) -> tuple[Tensor, Tensor, Tensor]:
+        means, variances = [], []
+        for t in range(step_mean.shape[0]):  # steps 0..t hold equal counts: combine their moments exactly
+            m = step_mean[: t + 1].mean(0)
+            means.append(m)
+            variances.append(step_var[: t + 1].mean(0) + (step_mean[: t + 1] - m).square().mean(0))
+        mean, var = torch.stack(means), torch.stack(variances)
+        # step t's statistics span (t + 1) * count values
+        n = torch.arange(1, step_mean.shape[0] + 1, dtype=var.dtype, device=var.device)[:, None] * count
+        return mean, var, n
 
     def _map(self, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
         scale = self.weight * torch.rsqrt(var + self.eps)
@@ -256,3 +276,49 @@ class TAB(_TimeNorm):
 
 
 TIME_NORMS = (TEBN, BNTT, TAB)
+
+
+class _NormLIF(torch.autograd.Function):
+    """``LIF(norm(z))`` for a TEBN, BNTT or TAB in training: forward stores ``z`` and the per-step sums; backward
+    recomputes ``y = scale * z + shift``, the potentials and ``dL/dy`` in one buffer
+    (``tdbn::affine_lif_backward``), turns it into ``dL/dz`` in place, and takes the statistics' and parameters'
+    share through the small ``[T, C]`` graph of the map from the sums (an all-reduce of its gradient when
+    synchronized)."""
+
+    @staticmethod
+    def forward(ctx, z, norm, lif, *params):  # type: ignore[override]
+        sums, count = norm._sums(z)
+        scale, shift = norm._map(*norm._batch_stats(*moments(sums, count), count)[:2])
+        spikes, _ = lif_forward(norm._affine(z, scale, shift), None, lif, False)
+        ctx.save_for_backward(z, sums)
+        ctx.norm, ctx.lif, ctx.count, ctx.params = norm, lif, count, params
+        ctx.mark_non_differentiable(sums)
+        return spikes, sums, torch.tensor(count)
+
+    @staticmethod
+    def backward(ctx, grad_spikes, _gsums, _gcount):  # type: ignore[override]
+        z, sums = ctx.saved_tensors
+        norm, count = ctx.norm, ctx.count
+        with torch.enable_grad():
+            s = sums.detach().requires_grad_(True)
+            scale, shift = norm._map(*norm._batch_stats(*moments(s, count), count)[:2])
+        T, N, C = z.shape[:3]
+        shape = (T, 1, C) + (1,) * (z.dim() - 3)
+        sc, sh = scale.detach().reshape(shape).to(z.dtype), shift.detach().reshape(shape).to(z.dtype)
+        g = affine_lif_backward(grad_spikes, z, sc, sh, ctx.lif).contiguous()  # dL/dy, a fresh buffer
+        acc = z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32
+        g4, z4 = g.view(T, N, C, -1), z.reshape(T, N, C, -1)
+        g_shift = g4.sum(3, dtype=acc).sum(1)
+        g_scale = torch.stack([(g4[t] * z4[t]).sum(2, dtype=acc).sum(0) for t in range(T)])  # one step at a time
+        g.mul_(sc)  # dL/dz through y, in place
+        wanted = [s, *(p for p in ctx.params if p.requires_grad)]
+        grads = torch.autograd.grad((scale, shift), wanted, (g_scale.to(scale.dtype), g_shift.to(shift.dtype)),
+                                    allow_unused=True)
+        g_sums = grads[0]
+        if norm.synchronized():
+            g_sums = g_sums.contiguous()
+            dist.all_reduce(g_sums, group=norm.process_group or dist.group.WORLD)
+        # sums = (sum z, sum z^2) per step and channel: d/dz = g_sum + 2 z g_sumsq
+        g4.add_(g_sums[0][:, None, :, None].to(g.dtype)).addcmul_(z4, (2 * g_sums[1])[:, None, :, None].to(g.dtype))
+        param_grads = iter(grads[1:])
+        return (g, None, None, *(next(param_grads) if p.requires_grad else None for p in ctx.params))

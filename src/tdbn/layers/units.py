@@ -150,7 +150,10 @@ class TdBNLIF(nn.Sequential):
         if path == "operator":
             return td_bn_lif(z, self.bn.unit_args(z), self.lif.params)
         if path == "recompute":
-            return recomputed(self._norm_lif, z, params=_parameters(self._modules.get("bn"), self.lif))
+            bn = self._modules.get("bn")
+            if isinstance(bn, _TimeNorm) and bn.training and _op_neuron(self.lif) and _backend_allows(self.lif, z):
+                return bn.unit(z, self.lif)  # one node: z and the per-step sums stored
+            return recomputed(self._norm_lif, z, params=_parameters(bn, self.lif))
         return self._norm_lif(z)
 
     def _norm_lif(self, z: Tensor) -> Tensor:
