@@ -32,7 +32,12 @@ def _cases():
     yield "lif_forward_from_state", torch.ops.tdbn.lif_forward, (z, _z()[0], *lif, True)
     yield "lif_backward", torch.ops.tdbn.lif_backward, (g, _z(False), *lif)
     per_step = torch.rand(T, 1, C, 1, 1, dtype=torch.float64) + 0.5
-    yield "affine_lif_backward", torch.ops.tdbn.affine_lif_backward, (g, _z(False), per_step, per_step - 1, *lif)
+    yield "affine_lif_backward", torch.ops.tdbn.affine_lif_backward, (g, _z(False), per_step, per_step - 1, None,
+                                                                      None, None, *lif)
+    yield "affine_add_lif_backward", torch.ops.tdbn.affine_lif_backward, (
+        g, _z(False), per_step, per_step - 1, _z(False) * 0.5, per_step * 0.5, per_step, *lif)
+    yield "affine_add_identity_lif_backward", torch.ops.tdbn.affine_lif_backward, (
+        g, _z(False), per_step, per_step - 1, spikes.detach(), None, None, *lif)
     yield "td_bn_lif_forward", torch.ops.tdbn.td_bn_lif_forward, (z, _vec(1.1), _vec(0.1), 0.5, 1e-5, *lif, "")
     yield "td_bn_lif_backward", torch.ops.tdbn.td_bn_lif_backward, (g, _z(False), _vec(1.1, False),
                                                                     _vec(0.1, False), mean, invstd, 0.5, *lif, "")

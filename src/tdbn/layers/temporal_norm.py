@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..operators.registration import LIFArgs
+from ..operators.spike_ops import pack_spikes, unpack_spikes
 from ..operators.unit_ops import affine_lif_backward, lif_forward
 from .recompute import recomputing
 
@@ -142,11 +143,23 @@ class _TimeNorm(nn.Module):
         """``lif(self(z))`` in training as one autograd node (:class:`_NormLIF`): stores ``z`` and the per-step
         sums; backward recomputes the normalization and the membrane potentials in one buffer. Same values and
         gradients as the modules one after the other (tests)."""
-        self._check(z)
-        spikes, sums, count = _NormLIF.apply(z, self, LIFArgs.of(lif.params), *self.parameters())
-        if self._count_batch():
-            mean, var, n = self._batch_stats(*moments(sums, int(count)), int(count))
-            self._update(self.running_mean, self.running_var, mean, var, n)
+        return self.junction(z, None, None, lif)
+
+    def junction(self, za: Tensor, zb: Tensor | None, norm_b: "_TimeNorm | None", lif: nn.Module, *,
+                 spikes_b: bool = False) -> Tensor:
+        """``lif(self(za) + norm_b(zb))`` (``+ zb`` without ``norm_b``; nothing without ``zb``) in training as one
+        autograd node, a residual junction (Fig. 5b); ``spikes_b``: ``zb`` holds 0/1 only (stored as bits)."""
+        self._check(za)
+        if norm_b is not None:
+            norm_b._check(zb)
+        params = [*self.parameters(), *(norm_b.parameters() if norm_b is not None else ())]
+        spikes, sums_a, sums_b, counts = _NormLIF.apply(za, zb, self, norm_b, LIFArgs.of(lif.params),
+                                                        bool(spikes_b), *params)
+        for norm, sums, count in ((self, sums_a, int(counts[0])), (norm_b, sums_b, int(counts[1]))):
+            if norm is not None and zb is not None or norm is self:
+                if norm._count_batch():
+                    mean, var, n = norm._batch_stats(*moments(sums, count), count)
+                    norm._update(norm.running_mean, norm.running_var, mean, var, n)
         return spikes
 
     def _count_batch(self) -> bool:
@@ -161,11 +174,15 @@ class _TimeNorm(nn.Module):
         update_running(running_mean, running_var, mean, var, count, self.momentum)
 
     @staticmethod
+    def _shape(x: Tensor, scale: Tensor) -> tuple[int, ...]:
+        """The shape that broadcasts a ``[T, C]`` or ``[C]`` map against ``x [T, N, C, ...]``."""
+        return (x.shape[0] if scale.dim() == 2 else 1, 1, x.shape[2]) + (1,) * (x.dim() - 3)
+
+    @staticmethod
     def _affine(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
         """``scale * x + shift`` with ``scale``, ``shift`` of shape ``[T, C]`` or ``[C]`` (per step and channel), in
         ``x``'s dtype: one multiply-add, which keeps nothing of ``x``'s size for backward but ``x`` itself."""
-        T, C = x.shape[0], x.shape[2]
-        shape = (T if scale.dim() == 2 else 1, 1, C) + (1,) * (x.dim() - 3)
+        shape = _TimeNorm._shape(x, scale)
         # in x's dtype: under bf16 autocast the output stays 16-bit as the tdBN unit's does
         return torch.addcmul(shift.reshape(shape).to(x.dtype), x, scale.reshape(shape).to(x.dtype))
 
@@ -279,46 +296,86 @@ TIME_NORMS = (TEBN, BNTT, TAB)
 
 
 class _NormLIF(torch.autograd.Function):
-    """``LIF(norm(z))`` for a TEBN, BNTT or TAB in training: forward stores ``z`` and the per-step sums; backward
-    recomputes ``y = scale * z + shift``, the potentials and ``dL/dy`` in one buffer
-    (``tdbn::affine_lif_backward``), turns it into ``dL/dz`` in place, and takes the statistics' and parameters'
-    share through the small ``[T, C]`` graph of the map from the sums (an all-reduce of its gradient when
-    synchronized)."""
+    """``LIF(norm_a(za) [+ norm_b(zb) | + zb])`` for TEBN, BNTT or TAB in training (a unit, or a residual junction):
+    forward stores ``za``, ``zb`` (its bits when it holds spikes) and the per-step sums; backward recomputes ``y``, the
+    potentials and ``dL/dy`` in one buffer (``tdbn::affine_lif_backward``), turns it into ``dL/dza`` in place, and takes
+    the statistics' and parameters' share through the small ``[T, C]`` graphs of the maps from the sums (their
+    gradient all-reduced when synchronized)."""
 
     @staticmethod
-    def forward(ctx, z, norm, lif, *params):  # type: ignore[override]
-        sums, count = norm._sums(z)
-        scale, shift = norm._map(*norm._batch_stats(*moments(sums, count), count)[:2])
-        spikes, _ = lif_forward(norm._affine(z, scale, shift), None, lif, False)
-        ctx.save_for_backward(z, sums)
-        ctx.norm, ctx.lif, ctx.count, ctx.params = norm, lif, count, params
-        ctx.mark_non_differentiable(sums)
-        return spikes, sums, torch.tensor(count)
+    def forward(ctx, za, zb, norm_a, norm_b, lif, spike_b, *params):  # type: ignore[override]
+        sums_a, count_a = norm_a._sums(za)
+        y = norm_a._affine(za, *norm_a._map(*norm_a._batch_stats(*moments(sums_a, count_a), count_a)[:2]))
+        sums_b, count_b = za.new_empty(0), 0
+        if zb is not None:
+            if norm_b is not None:
+                sums_b, count_b = norm_b._sums(zb)
+                sb, hb = norm_b._map(*norm_b._batch_stats(*moments(sums_b, count_b), count_b)[:2])
+                shape = norm_b._shape(zb, sb)
+                y.addcmul_(zb, sb.reshape(shape).to(zb.dtype)).add_(hb.reshape(shape).to(zb.dtype))
+            else:
+                y.add_(zb)
+        spikes, _ = lif_forward(y, None, lif, False)
+        stored_b = za.new_empty(0) if zb is None else pack_spikes(zb) if spike_b else zb
+        ctx.save_for_backward(za, stored_b, sums_a, sums_b)
+        ctx.norms, ctx.lif, ctx.counts, ctx.params = (norm_a, norm_b), lif, (count_a, count_b), params
+        ctx.b = None if zb is None else (zb.shape, zb.dtype, spike_b)
+        ctx.mark_non_differentiable(sums_a, sums_b)
+        return spikes, sums_a, sums_b, torch.tensor([count_a, count_b])
 
     @staticmethod
-    def backward(ctx, grad_spikes, _gsums, _gcount):  # type: ignore[override]
-        z, sums = ctx.saved_tensors
-        norm, count = ctx.norm, ctx.count
+    def backward(ctx, grad_spikes, _ga, _gb, _gcount):  # type: ignore[override]
+        za, stored_b, sums_a, sums_b = ctx.saved_tensors
+        (norm_a, norm_b), (count_a, count_b) = ctx.norms, ctx.counts
+        zb = None
+        if ctx.b is not None:
+            shape_b, dtype_b, spike_b = ctx.b
+            zb = unpack_spikes(stored_b, shape_b, dtype_b) if spike_b else stored_b
         with torch.enable_grad():
-            s = sums.detach().requires_grad_(True)
-            scale, shift = norm._map(*norm._batch_stats(*moments(s, count), count)[:2])
-        T, N, C = z.shape[:3]
-        shape = (T, 1, C) + (1,) * (z.dim() - 3)
-        sc, sh = scale.detach().reshape(shape).to(z.dtype), shift.detach().reshape(shape).to(z.dtype)
-        g = affine_lif_backward(grad_spikes, z, sc, sh, ctx.lif).contiguous()  # dL/dy, a fresh buffer
-        acc = z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32
-        g4, z4 = g.view(T, N, C, -1), z.reshape(T, N, C, -1)
-        g_shift = g4.sum(3, dtype=acc).sum(1)
-        g_scale = torch.stack([(g4[t] * z4[t]).sum(2, dtype=acc).sum(0) for t in range(T)])  # one step at a time
-        g.mul_(sc)  # dL/dz through y, in place
-        wanted = [s, *(p for p in ctx.params if p.requires_grad)]
-        grads = torch.autograd.grad((scale, shift), wanted, (g_scale.to(scale.dtype), g_shift.to(shift.dtype)),
+            s_a = sums_a.detach().requires_grad_(True)
+            maps = list(norm_a._map(*norm_a._batch_stats(*moments(s_a, count_a), count_a)[:2]))
+            wanted = [s_a]
+            if norm_b is not None and zb is not None:
+                s_b = sums_b.detach().requires_grad_(True)
+                maps += norm_b._map(*norm_b._batch_stats(*moments(s_b, count_b), count_b)[:2])
+                wanted.append(s_b)
+        shape = norm_a._shape(za, maps[0])
+        flat = [m.detach().reshape(shape).to(za.dtype) for m in maps]  # scale_a, shift_a[, scale_b, shift_b]
+        second = (zb, flat[2], flat[3]) if len(flat) == 4 else (zb, None, None)
+        g = affine_lif_backward(grad_spikes, za, flat[0], flat[1], *second, ctx.lif).contiguous()  # dL/dy
+        branches = [(za, flat[0])] + ([(zb, flat[2])] if len(flat) == 4 else [])
+        sums_grads = []
+        for z, _ in branches:  # dL/dscale, dL/dshift per step and channel
+            sums_grads += _affine_grads(g, z)
+        g_b = None
+        if zb is not None:  # dL/dzb before g becomes dL/dza in place
+            g_b = g * flat[2] if len(flat) == 4 else g.clone()
+        g.mul_(flat[0])
+        wanted += [p for p in ctx.params if p.requires_grad]
+        grads = torch.autograd.grad(maps, wanted, [gs.to(m.dtype) for gs, m in zip(sums_grads, maps)],
                                     allow_unused=True)
-        g_sums = grads[0]
-        if norm.synchronized():
-            g_sums = g_sums.contiguous()
-            dist.all_reduce(g_sums, group=norm.process_group or dist.group.WORLD)
-        # sums = (sum z, sum z^2) per step and channel: d/dz = g_sum + 2 z g_sumsq
-        g4.add_(g_sums[0][:, None, :, None].to(g.dtype)).addcmul_(z4, (2 * g_sums[1])[:, None, :, None].to(g.dtype))
-        param_grads = iter(grads[1:])
-        return (g, None, None, *(next(param_grads) if p.requires_grad else None for p in ctx.params))
+        _add_sums_grad(g, za, grads[0], norm_a)
+        if len(flat) == 4:
+            _add_sums_grad(g_b, zb, grads[1], norm_b)
+        param_grads = iter(grads[len(wanted) - sum(p.requires_grad for p in ctx.params):])
+        return (g, g_b, None, None, None, None, *(next(param_grads) if p.requires_grad else None for p in ctx.params))
+
+
+def _affine_grads(g: Tensor, z: Tensor) -> list[Tensor]:
+    """``[dL/dscale, dL/dshift]`` per step and channel of ``y = scale * z + shift`` from ``g = dL/dy``."""
+    T, N, C = z.shape[:3]
+    acc = z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32
+    g4, z4 = g.view(T, N, C, -1), z.reshape(T, N, C, -1)
+    g_scale = torch.stack([(g4[t] * z4[t]).sum(2, dtype=acc).sum(0) for t in range(T)])  # one step at a time
+    return [g_scale, g4.sum(3, dtype=acc).sum(1)]
+
+
+def _add_sums_grad(g: Tensor, z: Tensor, g_sums: Tensor, norm: "_TimeNorm") -> None:
+    """``g += d(sums)/dz`` for ``sums = (sum z, sum z^2)`` per step and channel: ``g_sum + 2 z g_sumsq`` (in place;
+    ``g_sums`` all-reduced first when the statistics are synchronized)."""
+    if norm.synchronized():
+        g_sums = g_sums.contiguous()
+        dist.all_reduce(g_sums, group=norm.process_group or dist.group.WORLD)
+    T, N, C = z.shape[:3]
+    g.view(T, N, C, -1).add_(g_sums[0][:, None, :, None].to(g.dtype)).addcmul_(
+        z.reshape(T, N, C, -1), (2 * g_sums[1])[:, None, :, None].to(g.dtype))

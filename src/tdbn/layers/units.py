@@ -210,6 +210,11 @@ def recomputed_junction(za: Tensor, norm_a: nn.Module, x: Tensor, x_mask: Tensor
     if len(shortcut) != (conv is not None) + (norm_b is not None):
         return None
 
+    if (isinstance(norm_a, _TimeNorm) and norm_a.training and (norm_b is None or isinstance(norm_b, _TimeNorm))
+            and _op_neuron(lif) and _backend_allows(lif, za)):  # one node: za, zb (or its bits), the sums
+        zb = synapse(conv, x, x_mask) if conv is not None else x
+        return norm_a.junction(za, zb, norm_b, lif, spikes_b=conv is None)
+
     def junction(za: Tensor, zb: Tensor) -> Tensor:
         return lif(norm_a(za) + (norm_b(zb) if norm_b is not None else zb))
 

@@ -202,12 +202,20 @@ def _lif_bptt_from(y: Tensor, grad_spikes: Tensor, lif: LIFArgs, k) -> Tensor:
     return k.bptt(_matching(y, grad_spikes), y, *lif, reuse_u=True)
 
 
-def _affine_lif_backward(grad_spikes: Tensor, z: Tensor, scale: Tensor, shift: Tensor, lif: LIFArgs, k) -> Tensor:
+def _affine_lif_backward(grad_spikes: Tensor, z: Tensor, scale: Tensor, shift: Tensor, z2: Tensor | None,
+                         scale2: Tensor | None, shift2: Tensor | None, lif: LIFArgs, k) -> Tensor:
     """``dL/dy`` of ``spikes = LIF(y)`` with ``y = scale * z + shift`` (``scale``, ``shift`` broadcast against ``z``:
-    per step and channel), in one buffer: ``y``, then ``u``, then the gradient. The backward of the units whose
-    normalization is a per-step affine map of ``z`` (:class:`tdbn.layers.temporal_norm.TEBN`, ``BNTT``, ``TAB``)."""
+    per step and channel), plus ``scale2 * z2 + shift2`` (a residual junction's second branch; ``z2`` alone when
+    ``scale2`` is None), in one buffer: ``y``, then ``u``, then the gradient. The backward of the units whose
+    normalization is a per-step affine map (:class:`tdbn.layers.temporal_norm.TEBN`, ``BNTT``, ``TAB``)."""
     with no_autocast(z.device):
-        return _lif_bptt_from(torch.addcmul(shift, z, scale), grad_spikes, lif, k)
+        y = torch.addcmul(shift, z, scale)
+        if z2 is not None:
+            if scale2 is None:
+                y.add_(z2)
+            else:
+                y.addcmul_(z2, scale2).add_(shift2)
+        return _lif_bptt_from(y, grad_spikes, lif, k)
 
 
 def _td_bn_lif_backward(grad_spikes: Tensor, z: Tensor, bn: TdBNBatch, lif: LIFArgs, group: str, k):
@@ -239,7 +247,7 @@ def _td_bn_lif_backward(grad_spikes: Tensor, z: Tensor, bn: TdBNBatch, lif: LIFA
 
 td_bn_lif_forward = Operator("td_bn_lif_forward", _td_bn_lif_forward, "(Tensor, Tensor, Tensor, Tensor)")
 affine_lif_backward = Operator("affine_lif_backward", _affine_lif_backward, "Tensor")
-affine_lif_backward.register_fake(lambda grad_spikes, z, scale, shift, lif: torch.empty_like(z))
+affine_lif_backward.register_fake(lambda grad_spikes, z, scale, shift, z2, scale2, shift2, lif: torch.empty_like(z))
 td_bn_lif_backward = Operator("td_bn_lif_backward", _td_bn_lif_backward, "(Tensor, Tensor, Tensor)")
 
 
