@@ -3,10 +3,11 @@ epoch budget, several seeds; a table (mean and spread of the final test top-1, t
 accuracy against training time.
 
 Methods: ``tdbn`` (the paper), ``tdbn-tet`` (tdBN with the TET loss), ``bn`` (plain BN), ``tebn``, ``bntt``,
-``tab``, ``mpbn`` (``model.norm=...``; docs/method.md, "Successors"). Each (method, seed) is one ``tdbn train`` in its
-own process, one after the other (one heavy run at a time), in ``OUT/<method>-s<seed>/``. Resumable: a finished run
-is kept (its ``done.json``), an interrupted one continues from its checkpoint (``tdbn train --resume``), so a long
-comparison can be stopped (Ctrl-C) and started again with the same command.
+``tab``, ``mpbn`` (``model.norm=...``; docs/method.md, "8. Successors"). Each (method, seed) is one ``tdbn train``
+in its own process, one after the other (one heavy run at a time), in ``OUT/<method>-s<seed>/``. Resumable: a finished
+run is kept (its ``done.json``; a run that failed, e.g. diverged, is recorded as such), an interrupted one continues
+from its checkpoint (``tdbn train --resume``), so a long comparison can be stopped (Ctrl-C) and started again with the
+same command.
 
     python bench/compare_norms.py mnist --seeds 0 1 2 --set optim.epochs=1 data.train_limit=6000
     python bench/compare_norms.py nmnist --seeds 0 1 2 --set optim.epochs=3

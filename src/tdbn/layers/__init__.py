@@ -8,6 +8,7 @@ from .time import Flatten, MeanOverTime, TimeDistributed
 from .units import TdBNLIF
 
 __all__ = [
-    "BNTT", "LIF", "MPBNLIF", "TAB", "TD_NORMS", "TEBN", "TIME_NORMS", "TdBatchNorm1d", "TdBatchNorm2d", "convert_sync_tdbn",
+    "BNTT", "LIF", "MPBNLIF", "TAB", "TD_NORMS",
+    "TEBN", "TIME_NORMS", "TdBatchNorm1d", "TdBatchNorm2d", "convert_sync_tdbn",
     "Flatten", "MeanOverTime", "TdBNLIF", "TimeDistributed", "set_lif_backend",
 ]

@@ -1,5 +1,5 @@
 """MPBN: a LIF neuron whose membrane potential is batch-normalized before the threshold (docs/method.md,
-"Successors").
+"8. Successors").
 
 At every step ``t`` (Eq. 1-3 with one normalization between integration and firing)::
 

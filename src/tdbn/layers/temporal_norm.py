@@ -1,7 +1,8 @@
-"""The normalizations that followed tdBN and look at time: TEBN, BNTT and TAB (docs/method.md, "Successors").
+"""The normalizations that followed tdBN and look at time: TEBN, BNTT and TAB (docs/method.md, "8. Successors").
 
 Each takes a time-first tensor, ``[T, N, C, H, W]`` (``dims=2``, the default) or ``[T, N, C]`` (``dims=1``), with
-exactly the ``timesteps`` steps it was built for, and differs from tdBN in which values one statistic spans and which parameters depend on the step:
+exactly the ``timesteps`` steps it was built for, and differs from tdBN in which values one statistic spans and which
+parameters depend on the step:
 
 ========  ===========================================  =========================================================
 norm      statistics of step ``t`` (per channel)        affine of step ``t``
@@ -199,7 +200,8 @@ class _TimeNorm(nn.Module):
         return scale.expand(T, C), shift.expand(T, C)
 
     def extra_repr(self) -> str:
-        s = f"{self.num_features}, timesteps={self.timesteps}, dims={self.dims}, eps={self.eps}, momentum={self.momentum}"
+        s = (f"{self.num_features}, timesteps={self.timesteps}, dims={self.dims}, eps={self.eps}, "
+             f"momentum={self.momentum}")
         return s + (", sync=True" if self.sync else "")
 
 
