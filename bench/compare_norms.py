@@ -153,9 +153,11 @@ def _plot(curves: dict, path: Path, title: str) -> None:
         for j, c in enumerate(runs):
             ax.plot([m for m, _ in c], [a for _, a in c], "o-", color=color, alpha=0.8, ms=3,
                     label=method if j == 0 else None)
-    ax.set_xlabel("training time (minutes, evaluation excluded where the run log excludes it)")
+    import textwrap
+
+    ax.set_xlabel("wall time of the run at each evaluation (minutes; the runs' elapsed_s)")
     ax.set_ylabel("test top-1 (%)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
