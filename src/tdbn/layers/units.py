@@ -6,7 +6,8 @@
 Its forward pass calls the unit operators of :mod:`tdbn.operators.unit_ops` when they apply, that is in training
 mode with gradients recorded (:func:`unit_mode`), with process-local or synchronized statistics; in every other
 case (evaluation, ``torch.no_grad``, a fused network whose ``bn`` became an ``Identity``, no normalization) it
-runs its children one after the other, so hooks on the ``LIF`` child see every call there.
+runs its children one after the other, so hooks on the ``LIF`` child see every call there. A unit with one of tdBN's
+successors (TEBN, BNTT, TAB, an MPBN neuron) is lean in training too (:func:`recompute_mode`).
 """
 
 from __future__ import annotations
@@ -56,11 +57,11 @@ def unit_mode(*norms: nn.Module | None) -> bool:
 
 
 def recompute_mode(lif: LIF, *norms: nn.Module | None) -> bool:
-    """Whether a unit with a successor normalization (TEBN, BNTT, TAB) or an MPBN neuron runs lean by
-    recomputation (:mod:`tdbn.layers.recompute`): gradients are being recorded, the lean path is on, and one of its
-    modules normalizes with batch statistics (training mode). Under ``torch.compile`` the modules run one after the
-    other and the compiler's partitioner decides what is stored (checkpointing with a recompute context is not
-    traced)."""
+    """Whether a unit with a successor normalization (TEBN, BNTT, TAB) or an MPBN neuron runs lean (TEBN/BNTT/TAB:
+    one autograd node, :meth:`tdbn.layers.temporal_norm._TimeNorm.unit`; otherwise its modules recomputed in
+    backward, :mod:`tdbn.layers.recompute`): gradients are being recorded, the lean path is on, and one of its modules
+    normalizes with batch statistics (training mode). Under ``torch.compile`` the modules run one after the other and
+    the compiler's partitioner decides what is stored."""
     if not torch.is_grad_enabled() or not _switches.lean_enabled() or torch.compiler.is_compiling():
         return False
     successors = [m for m in (lif, *norms) if isinstance(m, (_TimeNorm, MPBNLIF))]
@@ -137,8 +138,8 @@ class TdBNLIF(nn.Sequential):
         return self.activate(x, path=path)
 
     def _path(self, z: Tensor) -> str:
-        """``"operator"`` (the tdBN unit operator), ``"recompute"`` (a successor's modules, recomputed in backward)
-        or ``"modules"`` (one after the other)."""
+        """``"operator"`` (the tdBN unit operator), ``"recompute"`` (a successor's unit: one autograd node, or its
+        modules recomputed in backward) or ``"modules"`` (one after the other)."""
         bn = self._modules.get("bn")
         if _op_neuron(self.lif) and unit_mode(bn) and _backend_allows(self.lif, z):
             return "operator"
@@ -203,9 +204,10 @@ def residual_junction(za: Tensor, norm_a: nn.Module, x: Tensor, x_mask: Tensor, 
 
 def recomputed_junction(za: Tensor, norm_a: nn.Module, x: Tensor, x_mask: Tensor, shortcut: nn.Sequential,
                         lif: LIF) -> Tensor | None:
-    """``lif(norm_a(za) + shortcut(x))`` for a successor normalization or an MPBN neuron, recomputed in backward
-    (:mod:`tdbn.layers.recompute`): stores ``za`` and the shortcut's conv output, or the block input's bits for an
-    identity shortcut, as the junction operator does. None for a shortcut of other layers."""
+    """``lif(norm_a(za) + shortcut(x))`` for a successor normalization or an MPBN neuron: one autograd node for
+    TEBN/BNTT/TAB (:meth:`tdbn.layers.temporal_norm._TimeNorm.junction`), otherwise recomputed in backward
+    (:mod:`tdbn.layers.recompute`); either stores ``za`` and the shortcut's conv output, or the block input's bits for
+    an identity shortcut, as the junction operator does. None for a shortcut of other layers."""
     conv, norm_b = shortcut._modules.get("conv"), shortcut._modules.get("bn")
     if len(shortcut) != (conv is not None) + (norm_b is not None):
         return None
