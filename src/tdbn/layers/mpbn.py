@@ -50,8 +50,8 @@ def _margin(u: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
 class _Recurrence(torch.autograd.Function):
     """The MPBN neuron over ``T`` steps with a hand-written backward (BPTT through the reset, the surrogate and each
     step's batch normalization). Stores the input and the per-step statistics; backward recomputes the potentials
-    (one tensor of the input's size) and runs the steps backwards. Equal to the autograd of the per-step modules
-    (tests, float64)."""
+    (one buffer of the input's size, overwritten by the gradient) and runs the steps backwards. Equal to autograd
+    through a literal transcription of the formula (tests, float64)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, cfg):  # type: ignore[override]
