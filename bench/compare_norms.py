@@ -51,7 +51,7 @@ PUBLISHED_CIFAR10 = {
     "tdbn-tet": "94.16 (T=2), TET paper",
     "tebn": "94.70 (T=2), TEBN paper",
     "bntt": "90.5 (VGG-9, T=25), BNTT paper",
-    "tab": "94.73 (T=2)*, TAB paper",
+    "tab": "94.73 (T=2), TAB paper",
     "mpbn": "96.47 (T=2), MPBN paper",
 }
 
