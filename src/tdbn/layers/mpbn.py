@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from ..functional import surrogate as _surrogate
 from ..functional.params import LIFParameters
+from .batch_state import Synchronizable, add_channel_state
 from .neuron import LIF
 from .recompute import recomputing
 from .temporal_norm import step_moments, update_running
@@ -120,7 +120,7 @@ class _Recurrence(torch.autograd.Function):
         return gx, gw, gb, None, None, None
 
 
-class MPBNLIF(LIF):
+class MPBNLIF(Synchronizable, LIF):
     """LIF neurons with membrane potential batch normalization (MPBN) on ``[T, N, C, ...]``.
 
     Example:
@@ -139,17 +139,7 @@ class MPBNLIF(LIF):
         self.num_features = int(num_features)
         self.eps = float(eps)
         self.momentum = float(momentum)
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
-        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-        self.process_group: dist.ProcessGroup | None = None  # set by tdbn.convert_sync_tdbn
-        self.sync = False
-
-    def synchronized(self) -> bool:
-        return (self.sync and dist.is_available() and dist.is_initialized()
-                and dist.get_world_size(self.process_group) > 1)
+        add_channel_state(self, num_features)
 
     def _check(self, x: Tensor) -> None:
         if x.dim() < 3 or x.shape[2] != self.num_features:

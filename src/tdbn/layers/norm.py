@@ -9,10 +9,11 @@ from torch import nn
 from ..functional.params import DEFAULT_LIF
 from ..functional.tdbn import td_batch_norm
 from ..operators.batch_norm import NormArgs
+from .batch_state import Synchronizable, add_channel_state
 from .recompute import recomputing
 
 
-class _TdBatchNorm(nn.Module):
+class _TdBatchNorm(Synchronizable, nn.Module):
     _layout = ""
     _ndim = 0
 
@@ -37,15 +38,7 @@ class _TdBatchNorm(nn.Module):
         self.v_th = float(v_th)
         self.eps = float(eps)
         self.momentum = float(momentum)
-        # lambda (init 1) and beta (init 0) of Eq. 8
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
-        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-        # set by tdbn.convert_sync_tdbn: statistics are then reduced over this process group in training
-        self.process_group: dist.ProcessGroup | None = None
-        self.sync = False
+        add_channel_state(self, num_features)  # weight, bias: lambda (init 1) and beta (init 0) of Eq. 8
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != self._ndim:
@@ -58,11 +51,6 @@ class _TdBatchNorm(nn.Module):
                 f"{type(self).__name__}({self.num_features}) expects {self.num_features} channels at dim 2 of "
                 f"{self._layout}, got shape {tuple(x.shape)}"
             )
-
-    def synchronized(self) -> bool:
-        """Whether training statistics are reduced over several processes now (sync tdBN under DDP)."""
-        return (self.sync and dist.is_available() and dist.is_initialized()
-                and dist.get_world_size(self.process_group) > 1)
 
     def group_name(self) -> str:
         """The name of the process group whose batches the training statistics span, ``""`` for this process's

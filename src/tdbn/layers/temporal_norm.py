@@ -31,6 +31,7 @@ from torch import nn
 from ..operators.registration import LIFArgs
 from ..operators.spike_ops import pack_spikes, unpack_spikes
 from ..operators.unit_ops import affine_lif_backward, lif_forward
+from .batch_state import Synchronizable
 from .recompute import recomputing
 
 Tensor = torch.Tensor
@@ -80,7 +81,7 @@ def update_running(running_mean: Tensor, running_var: Tensor, mean: Tensor, var:
     running_var.mul_(1 - momentum).add_(unbiased.detach().to(running_var.dtype), alpha=momentum)
 
 
-class _TimeNorm(nn.Module):
+class _TimeNorm(Synchronizable, nn.Module):
     """What TEBN, BNTT and TAB share: shape checks, statistics (local or synchronized), running updates."""
 
     def __init__(self, num_features: int, timesteps: int, *, dims: int = 2, eps: float = 1e-5,
@@ -98,8 +99,6 @@ class _TimeNorm(nn.Module):
         self.eps = float(eps)
         self.momentum = float(momentum)
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-        self.process_group: dist.ProcessGroup | None = None  # set by tdbn.convert_sync_tdbn
-        self.sync = False
 
     # ---- checks and statistics -------------------------------------------------------------------------------
     def _check(self, x: Tensor) -> None:
@@ -115,11 +114,6 @@ class _TimeNorm(nn.Module):
             raise ValueError(f"{name} was built for T = {self.timesteps} steps (its parameters are per step), got "
                              f"{x.shape[0]} steps in shape {tuple(x.shape)}; build the model with timesteps="
                              f"{x.shape[0]}")
-
-    def synchronized(self) -> bool:
-        """Whether training statistics are reduced over several processes now."""
-        return (self.sync and dist.is_available() and dist.is_initialized()
-                and dist.get_world_size(self.process_group) > 1)
 
     def _sums(self, x: Tensor) -> tuple[Tensor, int]:
         return step_sums(x, self.process_group, synchronized=self.synchronized())
