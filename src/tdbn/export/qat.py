@@ -37,6 +37,7 @@ from ..functional import surrogate as surrogates
 from ..messages import warn
 from .nir import INPUT, OUTPUT
 from .quant import INPUT_BITS, IntegerNet, decoder_scale, lif_scale, quantize, synapse_integers
+from .int_ops import node_input
 from .quant_fast import FLOAT32, INT64, input_range, plan
 
 __all__ = ["FakeQuantNet"]
@@ -193,12 +194,7 @@ class FakeQuantNet(nn.Module):
                 continue
             dtype = self.last_kernels.get(name) or (  # flatten, output: as their sources
                 torch.float64 if any(values[s].dtype == torch.float64 for s in node.sources) else torch.float32)
-            st = all(is_static[s] for s in node.sources)
-            parts = [(values[s] if st or not is_static[s] else values[s].repeat(T, *[1] * (values[s].dim() - 1)))
-                     .to(dtype) for s in node.sources]
-            total = parts[0]
-            for p in parts[1:]:
-                total = total + p
+            total, st = node_input(values, is_static, node.sources, T, dtype)
             if node.kind == "lif":
                 if st:
                     total, st = total.repeat(T, *[1] * (total.dim() - 1)), False

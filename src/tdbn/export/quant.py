@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .int_ops import int_conv2d
+from .int_ops import int_conv2d, node_input
 from .neuron_map import DEFAULT_DT, lif_to_nir
 from .nir import INPUT, OUTPUT, NIRExportError, _build, import_nir
 
@@ -145,13 +145,7 @@ class IntegerNet:
         for name, node in self.nodes.items():
             if node.kind == "input":
                 continue
-            srcs = node.sources
-            st = all(is_static[s] for s in srcs)
-            parts = [values[s] if st or not is_static[s] else values[s].repeat(T, *[1] * (values[s].dim() - 1))
-                     for s in srcs]
-            total = parts[0]
-            for p in parts[1:]:
-                total = total + p
+            total, st = node_input(values, is_static, node.sources, T)
             if node.kind == "lif":
                 if st:
                     total, st = total.repeat(T, *[1] * (total.dim() - 1)), False

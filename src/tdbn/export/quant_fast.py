@@ -46,7 +46,7 @@ from torch.nn import functional as F
 from ..functional.lif import lif
 from ..messages import warn
 from .nir import INPUT
-from .int_ops import int_conv2d  # IntegerNet, IntNode (tdbn.export.quant): annotations only
+from .int_ops import int_conv2d, node_input  # IntegerNet, IntNode (tdbn.export.quant): annotations only
 
 EXACT = 1 << 24  # float32 holds every integer of magnitude < 2^24 exactly
 EXACT64 = 1 << 53  # float64: < 2^53
@@ -259,23 +259,17 @@ def _run(net: IntegerNet, X: torch.Tensor, static: bool, T: int, N: int, plans: 
     values: dict[str, torch.Tensor] = {INPUT: X if static else X.flatten(0, 1)}
     is_static = {INPUT: static}
 
-    def take(src: str, dtype: torch.dtype, st: bool) -> torch.Tensor:
-        v = values[src].to(dtype)  # exact: integers below 2^24 (2^53) where a float32 (float64) layer reads them
-        return v if st or not is_static[src] else v.repeat(T, *[1] * (v.dim() - 1))
-
     for name, node in net.nodes.items():
         if node.kind == "input":
             continue
-        st = all(is_static[s] for s in node.sources)
         kernel = plans[name].kernel if name in plans else None
         if kernel is None:  # flatten, output: the dtype the sources carry (int64 where they disagree)
             kinds = {values[s].dtype for s in node.sources}
             dtype = kinds.pop() if len(kinds) == 1 else torch.int64
         else:
             dtype = DTYPES[kernel]
-        total = take(node.sources[0], dtype, st)
-        for s in node.sources[1:]:
-            total = total + take(s, dtype, st)
+        # exact: integers below 2^24 (2^53) where a float32 (float64) layer reads them
+        total, st = node_input(values, is_static, node.sources, T, dtype)
         if node.kind == "lif":
             if kernel != INT64:
                 out = _lif_float(node, total, T, static=st)
