@@ -160,7 +160,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from tdbn.train.finetune import finetune
+    from tdbn.export.finetune import finetune
 
     finetune(args.run, args.out, bits=args.bits, per_channel=args.per_channel, input_bits=args.input_bits,
              epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, train_limit=args.train_limit,
@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --bits: signed width of the quantized image input (default 8)")
     p.set_defaults(func=_cmd_eval)
 
-    from tdbn.train.finetune import LR, __doc__ as finetune_doc
+    from tdbn.export.finetune import LR, __doc__ as finetune_doc
 
     p = sub.add_parser("finetune", help="quantization-aware fine-tuning of a trained run for K-bit integer "
                                         "deployment (writes a new run)",

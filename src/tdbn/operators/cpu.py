@@ -47,7 +47,7 @@ from pathlib import Path
 
 import torch
 
-from ..functional.surrogate import SURROGATE_IDS  # the one table shared by every implementation
+from .surrogate import SURROGATE_IDS  # the one table shared by every implementation
 from . import recursions, reference
 
 Tensor = torch.Tensor

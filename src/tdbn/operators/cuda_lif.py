@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 
 from .cpu import time_major_dense
-from ..functional.surrogate import SURROGATE_IDS  # the one table shared by every implementation
+from .surrogate import SURROGATE_IDS  # the one table shared by every implementation
 
 Tensor = torch.Tensor
 

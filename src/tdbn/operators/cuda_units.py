@@ -43,7 +43,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..functional.surrogate import SURROGATE_IDS  # the one table shared by every implementation
+from .surrogate import SURROGATE_IDS  # the one table shared by every implementation
 from .cuda_lif import bptt, integrate, interpreted  # the LIF recursions: this module's entry points too
 from .reference import pack_bits, unpack_bits  # no kernels of their own here
 
@@ -249,7 +249,7 @@ def _div(x, y):
 
 @triton.jit
 def _surrogate(d, width, half, inv, four, piw, SURROGATE: tl.constexpr):
-    """The surrogate derivatives of :mod:`tdbn.functional.surrogate`, operation by operation as the C kernels."""
+    """The surrogate derivatives of :mod:`tdbn.operators.surrogate`, operation by operation as the C kernels."""
     if SURROGATE == 0:  # rectangle, Eq. 16
         sg = (tl.abs(d) < half).to(d.dtype) * inv
     elif SURROGATE == 1:  # triangle

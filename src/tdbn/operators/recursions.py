@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..functional import surrogate as _surrogate
+from . import surrogate as _surrogate
 
 Tensor = torch.Tensor
 

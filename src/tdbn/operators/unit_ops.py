@@ -51,8 +51,8 @@ from .batch_norm import (WIDE, NormArgs, bn_backward, bn_forward, bn_recompute, 
 from .kernels import no_autocast
 from .recursions import step_reference
 from .registration import LIFArgs, Operator, TdBN, TdBNBatch
-from ..functional import surrogate as _surrogate
-from ..functional.params import LIFParameters
+from . import surrogate as _surrogate
+from .params import LIFParameters
 
 Tensor = torch.Tensor
 

@@ -2,8 +2,8 @@
 
 Entry points: :func:`train` (what ``tdbn train`` runs), :func:`evaluate_checkpoint` (``tdbn eval``),
 :func:`load_config` (defaults < preset < ``key=value`` overrides), :func:`restore` (a checkpoint back to its model:
-``tdbn.load``, ``tdbn eval``, ``tdbn export`` and ``tdbn analyze`` all use it), :func:`tdbn.train.finetune.finetune`
-(``tdbn finetune``: quantization-aware fine-tuning of a run into a new one).
+``tdbn.load``, ``tdbn eval``, ``tdbn export`` and ``tdbn analyze`` all use it). Quantization-aware fine-tuning
+(``tdbn finetune``) builds on these from :mod:`tdbn.export.finetune`.
 
 Example:
     >>> cfg = load_config("mnist", ["optim.epochs=1"])

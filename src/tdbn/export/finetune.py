@@ -29,17 +29,17 @@ import torch
 from ..data import DataNotFoundError
 from ..fusion import fuse
 from ..messages import warn
-from .amp import Precision
-from .checkpoint import CHECKPOINT, FORMAT, checkpoint_digest, code_version, get_rng_state, save_checkpoint
-from .config import config_to_dict, save_config
-from .data import build_data
-from .distributed import Context
-from .engine import train_one_epoch
-from .errors import TrainingError
-from .loaders import Shard
-from .metrics_log import MetricsLog
-from .optim import build_scheduler
-from .restore import checkpoint_file, restore
+from ..train.amp import Precision
+from ..train.checkpoint import CHECKPOINT, FORMAT, checkpoint_digest, code_version, get_rng_state, save_checkpoint
+from ..train.config import config_to_dict, save_config
+from ..train.data import build_data
+from ..train.distributed import Context
+from ..train.engine import train_one_epoch
+from ..train.errors import TrainingError
+from ..train.loaders import Shard
+from ..train.metrics_log import MetricsLog
+from ..train.optim import build_scheduler
+from ..train.restore import checkpoint_file, restore
 
 __all__ = ["finetune", "check_bits"]
 
@@ -90,8 +90,8 @@ def finetune(
     ``train_limit`` (a fixed random subset of the training split) and ``data_root`` (where the data has moved)
     change what it trains on; ``threads`` sets torch's CPU threads.
     """
-    from ..export.qat import FakeQuantNet
-    from ..export.quant_eval import input_scale_of
+    from .qat import FakeQuantNet
+    from .quant_eval import input_scale_of
 
     source, out = Path(source), Path(out)
     _check_args(source, out, bits=bits, input_bits=input_bits, epochs=epochs, lr=lr, batch_size=batch_size,
