@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -111,24 +112,61 @@ def _stages(
     return nn.Sequential(stages), ch
 
 
-def _small_resnet(
-    *, num_classes, in_channels, width, timesteps, input_size, opts, conv1: int, widths, blocks, downsample
-) -> SpikingNet:
-    """ResNet-17/19: 3x3 s1 encoding conv, basic blocks, avg pool /2, spiking fc-256, decoding fc."""
-    c1 = scaled(conv1, width)
-    ws = [scaled(w, width) for w in widths]
-    body, ch = _stages(opts, c1, ws, blocks, downsample, bottleneck=False)
+@dataclass(frozen=True)
+class ResNetArgs:
+    """One of the paper's residual networks (Table 4) as data: what :func:`_create_resnet` builds.
+
+    ``conv1``: channels of the encoding conv, whose kernel is ``conv1_kernel`` (3, stride 1: the CIFAR-10 and DVS
+    nets; 7, stride 2: the ImageNet nets); per stage, its ``widths``, its number of ``blocks`` and whether its
+    first block halves the resolution (``downsample``); ``bottleneck`` blocks (ResNet-50) or basic ones; ``fc``:
+    the spiking fc after an average pool /2 of the small nets (ResNet-17/19), or None for a global average pool
+    straight into the decoding fc (ImageNet). Channel counts are the paper's, before the ``width`` multiplier.
+    """
+
+    conv1: int
+    conv1_kernel: int
+    widths: tuple[int, ...]
+    blocks: tuple[int, ...]
+    downsample: tuple[bool, ...]
+    bottleneck: bool = False
+    fc: int | None = None
+
+
+RESNETS: dict[str, ResNetArgs] = {
+    "resnet19": ResNetArgs(128, 3, (128, 256, 512), (3, 3, 2), (False, True, True), fc=256),
+    "resnet17": ResNetArgs(64, 3, (64, 128), (3, 4), (True, True), fc=256),
+    "resnet34": ResNetArgs(64, 7, (64, 128, 256, 512), (3, 4, 6, 3), (True,) * 4),
+    "resnet34_large": ResNetArgs(128, 7, (128, 256, 512, 1024), (3, 4, 6, 3), (True,) * 4),
+    "resnet50": ResNetArgs(64, 7, (64, 128, 256, 512), (3, 4, 6, 3), (True,) * 4, bottleneck=True),
+}
+
+
+def _create_resnet(name: str, *, num_classes: int, in_channels: int, width: float, timesteps: int,
+                   input_size: int | None = None, **options) -> SpikingNet:
+    """The network :data:`RESNETS` ``[name]`` describes, at ``width``, with the neuron and normalization
+    ``options``. The modules are made in one order for every net (stages, head, encoder, decoder), so that a seed
+    gives the same initial weights as it always has."""
+    arch = RESNETS[name]
+    opts = spiking_options(timesteps=timesteps, **options)
+    c1 = scaled(arch.conv1, width)
+    ws = [scaled(w, width) for w in arch.widths]
+    body, ch = _stages(opts, c1, ws, list(arch.blocks), list(arch.downsample), bottleneck=arch.bottleneck)
+    if arch.fc is None:  # global average pool into the decoding fc
+        enc = encoder(opts, in_channels, c1, arch.conv1_kernel, 2)
+        return global_pool_net(opts, enc, body, ch, num_classes, in_channels, timesteps)
+    assert input_size is not None
     size = input_size
-    for down in downsample:
+    for down in arch.downsample:
         size = (size + 1) // 2 if down else size  # 3x3 conv, padding 1, stride 2
     size //= 2  # avg pool /2
     if size < 1:
-        raise ValueError(f"input_size={input_size} is too small for this network (needs >= {2 ** (sum(downsample) + 1)})")
-    fc = scaled(256, width)
+        raise ValueError(f"input_size={input_size} is too small for this network "
+                         f"(needs >= {2 ** (sum(arch.downsample) + 1)})")
+    fc = scaled(arch.fc, width)
     head = nn.Sequential(pool_head(nn.AvgPool2d(2)))
     head.add_module("fc", spiking_fc(opts, ch * size * size, fc))
     return SpikingNet(
-        encoder=encoder(opts, in_channels, c1, 3, 1),
+        encoder=encoder(opts, in_channels, c1, arch.conv1_kernel, 1),
         body=body,
         head=head,
         decoder=TimeDistributed(nn.Linear(fc, num_classes)),
@@ -136,43 +174,6 @@ def _small_resnet(
         timesteps=timesteps,
         options=opts,
     )
-
-
-@register(SPIKING_OPTIONS)
-def resnet19(
-    *, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, timesteps: int = 4, input_size: int = 32,
-    **options,
-) -> SpikingNet:
-    """ResNet-19 (CIFAR-10, CIFAR10-DVS): conv 3x3-128 s1; [128]x3, [256]x3*, [512]x2*; avg pool /2, fc-256, fc."""
-    opts = spiking_options(timesteps=timesteps, **options)
-    return _small_resnet(
-        num_classes=num_classes, in_channels=in_channels, width=width, timesteps=timesteps, input_size=input_size,
-        opts=opts, conv1=128, widths=[128, 256, 512], blocks=[3, 3, 2], downsample=[False, True, True],
-    )
-
-
-@register(SPIKING_OPTIONS)
-def resnet17(
-    *, num_classes: int = 11, in_channels: int = 2, width: float = 1.0, timesteps: int = 40, input_size: int = 32,
-    **options,
-) -> SpikingNet:
-    """ResNet-17 (DVS128 Gesture): conv 3x3-64 s1; [64]x3*, [128]x4*; avg pool /2, fc-256, fc-11."""
-    opts = spiking_options(timesteps=timesteps, **options)
-    return _small_resnet(
-        num_classes=num_classes, in_channels=in_channels, width=width, timesteps=timesteps, input_size=input_size,
-        opts=opts, conv1=64, widths=[64, 128], blocks=[3, 4], downsample=[True, True],
-    )
-
-
-def _imagenet_resnet(
-    *, num_classes, in_channels, width, timesteps, opts, conv1: int, widths, blocks, bottleneck: bool
-) -> SpikingNet:
-    """ResNet-34/50: 7x7 s2 encoding conv, no max-pool (the stride-2 first block takes its place), every stage
-    downsamples in its first block, global average pool, decoding fc."""
-    c1 = scaled(conv1, width)
-    ws = [scaled(w, width) for w in widths]
-    body, ch = _stages(opts, c1, ws, blocks, [True] * len(blocks), bottleneck=bottleneck)
-    return global_pool_net(opts, encoder(opts, in_channels, c1, 7, 2), body, ch, num_classes, in_channels, timesteps)
 
 
 def global_pool_net(opts: SpikingOptions, enc: nn.Module, body: nn.Module, ch: int, num_classes: int,
@@ -191,15 +192,32 @@ def global_pool_net(opts: SpikingOptions, enc: nn.Module, body: nn.Module, ch: i
 
 
 @register(SPIKING_OPTIONS)
+def resnet19(
+    *, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, timesteps: int = 4, input_size: int = 32,
+    **options,
+) -> SpikingNet:
+    """ResNet-19 (CIFAR-10, CIFAR10-DVS): conv 3x3-128 s1; [128]x3, [256]x3*, [512]x2*; avg pool /2, fc-256, fc."""
+    return _create_resnet("resnet19", num_classes=num_classes, in_channels=in_channels, width=width,
+                          timesteps=timesteps, input_size=input_size, **options)
+
+
+@register(SPIKING_OPTIONS)
+def resnet17(
+    *, num_classes: int = 11, in_channels: int = 2, width: float = 1.0, timesteps: int = 40, input_size: int = 32,
+    **options,
+) -> SpikingNet:
+    """ResNet-17 (DVS128 Gesture): conv 3x3-64 s1; [64]x3*, [128]x4*; avg pool /2, fc-256, fc-11."""
+    return _create_resnet("resnet17", num_classes=num_classes, in_channels=in_channels, width=width,
+                          timesteps=timesteps, input_size=input_size, **options)
+
+
+@register(SPIKING_OPTIONS)
 def resnet34(
     *, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, timesteps: int = 6, **options,
 ) -> SpikingNet:
     """ResNet-34 (ImageNet): conv 7x7-64 s2; [64]x3*, [128]x4*, [256]x6*, [512]x3*; avg pool, fc-1000."""
-    opts = spiking_options(timesteps=timesteps, **options)
-    return _imagenet_resnet(
-        num_classes=num_classes, in_channels=in_channels, width=width, timesteps=timesteps, opts=opts,
-        conv1=64, widths=[64, 128, 256, 512], blocks=[3, 4, 6, 3], bottleneck=False,
-    )
+    return _create_resnet("resnet34", num_classes=num_classes, in_channels=in_channels, width=width,
+                          timesteps=timesteps, **options)
 
 
 @register(SPIKING_OPTIONS)
@@ -207,11 +225,8 @@ def resnet34_large(
     *, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, timesteps: int = 6, **options,
 ) -> SpikingNet:
     """ResNet-34 large (ImageNet): ResNet-34 with doubled widths: conv 7x7-128 s2; [128]x3*, ..., [1024]x3*."""
-    opts = spiking_options(timesteps=timesteps, **options)
-    return _imagenet_resnet(
-        num_classes=num_classes, in_channels=in_channels, width=width, timesteps=timesteps, opts=opts,
-        conv1=128, widths=[128, 256, 512, 1024], blocks=[3, 4, 6, 3], bottleneck=False,
-    )
+    return _create_resnet("resnet34_large", num_classes=num_classes, in_channels=in_channels, width=width,
+                          timesteps=timesteps, **options)
 
 
 @register(SPIKING_OPTIONS)
@@ -219,8 +234,5 @@ def resnet50(
     *, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, timesteps: int = 6, **options,
 ) -> SpikingNet:
     """ResNet-50 (ImageNet): conv 7x7-64 s2; bottlenecks [64,64,256]x3*, [128]x4*, [256]x6*, [512]x3*; fc-1000."""
-    opts = spiking_options(timesteps=timesteps, **options)
-    return _imagenet_resnet(
-        num_classes=num_classes, in_channels=in_channels, width=width, timesteps=timesteps, opts=opts,
-        conv1=64, widths=[64, 128, 256, 512], blocks=[3, 4, 6, 3], bottleneck=True,
-    )
+    return _create_resnet("resnet50", num_classes=num_classes, in_channels=in_channels, width=width,
+                          timesteps=timesteps, **options)
