@@ -404,3 +404,76 @@ def test_unknown_norm_names_the_valid_ones():
 def test_per_step_norm_refuses_another_number_of_steps():
     with pytest.raises(ValueError, match=r"built for T = 3 steps.*timesteps=2"):
         TEBN(4, 3)(torch.randn(2, 5, 4, 3, 3))
+
+
+# --- normalizations as data ----------------------------------------------------------------------------------
+
+
+class _StepTEBN(tdbn.layers.temporal_norm._TimeNorm):
+    """A normalization none of the papers has: BNTT's per-step statistics with TEBN's channel affine and step weight,
+    made of its spec alone."""
+
+    spec = tdbn.layers.temporal_norm.NormSpec("step_tebn", statistics="step", step_weight="p")
+
+
+def step_tebn_formula(x, gamma, beta, p):
+    out, stats = [], []
+    c = (None, slice(None), None, None)
+    for t in range(x.shape[0]):
+        mean, var = _biased(x[t], (0, 2, 3))
+        out.append(p[t] * (gamma[c] * (x[t] - mean[c]) / torch.sqrt(var[c] + EPS) + beta[c]))
+        n = x[t].numel() / x.shape[2]
+        stats.append((mean, var * n / (n - 1)))
+    return torch.stack(out), stats
+
+
+def test_a_new_normalization_is_its_spec():
+    """A spec nobody wrote code for: parameters of the right shapes, the formula forward and backward (float64),
+    per-step running statistics, and its lean unit equal to its modules."""
+    m = _perturb(_StepTEBN(4, 3).double())
+    assert m.weight.shape == (4,) and m.p.shape == (3,) and m.running_mean.shape == (3, 4)
+    x = _x()
+    y = m(x)
+    ref, stats = step_tebn_formula(x, m.weight, m.bias, m.p)
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(x)
+    params = [x, *m.parameters()]
+    for a, b in zip(torch.autograd.grad((y * g).sum(), params), torch.autograd.grad((ref * g).sum(), params)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(m.running_mean, 0.1 * torch.stack([s[0] for s in stats]).detach())
+    runs = []
+    for lean in (True, False):
+        unit = TdBNLIF(_perturb(_StepTEBN(4, 3).double()), tdbn.LIF())
+        xs = x.detach().clone().requires_grad_(True)
+        with lean_training(lean):
+            out = unit(xs)
+            (out * g).sum().backward()
+        runs.append((out, xs.grad, [p.grad for p in unit.parameters()]))
+    assert torch.equal(runs[0][0], runs[1][0])
+    for a, b in zip([runs[0][1], *runs[0][2]], [runs[1][1], *runs[1][2]]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+def test_norm_specs_name_every_model_norm_and_refuse_unknown_fields():
+    from tdbn.layers.temporal_norm import NORM_SPECS, NormSpec
+    from tdbn.models.options import NORMS
+
+    assert set(NORM_SPECS) | {"mpbn", "none"} == set(NORMS)
+    assert [NORM_SPECS[n].per_step for n in ("tdbn", "bn", "tebn", "bntt", "tab")] == [False, False, True, True, True]
+    with pytest.raises(ValueError, match="statistics must be one of"):
+        NormSpec("x", statistics="window")
+
+
+def test_mpbn_units_train_as_one_node(monkeypatch):
+    """The BN + MPBN units and junctions of a network train as one autograd node each (no recomputation), and
+    store no tensor of a unit's size but their inputs."""
+    import tdbn.layers.recompute as recompute
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an MPBN unit ran under recomputation")
+
+    monkeypatch.setattr(recompute._Recompute, "apply", refuse)
+    model = _model("mpbn")
+    x = torch.rand(4, 3, 16, 16, dtype=F64)
+    torch.nn.functional.cross_entropy(model(x), torch.randint(0, 10, (4,))).backward()
+    assert all(p.grad is not None for p in model.parameters())

@@ -47,6 +47,76 @@ def _margin(u: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
     return torch.addcmul(shift.view(shape), u, scale.view(shape))
 
 
+def _steps(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor, cfg: tuple, *,
+           keep_u: bool) -> tuple[Tensor, Tensor | None, Tensor, Tensor, int]:
+    """The MPBN neuron over the ``T`` steps of ``x``: ``(spikes, u or None, mean [T, C], var [T, C], count)``, with
+    the batch statistics of each step (training) or the running ones; the potentials only when ``keep_u``."""
+    tau, v_th, _, _, eps, batch, group, sync = cfg
+    spikes = torch.empty_like(x)
+    us = torch.empty_like(x) if keep_u else None
+    means, variances = [], []
+    u = o = None
+    count = 0
+    for t in range(x.shape[0]):
+        u = _advance(x[t], u, o, tau)
+        if batch:
+            mean, var, count = step_moments(u.unsqueeze(0), group, synchronized=sync)
+            mean, var = mean[0], var[0]
+        else:
+            mean, var = running_mean, running_var
+        o = (_margin(u, *_affine(mean, var, weight, bias, eps, v_th)) > 0).to(x.dtype)
+        spikes[t] = o
+        if us is not None:
+            us[t] = u
+        means.append(mean)
+        variances.append(var)
+    return spikes, us, torch.stack(means), torch.stack(variances), count
+
+
+def _grad_(buf: Tensor, g_spikes: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, var: Tensor, cfg: tuple,
+           count: int) -> tuple[Tensor, Tensor, Tensor]:
+    """BPTT of the MPBN neuron, in place: ``buf`` holds the input ``x`` and is overwritten first by the potentials
+    (recomputed step by step), then by ``dL/dx``, step ``t``'s gradient replacing ``u_t`` once ``u_t`` is no longer
+    read (one buffer for the three). Returns ``(dL/dx, dL/dgamma, dL/dbeta)``; through the reset, the surrogate and
+    each step's batch normalization (its gradient sums all-reduced when synchronized)."""
+    tau, v_th, surrogate, width, eps, batch, group, sync = cfg
+    sg = _surrogate.get(surrogate)
+    T = buf.shape[0]
+    o = None
+    for t in range(T):  # the potentials again: u_t = x_t + tau * u_{t-1} * (1 - o_{t-1})
+        if t:
+            buf[t].addcmul_(buf[t - 1], 1 - o, value=tau)
+        o = (_margin(buf[t], *_affine(mean[t], var[t], weight, bias, eps, v_th)) > 0).to(buf.dtype)
+    del o
+    dims = [0, *range(2, buf.dim() - 1)]
+    shape = (1, weight.shape[0]) + (1,) * (buf.dim() - 3)
+    gw, gb = torch.zeros_like(weight), torch.zeros_like(bias)
+    gu_next = None
+    for t in reversed(range(T)):
+        u = buf[t]
+        scale, shift = _affine(mean[t], var[t], weight, bias, eps, v_th)
+        d = _margin(u, scale, shift)
+        go = g_spikes[t] if gu_next is None else g_spikes[t] - tau * u * gu_next  # o_t also resets u_{t+1}
+        gd = go * sg(d, width)
+        inv = torch.rsqrt(var[t] + eps).view(shape)
+        xhat = (u - mean[t].view(shape)) * inv
+        gw += (gd * xhat).sum(dims)
+        gb += gd.sum(dims)
+        gxhat = gd * weight.view(shape)
+        if batch:  # through the step's batch statistics
+            sums = torch.stack([gxhat.sum(dims), (gxhat * xhat).sum(dims)])
+            if sync:
+                dist.all_reduce(sums, group=group or dist.group.WORLD)
+            gu = (gxhat - (sums[0] / count).view(shape) - xhat * (sums[1] / count).view(shape)) * inv
+        else:
+            gu = gxhat * inv
+        if gu_next is not None:
+            gu = gu + tau * (1 - (d > 0).to(buf.dtype)) * gu_next
+        buf[t] = gu  # u_t is not read again
+        gu_next = gu
+    return buf, gw, gb
+
+
 class _Recurrence(torch.autograd.Function):
     """The MPBN neuron over ``T`` steps with a hand-written backward (BPTT through the reset, the surrogate and each
     step's batch normalization). Stores the input and the per-step statistics; backward recomputes the potentials
@@ -55,23 +125,7 @@ class _Recurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, cfg):  # type: ignore[override]
-        tau, v_th, _, _, eps, batch, group, sync = cfg
-        spikes, us = torch.empty_like(x), torch.empty_like(x)
-        means, variances = [], []
-        u = o = None
-        count = 0
-        for t in range(x.shape[0]):
-            u = _advance(x[t], u, o, tau)
-            if batch:
-                mean, var, count = step_moments(u.unsqueeze(0), group, synchronized=sync)
-                mean, var = mean[0], var[0]
-            else:
-                mean, var = running_mean, running_var
-            o = (_margin(u, *_affine(mean, var, weight, bias, eps, v_th)) > 0).to(x.dtype)
-            spikes[t], us[t] = o, u
-            means.append(mean)
-            variances.append(var)
-        mean, var = torch.stack(means), torch.stack(variances)
+        spikes, us, mean, var, count = _steps(x, weight, bias, running_mean, running_var, cfg, keep_u=True)
         ctx.save_for_backward(x, weight, bias, mean, var)
         ctx.cfg, ctx.count = cfg, count
         ctx.mark_non_differentiable(us, mean, var)
@@ -80,43 +134,7 @@ class _Recurrence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_spikes, _gu, _gmean, _gvar, _gcount):  # type: ignore[override]
         x, weight, bias, mean, var = ctx.saved_tensors
-        tau, v_th, surrogate, width, eps, batch, group, sync = ctx.cfg
-        sg = _surrogate.get(surrogate)
-        T = x.shape[0]
-        us = torch.empty_like(x)
-        u = o = None
-        for t in range(T):  # the potentials again
-            u = _advance(x[t], u, o, tau)
-            o = (_margin(u, *_affine(mean[t], var[t], weight, bias, eps, v_th)) > 0).to(x.dtype)
-            us[t] = u
-        dims = [0, *range(2, x.dim() - 1)]
-        shape = (1, weight.shape[0]) + (1,) * (x.dim() - 3)
-        gx = us  # step t's gradient overwrites u_t once u_t is no longer needed (one buffer for both)
-        gw, gb = torch.zeros_like(weight), torch.zeros_like(bias)
-        gu_next = None
-        for t in reversed(range(T)):
-            u = us[t]
-            scale, shift = _affine(mean[t], var[t], weight, bias, eps, v_th)
-            d = _margin(u, scale, shift)
-            go = g_spikes[t] if gu_next is None else g_spikes[t] - tau * u * gu_next  # o_t also resets u_{t+1}
-            gd = go * sg(d, width)
-            inv = torch.rsqrt(var[t] + eps).view(shape)
-            xhat = (u - mean[t].view(shape)) * inv
-            gw += (gd * xhat).sum(dims)
-            gb += gd.sum(dims)
-            gxhat = gd * weight.view(shape)
-            if batch:  # through the step's batch statistics
-                sums = torch.stack([gxhat.sum(dims), (gxhat * xhat).sum(dims)])
-                count = ctx.count
-                if sync:
-                    dist.all_reduce(sums, group=group or dist.group.WORLD)
-                gu = (gxhat - (sums[0] / count).view(shape) - xhat * (sums[1] / count).view(shape)) * inv
-            else:
-                gu = gxhat * inv
-            if gu_next is not None:
-                gu = gu + tau * (1 - (d > 0).to(x.dtype)) * gu_next
-            gx[t] = gu  # u_t (= us[t]) is not read again
-            gu_next = gu
+        gx, gw, gb = _grad_(x.clone(), g_spikes, weight, bias, mean, var, ctx.cfg, ctx.count)
         return gx, gw, gb, None, None, None
 
 
@@ -158,19 +176,42 @@ class MPBNLIF(Synchronizable, LIF):
         u = _advance(x_t, u_prev, o_prev, self.params.tau)
         return (self.margin(u) > 0).to(x_t.dtype), u
 
+    def _cfg(self) -> tuple:
+        p = self.params
+        return (p.tau, p.v_th, p.surrogate, p.surrogate_width, self.eps, self.training, self.process_group,
+                self.training and self.synchronized())
+
     def forward_with_membrane(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Spikes and the potentials ``u`` (before normalization and reset), both ``[T, N, ...]``."""
         self._check(x)
-        p = self.params
-        cfg = (p.tau, p.v_th, p.surrogate, p.surrogate_width, self.eps, self.training, self.process_group,
-               self.training and self.synchronized())
         spikes, u, mean, var, count = _Recurrence.apply(x, self.weight, self.bias, self.running_mean,
-                                                        self.running_var, cfg)
-        if self.training and not recomputing():  # count the batch once: not again when a unit is recomputed
-            self.num_batches_tracked.add_(1)
-            for t in range(x.shape[0]):  # one normalization called at every step
-                update_running(self.running_mean, self.running_var, mean[t], var[t], int(count), self.momentum)
+                                                        self.running_var, self._cfg())
+        self.count_lean_batch(mean, var, int(count))
         return spikes, u
+
+    # ---- the lean unit's share (tdbn.layers.temporal_norm.norm_lif: BN and this neuron as one autograd node) ----
+    def lean_steps(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, int, tuple]:
+        """Forward of the neuron inside a lean unit: ``(spikes, mean, var, count, cfg)``, no potentials kept;
+        ``cfg`` is what :meth:`lean_grad_` takes back."""
+        self._check(x)
+        cfg = self._cfg()
+        spikes, _, mean, var, count = _steps(x, self.weight, self.bias, self.running_mean, self.running_var, cfg,
+                                             keep_u=False)
+        return spikes, mean, var, count, cfg
+
+    def lean_grad_(self, buf: Tensor, g_spikes: Tensor, mean: Tensor, var: Tensor, count: int,
+                   cfg: tuple) -> tuple[Tensor, Tensor, Tensor]:
+        """Backward of the neuron inside a lean unit, in place over its input ``buf``: ``(dL/dx, dL/dgamma,
+        dL/dbeta)``."""
+        return _grad_(buf, g_spikes, self.weight.detach(), self.bias.detach(), mean, var, cfg, count)
+
+    def count_lean_batch(self, mean: Tensor, var: Tensor, count: int) -> None:
+        """Count a training batch and move the running statistics by each step's (once: not again when a unit is
+        recomputed in backward), as one normalization called at every step does."""
+        if self.training and not recomputing():
+            self.num_batches_tracked.add_(1)
+            for t in range(mean.shape[0]):
+                update_running(self.running_mean, self.running_var, mean[t], var[t], count, self.momentum)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with_membrane(x)[0]

@@ -18,11 +18,16 @@ running statistics (per channel for TEBN, per step and channel for BNTT and TAB)
 
 Synchronized statistics (:func:`tdbn.convert_sync_tdbn`) all-reduce the per-step sums and sums of squares over the
 process group with a differentiable all-reduce, so two processes with half the batch each compute what one process
-computes with the whole batch. In training the units run these modules under recomputation
-(:mod:`tdbn.layers.recompute`): the recomputation in backward does not count the batch a second time.
+computes with the whole batch. In training a unit (norm, then LIF) or residual junction with one of them is one
+autograd node (:class:`_NormLIF`), which stores what the tdBN unit stores.
+
+Each is described by data, a :class:`NormSpec` (which steps a statistic spans, which affine, which step weight):
+the table above is :data:`NORM_SPECS`, and the classes differ only in the spec they carry.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -35,6 +40,61 @@ from .batch_state import Synchronizable
 from .recompute import recomputing
 
 Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class NormSpec:
+    """A batch normalization of spiking layers, as data: which values each statistic spans, which affine follows,
+    and whether the normalized value is scaled by the threshold.
+
+    Attributes:
+        name: the name models take (``model.norm``).
+        statistics: what the statistics of step ``t`` span, per channel, besides batch and space: ``"all"`` every
+            step (tdBN, BN, TEBN), ``"step"`` step ``t`` alone (BNTT), ``"causal"`` the steps ``0..t`` (TAB).
+            Running statistics are per channel for ``"all"``, per step and channel otherwise.
+        affine: ``"channel"`` (``gamma``, ``beta`` of shape ``[C]``) or ``"step"`` (``[T, C]``, one per step).
+        step_weight: a learned weight per step multiplying the affine output: ``"none"``, ``"p"`` (``p_t``, TEBN) or
+            ``"p2"`` (``p_t^2``, TAB); ``p`` starts at 1.
+        threshold: tdBN's ``alpha * v_th`` factor on the normalized value (Eq. 7).
+
+    A normalization that these fields describe is one entry of :data:`NORM_SPECS` and one line of a class: every
+    such class shares :class:`_TimeNorm`'s statistics, affine, running statistics, synchronization, lean unit
+    (:class:`_NormLIF`), streaming step and folding. tdBN and BN (``statistics="all"``, ``affine="channel"``, no
+    step weight) keep their own modules (:class:`tdbn.layers.TdBatchNorm2d`) with the one-pass kernels of the op
+    layer.
+    """
+
+    name: str
+    statistics: str = "all"
+    affine: str = "channel"
+    step_weight: str = "none"
+    threshold: bool = False
+
+    def __post_init__(self) -> None:
+        for field_, value, valid in (("statistics", self.statistics, STATISTICS), ("affine", self.affine, AFFINES),
+                                     ("step_weight", self.step_weight, STEP_WEIGHTS)):
+            if value not in valid:
+                raise ValueError(f"NormSpec {self.name!r}: {field_} must be one of {list(valid)}, got {value!r}")
+
+    @property
+    def per_step(self) -> bool:
+        """Whether the evaluation-mode map may differ between steps (what fusion and streaming ask)."""
+        return self.statistics != "all" or self.affine != "channel" or self.step_weight != "none"
+
+
+STATISTICS = ("all", "step", "causal")
+AFFINES = ("channel", "step")
+STEP_WEIGHTS = ("none", "p", "p2")
+
+#: every normalization the models take by name (``model.norm``), as data; ``mpbn`` adds a normalization of the
+#: membrane potential to BN (:class:`tdbn.layers.MPBNLIF`) and ``none`` has none
+NORM_SPECS: dict[str, NormSpec] = {spec.name: spec for spec in (
+    NormSpec("tdbn", threshold=True),  # Eq. 5-8
+    NormSpec("bn"),
+    NormSpec("tebn", step_weight="p"),  # Duan et al. 2022
+    NormSpec("bntt", statistics="step", affine="step"),  # Kim & Panda 2021
+    NormSpec("tab", statistics="causal", affine="step", step_weight="p2"),  # Jiang et al. 2024
+)}
 
 
 def step_sums(x: Tensor, group: dist.ProcessGroup | None = None, *, synchronized: bool = False) -> tuple[Tensor, int]:
@@ -82,7 +142,11 @@ def update_running(running_mean: Tensor, running_var: Tensor, mean: Tensor, var:
 
 
 class _TimeNorm(Synchronizable, nn.Module):
-    """What TEBN, BNTT and TAB share: shape checks, statistics (local or synchronized), running updates."""
+    """A normalization with per-step statistics or parameters, made from its :class:`NormSpec` (the class attribute
+    ``spec``): its parameters (``weight``, ``bias``, and ``p`` with a step weight), running statistics, statistics
+    (local or synchronized), affine map and running updates."""
+
+    spec: NormSpec
 
     def __init__(self, num_features: int, timesteps: int, *, dims: int = 2, eps: float = 1e-5,
                  momentum: float = 0.1):
@@ -99,6 +163,15 @@ class _TimeNorm(Synchronizable, nn.Module):
         self.eps = float(eps)
         self.momentum = float(momentum)
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        spec = self.spec
+        affine = (timesteps, num_features) if spec.affine == "step" else (num_features,)
+        self.weight = nn.Parameter(torch.ones(affine))
+        self.bias = nn.Parameter(torch.zeros(affine))
+        if spec.step_weight != "none":
+            self.p = nn.Parameter(torch.ones(timesteps))
+        stats = (num_features,) if spec.statistics == "all" else (timesteps, num_features)
+        self.register_buffer("running_mean", torch.zeros(stats))
+        self.register_buffer("running_var", torch.ones(stats))
 
     # ---- checks and statistics -------------------------------------------------------------------------------
     def _check(self, x: Tensor) -> None:
@@ -119,9 +192,25 @@ class _TimeNorm(Synchronizable, nn.Module):
         return step_sums(x, self.process_group, synchronized=self.synchronized())
 
     def _batch_stats(self, step_mean: Tensor, step_var: Tensor, count: int) -> tuple[Tensor, Tensor, int | Tensor]:
-        """The statistics this normalization applies, from every step's moments: ``(mean, var, n)``, ``n`` the
-        values each spans (for the running variance)."""
-        raise NotImplementedError
+        """The statistics this normalization applies, from every step's moments (``[T, C]``, ``count`` values
+        each): ``(mean, var, n)``, ``n`` the values each spans (for the running variance). Steps hold equal counts,
+        so pooled moments combine exactly: the mean of the means, and the mean of the variances plus the variance of
+        the means."""
+        window = self.spec.statistics
+        if window == "step":
+            return step_mean, step_var, count
+        if window == "all":
+            mean = step_mean.mean(0)
+            var = step_var.mean(0) + (step_mean - mean).square().mean(0)
+            return mean, var, count * step_mean.shape[0]
+        means, variances = [], []  # "causal": step t pools the steps 0..t
+        for t in range(step_mean.shape[0]):
+            m = step_mean[: t + 1].mean(0)
+            means.append(m)
+            variances.append(step_var[: t + 1].mean(0) + (step_mean[: t + 1] - m).square().mean(0))
+        mean, var = torch.stack(means), torch.stack(variances)
+        n = torch.arange(1, step_mean.shape[0] + 1, dtype=var.dtype, device=var.device)[:, None] * count
+        return mean, var, n
 
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
@@ -138,24 +227,13 @@ class _TimeNorm(Synchronizable, nn.Module):
         """``lif(self(z))`` in training as one autograd node (:class:`_NormLIF`): stores ``z`` and the per-step
         sums; backward recomputes the normalization and the membrane potentials in one buffer. Same values and
         gradients as the modules one after the other (tests)."""
-        return self.junction(z, None, None, lif)
+        return norm_lif(z, None, self, None, lif)
 
     def junction(self, za: Tensor, zb: Tensor | None, norm_b: "_TimeNorm | None", lif: nn.Module, *,
                  spikes_b: bool = False) -> Tensor:
         """``lif(self(za) + norm_b(zb))`` (``+ zb`` without ``norm_b``; nothing without ``zb``) in training as one
         autograd node, a residual junction (Fig. 5b); ``spikes_b``: ``zb`` holds 0/1 only (stored as bits)."""
-        self._check(za)
-        if norm_b is not None:
-            norm_b._check(zb)
-        params = [*self.parameters(), *(norm_b.parameters() if norm_b is not None else ())]
-        spikes, sums_a, sums_b, counts = _NormLIF.apply(za, zb, self, norm_b, LIFArgs.of(lif.params),
-                                                        bool(spikes_b), *params)
-        for norm, sums, count in ((self, sums_a, int(counts[0])), (norm_b, sums_b, int(counts[1]))):
-            if norm is not None and zb is not None or norm is self:
-                if norm._count_batch():
-                    mean, var, n = norm._batch_stats(*moments(sums, count), count)
-                    norm._update(norm.running_mean, norm.running_var, mean, var, n)
-        return spikes
+        return norm_lif(za, zb, self, norm_b, lif, spikes_b=spikes_b)
 
     def _count_batch(self) -> bool:
         """Count this training batch (once: not again when the unit is recomputed in backward)."""
@@ -182,8 +260,13 @@ class _TimeNorm(Synchronizable, nn.Module):
         return torch.addcmul(shift.reshape(shape).to(x.dtype), x, scale.reshape(shape).to(x.dtype))
 
     def _map(self, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
-        """``(scale, shift)`` of ``y = scale * x + shift`` from the statistics (``[T, C]`` or ``[C]`` each)."""
-        raise NotImplementedError
+        """``(scale, shift)`` of ``y = w_t * (gamma * x_hat + beta) = scale * x + shift`` from the statistics
+        (``[T, C]`` or ``[C]`` each), ``w_t`` the step weight (``p_t``, ``p_t^2``) where there is one."""
+        scale = self.weight * torch.rsqrt(var + self.eps)
+        if self.spec.step_weight == "none":
+            return scale, self.bias - mean * scale
+        w = (self.p if self.spec.step_weight == "p" else self.p.square())[:, None]
+        return w * scale, w * (self.bias - mean * scale)
 
     def step_affine(self) -> tuple[Tensor, Tensor]:
         """The evaluation-mode map of each step, ``y = scale_t * x + shift_t``: ``(scale, shift)``, each
@@ -209,23 +292,7 @@ class TEBN(_TimeNorm):
         torch.Size([3, 8, 4, 5, 5])
     """
 
-    def __init__(self, num_features: int, timesteps: int, **kw):
-        super().__init__(num_features, timesteps, **kw)
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
-        self.p = nn.Parameter(torch.ones(timesteps))
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
-
-    def _batch_stats(self, step_mean: Tensor, step_var: Tensor, count: int) -> tuple[Tensor, Tensor, int]:
-        mean = step_mean.mean(0)  # equal counts per step: the mean and variance over all steps
-        var = step_var.mean(0) + (step_mean - mean).square().mean(0)
-        return mean, var, count * step_mean.shape[0]
-
-    def _map(self, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
-        scale = self.weight * torch.rsqrt(var + self.eps)
-        p = self.p[:, None]
-        return p * scale, p * (self.bias - mean * scale)
+    spec = NORM_SPECS["tebn"]
 
 
 class BNTT(_TimeNorm):
@@ -238,19 +305,7 @@ class BNTT(_TimeNorm):
         (torch.Size([3, 4]), torch.Size([3, 4]))
     """
 
-    def __init__(self, num_features: int, timesteps: int, **kw):
-        super().__init__(num_features, timesteps, **kw)
-        self.weight = nn.Parameter(torch.ones(timesteps, num_features))
-        self.bias = nn.Parameter(torch.zeros(timesteps, num_features))
-        self.register_buffer("running_mean", torch.zeros(timesteps, num_features))
-        self.register_buffer("running_var", torch.ones(timesteps, num_features))
-
-    def _batch_stats(self, step_mean: Tensor, step_var: Tensor, count: int) -> tuple[Tensor, Tensor, int]:
-        return step_mean, step_var, count
-
-    def _map(self, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
-        scale = self.weight * torch.rsqrt(var + self.eps)
-        return scale, self.bias - mean * scale
+    spec = NORM_SPECS["bntt"]
 
 
 class TAB(_TimeNorm):
@@ -263,82 +318,141 @@ class TAB(_TimeNorm):
         torch.Size([3, 8, 4])
     """
 
-    def __init__(self, num_features: int, timesteps: int, **kw):
-        super().__init__(num_features, timesteps, **kw)
-        self.weight = nn.Parameter(torch.ones(timesteps, num_features))
-        self.bias = nn.Parameter(torch.zeros(timesteps, num_features))
-        self.p = nn.Parameter(torch.ones(timesteps))
-        self.register_buffer("running_mean", torch.zeros(timesteps, num_features))
-        self.register_buffer("running_var", torch.ones(timesteps, num_features))
-
-    def _batch_stats(self, step_mean: Tensor, step_var: Tensor, count: int) -> tuple[Tensor, Tensor, Tensor]:
-        means, variances = [], []
-        for t in range(step_mean.shape[0]):  # steps 0..t hold equal counts: combine their moments exactly
-            m = step_mean[: t + 1].mean(0)
-            means.append(m)
-            variances.append(step_var[: t + 1].mean(0) + (step_mean[: t + 1] - m).square().mean(0))
-        mean, var = torch.stack(means), torch.stack(variances)
-        # step t's statistics span (t + 1) * count values
-        n = torch.arange(1, step_mean.shape[0] + 1, dtype=var.dtype, device=var.device)[:, None] * count
-        return mean, var, n
-
-    def _map(self, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
-        scale = self.weight * torch.rsqrt(var + self.eps)
-        p2 = self.p.square()[:, None]
-        return p2 * scale, p2 * (self.bias - mean * scale)
+    spec = NORM_SPECS["tab"]
 
 
 TIME_NORMS = (TEBN, BNTT, TAB)
+#: the module of each normalization with per-step statistics or parameters, by name
+TIME_NORM_CLASSES: dict[str, type[_TimeNorm]] = {cls.spec.name: cls for cls in TIME_NORMS}
+
+
+class ChannelNorm:
+    """A tdBN or BN module (statistics per channel over every step, a per-channel affine, the ``alpha * v_th``
+    factor) seen as :class:`_TimeNorm` is seen by the lean unit (:class:`_NormLIF`): the normalization of an MPBN
+    unit (BN, then the MPBN neuron), which thereby trains as one autograd node too."""
+
+    spec = NORM_SPECS["bn"]
+
+    def __init__(self, bn: nn.Module) -> None:
+        self.bn = bn
+
+    def __getattr__(self, name: str):  # weight, bias, running statistics, eps, momentum, process_group, ...
+        return getattr(self.__dict__["bn"], name)
+
+    _batch_stats = _TimeNorm._batch_stats
+    _count_batch = _TimeNorm._count_batch
+    _update = _TimeNorm._update
+    _sums = _TimeNorm._sums
+    _shape = staticmethod(_TimeNorm._shape)
+    _affine = staticmethod(_TimeNorm._affine)
+
+    def _map(self, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+        scale = self.bn.weight * ((self.bn.alpha * self.bn.v_th) * torch.rsqrt(var + self.bn.eps))
+        return scale, self.bn.bias - mean * scale
+
+
+def norm_lif(za: Tensor, zb: Tensor | None, norm_a, norm_b, lif: nn.Module, *, spikes_b: bool = False) -> Tensor:
+    """``lif(norm_a(za) + norm_b(zb))`` (``+ zb`` without ``norm_b``; a unit without ``zb``) in training as one
+    autograd node (:class:`_NormLIF`), and the running statistics of the batch updated once. ``norm_a``, ``norm_b``:
+    TEBN, BNTT, TAB, or a :class:`ChannelNorm`; ``lif``: a plain LIF, or a neuron with its own lean steps (the MPBN
+    neuron: ``lean_steps``, ``lean_grad_``, ``count_lean_batch``)."""
+    norm_a._check(za)
+    if norm_b is not None:
+        norm_b._check(zb)
+    norm_params = [*norm_a.parameters(), *(norm_b.parameters() if norm_b is not None else ())]
+    neuron = lif if hasattr(lif, "lean_steps") else None
+    neuron_params = list(lif.parameters()) if neuron is not None else []
+    spikes, sums_a, sums_b, counts, mp_mean, mp_var = _NormLIF.apply(
+        za, zb, norm_a, norm_b, LIFArgs.of(lif.params), bool(spikes_b), neuron, len(norm_params), *norm_params,
+        *neuron_params)
+    for norm, sums, count in ((norm_a, sums_a, int(counts[0])), (norm_b, sums_b, int(counts[1]))):
+        if norm is not None and (zb is not None or norm is norm_a):
+            if norm._count_batch():
+                mean, var, n = norm._batch_stats(*moments(sums, count), count)
+                norm._update(norm.running_mean, norm.running_var, mean, var, n)
+    if neuron is not None:
+        neuron.count_lean_batch(mp_mean, mp_var, int(counts[2]))
+    return spikes
+
+
+def _junction_input(za: Tensor, maps_a: tuple[Tensor, Tensor], zb: Tensor | None,
+                    maps_b: tuple[Tensor, Tensor] | None) -> Tensor:
+    """``y = scale_a * za + shift_a`` plus ``scale_b * zb + shift_b`` (or ``zb``), in ``za``'s dtype; the maps are
+    already shaped to broadcast and of that dtype. The same operations in forward and in a recomputation."""
+    y = torch.addcmul(maps_a[1], za, maps_a[0])
+    if zb is not None:
+        if maps_b is not None:
+            y.addcmul_(zb, maps_b[0]).add_(maps_b[1])
+        else:
+            y.add_(zb)
+    return y
 
 
 class _NormLIF(torch.autograd.Function):
-    """``LIF(norm_a(za) [+ norm_b(zb) | + zb])`` for TEBN, BNTT or TAB in training (a unit, or a residual junction):
-    forward stores ``za``, ``zb`` (its bits when it holds spikes) and the per-step sums; backward recomputes ``y``, the
-    potentials and ``dL/dy`` in one buffer (``tdbn::affine_lif_backward``), turns it into ``dL/dza`` in place, and takes
-    the statistics' and parameters' share through the small ``[T, C]`` graphs of the maps from the sums (their
+    """``LIF(norm_a(za) [+ norm_b(zb) | + zb])`` for TEBN, BNTT, TAB or BN (:class:`ChannelNorm`) in training (a unit,
+    or a residual junction): forward stores ``za``, ``zb`` (its bits when it holds spikes) and the per-step sums;
+    backward recomputes ``y``, the potentials and ``dL/dy`` in one buffer (for a plain LIF the operator
+    ``tdbn::affine_lif_backward``; for an MPBN neuron its own steps, in place), turns it into ``dL/dza`` in place, and
+    takes the statistics' and parameters' share through the small ``[T, C]`` graphs of the maps from the sums (their
     gradient all-reduced when synchronized)."""
 
     @staticmethod
-    def forward(ctx, za, zb, norm_a, norm_b, lif, spike_b, *params):  # type: ignore[override]
-        sums_a, count_a = norm_a._sums(za)
-        y = norm_a._affine(za, *norm_a._map(*norm_a._batch_stats(*moments(sums_a, count_a), count_a)[:2]))
-        sums_b, count_b = za.new_empty(0), 0
-        if zb is not None:
-            if norm_b is not None:
-                sums_b, count_b = norm_b._sums(zb)
-                sb, hb = norm_b._map(*norm_b._batch_stats(*moments(sums_b, count_b), count_b)[:2])
-                shape = norm_b._shape(zb, sb)
-                y.addcmul_(zb, sb.reshape(shape).to(zb.dtype)).add_(hb.reshape(shape).to(zb.dtype))
-            else:
-                y.add_(zb)
-        spikes, _ = lif_forward(y, None, lif, False)
-        stored_b = za.new_empty(0) if zb is None else pack_spikes(zb) if spike_b else zb
-        ctx.save_for_backward(za, stored_b, sums_a, sums_b)
-        ctx.norms, ctx.lif, ctx.counts, ctx.params = (norm_a, norm_b), lif, (count_a, count_b), params
-        ctx.b = None if zb is None else (zb.shape, zb.dtype, spike_b)
-        ctx.mark_non_differentiable(sums_a, sums_b)
-        return spikes, sums_a, sums_b, torch.tensor([count_a, count_b])
+    def _maps(norm, sums: Tensor, count: int) -> tuple[Tensor, Tensor]:
+        return norm._map(*norm._batch_stats(*moments(sums, count), count)[:2])
 
     @staticmethod
-    def backward(ctx, grad_spikes, _ga, _gb, _gcount):  # type: ignore[override]
-        za, stored_b, sums_a, sums_b = ctx.saved_tensors
-        (norm_a, norm_b), (count_a, count_b) = ctx.norms, ctx.counts
+    def forward(ctx, za, zb, norm_a, norm_b, lif, spike_b, neuron, n_norm, *params):  # type: ignore[override]
+        sums_a, count_a = norm_a._sums(za)
+        maps = _NormLIF._maps(norm_a, sums_a, count_a)
+        shape = norm_a._shape(za, maps[0])
+        flat_a = tuple(m.reshape(shape).to(za.dtype) for m in maps)  # in za's dtype: 16-bit stays 16-bit
+        sums_b, count_b, flat_b = za.new_empty(0), 0, None
+        if zb is not None and norm_b is not None:
+            sums_b, count_b = norm_b._sums(zb)
+            maps = _NormLIF._maps(norm_b, sums_b, count_b)
+            flat_b = tuple(m.reshape(norm_b._shape(zb, maps[0])).to(zb.dtype) for m in maps)
+        y = _junction_input(za, flat_a, zb, flat_b)
+        mp_mean = mp_var = za.new_empty(0)
+        mp_count = 0
+        if neuron is None:
+            spikes, _ = lif_forward(y, None, lif, False)
+        else:
+            spikes, mp_mean, mp_var, mp_count, ctx.neuron_cfg = neuron.lean_steps(y)
+        del y
+        stored_b = za.new_empty(0) if zb is None else pack_spikes(zb) if spike_b else zb
+        ctx.save_for_backward(za, stored_b, sums_a, sums_b, mp_mean, mp_var)
+        ctx.norms, ctx.lif, ctx.counts = (norm_a, norm_b), lif, (count_a, count_b, mp_count)
+        ctx.neuron, ctx.norm_params, ctx.neuron_params = neuron, params[:n_norm], params[n_norm:]
+        ctx.b = None if zb is None else (zb.shape, zb.dtype, spike_b)
+        ctx.mark_non_differentiable(sums_a, sums_b, mp_mean, mp_var)
+        return spikes, sums_a, sums_b, torch.tensor([count_a, count_b, mp_count]), mp_mean, mp_var
+
+    @staticmethod
+    def backward(ctx, grad_spikes, _ga, _gb, _gcount, _gmean, _gvar):  # type: ignore[override]
+        za, stored_b, sums_a, sums_b, mp_mean, mp_var = ctx.saved_tensors
+        (norm_a, norm_b), (count_a, count_b, mp_count) = ctx.norms, ctx.counts
         zb = None
         if ctx.b is not None:
             shape_b, dtype_b, spike_b = ctx.b
             zb = unpack_spikes(stored_b, shape_b, dtype_b) if spike_b else stored_b
         with torch.enable_grad():
             s_a = sums_a.detach().requires_grad_(True)
-            maps = list(norm_a._map(*norm_a._batch_stats(*moments(s_a, count_a), count_a)[:2]))
+            maps = list(_NormLIF._maps(norm_a, s_a, count_a))
             wanted = [s_a]
             if norm_b is not None and zb is not None:
                 s_b = sums_b.detach().requires_grad_(True)
-                maps += norm_b._map(*norm_b._batch_stats(*moments(s_b, count_b), count_b)[:2])
+                maps += _NormLIF._maps(norm_b, s_b, count_b)
                 wanted.append(s_b)
         shape = norm_a._shape(za, maps[0])
         flat = [m.detach().reshape(shape).to(za.dtype) for m in maps]  # scale_a, shift_a[, scale_b, shift_b]
-        second = (zb, flat[2], flat[3]) if len(flat) == 4 else (zb, None, None)
-        g = affine_lif_backward(grad_spikes, za, flat[0], flat[1], *second, ctx.lif).contiguous()  # dL/dy
+        neuron_grads: tuple[Tensor | None, ...] = ()
+        if ctx.neuron is None:
+            second = (zb, flat[2], flat[3]) if len(flat) == 4 else (zb, None, None)
+            g = affine_lif_backward(grad_spikes, za, flat[0], flat[1], *second, ctx.lif).contiguous()  # dL/dy
+        else:  # y again, then the potentials and dL/dy in its buffer
+            y = _junction_input(za, (flat[0], flat[1]), zb, (flat[2], flat[3]) if len(flat) == 4 else None)
+            g, gw, gb = ctx.neuron.lean_grad_(y, grad_spikes, mp_mean, mp_var, mp_count, ctx.neuron_cfg)
+            neuron_grads = tuple(grad if p.requires_grad else None for grad, p in zip((gw, gb), ctx.neuron_params))
         branches = [(za, flat[0])] + ([(zb, flat[2])] if len(flat) == 4 else [])
         sums_grads = []
         for z, _ in branches:  # dL/dscale, dL/dshift per step and channel
@@ -347,14 +461,18 @@ class _NormLIF(torch.autograd.Function):
         if zb is not None:  # dL/dzb before g becomes dL/dza in place
             g_b = g * flat[2] if len(flat) == 4 else g.clone()
         g.mul_(flat[0])
-        wanted += [p for p in ctx.params if p.requires_grad]
+        params = ctx.norm_params
+        wanted += [p for p in params if p.requires_grad]
+        # per step and channel; summed over the steps for a map that is the same at every step ([C])
+        sums_grads = [gs if gs.shape == m.shape else gs.sum(0) for gs, m in zip(sums_grads, maps)]
         grads = torch.autograd.grad(maps, wanted, [gs.to(m.dtype) for gs, m in zip(sums_grads, maps)],
                                     allow_unused=True)
         _add_sums_grad(g, za, grads[0], norm_a)
         if len(flat) == 4:
             _add_sums_grad(g_b, zb, grads[1], norm_b)
-        param_grads = iter(grads[len(wanted) - sum(p.requires_grad for p in ctx.params):])
-        return (g, g_b, None, None, None, None, *(next(param_grads) if p.requires_grad else None for p in ctx.params))
+        param_grads = iter(grads[len(wanted) - sum(p.requires_grad for p in params):])
+        return (g, g_b, None, None, None, None, None, None,
+                *(next(param_grads) if p.requires_grad else None for p in params), *neuron_grads)
 
 
 def _affine_grads(g: Tensor, z: Tensor) -> list[Tensor]:
@@ -366,7 +484,7 @@ def _affine_grads(g: Tensor, z: Tensor) -> list[Tensor]:
     return [g_scale, g4.sum(3, dtype=acc).sum(1)]
 
 
-def _add_sums_grad(g: Tensor, z: Tensor, g_sums: Tensor, norm: "_TimeNorm") -> None:
+def _add_sums_grad(g: Tensor, z: Tensor, g_sums: Tensor, norm) -> None:
     """``g += d(sums)/dz`` for ``sums = (sum z, sum z^2)`` per step and channel: ``g_sum + 2 z g_sumsq`` (in place;
     ``g_sums`` all-reduced first when the statistics are synchronized)."""
     if norm.synchronized():

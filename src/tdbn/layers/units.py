@@ -25,7 +25,7 @@ from .mpbn import MPBNLIF
 from .neuron import LIF
 from .norm import _TdBatchNorm
 from .recompute import recomputed
-from .temporal_norm import _TimeNorm
+from .temporal_norm import ChannelNorm, _TimeNorm, norm_lif
 from .time import TimeDistributed
 
 Tensor = torch.Tensor
@@ -57,10 +57,10 @@ def unit_mode(*norms: nn.Module | None) -> bool:
 
 
 def recompute_mode(lif: LIF, *norms: nn.Module | None) -> bool:
-    """Whether a unit with a successor normalization (TEBN, BNTT, TAB) or an MPBN neuron runs lean (TEBN/BNTT/TAB:
-    one autograd node, :meth:`tdbn.layers.temporal_norm._TimeNorm.unit`; otherwise its modules recomputed in
-    backward, :mod:`tdbn.layers.recompute`): gradients are being recorded, the lean path is on, and one of its modules
-    normalizes with batch statistics (training mode). Under ``torch.compile`` the modules run one after the other and
+    """Whether a unit with a successor normalization (TEBN, BNTT, TAB) or an MPBN neuron runs lean (one autograd
+    node, :func:`tdbn.layers.temporal_norm.norm_lif`, where :func:`_lean_norm` says it applies; otherwise its modules
+    recomputed in backward, :mod:`tdbn.layers.recompute`): gradients are being recorded, the lean path is on, and one
+    of its modules normalizes with batch statistics (training mode). Under ``torch.compile`` the modules run one after the other and
     the compiler's partitioner decides what is stored."""
     if not torch.is_grad_enabled() or not _switches.lean_enabled() or torch.compiler.is_compiling():
         return False
@@ -152,8 +152,9 @@ class TdBNLIF(nn.Sequential):
             return td_bn_lif(z, self.bn.unit_args(z), self.lif.params)
         if path == "recompute":
             bn = self._modules.get("bn")
-            if isinstance(bn, _TimeNorm) and bn.training and _op_neuron(self.lif) and _backend_allows(self.lif, z):
-                return bn.unit(z, self.lif)  # one node: z and the per-step sums stored
+            lean = _lean_norm(bn, self.lif, z)
+            if lean is not None:  # one node: z and the per-step sums stored
+                return norm_lif(z, None, lean, None, self.lif)
             return recomputed(self._norm_lif, z, params=_parameters(bn, self.lif))
         return self._norm_lif(z)
 
@@ -204,18 +205,19 @@ def residual_junction(za: Tensor, norm_a: nn.Module, x: Tensor, x_mask: Tensor, 
 
 def recomputed_junction(za: Tensor, norm_a: nn.Module, x: Tensor, x_mask: Tensor, shortcut: nn.Sequential,
                         lif: LIF) -> Tensor | None:
-    """``lif(norm_a(za) + shortcut(x))`` for a successor normalization or an MPBN neuron: one autograd node for
-    TEBN/BNTT/TAB (:meth:`tdbn.layers.temporal_norm._TimeNorm.junction`), otherwise recomputed in backward
+    """``lif(norm_a(za) + shortcut(x))`` for a successor normalization or an MPBN neuron: one autograd node
+    (:func:`tdbn.layers.temporal_norm.norm_lif`) where :func:`_lean_norm` says it applies, otherwise recomputed in backward
     (:mod:`tdbn.layers.recompute`); either stores ``za`` and the shortcut's conv output, or the block input's bits for
     an identity shortcut, as the junction operator does. None for a shortcut of other layers."""
     conv, norm_b = shortcut._modules.get("conv"), shortcut._modules.get("bn")
     if len(shortcut) != (conv is not None) + (norm_b is not None):
         return None
 
-    if (isinstance(norm_a, _TimeNorm) and norm_a.training and (norm_b is None or isinstance(norm_b, _TimeNorm))
-            and _op_neuron(lif) and _backend_allows(lif, za)):  # one node: za, zb (or its bits), the sums
+    lean_a = _lean_norm(norm_a, lif, za)
+    lean_b = _lean_norm(norm_b, lif, za) if norm_b is not None else None
+    if lean_a is not None and (norm_b is None or lean_b is not None):  # one node: za, zb (or its bits), the sums
         zb = synapse(conv, x, x_mask) if conv is not None else x
-        return norm_a.junction(za, zb, norm_b, lif, spikes_b=conv is None)
+        return norm_lif(za, zb, lean_a, lean_b, lif, spikes_b=conv is None)
 
     def junction(za: Tensor, zb: Tensor) -> Tensor:
         return lif(norm_a(za) + (norm_b(zb) if norm_b is not None else zb))
@@ -223,6 +225,19 @@ def recomputed_junction(za: Tensor, norm_a: nn.Module, x: Tensor, x_mask: Tensor
     zb = synapse(conv, x, x_mask) if conv is not None else x
     return recomputed(junction, za, zb, params=_parameters(norm_a, norm_b, lif),
                       spike_args=() if conv is not None else (1,))
+
+
+def _lean_norm(norm: nn.Module | None, lif: LIF, z: Tensor):
+    """The normalization as the one-node lean unit (:func:`tdbn.layers.temporal_norm.norm_lif`) takes it, or None
+    where that unit does not apply: TEBN, BNTT or TAB before a plain LIF, or a BN before an MPBN neuron
+    (:class:`~tdbn.layers.temporal_norm.ChannelNorm`), all in training."""
+    if norm is None or not norm.training:
+        return None
+    if isinstance(norm, _TimeNorm) and _op_neuron(lif) and _backend_allows(lif, z):
+        return norm
+    if isinstance(norm, _TdBatchNorm) and isinstance(lif, MPBNLIF) and lif.training:
+        return ChannelNorm(norm)
+    return None
 
 
 def _parameters(*modules: nn.Module | None) -> list[Tensor]:

@@ -9,11 +9,14 @@ from dataclasses import dataclass, fields
 from torch import nn
 
 from ..functional.params import DEFAULT_LIF, LIFParameters
-from ..layers import BNTT, LIF, MPBNLIF, TAB, TEBN, TdBatchNorm1d, TdBatchNorm2d, TdBNLIF, TimeDistributed
+from ..layers import LIF, MPBNLIF, TdBatchNorm1d, TdBatchNorm2d, TdBNLIF, TimeDistributed
+from ..layers.temporal_norm import NORM_SPECS, TIME_NORM_CLASSES
 
-#: the normalizations every network takes (docs/method.md): the paper's tdBN, plain BN, its successors, or none
-NORMS = ("tdbn", "bn", "tebn", "bntt", "tab", "mpbn", "none")
-_TIME_NORMS = {"tebn": TEBN, "bntt": BNTT, "tab": TAB}
+#: a normalization of the membrane potential (in the neuron) and the normalization of the synaptic layers under it
+_NEURON_NORMS = {"mpbn": "bn"}
+#: the normalizations every network takes (docs/method.md): the paper's tdBN, plain BN, its successors (each a
+#: :class:`~tdbn.layers.temporal_norm.NormSpec`), MPBN, or none
+NORMS = (*NORM_SPECS, *_NEURON_NORMS, "none")
 SHORTCUT_NORMS = ("all", "projection")
 
 
@@ -58,14 +61,15 @@ class SpikingOptions:
         return MPBNLIF(channels, self.neuron) if self.norm == "mpbn" else LIF(self.neuron)
 
     def norm_layer(self, channels: int, *, alpha: float = 1.0, dims: int = 2) -> nn.Module | None:
+        if self.norm == "none":
+            return None
+        spec = NORM_SPECS[_NEURON_NORMS.get(self.norm, self.norm)]
+        if spec.per_step:
+            return TIME_NORM_CLASSES[spec.name](channels, self.timesteps, dims=dims)
         cls = TdBatchNorm2d if dims == 2 else TdBatchNorm1d
-        if self.norm == "tdbn":
+        if spec.threshold:  # tdBN: alpha * v_th
             return cls(channels, alpha=alpha, v_th=self.v_th)
-        if self.norm in ("bn", "mpbn"):  # standard BN: normalized to unit variance, no alpha * v_th
-            return cls(channels, alpha=1.0, v_th=1.0)
-        if self.norm in _TIME_NORMS:
-            return _TIME_NORMS[self.norm](channels, self.timesteps, dims=dims)
-        return None
+        return cls(channels, alpha=1.0, v_th=1.0)  # standard BN: normalized to unit variance
 
 
 #: the neuron options of every network (the fields of :class:`LIFParameters`)
