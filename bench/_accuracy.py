@@ -27,11 +27,13 @@ def main(preset: str, minutes: float, doc: str) -> int:
     from _probe import train_for_budget
 
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default=preset, help=f"the preset to train (default: {preset})")
     parser.add_argument("--budget-minutes", type=float, default=minutes)
     parser.add_argument("--epochs", type=int, default=None, help="fixed number of epochs (default: sized to budget)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_args()
+    preset = args.preset
 
     run_dir = Path("runs") / f"bench-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     overrides = ["progress=false", f"run_dir={run_dir}", *args.overrides]

@@ -101,7 +101,20 @@ def test_train_with_tet_records_the_objective(tmp_path):
     ("optim.loss=mse", r"config key 'optim.loss' must be one of \['ce', 'tet'\], got 'mse'"),
     ("optim.tet_lambda=1.5", r"config key 'optim.tet_lambda' must be in \[0, 1\], got 1.5"),
     ("optim.tet_phi=.inf", r"config key 'optim.tet_phi' must be a finite number"),
+    ("optim.label_smoothing=1.0", r"config key 'optim.label_smoothing' must be in \[0, 1\), got 1.0"),
 ])
 def test_bad_tet_settings_are_refused_naming_the_key(override, message):
     with pytest.raises(ValueError, match=message):
         load_config(None, [override])
+
+
+def test_label_smoothing_smooths_the_cross_entropy_of_either_loss():
+    torch.manual_seed(0)
+    scores, y = torch.randn(3, 4, 5), torch.randint(0, 5, (4,))
+    ce = Objective("ce", label_smoothing=0.1)(scores.mean(0), y)
+    torch.testing.assert_close(ce, F.cross_entropy(scores.mean(0), y, label_smoothing=0.1))
+    assert not torch.allclose(ce, F.cross_entropy(scores.mean(0), y))
+    tet = Objective("tet", tet_lambda=0.0, label_smoothing=0.1)(scores, y)
+    torch.testing.assert_close(tet, sum(F.cross_entropy(scores[t], y, label_smoothing=0.1) for t in range(3)) / 3)
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        Objective(label_smoothing=1.0)

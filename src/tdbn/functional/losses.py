@@ -27,8 +27,12 @@ TET_LAMBDA = 1e-3  # the authors' code default
 TET_PHI = 1.0  # the authors' code default ("means")
 
 
-def tet_loss(outputs: Tensor, target: Tensor, *, lam: float = TET_LAMBDA, phi: float = TET_PHI) -> Tensor:
+def tet_loss(outputs: Tensor, target: Tensor, *, lam: float = TET_LAMBDA, phi: float = TET_PHI,
+             label_smoothing: float = 0.0) -> Tensor:
     """The TET loss of ``outputs [T, N, K]`` (every step's class scores) for labels ``target [N]`` (module docstring).
+
+    ``label_smoothing`` smooths the targets of every step's cross-entropy as :func:`torch.nn.functional.cross_entropy`
+    does (0: the published loss).
 
     Example:
         >>> O = torch.tensor([[[2.0, 0.0]], [[0.0, 2.0]]])  # [T=2, N=1, K=2]: right at step 0, wrong at step 1
@@ -48,7 +52,7 @@ def tet_loss(outputs: Tensor, target: Tensor, *, lam: float = TET_LAMBDA, phi: f
         raise ValueError(f"tet_loss: lam must be in [0, 1], got {lam}")
     T, N, K = outputs.shape
     # every step has the same N samples, so the mean over T*N rows is the mean over t of each step's mean
-    ce = F.cross_entropy(outputs.reshape(T * N, K), target.repeat(T))
+    ce = F.cross_entropy(outputs.reshape(T * N, K), target.repeat(T), label_smoothing=label_smoothing)
     if lam == 0.0:
         return ce
     mse = F.mse_loss(outputs, torch.full_like(outputs, phi))

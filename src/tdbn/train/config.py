@@ -18,7 +18,7 @@ Example:
     >>> load_config(None, ["optim.lr_decay=0.1"])
     Traceback (most recent call last):
     ...
-    ValueError: unknown config key 'optim.lr_decay'; valid keys of 'optim': batch_size, epochs, loss, lr, lr_gamma, lr_step, momentum, schedule, tet_lambda, tet_phi, warmup_epochs, weight_decay
+    ValueError: unknown config key 'optim.lr_decay'; valid keys of 'optim': batch_size, epochs, label_smoothing, loss, lr, lr_gamma, lr_step, momentum, schedule, tet_lambda, tet_phi, warmup_epochs, weight_decay
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ class OptimConfig:
     loss: str = "ce"  # "ce": cross-entropy of the time-averaged output (Eq. 12, the paper); "tet": TET (Deng et al.)
     tet_lambda: float = TET_LAMBDA  # TET: weight of the MSE term (the authors' code default 1e-3)
     tet_phi: float = TET_PHI  # TET: the constant every step's scores are pulled towards (authors' default 1.0)
+    label_smoothing: float = 0.0  # ours (0 = the paper): smoothed targets in the cross-entropy of either loss
 
 
 @dataclass
@@ -301,6 +302,7 @@ def validate(cfg: TrainConfig) -> None:
         ("optim.warmup_epochs", cfg.optim.warmup_epochs >= 0, ">= 0"),
         ("optim.loss", cfg.optim.loss in LOSSES, f"one of {list(LOSSES)}"),
         ("optim.tet_lambda", 0 <= cfg.optim.tet_lambda <= 1, "in [0, 1]"),
+        ("optim.label_smoothing", 0 <= cfg.optim.label_smoothing < 1, "in [0, 1)"),
         ("model.timesteps", cfg.model.timesteps >= 1, ">= 1"),
         ("model.width", 0 < cfg.model.width <= 64, "in (0, 64] (a channel multiplier: 1.0 = the paper's widths)"),
         ("model.lif_backend", cfg.model.lif_backend in ("torch", "triton"), 'one of ["torch", "triton"]'),

@@ -32,15 +32,20 @@ __all__ = ["EpochProgress", "FiringRate", "Objective", "StepCheckpoints", "evalu
 @dataclass(frozen=True)
 class Objective:
     """What a training step minimizes: ``"ce"``, the paper's cross-entropy of the time-averaged scores (Eq. 12), or
-    ``"tet"``, :func:`tdbn.functional.tet_loss` of every step's scores with ``tet_lambda`` and ``tet_phi``."""
+    ``"tet"``, :func:`tdbn.functional.tet_loss` of every step's scores with ``tet_lambda`` and ``tet_phi``.
+    ``label_smoothing`` (ours; 0 = the paper) mixes each one-hot target with the uniform distribution in either
+    cross-entropy, as :func:`torch.nn.functional.cross_entropy` defines it."""
 
     loss: str = "ce"
     tet_lambda: float = TET_LAMBDA
     tet_phi: float = TET_PHI
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loss not in ("ce", "tet"):
             raise ValueError(f"unknown training loss {self.loss!r}: choose 'ce' (Eq. 12) or 'tet'")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
     @property
     def per_step(self) -> bool:
@@ -49,8 +54,8 @@ class Objective:
 
     def __call__(self, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.loss == "tet":
-            return tet_loss(scores, y, lam=self.tet_lambda, phi=self.tet_phi)
-        return F.cross_entropy(scores, y)  # Eq. 12
+            return tet_loss(scores, y, lam=self.tet_lambda, phi=self.tet_phi, label_smoothing=self.label_smoothing)
+        return F.cross_entropy(scores, y, label_smoothing=self.label_smoothing)  # Eq. 12 (smoothing 0)
 
 
 class FiringRate:

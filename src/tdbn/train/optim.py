@@ -39,13 +39,27 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.SGD:
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int):
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int, *,
+                    start_step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
     """A ``LambdaLR`` stepped once per iteration, following :func:`lr_factor` at epoch ``step / steps_per_epoch``.
 
-    The factor is a plain function, so the scheduler's state dict holds only numbers (its step count).
-    """
+    The factor is a plain function of the global step, so the scheduler's state dict holds only numbers (its step
+    count), and a resumed run builds its schedule at the step it reached (``start_step``; its optimizer restored
+    first, whose groups hold the base learning rates as ``initial_lr``): the schedule of ``cfg``, which may have
+    more epochs than the run it continues, with every group's learning rate set for that step.
 
+    >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    >>> cfg = OptimConfig(epochs=2, schedule="cosine")
+    >>> sched = build_scheduler(opt, cfg, steps_per_epoch=10)
+    >>> for _ in range(5):
+    ...     opt.step(); sched.step()
+    >>> later = build_scheduler(opt, cfg, steps_per_epoch=10, start_step=5)
+    >>> later.last_epoch, later.get_last_lr() == sched.get_last_lr()
+    (5, True)
+    """
     def factor(step: int) -> float:
         return lr_factor(cfg, step / steps_per_epoch)
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if start_step < 0:
+        raise ValueError(f"start_step must be >= 0, got {start_step}")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor, last_epoch=start_step - 1)

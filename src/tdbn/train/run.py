@@ -26,6 +26,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ from .distributed import (
 from .engine import EpochProgress, Objective, evaluate, train_one_epoch
 from .errors import CheckpointWriteError, NonFiniteError, TrainingError
 from .metrics_log import MetricsLog, require_tensorboard
-from .optim import build_optimizer, build_scheduler, lr_factor
+from .optim import build_optimizer, build_scheduler
 
 __all__ = ["CHECKPOINT", "make_run_dir", "saved_config", "train"]
 
@@ -242,14 +243,23 @@ def _check_config(cfg: TrainConfig) -> None:
                              f"{device}; use model.lif_backend=torch (the default) on the CPU")
 
 
-def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Callable[[str], None]) -> dict[str, Any]:
-    cfg = copy.deepcopy(cfg)
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    cfg.device = str(ctx.device)
-    cfg.amp = resolve_amp(cfg.amp, ctx.device)
-    if cfg.tensorboard:
-        require_tensorboard()  # before anything is written
+@dataclass
+class _Start:
+    """Where a training run starts: its folder (None: a new one, made once data and model work), the checkpoint it
+    continues (None: from scratch), and, for a run already complete, its last metrics (nothing to train)."""
+
+    run_dir: Path | None
+    checkpoint: dict[str, Any] | None
+    finished: dict[str, Any] | None = None
+
+
+def _starting_point(cfg: TrainConfig, resume: str | Path | None, ctx: Context,
+                    log: Callable[[str], None]) -> _Start:
+    """The resume policy: a new run, ``--resume RUN`` (its latest good checkpoint, or its configuration alone when
+    it stopped before the first one), or under torchrun the continuation of ``run_dir`` after a restart. Checks
+    that the run may be continued with ``cfg`` (only the keys of ``RESUMABLE_KEYS`` may differ) and completes
+    ``cfg`` from the saved run (its input normalization, its folder); refuses with the fix otherwise.
+    """
     checkpoint = None
     auto = resume is None and bool(broadcast_object(_continuable(cfg) if ctx.is_main else None, ctx))
     if auto:  # decided by rank 0 alone, so that no process sees a folder rank 0 is just creating
@@ -290,7 +300,7 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
             if auto:  # e.g. restarted by torchrun after the last checkpoint: the run is complete
                 if ctx.is_main:
                     log(f"the run in {run_dir} has completed its {checkpoint['epoch']} epochs; nothing to do")
-                return dict(checkpoint["metrics"][-1]) if checkpoint["metrics"] else {}
+                return _Start(run_dir, checkpoint, dict(checkpoint["metrics"][-1]) if checkpoint["metrics"] else {})
             raise TrainingError(
                 f"cannot resume {run_dir}: it has completed {checkpoint['epoch']} epochs and optim.epochs="
                 f"{cfg.optim.epochs}; nothing to do (to train longer: --resume {run_dir} "
@@ -299,6 +309,14 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
         _check_run_dir_free(cfg)  # fail before loading any data
         _check_writable(Path(cfg.run_dir) if cfg.run_dir is not None else Path(cfg.out_dir),
                         "run_dir" if cfg.run_dir is not None else "out_dir")
+    return _Start(run_dir, checkpoint)
+
+
+def _data_and_model(cfg: TrainConfig, ctx: Context, log: Callable[[str], None]) -> tuple[Any, torch.nn.Module,
+                                                                                   dict[str, Any]]:
+    """The data loaders, the initialized model on its device, and the model's description that every checkpoint
+    holds (``model_name``, ``model_kwargs``, ``input``); refuses a batch larger than the data or an input size
+    the data does not have."""
     torch.manual_seed(cfg.seed)  # the initialization
     bs = cfg.optim.batch_size
     data = build_data(cfg.data, batch_size=bs, timesteps=cfg.model.timesteps, seed=cfg.seed, shard=ctx.shard,
@@ -317,6 +335,23 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
     model.to(ctx.device, getattr(torch, cfg.dtype))
     spec = {"model_name": cfg.model.name, "model_kwargs": kwargs,
             "input": {"events": data.events, "shape": [data.in_channels, data.input_size, data.input_size]}}
+    return data, model, spec
+
+
+def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Callable[[str], None]) -> dict[str, Any]:
+    cfg = copy.deepcopy(cfg)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    cfg.device = str(ctx.device)
+    cfg.amp = resolve_amp(cfg.amp, ctx.device)
+    if cfg.tensorboard:
+        require_tensorboard()  # before anything is written
+    start_from = _starting_point(cfg, resume, ctx, log)
+    if start_from.finished is not None:
+        return start_from.finished
+    run_dir, checkpoint = start_from.run_dir, start_from.checkpoint
+    data, model, spec = _data_and_model(cfg, ctx, log)
+    bs = cfg.optim.batch_size
     if run_dir is None:  # created only now that data and model are known to work
         run_dir = broadcast_object(make_run_dir(cfg) if ctx.is_main else None, ctx)
     assert run_dir is not None
@@ -329,21 +364,19 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
             convert_sync_tdbn(model)
         net = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
     optimizer = build_optimizer(model, cfg.optim)
-    steps = len(data.train)
-    scheduler = build_scheduler(optimizer, cfg.optim, steps)
     precision = Precision.create(cfg.amp, ctx.device)
     history: list[dict[str, Any]] = []
     start_epoch = 0
     partial: EpochProgress | None = None  # the interrupted epoch of a mid-epoch checkpoint
+    step_reached = 0
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        # the schedule of this run's optim.epochs (which may have been extended), at the step reached
-        for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
-            group["lr"] = base * lr_factor(cfg.optim, scheduler.last_epoch / steps)
-        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
         precision.scaler.load_state_dict(checkpoint["scaler"])
+        step_reached = int(checkpoint["scheduler"]["last_epoch"])
+    # the schedule of this run's optim.epochs (which a resumed run may have extended), at the step reached
+    scheduler = build_scheduler(optimizer, cfg.optim, len(data.train), start_step=step_reached)
+    if checkpoint is not None:
         start_epoch = int(checkpoint["epoch"])
         history = list(checkpoint["metrics"])
         partial = _restore_ranks(checkpoint, run_dir, ctx, data.train, start_epoch)
@@ -385,7 +418,8 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
             tr = train_one_epoch(net, data.train, optimizer, scheduler, precision, ctx, epoch=epoch, epochs=epochs,
                                  progress=cfg.progress and ctx.is_main, resume=partial,
                                  checkpoints=checkpoints if mid_epoch else None,
-                                 objective=Objective(cfg.optim.loss, cfg.optim.tet_lambda, cfg.optim.tet_phi))
+                                 objective=Objective(cfg.optim.loss, cfg.optim.tet_lambda, cfg.optim.tet_phi,
+                                                     cfg.optim.label_smoothing))
         except NonFiniteError as err:
             kept = checkpoints.kept()
             hint = "check the data" if err.what == "input" else "lower optim.lr or use amp=fp32"
@@ -395,15 +429,9 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
             elapsed_before + time.perf_counter() - start > 60 * cfg.budget_minutes
         over_budget = bool(broadcast_object(over_budget, ctx))
         last = epoch + 1 == epochs or over_budget
-        record: dict[str, Any] = {
-            "epoch": epoch + 1, "lr": tr["lr"], "train_loss": tr["loss"], "train_top1": tr["top1"],
-            "train_top5": tr["top5"], "train_firing_rate": tr["firing_rate"], "images_per_s": tr["images_per_s"],
-            "epoch_s": tr["seconds"],
-        }
-        if (epoch + 1) % cfg.eval_interval == 0 or last:
-            te = evaluate(model, data.test, ctx, precision=precision)
-            record.update(test_loss=te["loss"], test_top1=te["top1"], test_top5=te["top5"],
-                          test_firing_rate=te["firing_rate"], test_images_per_s=te["images_per_s"])
+        te = evaluate(model, data.test, ctx, precision=precision) \
+            if (epoch + 1) % cfg.eval_interval == 0 or last else None
+        record = _epoch_record(epoch, tr, te)
         record["elapsed_s"] = elapsed_before + time.perf_counter() - start
         history.append(record)
         partial = None
@@ -426,6 +454,19 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
         log(f"test accuracy: {100 * final['test_top1']:.2f}% top-1, {100 * final['test_top5']:.2f}% top-5 "
             f"({data.test.num_samples} test samples, epoch {final['epoch']}); run folder: {run_dir}")
     return final
+
+
+def _epoch_record(epoch: int, tr: dict[str, Any], te: dict[str, Any] | None) -> dict[str, Any]:
+    """One line of ``metrics.jsonl``: epoch ``epoch`` (from 0) trained (``tr``) and, when it was, evaluated."""
+    record: dict[str, Any] = {
+        "epoch": epoch + 1, "lr": tr["lr"], "train_loss": tr["loss"], "train_top1": tr["top1"],
+        "train_top5": tr["top5"], "train_firing_rate": tr["firing_rate"], "images_per_s": tr["images_per_s"],
+        "epoch_s": tr["seconds"],
+    }
+    if te is not None:
+        record.update(test_loss=te["loss"], test_top1=te["top1"], test_top5=te["top5"],
+                      test_firing_rate=te["firing_rate"], test_images_per_s=te["images_per_s"])
+    return record
 
 
 def _restore_ranks(checkpoint: dict[str, Any], run_dir: Path, ctx: Context, loader: Any,
