@@ -92,28 +92,36 @@ def _grad_(buf: Tensor, g_spikes: Tensor, weight: Tensor, bias: Tensor, mean: Te
     shape = (1, weight.shape[0]) + (1,) * (buf.dim() - 3)
     gw, gb = torch.zeros_like(weight), torch.zeros_like(bias)
     gu_next = None
+    # per step, with as few temporaries of the step's size alive at once as the maths allows (the gradient of
+    # u_hat's normalization is a per-channel a * g + b * u + c, its sums taken from sum(g) and sum(g * u))
     for t in reversed(range(T)):
         u = buf[t]
-        scale, shift = _affine(mean[t], var[t], weight, bias, eps, v_th)
-        d = _margin(u, scale, shift)
-        go = g_spikes[t] if gu_next is None else g_spikes[t] - tau * u * gu_next  # o_t also resets u_{t+1}
-        gd = go * sg(d, width)
-        inv = torch.rsqrt(var[t] + eps).view(shape)
-        xhat = (u - mean[t].view(shape)) * inv
-        gw += (gd * xhat).sum(dims)
-        gb += gd.sum(dims)
-        gxhat = gd * weight.view(shape)
-        if batch:  # through the step's batch statistics
-            sums = torch.stack([gxhat.sum(dims), (gxhat * xhat).sum(dims)])
+        d = _margin(u, *_affine(mean[t], var[t], weight, bias, eps, v_th))
+        fired = d > 0
+        g = sg(d, width)  # do/du_hat
+        del d
+        g.mul_(g_spikes[t] if gu_next is None else g_spikes[t] - tau * u * gu_next)  # o_t also resets u_{t+1}
+        inv = torch.rsqrt(var[t] + eps)
+        s_g, s_gu = g.sum(dims), (g * u).sum(dims)
+        s_gxhat = inv * (s_gu - mean[t] * s_g)  # sum(g * x_hat)
+        gw += s_gxhat
+        gb += s_g
+        a = weight * inv  # dL/du = a * (g - mean(g) - x_hat * mean(g * x_hat)) with batch statistics
+        if batch:
+            sums = torch.stack([s_g, s_gxhat])
             if sync:
                 dist.all_reduce(sums, group=group or dist.group.WORLD)
-            gu = (gxhat - (sums[0] / count).view(shape) - xhat * (sums[1] / count).view(shape)) * inv
+            m_g, m_gx = sums[0] / count, sums[1] / count
+            b = -a * inv * m_gx
+            c = -a * m_g - b * mean[t]
+            g.mul_(a.view(shape)).add_(c.view(shape)).addcmul_(u, b.view(shape))
         else:
-            gu = gxhat * inv
+            g.mul_(a.view(shape))
         if gu_next is not None:
-            gu = gu + tau * (1 - (d > 0).to(buf.dtype)) * gu_next
-        buf[t] = gu  # u_t is not read again
-        gu_next = gu
+            g.addcmul_(gu_next, (~fired).to(g.dtype), value=tau)
+        del fired
+        buf[t] = g  # u_t is not read again
+        gu_next = g
     return buf, gw, gb
 
 
