@@ -60,8 +60,8 @@ def recompute_mode(lif: LIF, *norms: nn.Module | None) -> bool:
     """Whether a unit with a successor normalization (TEBN, BNTT, TAB) or an MPBN neuron runs lean (one autograd
     node, :func:`tdbn.layers.temporal_norm.norm_lif`, where :func:`_lean_norm` says it applies; otherwise its modules
     recomputed in backward, :mod:`tdbn.layers.recompute`): gradients are being recorded, the lean path is on, and one
-    of its modules normalizes with batch statistics (training mode). Under ``torch.compile`` the modules run one after the other and
-    the compiler's partitioner decides what is stored."""
+    of its modules normalizes with batch statistics (training mode). Under ``torch.compile`` the modules run one
+    after the other and the compiler's partitioner decides what is stored."""
     if not torch.is_grad_enabled() or not _switches.lean_enabled() or torch.compiler.is_compiling():
         return False
     successors = [m for m in (lif, *norms) if isinstance(m, (_TimeNorm, MPBNLIF))]
@@ -206,9 +206,9 @@ def residual_junction(za: Tensor, norm_a: nn.Module, x: Tensor, x_mask: Tensor, 
 def recomputed_junction(za: Tensor, norm_a: nn.Module, x: Tensor, x_mask: Tensor, shortcut: nn.Sequential,
                         lif: LIF) -> Tensor | None:
     """``lif(norm_a(za) + shortcut(x))`` for a successor normalization or an MPBN neuron: one autograd node
-    (:func:`tdbn.layers.temporal_norm.norm_lif`) where :func:`_lean_norm` says it applies, otherwise recomputed in backward
-    (:mod:`tdbn.layers.recompute`); either stores ``za`` and the shortcut's conv output, or the block input's bits for
-    an identity shortcut, as the junction operator does. None for a shortcut of other layers."""
+    (:func:`tdbn.layers.temporal_norm.norm_lif`) where :func:`_lean_norm` says it applies, otherwise recomputed in
+    backward (:mod:`tdbn.layers.recompute`); either stores ``za`` and the shortcut's conv output, or the block
+    input's bits for an identity shortcut, as the junction operator does. None for a shortcut of other layers."""
     conv, norm_b = shortcut._modules.get("conv"), shortcut._modules.get("bn")
     if len(shortcut) != (conv is not None) + (norm_b is not None):
         return None
