@@ -1,8 +1,10 @@
-"""Lean training for the units whose normalization or neuron has no fused operator: recompute in backward.
+"""Lean training for the units that no single node covers: recompute in backward.
 
 The tdBN unit is one operator that stores the synaptic output ``z`` and per-channel statistics, never the
-membrane potentials. A unit with another normalization (TEBN, BNTT, TAB, MPBN: :mod:`tdbn.layers.temporal_norm`,
-:mod:`tdbn.layers.mpbn`) keeps the same storage discipline by recomputation (:func:`recomputed`): the forward pass
+membrane potentials; the units of tdBN's successors (TEBN, BNTT or TAB before a LIF, BN before an MPBN neuron) are
+one autograd node each (:func:`tdbn.layers.temporal_norm.norm_lif`). A combination neither covers (an MPBN neuron
+after a per-step normalization, a LIF whose kernels the node cannot call) keeps the same storage discipline by
+recomputation (:func:`recomputed`): the forward pass
 runs its modules without recording and stores only the unit's inputs (``z``, or a residual junction's two branches,
 an identity shortcut's spikes as bits); backward runs the modules once more, recording, and differentiates them.
 The spikes are bit-identical both times (the same kernels on the same values), and the normalizations read
