@@ -26,9 +26,10 @@ from tdbn.export.quant_eval import evaluate_integer  # noqa: E402
 
 def _tuned_setting(run: str) -> tuple[int, bool, int]:
     """``(bits, per_channel, input_bits)`` a ``tdbn finetune`` run was fine-tuned for; refused for other runs."""
-    from tdbn.train.restore import restore
+    from tdbn.train.checkpoint import load_checkpoint
+    from tdbn.train.restore import checkpoint_file
 
-    q = restore(run).checkpoint.get("quantization")
+    q = load_checkpoint(checkpoint_file(run)).get("quantization")  # read, verified; the model is built once, later
     if not q:
         raise SystemExit(f"{run}: not a run of tdbn finetune (its checkpoint holds no 'quantization'); drop --tuned")
     return int(q["bits"]), bool(q["per_channel"]), int(q["input_bits"])
