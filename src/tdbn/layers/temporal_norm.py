@@ -223,18 +223,6 @@ class _TimeNorm(Synchronizable, nn.Module):
             mean, var = self.running_mean, self.running_var
         return self._affine(x, *self._map(mean, var))
 
-    def unit(self, z: Tensor, lif: nn.Module) -> Tensor:
-        """``lif(self(z))`` in training as one autograd node (:class:`_NormLIF`): stores ``z`` and the per-step
-        sums; backward recomputes the normalization and the membrane potentials in one buffer. Same values and
-        gradients as the modules one after the other (tests)."""
-        return norm_lif(z, None, self, None, lif)
-
-    def junction(self, za: Tensor, zb: Tensor | None, norm_b: "_TimeNorm | None", lif: nn.Module, *,
-                 spikes_b: bool = False) -> Tensor:
-        """``lif(self(za) + norm_b(zb))`` (``+ zb`` without ``norm_b``; nothing without ``zb``) in training as one
-        autograd node, a residual junction (Fig. 5b); ``spikes_b``: ``zb`` holds 0/1 only (stored as bits)."""
-        return norm_lif(za, zb, self, norm_b, lif, spikes_b=spikes_b)
-
     def _count_batch(self) -> bool:
         """Count this training batch (once: not again when the unit is recomputed in backward)."""
         if not self.training or recomputing():
@@ -344,7 +332,6 @@ class ChannelNorm:
     _update = _TimeNorm._update
     _sums = _TimeNorm._sums
     _shape = staticmethod(_TimeNorm._shape)
-    _affine = staticmethod(_TimeNorm._affine)
 
     def _map(self, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
         scale = self.bn.weight * ((self.bn.alpha * self.bn.v_th) * torch.rsqrt(var + self.bn.eps))
