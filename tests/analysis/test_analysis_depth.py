@@ -7,11 +7,15 @@ import math
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from tdbn.analysis import cli
 from tdbn.analysis import depth as depth_mod
+from tdbn.analysis import training
 from tdbn.analysis.cli import main
 from tdbn.analysis.depth import depth_run, depth_study, run_name, study_order
-from tdbn.analysis.training import scheduled_lr
+from tdbn.train import config as train_config
+from tdbn.train.optim import build_optimizer, build_scheduler
 
 
 def _data():
@@ -30,14 +34,61 @@ def _comparable(study) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
-def test_schedules():
-    assert scheduled_lr(0, lr=0.1, iterations=10, schedule="cosine") == pytest.approx(0.1)
-    assert scheduled_lr(5, lr=0.1, iterations=10, schedule="cosine") == pytest.approx(0.05)
-    assert scheduled_lr(9, lr=0.1, iterations=10, schedule="cosine") < 0.003
-    assert [scheduled_lr(s, lr=1.0, iterations=8, schedule="step") for s in (3, 4, 5, 6)] == pytest.approx(
-        [1.0, 0.1, 0.1, 0.01])
-    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
-        scheduled_lr(0, lr=0.1, iterations=4, schedule="linear")
+def _lrs_of_sgd_steps(iterations: int, lr: float, schedule: str) -> list[float]:
+    """The learning rate of every update ``sgd_steps`` makes (read by an optimizer step hook), on a linear model."""
+    seen = []
+    handle = register_optimizer_step_pre_hook(lambda opt, args, kwargs: seen.append(opt.param_groups[0]["lr"]))
+    g = torch.Generator().manual_seed(0)
+    data = iter([(torch.randn(4, 5, generator=g), torch.arange(4) % 3)] * iterations)
+    try:
+        training.sgd_steps(torch.nn.Linear(5, 3), data, iterations=iterations, lr=lr, schedule=schedule)
+    finally:
+        handle.remove()
+    return seen
+
+
+def _lambda_lr(iterations: int, lr: float, schedule: str) -> list[float]:
+    """The training stack's learning rates (its ``LambdaLR``) for a run of ``iterations`` epochs of one step."""
+    cfg = train_config.OptimConfig(epochs=iterations, lr=lr, weight_decay=0.0, schedule=schedule)
+    opt = build_optimizer(torch.nn.Linear(5, 3), cfg)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=1)
+    out = []
+    for _ in range(iterations):
+        out.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    return out
+
+
+@pytest.mark.parametrize("schedule", training.SCHEDULES)
+@pytest.mark.parametrize("iterations", [1, 5, 8, 13])
+def test_the_analysis_schedule_is_the_training_stacks_step_by_step(schedule, iterations):
+    assert _lrs_of_sgd_steps(iterations, 0.3, schedule) == _lambda_lr(iterations, 0.3, schedule)
+
+
+def test_multistep_is_the_former_step_schedule_exactly():
+    """``multistep`` (formerly ``step`` in the analysis): lr, lr/10 from iteration iterations // 2, lr/100 from
+    (3 x iterations) // 4, the same floats as before."""
+    for iterations in range(1, 41):
+        former = [0.1 * 0.1 ** ((s >= iterations // 2) + (s >= (3 * iterations) // 4)) for s in range(iterations)]
+        assert _lambda_lr(iterations, 0.1, "multistep") == former, iterations
+    assert _lrs_of_sgd_steps(8, 1.0, "multistep") == pytest.approx([1.0] * 4 + [0.1] * 2 + [0.01] * 2)
+    cosine = _lrs_of_sgd_steps(10, 0.1, "cosine")
+    assert cosine[0] == 0.1 and cosine[5] == pytest.approx(0.05) and cosine[9] < 0.003
+
+
+def test_schedule_names_are_the_training_stacks_and_the_former_step_is_refused(capsys):
+    assert set(training.SCHEDULES) <= set(train_config.SCHEDULES) and cli.SCHEDULES == training.SCHEDULES
+    with pytest.raises(ValueError, match="'step'.*is now called 'multistep'.*optim.lr_step"):
+        training.sgd_steps(torch.nn.Linear(5, 3), iter([]), iterations=4, schedule="step")
+    with pytest.raises(ValueError, match="unknown schedule 'linear'; valid: constant, cosine, multistep"):
+        training.optim_config(iterations=4, schedule="linear")
+    train, test = _data()
+    with pytest.raises(ValueError, match="now called 'multistep'"):
+        depth_study(train, test, **TINY, schedule="step")
+    with pytest.raises(SystemExit) as exit_:
+        main(["depth", "--schedule", "step", "--no-plot"])
+    assert exit_.value.code == 2 and "now called 'multistep'" in capsys.readouterr().err
 
 
 def test_order_puts_normalized_nets_first_and_seeds_last():
@@ -125,12 +176,12 @@ def test_parallel_workers_give_the_serial_numbers(tmp_path):
 def test_depth_command_budget_in_epochs_resume_and_grad_norms(tmp_path, shared_mnist):
     args = ["depth", "--data-root", str(shared_mnist / "mnist" / "mnist.npz"), "--size", "8", "--per-class", "4",
             "--test-per-class", "2", "--archs", "resnet", "--depths", "8", "--norms", "tdbn", "bn", "--seeds", "0",
-            "--width", "0.0625", "--batch-size", "8", "--epochs", "2", "--schedule", "step", "--eval-every", "5",
-            "--grad-norms", "resnet-8-tdbn", "--grad-norm-iterations", "3", "--no-plot", "--out",
+            "--width", "0.0625", "--batch-size", "8", "--epochs", "2", "--schedule", "multistep",
+            "--eval-every", "5", "--grad-norms", "resnet-8-tdbn", "--grad-norm-iterations", "3", "--no-plot", "--out",
             str(tmp_path / "d")]
     assert main(args) == 0
     result = json.loads((tmp_path / "d.json").read_text())
-    assert result["config"]["iterations"] == 10 and result["config"]["schedule"] == "step"  # 2 x (40 // 8)
+    assert result["config"]["iterations"] == 10 and result["config"]["schedule"] == "multistep"  # 2 x (40 // 8)
     assert result["done"] == result["planned"] == 2 and "table_markdown_best_recalibrated" in result
     runs = {r["norm"]: r for r in result["runs"]}
     assert runs["tdbn"]["grad_norms"]["iterations"] == 3 and runs["bn"]["grad_norms"] is None

@@ -40,7 +40,7 @@ from .calibrate import calibrate_norm_stats
 from .datasets import batches
 from .grad_norms import hidden_weight_layers, weight_grad_norms
 from .report import write_json
-from .training import SCHEDULES, accuracy, sgd_steps
+from .training import accuracy, check_schedule, sgd_steps
 
 ARCHS = ("plain", "resnet")
 NORMS = ("tdbn", "bn", "none")
@@ -105,9 +105,10 @@ def depth_run(
 ) -> DepthRun:
     """Train ``arch`` (``"plain"`` or ``"resnet"``) of ``depth`` layers with ``norm`` and test it.
 
-    ``schedule``: learning rate per step (:func:`~tdbn.analysis.training.scheduled_lr`); ``eval_every``: test
-    every that many iterations too (0: at the end only); ``grad_norm_iterations``: record the hidden layers'
-    weight-gradient norms averaged over that many first iterations (0: none).
+    ``schedule``: the training stack's learning-rate schedule over the iterations (``"constant"``, ``"cosine"``,
+    ``"multistep"``; :func:`~tdbn.analysis.training.optim_config`); ``eval_every``: test every that many
+    iterations too (0: at the end only); ``grad_norm_iterations``: record the hidden layers' weight-gradient norms
+    averaged over that many first iterations (0: none).
     """
     x, y = train
     torch.manual_seed(seed)
@@ -330,8 +331,7 @@ def depth_study(
     for name, given, valid in (("archs", archs, ARCHS), ("norms", norms, NORMS)):
         if unknown := [v for v in given if v not in valid]:
             raise ValueError(f"unknown {name} {unknown}; valid: {', '.join(valid)}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+    check_schedule(schedule)
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1 (worker processes), got {jobs}")
     grad_norm_nets = {tuple(n) for n in grad_norm_nets}

@@ -1,4 +1,9 @@
-"""Optimizer and learning-rate schedule of the paper (appendix C): SGD, lr 0.1, momentum 0.9, step decay."""
+"""Optimizer and learning-rate schedule of the paper (appendix C): SGD, lr 0.1, momentum 0.9, step decay.
+
+The one definition of every schedule (``optim.schedule``) in the package: ``tdbn train`` follows it per iteration,
+and the analysis studies (:mod:`tdbn.analysis.training`) train through the same optimizer and schedule, with one
+iteration as the schedule's epoch.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from .config import OptimConfig
+from .config import SCHEDULES, OptimConfig
 
 __all__ = ["build_optimizer", "build_scheduler", "lr_factor"]
 
@@ -16,19 +21,30 @@ def lr_factor(cfg: OptimConfig, epoch: float) -> float:
     """Learning-rate multiplier at (fractional) ``epoch`` from 0.
 
     ``step``: ``lr_gamma ** floor(epoch / lr_step)`` (the paper: x0.1 every 35 / 45 / 1000 epochs).
-    ``cosine``: ``(1 + cos(pi * epoch / epochs)) / 2`` (ours, for short runs). Either is multiplied by a linear
-    warm-up from 0.1 to 1 over ``warmup_epochs`` (ours; 0 = none, as in the paper).
+    ``cosine``: ``(1 + cos(pi * epoch / epochs)) / 2`` (ours, for short runs).
+    ``multistep``: ``lr_gamma ** k``, ``k`` the number of ``lr_milestones`` reached; a milestone is a fraction of
+    the budget, reached from the start of epoch ``floor(fraction * epochs)`` (whole epochs, as a per-epoch
+    ``MultiStepLR``; the default ``[0.5, 0.75]``: x0.1 at 1/2 and again at 3/4 of the run, the common ResNet recipe).
+    Like ``cosine`` it stretches with ``epochs``. ``constant``: 1.
+    Each is multiplied by a linear warm-up from 0.1 to 1 over ``warmup_epochs`` (ours; 0 = none, as in the paper).
 
     >>> cfg = OptimConfig(schedule="step", lr_step=35, lr_gamma=0.1)
     >>> [round(lr_factor(cfg, e), 6) for e in (0, 34.9, 35, 70)]
     [1.0, 1.0, 0.1, 0.01]
+    >>> cfg = OptimConfig(schedule="multistep", epochs=90, lr_milestones=[0.5, 0.75])  # from epochs 45 and 67
+    >>> [round(lr_factor(cfg, e), 6) for e in (0, 44.9, 45, 66.9, 67, 89)]
+    [1.0, 1.0, 0.1, 0.1, 0.01, 0.01]
     """
     if cfg.schedule == "step":
         factor = cfg.lr_gamma ** math.floor(epoch / cfg.lr_step + 1e-9)
     elif cfg.schedule == "cosine":
         factor = 0.5 * (1.0 + math.cos(math.pi * min(epoch, cfg.epochs) / cfg.epochs))
+    elif cfg.schedule == "multistep":
+        factor = cfg.lr_gamma ** sum(epoch >= math.floor(m * cfg.epochs + 1e-9) for m in cfg.lr_milestones)
+    elif cfg.schedule == "constant":
+        factor = 1.0
     else:
-        raise ValueError(f"unknown schedule {cfg.schedule!r}; valid: step, cosine")
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; valid: {', '.join(SCHEDULES)}")
     if cfg.warmup_epochs > 0 and epoch < cfg.warmup_epochs:
         factor *= 0.1 + 0.9 * epoch / cfg.warmup_epochs
     return factor
