@@ -1,11 +1,11 @@
 """CUDA benchmarks: the LIF kernels and the ResNet-19 training step on a GPU, in one table each.
 
-1. LIF forward + backward for ``[T, N, C, H, W]``: ``lif_naive`` (autograd over the loop), ``lif`` with the torch
-   kernels, ``lif`` with the Triton kernels (``backend="triton"``), each checked against the torch kernels first
-   (spikes equal, gradients close). Median time (CUDA-synchronized) and the peak memory above the input.
+1. LIF forward + backward for ``[T, N, C, H, W]``: ``lif_naive`` (autograd over the loop), ``lif`` on the
+   plain-PyTorch reference kernels (``tdbn.operators.use_reference()``), ``lif`` on the device's kernels (Triton's
+   on CUDA), each checked against the reference first (spikes equal, gradients close). Median time (CUDA-synchronized) and the peak memory above the input.
 2. Training step of the paper's ResNet-19 (forward + loss + backward + SGD step) for width, N, T: tdbn eager
    (the operators' CUDA implementation: the one-pass Triton unit kernels of :mod:`tdbn.operators.cuda_units`),
-   tdbn eager with the standalone LIFs on the Triton kernels, ``tdbn-units-triton`` (the same as ``tdbn`` on
+   ``tdbn-units-triton`` (the same as ``tdbn`` on
    CUDA; on the CPU it runs the Triton kernels in the interpreter, for a smoke run, by putting them in place of
    :func:`tdbn.operators.kernels.for_cpu`), tdbn compiled, the ANN floor eager and compiled, and
    SpikingJelly 2.0 (its triton or cupy backend where it has one, else its torch backend) when it is importable.
@@ -41,7 +41,7 @@ from _common import table  # noqa: E402
 MB = 1024 * 1024
 DEFAULT_CONFIGS = ("1,8,4", "1,8,6", "0.25,32,4", "0.25,32,6", "1,64,4")
 DEFAULT_LIF_SHAPES = ("6,32,128,32,32", "4,64,128,32,32", "40,16,64,32,32")
-STEP_IMPLS = ("tdbn", "tdbn-triton", "tdbn-units-triton", "tdbn-compiled", "floor", "floor-compiled",
+STEP_IMPLS = ("tdbn", "tdbn-units-triton", "tdbn-compiled", "floor", "floor-compiled",
               "spikingjelly")
 
 
@@ -81,17 +81,18 @@ def _timed(fn, device: torch.device, warmup: int, reps: int) -> list[float]:
 
 def lif_rows(shapes, device: torch.device, reps: int) -> tuple[list[list[str]], list[dict]]:
     from tdbn.functional import lif, lif_naive
+    from tdbn.operators import use_reference
 
-    impls = {
-        "naive": lambda x: lif_naive(x),
-        "torch": lambda x: lif(x, backend="torch"),
-        "triton": lambda x: lif(x, backend="triton"),
-    }
+    def reference(x):
+        with use_reference():
+            return lif(x)
+
+    impls = {"naive": lif_naive, "reference": reference, "triton": lif}
     rows, data = [], []
     for shape in shapes:
         x = (torch.randn(shape, device=device) * 0.5 + 0.3).requires_grad_()
         g = torch.randn(shape, device=device)
-        ref_s = impls["torch"](x)
+        ref_s = reference(x)
         (ref_g,) = torch.autograd.grad(ref_s, x, g)
         cell: dict = {"shape": list(shape)}
         for name, fn in impls.items():
@@ -109,8 +110,8 @@ def lif_rows(shapes, device: torch.device, reps: int) -> tuple[list[list[str]], 
                 t = _timed(run, device, warmup=2, reps=reps)
                 peak = _peak(device)
                 cell[name] = {"ms": 1000 * statistics.median(t), "peak_mb": None if peak is None else peak - base,
-                              "matches_torch": ok}
-            except Exception as err:  # a backend that cannot run here (no triton, CPU without the interpreter)
+                              "matches_reference": ok}
+            except Exception as err:  # kernels that cannot run here
                 cell[name] = {"error": f"{type(err).__name__}: {err}"}
         data.append(cell)
         row = ["[" + ", ".join(map(str, shape)) + "]"]
@@ -120,8 +121,8 @@ def lif_rows(shapes, device: torch.device, reps: int) -> tuple[list[list[str]], 
                 row.append("n/a")
             else:
                 mem = "" if c["peak_mb"] is None else f" / {c['peak_mb']:.0f} MB"
-                row.append(f"{c['ms']:.2f} ms{mem}" + ("" if c["matches_torch"] else " (MISMATCH)"))
-        t_torch, t_tri = cell["torch"].get("ms"), cell["triton"].get("ms")
+                row.append(f"{c['ms']:.2f} ms{mem}" + ("" if c["matches_reference"] else " (MISMATCH)"))
+        t_torch, t_tri = cell["reference"].get("ms"), cell["triton"].get("ms")
         row.append(f"{t_torch / t_tri:.2f}x" if t_torch and t_tri else "n/a")
         rows.append(row)
     return rows, data
@@ -133,9 +134,8 @@ def lif_rows(shapes, device: torch.device, reps: int) -> tuple[list[list[str]], 
 def _build(impl: str, width: float, T: int):
     from _nets import build
 
-    import tdbn
 
-    base = {"tdbn-triton": "tdbn", "tdbn-units-triton": "tdbn"}.get(impl, impl)
+    base = {"tdbn-units-triton": "tdbn"}.get(impl, impl)
     if base == "spikingjelly":
         model, forward = build("spikingjelly", width, T)
         backend = "torch"
@@ -150,8 +150,6 @@ def _build(impl: str, width: float, T: int):
                 continue
         return model, forward, f"spikingjelly ({backend})"
     model, forward = build(base, width, T)
-    if impl == "tdbn-triton":
-        tdbn.set_lif_backend(model, "triton")
     return model, forward, impl
 
 
@@ -251,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         shapes = [tuple(int(v) for v in s.split(",")) for s in args.lif_shapes]
         rows, out["lif"] = lif_rows(shapes, device, args.reps)
         print("LIF forward + backward (median time / peak memory above the input)\n")
-        print(table(["shape [T, N, C, H, W]", "naive", "lif torch", "lif triton", "triton speed-up"], rows))
+        print(table(["shape [T, N, C, H, W]", "naive", "lif reference", "lif (device's kernels)", "speed-up"], rows))
         print()
     if not args.skip_step:
         configs = [(float(a), int(b), int(c)) for a, b, c in (s.split(",") for s in args.configs)]

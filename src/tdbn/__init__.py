@@ -32,7 +32,7 @@ from . import functional, layers, models  # noqa: E402
 from .functional.params import LIFParameters  # noqa: E402
 from .fusion import fuse  # noqa: E402
 from .layers import (BNTT, LIF, MPBNLIF, TAB, TEBN, TdBatchNorm1d, TdBatchNorm2d, TdBNLIF,  # noqa: E402
-                     TimeDistributed, convert_sync_tdbn, set_lif_backend)
+                     TimeDistributed, convert_sync_tdbn)
 
 __version__ = "0.1.0"
 
@@ -73,6 +73,5 @@ __all__ = [
     "load",
     "models",
     "saved_config",
-    "set_lif_backend",
     "stream",
 ]

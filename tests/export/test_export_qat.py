@@ -25,7 +25,7 @@ from tdbn.train.restore import restore
 
 def _fake_quant(run_dir: Path, *, bits: int, per_channel: bool = False, input_bits: int = 8,
                 ) -> tuple[FakeQuantNet, nn.Module]:
-    run = restore(run_dir, lif_backend="torch")
+    run = restore(run_dir)
     fused = tdbn.fuse(run.model)
     return FakeQuantNet(fused, bits=bits, input_shape=run.input_shape, per_channel=per_channel,
                         input_scale=input_scale_of(run, input_bits=input_bits), input_bits=input_bits), fused
@@ -102,7 +102,7 @@ def test_sixteen_bits_is_the_float_network(trained_run: Path, test_digits):
     the identity (W_int s = W exactly) and the fake-quantized forward pass gives exactly the float network's
     spikes and scores (every value on a dyadic grid: float32 sums exact, so no ties to break either way)."""
     grid, input_step = 2.0 ** -12, 2.0 ** -6
-    fused = tdbn.fuse(restore(trained_run, lif_backend="torch").model)
+    fused = tdbn.fuse(restore(trained_run).model)
     fq = FakeQuantNet(fused, bits=16, input_shape=(1, 8, 8), input_scale=input_step, input_bits=16)
     _on_the_16_bit_grid(fused, fq, grid)
     x = torch.clamp(torch.round(test_digits[0] / 4 / input_step), -32, 32) * input_step  # |x| <= 1/2, on 2^-6

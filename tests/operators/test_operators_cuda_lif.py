@@ -1,29 +1,54 @@
-"""The Triton LIF kernels equal the torch kernels and autograd over the naive loop (Eq. 1-3, 14-18).
+"""The Triton LIF kernels equal the reference kernels and autograd over the naive loop (Eq. 1-3, 14-18).
 
-Without a GPU these run the kernels in Triton's interpreter on CPU tensors (the root conftest sets
-``TRITON_INTERPRET=1``); on a CUDA machine the same tests run the compiled kernels on the GPU.
+On CUDA the operators run Triton's kernels by default; :func:`tdbn.operators.use_reference` gives the reference.
+Without a GPU the same tests run Triton's kernels in its interpreter on CPU tensors (the root conftest sets
+``TRITON_INTERPRET=1``), put in place of the CPU's kernels (:func:`tdbn.operators.kernels.for_cpu`), so that the
+operators, their autograd and the units run them as they do on CUDA.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import pytest
 import torch
 from torch import nn
 
-import tdbn
-from tdbn import LIF, TdBatchNorm2d, TimeDistributed, set_lif_backend
-from tdbn.functional import lif, lif_naive
-from tdbn.operators import cuda_lif
-from tdbn.functional.surrogate import SURROGATES
+pytest.importorskip("triton")
+
+import tdbn  # noqa: E402
+from tdbn import LIF, TdBatchNorm2d, TimeDistributed  # noqa: E402
+from tdbn.functional import lif, lif_naive  # noqa: E402
+from tdbn.functional.surrogate import SURROGATES  # noqa: E402
+from tdbn.operators import cuda_lif, cuda_units, kernels, use_reference  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TAUS = [0.0, 0.25, 0.5, 0.9]
 
 
-def _run(x, g, **kw):
+@contextmanager
+def on(which: str):
+    """Inside the block the operators on ``DEVICE`` run ``which`` kernels: ``"triton"`` or ``"reference"``."""
+    if which == "reference":
+        with use_reference():
+            yield
+        return
+    if DEVICE == "cuda":
+        assert kernels.for_cuda() is cuda_units
+        yield
+        return
+    for_cpu, kernels.for_cpu = kernels.for_cpu, lambda: cuda_units
+    try:
+        yield
+    finally:
+        kernels.for_cpu = for_cpu
+
+
+def _run(x, g, which, **kw):
     x = x.detach().clone().requires_grad_(True)
-    spikes, u = lif(x, return_membrane=True, **kw)
-    (gx,) = torch.autograd.grad(spikes, x, g)
+    with on(which):
+        spikes, u = lif(x, return_membrane=True, **kw)
+        (gx,) = torch.autograd.grad(spikes, x, g)
     return spikes.detach(), u, gx
 
 
@@ -33,15 +58,23 @@ def _naive(x, g, **kw):
     return gx
 
 
+def test_triton_kernels_ran():
+    """Sentinel: inside ``on("triton")`` the LIF operator's forward and backward call Triton's kernels."""
+    before = dict(cuda_units.calls)
+    _run(torch.randn(3, 2, 5, device=DEVICE), torch.ones(3, 2, 5, device=DEVICE), "triton")
+    assert cuda_units.calls.get("integrate", 0) == before.get("integrate", 0) + 1
+    assert cuda_units.calls.get("bptt", 0) == before.get("bptt", 0) + 1
+
+
 @pytest.mark.parametrize("tau", TAUS)
 @pytest.mark.parametrize("surrogate", sorted(SURROGATES))
-def test_float64_matches_torch_backend_and_naive_loop(tau, surrogate):
+def test_float64_matches_reference_and_naive_loop(tau, surrogate):
     x = torch.randn(7, 3, 5, 4, dtype=torch.float64, device=DEVICE)
     x[2, 0] = 0.5  # exactly at threshold: no spike, surrogate gradient
     g = torch.randn_like(x)
     kw = dict(tau=tau, v_th=0.5, surrogate_width=0.7, surrogate=surrogate)
-    s1, u1, g1 = _run(x, g, backend="triton", **kw)
-    s2, u2, g2 = _run(x, g, backend="torch", **kw)
+    s1, u1, g1 = _run(x, g, "triton", **kw)
+    s2, u2, g2 = _run(x, g, "reference", **kw)
     assert torch.equal(s1, s2) and torch.equal(u1, u2)
     torch.testing.assert_close(g1, g2, rtol=1e-12, atol=1e-13)
     torch.testing.assert_close(g1, _naive(x, g, **kw), rtol=1e-12, atol=1e-13)
@@ -51,15 +84,15 @@ def test_float64_matches_torch_backend_and_naive_loop(tau, surrogate):
 def test_float32_forward_is_bit_identical(T):
     x = torch.randn(T, 4, 3000, device=DEVICE)  # 12,000 neurons: several programs, a partial last block
     g = torch.randn_like(x)
-    s1, u1, g1 = _run(x, g, backend="triton", tau=0.9)
-    s2, u2, g2 = _run(x, g, backend="torch", tau=0.9)
+    s1, u1, g1 = _run(x, g, "triton", tau=0.9)
+    s2, u2, g2 = _run(x, g, "reference", tau=0.9)
     assert torch.equal(s1, s2) and torch.equal(u1, u2)
     torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-6)
 
 
 def test_bfloat16_state_is_the_stored_membrane():
     x = torch.randn(6, 2, 50, device=DEVICE).to(torch.bfloat16)
-    s, u, gx = _run(x, torch.ones_like(x), backend="triton")
+    s, u, gx = _run(x, torch.ones_like(x), "triton")
     assert s.dtype == u.dtype == gx.dtype == torch.bfloat16
     assert torch.equal(s, (u > 0.5).to(s.dtype))  # spikes follow the rounded u the neuron carries
     # the recursion from the stored u, one bf16 rounding per step: u[t] = round(x[t] + tau * u[t-1] * (1 - o[t-1]))
@@ -72,8 +105,8 @@ def test_bfloat16_state_is_the_stored_membrane():
 def test_channels_last_layout_is_kept():
     x = torch.randn(3 * 2, 8, 5, 5, device=DEVICE).to(memory_format=torch.channels_last).view(3, 2, 8, 5, 5)
     g = torch.randn(3, 2, 8, 5, 5, device=DEVICE)
-    s1, u1, g1 = _run(x, g, backend="triton")
-    s2, u2, g2 = _run(x.contiguous(), g, backend="torch")
+    s1, u1, g1 = _run(x, g, "triton")
+    s2, u2, g2 = _run(x.contiguous(), g, "reference")
     assert s1.stride() == x.stride()
     assert torch.equal(s1, s2) and torch.equal(u1, u2)
     torch.testing.assert_close(g1, g2)
@@ -81,58 +114,38 @@ def test_channels_last_layout_is_kept():
 
 def test_recomputed_membrane_path_after_tdbn():
     """A LIF after a tdBN saves no u; the Triton backward rebuilds it in place and writes the gradient over it."""
-    torch.manual_seed(0)
     grads = {}
-    for backend in ("torch", "triton"):
+    for which in ("reference", "triton"):
         torch.manual_seed(0)
         net = nn.Sequential(
-            TimeDistributed(nn.Conv2d(3, 6, 3, padding=1)), TdBatchNorm2d(6), LIF(backend=backend),
-            TimeDistributed(nn.Conv2d(6, 4, 3, padding=1)), TdBatchNorm2d(4), LIF(backend=backend),
+            TimeDistributed(nn.Conv2d(3, 6, 3, padding=1)), TdBatchNorm2d(6), LIF(),
+            TimeDistributed(nn.Conv2d(6, 4, 3, padding=1)), TdBatchNorm2d(4), LIF(),
         ).double().to(DEVICE)
         x = torch.randn(4, 2, 3, 6, 6, dtype=torch.float64, device=DEVICE)
-        net(x).mul(torch.arange(4 * 2 * 4 * 36, device=DEVICE).view(4, 2, 4, 6, 6).sin()).sum().backward()
-        grads[backend] = [p.grad for p in net.parameters()]
-    for a, b in zip(grads["torch"], grads["triton"]):
+        with on(which):
+            net(x).mul(torch.arange(4 * 2 * 4 * 36, device=DEVICE).view(4, 2, 4, 6, 6).sin()).sum().backward()
+        grads[which] = [p.grad for p in net.parameters()]
+    for a, b in zip(grads["reference"], grads["triton"]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_resnet_training_step_equals_torch_backend():
-    def step(backend):
+def test_resnet_training_step_equals_the_reference():
+    def step(which):
         torch.manual_seed(1)
-        model = tdbn.models.create("resnet19", width=0.0625, timesteps=2, num_classes=10, input_size=8).to(DEVICE)
-        set_lif_backend(model, backend)
-        x = torch.randn(3, 3, 8, 8, device=DEVICE)
-        loss = nn.functional.cross_entropy(model(x), torch.tensor([0, 4, 9], device=DEVICE))
-        loss.backward()
+        model = tdbn.models.create("resnet19", width=0.0625, timesteps=2, num_classes=10, input_size=8)
+        model = model.double().to(DEVICE)  # float64: the two kernels' sums differ in order, not in any spike
+        x = torch.randn(3, 3, 8, 8, dtype=torch.float64, device=DEVICE)
+        with on(which):
+            loss = nn.functional.cross_entropy(model(x), torch.tensor([0, 4, 9], device=DEVICE))
+            loss.backward()
         return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
-    (l1, g1), (l2, g2) = step("torch"), step("triton")
-    assert torch.equal(l1, l2)  # bit-identical forward
+    before = dict(cuda_units.calls)
+    (l1, g1), (l2, g2) = step("reference"), step("triton")
+    assert cuda_units.calls["unit_backward"] > before.get("unit_backward", 0)  # the units ran Triton's kernels
+    torch.testing.assert_close(l1, l2, rtol=1e-12, atol=0)
     for a, b in zip(g1, g2):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-
-
-def test_backend_is_explicit_and_checked(monkeypatch):
-    assert LIF().backend == "torch"  # never chosen silently
-    with pytest.raises(ValueError, match="unknown LIF backend 'cupy'.*torch.*triton"):
-        LIF(backend="cupy")
-    with pytest.raises(ValueError, match="unknown LIF backend"):
-        set_lif_backend(nn.Sequential(LIF()), "cuda")
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
-    with pytest.raises(ValueError, match="CUDA tensors.*backend='torch'"):
-        lif(torch.randn(2, 3), backend="triton")
-    assert "backend='triton'" in repr(LIF(backend="triton"))
-
-
-def test_config_key_selects_the_backend():
-    from tdbn.train import load_config
-    from tdbn.train.build import build_model
-
-    cfg = load_config(None, ["model.lif_backend=triton"])
-    model = build_model(cfg.model, num_classes=10, in_channels=1, input_size=8)
-    assert {m.backend for m in model.modules() if isinstance(m, LIF)} == {"triton"}
-    with pytest.raises(ValueError, match="model.lif_backend"):
-        load_config(None, ["model.lif_backend=cuda"])
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
 
 def test_dense_layout_check():

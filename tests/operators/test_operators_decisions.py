@@ -13,14 +13,14 @@ SCANNED = ("operators", "functional", "layers")
 
 #: what decides, anywhere in the scanned packages (a definition is no decision)
 DECIDES = re.compile(r"register_kernel\(|(?<!def )\bavailable\(\)|\.indexes\(|(?<!def )lean_enabled\(\)"
-                     r"|is_compiling\(\)|is_tracing\(\)|backend (==|!=) ")
+                     r"|(?<!def )reference_forced\(\)|is_compiling\(\)|is_tracing\(\)|backend (==|!=) ")
 #: in the op layer also: an import that may fail, attribute routing
 DECIDES_IN_OPERATORS = re.compile(r"except ImportError|__getattr__")
 #: in a device's kernels: a call into the reference, its fallback for operands it cannot index
 KERNEL_MODULES = ("cpu.py", "cuda_units.py", "cuda_lif.py")
 FALLBACK = re.compile(r"\b(recursions|reference)\.\w+\(")
 #: functions that hold a construct above and decide nothing
-NOT_DECISIONS = {("layers/neuron.py", "extra_repr")}  # prints the LIF's backend
+NOT_DECISIONS: set[tuple[str, str]] = set()
 
 
 def _places_in_code() -> set[tuple[str, str]]:

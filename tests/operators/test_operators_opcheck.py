@@ -54,6 +54,10 @@ def _cases():
         _z(False), _vec(1.1, False), _vec(0.1, False), 0.5, 1e-5, "")
     yield "td_batch_norm_backward", torch.ops.tdbn.td_batch_norm_backward, (
         g, _z(False), _vec(1.1, False), None, mean, invstd, 0.5, "")
+    frame = _z(False)[0]
+    yield "channel_affine", torch.ops.tdbn.channel_affine, (frame, _vec(1.3, False).view(C, 1, 1, 1),
+                                                            _vec(0.2, False))
+    yield "channel_affine_no_bias", torch.ops.tdbn.channel_affine, (frame.float(), _vec(1.3, False).float(), None)
     x = spikes.detach().flatten(0, 1).requires_grad_(True)
     yield "spike_conv2d", torch.ops.tdbn.spike_conv2d, (x, bits, weight, None, [1, 1], [1, 1], [1, 1], 1)
     yield "spike_conv2d_backward", torch.ops.tdbn.spike_conv2d_backward, (
@@ -70,10 +74,9 @@ def test_opcheck(op, args):
 
 
 def test_every_operator_is_checked():
-    """Every ``tdbn::`` operator defined in the package appears above (the Triton LIF operators run only where
-    Triton can: CUDA, or its interpreter, tested in test_operators_cuda_lif.py)."""
+    """Every ``tdbn::`` operator defined in the package appears above."""
     ops = {name for name in dir(torch.ops.tdbn)
            if isinstance(getattr(torch.ops.tdbn, name, None), torch._ops.OpOverloadPacket)}
     assert "td_bn_lif_forward" in ops
-    checked = {c[0].removesuffix("_identity").removesuffix("_from_state") for c in CASES}
-    assert ops - {"lif_triton_forward", "lif_triton_backward"} <= checked, ops - checked
+    checked = {c[0].removesuffix("_identity").removesuffix("_from_state").removesuffix("_no_bias") for c in CASES}
+    assert ops <= checked, ops - checked

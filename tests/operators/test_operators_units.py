@@ -610,17 +610,3 @@ def test_compiled_kernels_ran_in_the_units():
     _unit()(torch.randn(3, 2, 2, 5, 5)).sum().backward()
     assert native.calls["unit_forward"] == before.get("unit_forward", 0) + 1
     assert native.calls["unit_backward"] == before.get("unit_backward", 0) + 1
-
-
-def test_triton_backend_off_cuda_runs_the_modules_and_says_so():
-    """backend='triton' on CPU tensors (Triton's interpreter): the unit runs its modules, so the LIF gets the
-    kernels it asked for, with one warning; never a silent switch to other kernels."""
-    pytest.importorskip("triton")
-    import tdbn.layers.units as layer_units
-
-    unit = tdbn.set_lif_backend(_unit(), "triton")
-    layer_units._warned_backend = False
-    with pytest.warns(RuntimeWarning, match="backend 'triton'"):
-        s = unit(torch.randn(2, 2, 2, 4, 4))
-    ops = graph_ops(s)  # the Triton LIF operator, the one asked for
-    assert has_op(ops, "lif_triton_forward") and not has_op(ops, "td_bn_lif_forward")

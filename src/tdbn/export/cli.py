@@ -88,7 +88,7 @@ def _model_from_checkpoint(path: str, input_size: int | None) -> tuple[Any, int]
     """``(restored run, its model in eval mode; input size)`` rebuilt from a training checkpoint."""
     from tdbn.train.restore import restore
 
-    run = restore(path, lif_backend="torch")  # a kernel choice, not part of the trained network
+    run = restore(path)
     size = run.input_shape[1]
     if input_size is not None and input_size != size:
         if run.sized:

@@ -98,7 +98,7 @@ def finetune(
                 train_limit=train_limit)
     if threads is not None:
         torch.set_num_threads(threads)
-    run = restore(source, lif_backend="torch")
+    run = restore(source)
     scale = input_scale_of(run, input_bits=input_bits)
     cfg = copy.deepcopy(run.config)
     if data_root is not None:

@@ -2,7 +2,9 @@
 
 ONNX has no spiking neuron, so each LIF becomes its unrolled recurrence (Eq. 1-3) over the fixed number of time
 steps: ``u = x[t] + tau * u * (u <= v_th)``, ``o = u > v_th``, i.e. Mul, LessOrEqual, Add and Greater nodes. The
-time steps are fixed at export (those of the example input); the batch size stays free.
+time steps are fixed at export (those of the example input); the batch size stays free. A per-channel affine layer
+left by fusion (:class:`~tdbn.layers.affine.ChannelAffine2d`, which runs as the operator ``tdbn::channel_affine``)
+becomes its Mul and Add.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..layers.affine import ChannelAffine2d
 from ..layers.neuron import LIF
 from ..fusion import fuse
 
@@ -39,13 +42,31 @@ class UnrolledLIF(nn.Module):
         return torch.stack(spikes)
 
 
+class PlainAffine(nn.Module):
+    """``w * x + b`` per channel on ``[N, C, H, W]`` in plain tensor operations: a :class:`ChannelAffine2d` as ONNX
+    sees it (the same two roundings)."""
+
+    def __init__(self, layer: ChannelAffine2d):
+        super().__init__()
+        self.weight = nn.Parameter(layer.weight.detach().reshape(1, -1, 1, 1).clone(), requires_grad=False)
+        self.bias = None if layer.bias is None else nn.Parameter(
+            layer.bias.detach().reshape(1, -1, 1, 1).clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x * self.weight
+        return y if self.bias is None else y + self.bias
+
+
 def unroll_lifs(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every ``LIF`` replaced by :class:`UnrolledLIF` (same spikes, traceable)."""
+    """A copy of ``model`` with every ``LIF`` replaced by :class:`UnrolledLIF` and every :class:`ChannelAffine2d` by
+    :class:`PlainAffine` (same spikes, traceable into ONNX's operators)."""
     model = copy.deepcopy(model)
     for parent in model.modules():
         for name, child in list(parent._modules.items()):
             if isinstance(child, LIF):
                 parent._modules[name] = UnrolledLIF(tau=child.tau, v_th=child.v_th)
+            elif isinstance(child, ChannelAffine2d):
+                parent._modules[name] = PlainAffine(child)
     return model
 
 

@@ -22,7 +22,7 @@ def integer_from_checkpoint(
     """
     from tdbn.train.restore import restore
 
-    run = restore(path, lif_backend="torch")
+    run = restore(path)
     scale = input_scale_of(run, input_bits=input_bits)
     tuned = run.checkpoint.get("quantization")  # a run of tdbn finetune: fine-tuned for one integer network
     if tuned and (tuned["bits"], tuned["per_channel"], tuned["input_bits"]) != (bits, per_channel, input_bits):

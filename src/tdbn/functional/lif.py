@@ -32,9 +32,6 @@ from ..operators.unit_ops import lif_op
 
 Tensor = torch.Tensor
 
-BACKENDS = ("torch", "triton")
-
-
 def _check_input(x: Tensor) -> None:
     if x.dim() < 2:
         raise ValueError(
@@ -44,22 +41,6 @@ def _check_input(x: Tensor) -> None:
         raise ValueError(f"LIF expects a floating-point input, got dtype {x.dtype}")
     if x.shape[0] == 0:
         raise ValueError(f"LIF needs at least one time step (T >= 1 in [T, N, ...]), got shape {tuple(x.shape)}")
-
-
-def check_backend(backend: str, x: Tensor | None = None) -> None:
-    """Raise ``ValueError`` for an unknown backend, a missing ``triton`` package or a device it cannot run on."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown LIF backend {backend!r}; valid: {list(BACKENDS)}")
-    if backend == "triton":
-        try:
-            from ..operators import cuda_lif
-        except ImportError as err:
-            raise ValueError(
-                f"backend='triton' needs the triton package ({err}); install it with pip install 'tdbn[triton]' "
-                "or use backend='torch'"
-            ) from None
-        if x is not None:
-            cuda_lif.check_device(x)
 
 
 def lif(
@@ -72,10 +53,11 @@ def lif(
     surrogate: str | None = None,
     u0: Tensor | None = None,
     return_membrane: bool = False,
-    backend: str = "torch",
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Run iterative LIF neurons over time (Eq. 1-3) with exact BPTT (Eq. 14-18), as the custom operator
-    ``torch.ops.tdbn.lif_forward`` (:mod:`tdbn.operators.unit_ops`).
+    ``torch.ops.tdbn.lif_forward`` (:mod:`tdbn.operators.unit_ops`): the compiled C kernels on the CPU, the Triton
+    kernels on CUDA (:mod:`tdbn.operators.cuda_lif`), the plain-PyTorch reference elsewhere and under
+    :func:`tdbn.operators.use_reference`.
 
     Args:
         x: input currents ``[T, N, ...]`` (any trailing shape), floating point.
@@ -90,9 +72,6 @@ def lif(
             ``lif(x)[k:]`` bit for bit, and ``u0`` gets its gradient (Eq. 14-15 one step back).
         return_membrane: also return the membrane potentials ``u`` (before reset, detached), for analysis; ``u[-1]``
             is the state to carry into the next call (Norse's ``(input, state) -> (output, state)``).
-        backend: ``"torch"`` (default: the compiled CPU kernels on the CPU, the Triton kernels on CUDA, the plain
-            PyTorch reference elsewhere) or ``"triton"`` (the Triton kernels explicitly:
-            :mod:`tdbn.operators.cuda_lif`).
 
     Storage for backward: ``u`` (one tensor the size of ``x``) when ``x`` needs a gradient, nothing otherwise.
     After a tdBN, use :func:`tdbn.operators.unit_ops.td_bn_lif`, which stores no ``u``.
@@ -107,12 +86,10 @@ def lif(
     """
     _check_input(x)
     p = resolve_params(params, tau=tau, v_th=v_th, surrogate_width=surrogate_width, surrogate=surrogate)
-    if backend != "torch":
-        check_backend(backend, x)
     if u0 is not None and u0.shape != x.shape[1:]:
         raise ValueError(f"LIF: the starting potential u0 of shape {tuple(u0.shape)} must have the shape of one step "
                          f"of the input, {tuple(x.shape[1:])}")
-    return lif_op(x, p, u0=u0, return_membrane=return_membrane, backend=backend)
+    return lif_op(x, p, u0=u0, return_membrane=return_membrane)
 
 
 def resolve_params(params: LIFParameters | None = None, **fields) -> LIFParameters:

@@ -13,8 +13,6 @@ forward pass, so ``lambda`` itself starts at 1 and its gradient is the paper's.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 
@@ -41,24 +39,22 @@ def td_batch_norm(
     """tdBN of ``x`` shaped ``[T, N, C, ...]``; statistics per channel over all other dimensions.
 
     In training mode, for 32/64-bit floats, this runs :func:`tdbn.operators.batch_norm.td_batch_norm_train` (unless
-    :func:`tdbn.operators.lean_training` turned it off, or ``torch.compile`` is tracing): the same
+    :func:`tdbn.operators.lean_training` turned it off; ``torch.compile`` traces its operators as nodes): the same
     mathematics as :func:`td_batch_norm_plain` (values, running statistics and gradients equal up to float
     rounding) with faster CPU kernels. A tdBN followed by a LIF is better run as one unit
     (:func:`tdbn.operators.unit_ops.td_bn_lif`), which the models do.
 
     ``group``: in training mode, the name of a process group whose batches the statistics span (sync tdBN,
     ``ProcessGroup.group_name``); always through :func:`~tdbn.operators.batch_norm.td_batch_norm_train`, which
-    reduces the per-channel sums in one all-reduce (the same mathematics as the units).
+    reduces the per-channel sums in one all-reduce inside its operator (the same mathematics as the units; traced
+    by ``torch.compile`` without a graph break).
     """
     if training and group:
-        if torch.compiler.is_compiling():
-            _warn_compile_sync()
         return td_batch_norm_train(
             x, running_mean, running_var, weight, bias, alpha=alpha, v_th=v_th, momentum=momentum, eps=eps,
             group=group,
         )
-    lean = _switches.lean_enabled() and not torch.compiler.is_compiling()  # the compiler traces F.batch_norm
-    if training and x.dtype in (torch.float32, torch.float64) and lean:
+    if training and x.dtype in (torch.float32, torch.float64) and _switches.lean_enabled():
         return td_batch_norm_train(
             x, running_mean, running_var, weight, bias, alpha=alpha, v_th=v_th, momentum=momentum, eps=eps
         )
@@ -82,21 +78,9 @@ def td_batch_norm_plain(
     eps: float,
 ) -> Tensor:
     """tdBN as plain ``F.batch_norm`` over ``[T*N, C, ...]`` with weight ``lambda * alpha * v_th``: the reference
-    formulation, differentiated by autograd (and what ``torch.compile`` traces)."""
+    formulation, differentiated by autograd (16-bit inputs, and with the lean path off)."""
     scale = alpha * v_th
     w = x.new_full((x.shape[2],), scale) if weight is None else weight * scale
     y = F.batch_norm(x.flatten(0, 1), running_mean, running_var, w, bias, training, momentum, eps)
     return y.view(x.shape)
 
-
-_warned_compile = False
-
-
-def _warn_compile_sync() -> None:
-    global _warned_compile
-    if not _warned_compile:
-        _warned_compile = True
-        warnings.warn("tdbn: a synchronized tdBN outside a unit (not followed by a LIF) is not traced by "
-                      "torch.compile: its all-reduce runs eagerly (a graph break; fullgraph=True fails). The "
-                      "units (tdBN -> LIF, the residual junction) are traced as single operators.", RuntimeWarning,
-                      stacklevel=4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..operators import cpu as native
+from ..operators.batch_norm import channel_affine
 
 
 class ChannelAffine2d(nn.Conv2d):
@@ -15,8 +15,10 @@ class ChannelAffine2d(nn.Conv2d):
     ``isinstance``), computed as a broadcast multiply-add instead of a grouped convolution, which oneDNN runs
     one to two orders of magnitude slower on the CPU for large feature maps. BN-scale fusion (Eq. 9-10) leaves
     one such layer where a tdBN has no conv to fold into (the identity shortcut of a residual block).
-    Equal to the convolution up to float rounding. Without gradients on the CPU it runs as one pass of the
-    compiled kernels (:mod:`tdbn.operators.cpu`), with the same two roundings as the multiply-add.
+    Equal to the convolution up to float rounding. Without gradients it runs as the operator
+    ``tdbn::channel_affine``: one pass of the device's kernels (the compiled kernels on the CPU), with the same two
+    roundings as the multiply-add; a tracer records that operator (``tdbn.export.to_onnx`` gives ONNX its
+    multiply-add).
 
     Example:
         >>> layer = ChannelAffine2d(3)
@@ -34,12 +36,6 @@ class ChannelAffine2d(nn.Conv2d):
                 f"ChannelAffine2d({self.out_channels}) expects [N, {self.out_channels}, H, W], got shape {tuple(x.shape)}"
             )
         if not torch.is_grad_enabled() or not (x.requires_grad or self.weight.requires_grad):
-            # inference on the CPU: one pass of the C kernel, the same two roundings; a tracer (torch.compile, the
-            # ONNX exporter) records the plain operations below instead of a foreign call
-            tracing = torch.compiler.is_compiling() or torch.jit.is_tracing()
-            if not tracing and native.available() and native.indexes(x.unsqueeze(0)):
-                w = self.weight.detach()
-                b = None if self.bias is None else self.bias.detach()
-                return native.bn_affine(x.unsqueeze(0), torch.zeros_like(w), w, b).squeeze(0)
+            return channel_affine(x, self.weight.detach(), None if self.bias is None else self.bias.detach())
         y = x * self.weight.view(1, -1, 1, 1)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)

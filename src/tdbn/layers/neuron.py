@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..functional import lif as F_lif
-from ..functional.lif import check_backend, resolve_params
+from ..functional.lif import resolve_params
 from ..functional.params import LIFParameters
 
 
@@ -15,8 +15,7 @@ class LIF(nn.Module):
 
     The neuron state lives inside ``forward``: each call starts from ``u = 0``, so nothing leaks between
     batches and there is no state to reset. The hyper-parameters are one :class:`LIFParameters` (``params``);
-    the keywords override single fields. ``backend`` picks the kernels (:func:`tdbn.functional.lif`):
-    ``"torch"`` (default, any device) or ``"triton"``; :func:`set_lif_backend` switches a whole model.
+    the keywords override single fields. The kernels are the tensor's device's (:func:`tdbn.functional.lif`).
 
     Example:
         >>> lif = LIF(tau=0.25, v_th=0.5)
@@ -28,13 +27,11 @@ class LIF(nn.Module):
 
     def __init__(
         self, params: LIFParameters | None = None, *, tau: float | None = None, v_th: float | None = None,
-        surrogate_width: float | None = None, surrogate: str | None = None, backend: str = "torch",
+        surrogate_width: float | None = None, surrogate: str | None = None,
     ):
         super().__init__()
         self.params = resolve_params(params, tau=tau, v_th=v_th, surrogate_width=surrogate_width,
                                      surrogate=surrogate)
-        check_backend(backend)
-        self.backend = backend
 
     # read-only views of the parameters, for analysis and export code
     tau = property(lambda self: self.params.tau)
@@ -43,32 +40,13 @@ class LIF(nn.Module):
     surrogate = property(lambda self: self.params.surrogate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F_lif(x, self.params, backend=self.backend)
+        return F_lif(x, self.params)
 
     def forward_with_membrane(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Spikes and membrane potentials ``u`` (before reset), both ``[T, N, ...]``; for analysis."""
-        return F_lif(x, self.params, return_membrane=True, backend=self.backend)
+        return F_lif(x, self.params, return_membrane=True)
 
     def extra_repr(self) -> str:
         p = self.params
-        extra = "" if self.backend == "torch" else f", backend={self.backend!r}"
-        return f"tau={p.tau}, v_th={p.v_th}, surrogate={p.surrogate!r}, surrogate_width={p.surrogate_width}{extra}"
+        return f"tau={p.tau}, v_th={p.v_th}, surrogate={p.surrogate!r}, surrogate_width={p.surrogate_width}"
 
-
-def set_lif_backend(model: nn.Module, backend: str) -> nn.Module:
-    """Switch every :class:`LIF` in ``model`` to ``backend`` (``"torch"`` or ``"triton"``), in place; returns it.
-
-    Only the kernels change, not the mathematics: both backends compute Eq. 1-3 and 14-18 (see
-    :mod:`tdbn.operators.cuda_lif` for the 16-bit rounding). Raises ``ValueError`` for an unknown backend or
-    when ``triton`` is not installed.
-
-    Example:
-        >>> net = nn.Sequential(LIF(), LIF())
-        >>> [m.backend for m in set_lif_backend(net, "torch")]
-        ['torch', 'torch']
-    """
-    check_backend(backend)
-    for module in model.modules():
-        if isinstance(module, LIF):
-            module.backend = backend
-    return model

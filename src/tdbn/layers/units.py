@@ -17,7 +17,6 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..messages import warn
 from ..operators import switches as _switches
 from ..operators.spike_ops import pack_spikes, spike_conv2d
 from ..operators.unit_ops import td_bn_add_lif, td_bn_lif
@@ -29,23 +28,6 @@ from .temporal_norm import ChannelNorm, _TimeNorm, norm_lif
 from .time import TimeDistributed
 
 Tensor = torch.Tensor
-
-_warned_backend = False
-
-
-def _backend_allows(lif: LIF, x: Tensor) -> bool:
-    """The unit operators run the device's kernels: on CUDA the Triton ones, elsewhere the compiled CPU kernels
-    or the reference. A LIF asking for ``backend="triton"`` off CUDA (Triton's interpreter) gets what it asked for:
-    its unit runs the modules one after the other (said once)."""
-    if lif.backend == "torch" or x.device.type == "cuda":
-        return True
-    global _warned_backend
-    if not _warned_backend:
-        _warned_backend = True
-        warn(f"tdbn: LIF backend {lif.backend!r} on {x.device.type} tensors: the units run their modules one after "
-             "the other (the LIF with the requested kernels, storing u)", RuntimeWarning)  # at the caller's line
-    return False
-
 
 def unit_mode(*norms: nn.Module | None) -> bool:
     """Whether the unit operators run for a unit with these norms: gradients are being recorded, the lean path is
@@ -63,7 +45,7 @@ def recompute_mode(lif: LIF, *norms: nn.Module | None) -> bool:
     of its modules normalizes with batch statistics (training mode). Under ``torch.compile`` the modules run one
     after the other and the compiler's partitioner decides what is stored."""
     if not torch.is_grad_enabled() or not _switches.lean_enabled() or torch.compiler.is_compiling():
-        return False
+        return False  # compiling: the one-node units call autograd inside their backward, which dynamo cannot trace
     successors = [m for m in (lif, *norms) if isinstance(m, (_TimeNorm, MPBNLIF))]
     return bool(successors) and any(m.training for m in (lif, *norms) if m is not None)
 
@@ -141,7 +123,7 @@ class TdBNLIF(nn.Sequential):
         """``"operator"`` (the tdBN unit operator), ``"recompute"`` (a successor's unit: one autograd node, or its
         modules recomputed in backward) or ``"modules"`` (one after the other)."""
         bn = self._modules.get("bn")
-        if _op_neuron(self.lif) and unit_mode(bn) and _backend_allows(self.lif, z):
+        if _op_neuron(self.lif) and unit_mode(bn):
             return "operator"
         return "recompute" if recompute_mode(self.lif, bn) else "modules"
 
@@ -190,8 +172,7 @@ def residual_junction(za: Tensor, norm_a: nn.Module, x: Tensor, x_mask: Tensor, 
     conv, norm_b = shortcut._modules.get("conv"), shortcut._modules.get("bn")
     if len(shortcut) != (conv is not None) + (norm_b is not None):
         return None  # a shortcut of other layers
-    if not (_op_neuron(lif) and unit_mode(norm_a) and (norm_b is None or unit_mode(norm_b))
-            and _backend_allows(lif, za)):
+    if not (_op_neuron(lif) and unit_mode(norm_a) and (norm_b is None or unit_mode(norm_b))):
         return None
     if conv is not None:
         if norm_b is None:
@@ -233,7 +214,7 @@ def _lean_norm(norm: nn.Module | None, lif: LIF, z: Tensor):
     (:class:`~tdbn.layers.temporal_norm.ChannelNorm`), all in training."""
     if norm is None or not norm.training:
         return None
-    if isinstance(norm, _TimeNorm) and _op_neuron(lif) and _backend_allows(lif, z):
+    if isinstance(norm, _TimeNorm) and _op_neuron(lif):
         return norm
     if isinstance(norm, _TdBatchNorm) and isinstance(lif, MPBNLIF) and lif.training:
         return ChannelNorm(norm)

@@ -361,3 +361,25 @@ def td_batch_norm_train(
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
     return TdBatchNormFunction.apply(x, weight, bias, running_mean, running_var, float(alpha * v_th), momentum, eps,
                                      group)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a folded tdBN without a conv to fold into: y = w * x + b per channel, at inference
+
+
+def _channel_affine(x: Tensor, weight: Tensor, bias: Tensor | None, k) -> Tensor:
+    """``y[:, c] = weight[c] * x[:, c] + bias[c]`` for ``x [N, C, ...]`` (``weight`` of ``C`` values in any
+    shape): one pass of the device's kernel where it indexes ``x``, else the multiply and the add, with the same
+    two roundings either way."""
+    w = weight.reshape(-1)
+    b = None if bias is None else bias.reshape(-1)
+    if k.indexes(x.unsqueeze(0)):
+        return k.bn_affine(x.unsqueeze(0), torch.zeros_like(w), w, b).squeeze(0)
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    y = x * w.view(shape)
+    return y if b is None else y + b.view(shape)
+
+
+#: no autograd registration: :class:`tdbn.layers.affine.ChannelAffine2d` calls it without gradients only
+channel_affine = Operator("channel_affine", _channel_affine, "Tensor")
+channel_affine.register_fake(lambda x, weight, bias: torch.empty_like(x))

@@ -1,19 +1,20 @@
 """Triton kernels for the multi-step LIF neuron: the forward integration and the BPTT backward in one pass each.
 
 The same recursions as :mod:`tdbn.functional.lif` (Eq. 1-3 forward, Eq. 14-18 backward), but each neuron's
-whole time loop runs in registers inside one kernel launch, where the torch backend launches a few kernels per
-time step. One program handles ``BLOCK`` neurons (the trailing dimensions flattened) and walks over ``T``:
+whole time loop runs in registers inside one kernel launch, where the plain-PyTorch reference launches a few
+kernels per time step. One program handles ``BLOCK`` neurons (the trailing dimensions flattened) and walks over ``T``:
 
 - forward: reads ``x[t]``, writes ``u[t]`` and ``o[t]``;
 - backward: reads ``u[t]`` and ``dL/do[t]`` from ``t = T-1`` down to 0, carries ``dL/du[t+1]`` in registers and
   writes ``dL/dx[t]``.
 
-Selected explicitly with ``lif(..., backend="triton")`` / ``LIF(backend="triton")``; never chosen behind the
-user's back. Runs on CUDA tensors, or on the CPU through Triton's interpreter (``TRITON_INTERPRET=1`` set before
-``triton`` is first imported), which is how the parity tests run without a GPU.
+The LIF operators' CUDA registration runs them (:mod:`tdbn.operators.cuda_units` hands them on as its
+``integrate`` / ``bptt``). They run on CUDA tensors, or on the CPU through Triton's interpreter (``TRITON_INTERPRET=1``
+set before ``triton`` is first imported), which is how the parity tests run them without a GPU: they call the
+operators' implementations with these kernels (``tests/operators/test_operators_cuda_lif.py``).
 
 Numerics: 32/64-bit inputs are integrated in their own precision with the same floating-point operations as
-the torch backend (the forward is bit-identical to it); 16-bit inputs are integrated in float32 registers and
+the reference (the forward is bit-identical to it); 16-bit inputs are integrated in float32 registers and
 ``u`` is rounded to the input dtype after every step (to nearest even on the GPU; Triton's interpreter rounds
 toward zero), so the stored ``u`` is the state the neuron carries. The backward computes in float32 (float64
 for float64 inputs).
@@ -115,16 +116,6 @@ def _params(device: torch.device, dtype: torch.dtype, tau: float, v_th: float, w
 def interpreted() -> bool:
     """Whether Triton runs in interpreter mode (kernels on CPU tensors, for tests)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def check_device(x: Tensor) -> None:
-    """Raise ``ValueError`` unless the Triton kernels can run on ``x``'s device."""
-    if x.device.type == "cuda" or (x.device.type == "cpu" and interpreted()):
-        return
-    raise ValueError(
-        f"backend='triton' runs on CUDA tensors (or on the CPU when TRITON_INTERPRET=1 is set before triton is "
-        f"imported, for testing); got a {x.device.type} tensor. Use backend='torch' on this device"
-    )
 
 
 def _grid(M: int):

@@ -44,7 +44,8 @@ import triton
 import triton.language as tl
 
 from .surrogate import SURROGATE_IDS  # the one table shared by every implementation
-from .cuda_lif import bptt, integrate, interpreted  # the LIF recursions: this module's entry points too
+from . import cuda_lif
+from .cuda_lif import interpreted
 from .reference import pack_bits, unpack_bits  # no kernels of their own here
 
 Tensor = torch.Tensor
@@ -60,6 +61,19 @@ COMPUTE = {torch.float32: torch.float32, torch.float64: torch.float64, torch.bfl
 calls: Counter[str] = Counter()
 
 ELEMENTS = 1024  # elements per program and loop iteration
+
+
+def integrate(x: Tensor, u: Tensor | None, tau: float, v_th: float, spikes: Tensor | None = None) -> None:
+    """The LIF forward recursion: :func:`tdbn.operators.cuda_lif.integrate`."""
+    calls["integrate"] += 1
+    cuda_lif.integrate(x, u, tau, v_th, spikes)
+
+
+def bptt(grad_spikes: Tensor, u: Tensor, tau: float, v_th: float, width: float, surrogate: str, *,
+         reuse_u: bool = False) -> Tensor:
+    """The LIF backward recursion: :func:`tdbn.operators.cuda_lif.bptt`."""
+    calls["bptt"] += 1
+    return cuda_lif.bptt(grad_spikes, u, tau, v_th, width, surrogate, reuse_u=reuse_u)
 MAX_PROGRAMS = 2048  # beyond this the programs loop over rows (grid-stride)
 _LAUNCH = dict(num_warps=4, enable_fp_fusion=False)
 

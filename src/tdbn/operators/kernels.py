@@ -6,8 +6,8 @@ points and arguments (``integrate``, ``bptt``, ``indexes``, ``pack_bits``, ``unp
 - :mod:`tdbn.operators.reference`: plain PyTorch; the default registration of every operator (any device).
 - :func:`for_cpu`: :mod:`tdbn.operators.cpu` (the C kernels), or the reference under
   :func:`tdbn.operators.use_reference` (and ``TDBN_NATIVE=0``, or without a C compiler: said once).
-- :func:`for_cuda`: :mod:`tdbn.operators.cuda_units` (Triton), or the reference when ``triton`` is not
-  importable (said once).
+- :func:`for_cuda`: :mod:`tdbn.operators.cuda_units` (Triton), or the reference under
+  :func:`~tdbn.operators.use_reference` or when ``triton`` is not importable (said once).
 
 The operators' registrations call these at each call (``kernels.for_cpu()``), so a test can put other kernels
 in their place with ``monkeypatch``. Each kernel module falls back to the reference itself, inside its entry
@@ -21,7 +21,7 @@ from contextlib import nullcontext
 
 import torch
 
-from . import cpu, reference
+from . import cpu, reference, switches
 
 _warned: set[str] = set()
 
@@ -39,7 +39,10 @@ def for_cpu():
 
 
 def for_cuda():
-    """CUDA's kernels: Triton's, or the reference when ``triton`` is not importable (said once)."""
+    """CUDA's kernels: Triton's, or the reference under :func:`tdbn.operators.use_reference` and when ``triton``
+    is not importable (said once)."""
+    if switches.reference_forced():
+        return reference
     try:
         from . import cuda_units
     except ImportError as err:
@@ -49,22 +52,11 @@ def for_cuda():
     return cuda_units
 
 
-def for_triton():
-    """Triton's kernels on every device (``LIF(backend="triton")``; its interpreter on the CPU); the caller checked
-    that ``triton`` imports (:func:`tdbn.functional.lif.check_backend`)."""
-    from . import cuda_units
-
-    return cuda_units
-
-
-def on_each_device(name: str, impl, kernels_of=None) -> None:
+def on_each_device(name: str, impl) -> None:
     """Register ``impl(*inputs, k)`` as operator ``name``'s implementation, ``k`` the kernels of the device it runs
     on (looked up at each call): :func:`for_cpu` for the ``"cpu"`` dispatch key, :func:`for_cuda` for
-    ``"cuda"``, the reference for every other device; or ``kernels_of()`` for every device (Triton's LIF on
-    request). The dispatcher chooses by the inputs' device; nothing else does."""
-    if kernels_of is not None:
-        torch.library.register_kernel(name, None, lambda *inputs: impl(*inputs, kernels_of()))
-        return
+    ``"cuda"``, the reference for every other device. The dispatcher chooses by the inputs' device; nothing else
+    does."""
     torch.library.register_kernel(name, None, lambda *inputs: impl(*inputs, reference))
     torch.library.register_kernel(name, "cpu", lambda *inputs: impl(*inputs, for_cpu()))
     torch.library.register_kernel(name, "cuda", lambda *inputs: impl(*inputs, for_cuda()))

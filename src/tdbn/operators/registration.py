@@ -73,8 +73,7 @@ _SCHEMA_TYPES = {"Tensor": "Tensor", "Tensor | None": "Tensor?", "float": "float
 
 class Operator:
     """``tdbn::{name}`` with ``impl(*inputs, k)`` as its implementation on every device: the reference's kernels
-    by default, the CPU's and CUDA's on theirs (``kernels_of``: one kernel module for every device instead, e.g.
-    Triton's). Calling it with the structured inputs calls the operator; :meth:`register_fake` and
+    by default, the CPU's and CUDA's on theirs (:func:`tdbn.operators.kernels.on_each_device`). Calling it with the structured inputs calls the operator; :meth:`register_fake` and
     :meth:`register_autograd` take functions of the structured inputs too.
 
     Example:
@@ -85,7 +84,7 @@ class Operator:
         (True, True)
     """
 
-    def __init__(self, name: str, impl: Callable, returns: str, *, kernels_of: Callable | None = None):
+    def __init__(self, name: str, impl: Callable, returns: str):
         self.name = f"tdbn::{name}"
         params = list(inspect.signature(impl).parameters.values())[:-1]  # the last one is k
         self.groups = [_STRUCTURES.get(p.annotation) for p in params]
@@ -96,8 +95,7 @@ class Operator:
         schema = ", ".join(f"{_SCHEMA_TYPES[getattr(t, '__forward_arg__', t)]} {n}" for n, t in fields)
         torch.library.define(self.name, f"({schema}) -> {returns}")
         self.op = getattr(torch.ops.tdbn, name)
-        kernels.on_each_device(self.name, lambda *flat_and_k: impl(*self.structured(flat_and_k[:-1]), flat_and_k[-1]),
-                               kernels_of)
+        kernels.on_each_device(self.name, lambda *flat_and_k: impl(*self.structured(flat_and_k[:-1]), flat_and_k[-1]))
 
     def flat(self, inputs) -> list:
         """The operator's arguments: ``inputs`` with each structure spread into its fields."""

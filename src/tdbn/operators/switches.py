@@ -8,8 +8,14 @@ from contextlib import contextmanager
 
 from . import cpu
 
-# a plain module flag (not a ContextVar): torch.compile reads it and guards on its value
+# plain module flags (not ContextVars): torch.compile reads them and guards on their values
 _lean = True
+_reference = False
+
+
+def reference_forced() -> bool:
+    """True inside :func:`use_reference`."""
+    return _reference
 
 
 def lean_enabled() -> bool:
@@ -47,15 +53,21 @@ def lean_training(enabled: bool) -> Iterator[None]:
 
 @contextmanager
 def use_reference(enabled: bool = True) -> Iterator[None]:
-    """Inside the block the operators' CPU registrations run the plain-PyTorch reference
-    (:mod:`tdbn.operators.reference`) instead of the compiled CPU kernels (the same values: bit for bit in
-    float32/float64, see the parity tests), e.g. for parity checks, benchmarks, or on a machine without a C
-    compiler (where the reference runs anyway, said once). ``TDBN_NATIVE=0`` in the environment does the same for
-    a whole process. :func:`tdbn.operators.kernels.for_cpu` reads it.
+    """Inside the block the operators run the plain-PyTorch reference (:mod:`tdbn.operators.reference`) on every
+    device, instead of the compiled CPU kernels or CUDA's Triton kernels (the same values: bit for bit in
+    float32/float64 on the CPU, see the parity tests), e.g. for parity checks, benchmarks, or on a machine without
+    a C compiler (where the reference runs on the CPU anyway, said once). ``TDBN_NATIVE=0`` in the environment does
+    the same on the CPU for a whole process. :func:`tdbn.operators.kernels.for_cpu` and
+    :func:`~tdbn.operators.kernels.for_cuda` read it.
 
     Example:
         >>> with use_reference():
         ...     s = tdbn.functional.lif(torch.ones(3, 2))  # the ATen loops
     """
-    with cpu.enabled(not enabled):
-        yield
+    global _reference
+    before, _reference = _reference, bool(enabled)
+    try:
+        with cpu.enabled(not enabled):
+            yield
+    finally:
+        _reference = before

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import torch
 
-from . import kernels
 from .batch_norm import (WIDE, NormArgs, bn_backward, bn_forward, bn_recompute, compute_dtype, grad_sums,
                          kernel_affine, kernel_stats, synced_grad_sums, synced_stats, update_running, wide)
 from .kernels import no_autocast
@@ -125,10 +124,10 @@ def _lif_backward(grad_spikes: Tensor, u: Tensor, lif: LIFArgs, k):
         return k.bptt(_matching(u, grad_spikes), u, *lif)
 
 
-def _lif_operators(name: str, kernels_of=None) -> tuple[Operator, Operator]:
-    """``tdbn::{name}_forward`` / ``_backward`` with their fake and autograd registrations."""
-    forward = Operator(f"{name}_forward", _lif_forward, "(Tensor, Tensor)", kernels_of=kernels_of)
-    backward = Operator(f"{name}_backward", _lif_backward, "Tensor", kernels_of=kernels_of)
+def _lif_operators() -> tuple[Operator, Operator]:
+    """``tdbn::lif_forward`` / ``_backward`` with their fake and autograd registrations."""
+    forward = Operator("lif_forward", _lif_forward, "(Tensor, Tensor)")
+    backward = Operator("lif_backward", _lif_backward, "Tensor")
     forward.register_fake(lambda x, u0, lif, keep_u: (torch.empty_like(x), torch.empty_like(x) if keep_u
                                                       else x.new_empty(0)))
     backward.register_fake(lambda grad_spikes, u, lif: torch.empty_like(u))
@@ -156,21 +155,17 @@ def _start_grad(grad_first: Tensor, u0: Tensor, lif: LIFArgs) -> Tensor:
 
 
 # the LIF on the device's kernels: the reference loops, the compiled loops on the CPU, Triton on CUDA
-lif_forward, lif_backward = _lif_operators("lif")
-# the Triton kernels on every device, asked for explicitly (LIF(backend="triton"); its interpreter on the CPU)
-lif_triton_forward, lif_triton_backward = _lif_operators("lif_triton", kernels.for_triton)
+lif_forward, lif_backward = _lif_operators()
 
 
-def lif_op(x: Tensor, p: LIFParameters, *, u0: Tensor | None = None, return_membrane: bool = False,
-           backend: str = "torch"):
+def lif_op(x: Tensor, p: LIFParameters, *, u0: Tensor | None = None, return_membrane: bool = False):
     """Spikes (and ``u``, detached) of :func:`tdbn.functional.lif` through ``torch.ops.tdbn.lif_forward`` (the
-    device's kernels), or ``torch.ops.tdbn.lif_triton_forward`` for ``backend="triton"``; from rest, or continued
-    from ``u0``. The operator stores ``u`` for the backward pass when ``x`` or ``u0`` needs a gradient, and no
-    ``[T, ...]`` membrane buffer at all otherwise (unless ``return_membrane``)."""
+    device's kernels); from rest, or continued from ``u0``. The operator stores ``u`` for the backward pass when
+    ``x`` or ``u0`` needs a gradient, and no ``[T, ...]`` membrane buffer at all otherwise (unless
+    ``return_membrane``)."""
     needs_grad = x.requires_grad or (u0 is not None and u0.requires_grad)
     keep_u = return_membrane or (torch.is_grad_enabled() and needs_grad)
-    op = lif_triton_forward if backend == "triton" else lif_forward
-    spikes, u = op(x, u0, LIFArgs.of(p), keep_u)
+    spikes, u = lif_forward(x, u0, LIFArgs.of(p), keep_u)
     return (spikes, u.detach()) if return_membrane else spikes
 
 

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from .. import models
-from ..layers import set_lif_backend
 from .config import ModelConfig
 
 __all__ = ["build_model", "check_model", "create_model", "model_kwargs", "neuron_params"]
@@ -53,16 +52,15 @@ def check_model(cfg: ModelConfig) -> None:
         models.create(cfg.name, **kwargs)
 
 
-def create_model(name: str, kwargs: dict[str, Any], *, lif_backend: str = "torch") -> nn.Module:
-    """``tdbn.models.create(name, **kwargs)`` with the LIF kernels of ``lif_backend``."""
-    model = models.create(name, **kwargs)
-    return set_lif_backend(model, lif_backend)  # raises naming the fix if triton is missing
+def create_model(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """``tdbn.models.create(name, **kwargs)``: where a training run and a restored checkpoint build their model."""
+    return models.create(name, **kwargs)
 
 
 def build_model(cfg: ModelConfig, *, num_classes: int, in_channels: int, input_size: int) -> nn.Module:
     """``tdbn.models.create`` with the config's options; unknown options raise listing the valid ones."""
     kwargs = model_kwargs(cfg, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
-    return create_model(cfg.name, kwargs, lif_backend=cfg.lif_backend)
+    return create_model(cfg.name, kwargs)
 
 
 def neuron_params(model: nn.Module) -> dict[str, Any]:

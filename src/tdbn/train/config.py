@@ -69,7 +69,6 @@ class ModelConfig:
     norm: str = "tdbn"  # "tdbn" (Eq. 5-8), "bn" (standard BN), "tebn", "bntt", "tab", "mpbn" (docs/method.md 8), "none"
     residual_alpha: float | None = None  # alpha of summed tdBNs (Eq. 5; None = the model's 1/sqrt(2))
     shortcut_norm: str | None = None  # "all" / "projection" (docs/method.md section 5; None = the model's "all")
-    lif_backend: str = "torch"  # LIF kernels: "torch" (any device) or "triton" (CUDA; pip install 'tdbn[triton]')
     options: dict[str, Any] = field(default_factory=dict)  # further builder options, e.g. {depth: 20} for plain
 
 
@@ -192,12 +191,22 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
     raise ValueError(f"config key {key!r} expects {name}, got {value!r} ({type(value).__name__})")
 
 
+RETIRED = {
+    "model.lif_backend": "the tensor's device chooses the LIF kernels (the C kernels on the CPU, Triton's on CUDA); "
+                         "remove the key",
+}
+"""Keys of earlier versions that no longer exist, with what replaced them. A preset or override naming one is refused
+with that text; a saved configuration (a checkpoint's, a run's) drops them, since none changed a trained network."""
+
+
 def _apply(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
     """Set the fields of dataclass ``obj`` from a nested mapping, recursing into nested dataclasses."""
     hints = _hints(type(obj))
     valid = _fields(type(obj))
     for key, value in updates.items():
         path = f"{prefix}{key}"
+        if path in RETIRED:
+            raise ValueError(f"config key {path!r} was removed: {RETIRED[path]}")
         if key not in valid:
             where = f"of {prefix[:-1]!r}" if prefix else "at the top level"
             raise ValueError(f"unknown config key {path!r}; valid keys {where}: {', '.join(sorted(valid))}")
@@ -317,7 +326,6 @@ def validate(cfg: TrainConfig) -> None:
         ("optim.label_smoothing", 0 <= cfg.optim.label_smoothing < 1, "in [0, 1)"),
         ("model.timesteps", cfg.model.timesteps >= 1, ">= 1"),
         ("model.width", 0 < cfg.model.width <= 64, "in (0, 64] (a channel multiplier: 1.0 = the paper's widths)"),
-        ("model.lif_backend", cfg.model.lif_backend in ("torch", "triton"), 'one of ["torch", "triton"]'),
         ("eval_interval", cfg.eval_interval >= 1, ">= 1"),
         ("checkpoint_interval", cfg.checkpoint_interval >= 1, ">= 1"),
         ("checkpoint_every_steps", cfg.checkpoint_every_steps is None or cfg.checkpoint_every_steps >= 1,
@@ -343,11 +351,17 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Inverse of :func:`config_to_dict`; unknown keys raise (a checkpoint from another version says so)."""
+    """Inverse of :func:`config_to_dict`; unknown keys raise (a checkpoint from another version says so), the
+    :data:`RETIRED` ones are dropped."""
     cfg = TrainConfig()
-    _apply(cfg, data)
+    _apply(cfg, _without_retired(data))
     validate(cfg)
     return cfg
+
+
+def _without_retired(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    return {k: _without_retired(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "options" else v
+            for k, v in data.items() if f"{prefix}{k}" not in RETIRED}
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -105,14 +105,12 @@ def checkpoint_file(path: str | Path) -> Path:
     raise missing_checkpoint(path)
 
 
-def restore(path: str | Path, *, fuse: bool = False, device: str | torch.device = "cpu",
-            lif_backend: str | None = None) -> Restored:
+def restore(path: str | Path, *, fuse: bool = False, device: str | torch.device = "cpu") -> Restored:
     """Rebuild the model of a checkpoint (file or run folder), verified, in eval mode, on ``device``.
 
     ``fuse=True`` returns ``tdbn.fuse(model)`` (Eq. 9-10), the normalization-free network with the same
     spikes. A checkpoint marked ``"fused"`` (written by ``tdbn finetune``) holds that network itself: it is
-    returned whatever ``fuse`` says. The LIF kernels are the run's (``model.lif_backend``) on CUDA, the torch
-    ones elsewhere, unless ``lif_backend`` says otherwise. Raises :class:`~tdbn.train.CheckpointError` naming the file.
+    returned whatever ``fuse`` says. Raises :class:`~tdbn.train.CheckpointError` naming the file.
     """
     file = checkpoint_file(path)
     ckpt = load_checkpoint(file)
@@ -122,8 +120,7 @@ def restore(path: str | Path, *, fuse: bool = False, device: str | torch.device 
         raise CheckpointError(f"{file}: its configuration is not one this version reads: {err}") from None
     name, kwargs, inp = model_spec(ckpt, file)
     dev = torch.device(device)
-    backend = lif_backend or (cfg.model.lif_backend if dev.type == "cuda" else "torch")
-    model = create_model(name, kwargs, lif_backend=backend).eval()
+    model = create_model(name, kwargs).eval()
     fused = bool(ckpt.get("fused"))  # a fused network (tdbn finetune): built, fused, then its weights loaded
     if fused:
         model = fuse_model(model)

@@ -33,7 +33,6 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..functional.lif import check_backend
 from ..layers import convert_sync_tdbn
 from ..messages import warn
 from ..operators import cpu as native_kernels
@@ -48,7 +47,7 @@ from .config import (
 )
 from .data import DATASETS, build_data
 from .distributed import (
-    Context, broadcast_object, gather_objects, resolve_device, setup, teardown, torchrun_restart,
+    Context, broadcast_object, gather_objects, setup, teardown, torchrun_restart,
 )
 from .engine import EpochProgress, Objective, evaluate, train_one_epoch
 from .errors import CheckpointWriteError, NonFiniteError, TrainingError
@@ -226,21 +225,13 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None,
 
 def _check_config(cfg: TrainConfig) -> None:
     """Every check of a configuration that needs no data: ranges and finite numbers, the model (name, options,
-    values), the data set's name and root, the LIF kernels on this device."""
+    values), the data set's name and root."""
     validate(cfg)  # also for a TrainConfig built in Python rather than by load_config / override
     if cfg.data.name not in DATASETS:
         raise ValueError(f"unknown data set {cfg.data.name!r} (data.name); valid: {', '.join(DATASETS)}")
     if cfg.data.name != "digits" and not cfg.data.root:
         raise ValueError(f"data set {cfg.data.name!r} needs data.root (e.g. data.root=../shared/data/{cfg.data.name})")
     check_model(cfg.model)
-    if cfg.model.lif_backend == "triton":
-        check_backend("triton")  # the package is installed
-        from ..operators.cuda_lif import interpreted
-
-        device = resolve_device(cfg.device)
-        if device.type != "cuda" and not interpreted():  # (Triton's interpreter runs it on the CPU, for tests)
-            raise ValueError(f"model.lif_backend=triton runs the LIF kernels on CUDA only, and this run's device is "
-                             f"{device}; use model.lif_backend=torch (the default) on the CPU")
 
 
 @dataclass
@@ -331,7 +322,7 @@ def _data_and_model(cfg: TrainConfig, ctx: Context, log: Callable[[str], None]) 
         raise TrainingError(f"model.options.input_size={kwargs['input_size']}, but the {cfg.data.name} inputs are "
                             f"{data.input_size}x{data.input_size}; drop model.options.input_size (it comes from the "
                             "data set) or resize the data")
-    model = create_model(cfg.model.name, kwargs, lif_backend=cfg.model.lif_backend)
+    model = create_model(cfg.model.name, kwargs)
     model.to(ctx.device, getattr(torch, cfg.dtype))
     spec = {"model_name": cfg.model.name, "model_kwargs": kwargs,
             "input": {"events": data.events, "shape": [data.in_channels, data.input_size, data.input_size]}}
