@@ -7,7 +7,9 @@ event-count frames. Columns: ``first step`` = the first step of the process, whi
 plans of the conv and fc layers (tdbn.stream.exact) and warms the kernels up; ``step`` = one ``tdbn.stream``
 step (state in, state out); ``T=1 forward`` = the multi-step forward on a single frame (no state carried; what a
 step costs without streaming); ``batched / T`` = the multi-step forward over all T frames at once divided by T
-(offline throughput, not a live stream). Each
+(offline throughput, not a live stream); ``peak RSS`` = the process's peak resident memory after the streamed
+steps, before the multi-step forwards (nothing reset: the model, the kernel plans' probes and every step
+included); ``state`` = the memory a stream carries between steps (every neuron's potential). Each
 configuration runs in a fresh process; medians over the measured steps.
 
     python bench/stream.py
@@ -35,6 +37,8 @@ FRAME_MS = 30.0
 
 
 def worker(args) -> None:
+    import resource
+
     import torch
 
     import tdbn
@@ -61,6 +65,8 @@ def worker(args) -> None:
         stream.push(frames[i % T])
         if i > args.warmup:
             times.append(time.perf_counter() - t0)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    state_kb = sum(u.numel() * u.element_size() for u in stream.state.membranes.values()) / 1024
     one = []
     with torch.no_grad():
         for i in range(args.warmup + args.steps // 2):
@@ -75,7 +81,7 @@ def worker(args) -> None:
             model(frames)
             batched.append((time.perf_counter() - t0) / T)
     emit({"first_ms": 1000 * first, "step_ms": 1000 * median(times), "one_ms": 1000 * median(one),
-          "batched_ms": 1000 * median(batched)})
+          "batched_ms": 1000 * median(batched), "peak_rss_mb": peak_rss, "state_kb": state_kb})
 
 
 def main() -> None:
@@ -101,15 +107,17 @@ def main() -> None:
                     "--warmup", str(args.warmup)])
                 label = f"{name} {c}x{size}x{size}"
                 if "error" in r:
-                    rows.append([label, "fused" if fused else "unfused", threads, "error", r["error"][:60], "", "", ""])
+                    rows.append([label, "fused" if fused else "unfused", threads, "error", r["error"][:60], "", "", "",
+                                 "", ""])
                     continue
                 rows.append([label, "fused" if fused else "unfused", threads, f"{r['first_ms']:.0f}",
                              f"{r['step_ms']:.2f}", f"{FRAME_MS / r['step_ms']:.1f}", f"{r['one_ms']:.2f}",
-                             f"{r['batched_ms']:.2f}"])
+                             f"{r['batched_ms']:.2f}", f"{r['peak_rss_mb']:.0f}", f"{r['state_kb']:.0f}"])
                 print(" | ".join(map(str, rows[-1])), file=sys.stderr, flush=True)
     print(f"streaming, batch 1, {datetime.date.today().isoformat()}; {machine()}")
     print(table(["network", "", "threads", "first step (ms)", "step (ms)",
-                 f"real-time factor ({FRAME_MS:g} ms frames)", "T=1 forward (ms)", "batched / T (ms)"], rows))
+                 f"real-time factor ({FRAME_MS:g} ms frames)", "T=1 forward (ms)", "batched / T (ms)",
+                 "peak RSS (MB)", "state (kB)"], rows))
 
 
 if __name__ == "__main__":
