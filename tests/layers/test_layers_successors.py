@@ -372,13 +372,17 @@ def test_stream_equals_the_multi_step_forward(norm):
 def test_stream_after_T_steps_keeps_the_last_steps_map():
     bn = _perturb(BNTT(4, 2))
     bn.eval()
-    frame = torch.randn(3, 4, 5, 5)
-    from tdbn.stream.layer_steps import Walk, _per_step_norm
-    outs = [_per_step_norm(bn, frame, Walk(bn, {}, None, samples=6, row=0, step=s)) for s in range(4)]
+    frame = torch.randn(1, 3, 4, 5, 5)  # one step [1, N, C, H, W]
+    from tdbn.layers.stepping import stepping
+    from tdbn.stream.layer_steps import OneStep
+    outs = []
+    for s in range(4):
+        with stepping(OneStep({}, None, samples=6, row=0, step=s)):
+            outs.append(bn(frame))
     scale, shift = bn.step_affine()
     assert not torch.equal(outs[0], outs[1])
     assert torch.equal(outs[1], outs[2]) and torch.equal(outs[1], outs[3])
-    torch.testing.assert_close(outs[3], frame * scale[1].view(1, -1, 1, 1) + shift[1].view(1, -1, 1, 1))
+    torch.testing.assert_close(outs[3], frame * scale[1].view(1, 1, -1, 1, 1) + shift[1].view(1, 1, -1, 1, 1))
 
 
 @pytest.mark.parametrize("make", [lambda: (TEBN(4, 2), tdbn.LIF()), lambda: (tdbn.TdBatchNorm2d(4), MPBNLIF(4))])

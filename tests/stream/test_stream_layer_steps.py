@@ -1,4 +1,5 @@
-"""The table of step functions: what it covers, how it refuses a module type it does not know, how it grows."""
+"""A step is the model's own forward on a one-step sequence: which module types it runs, how it refuses one it does
+not know, how the list grows, and that every module, containers included, is called at every step."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from torch import nn
 import tdbn
 from tdbn import LIF, TimeDistributed
 from tdbn.layers import MeanOverTime
+from tdbn.layers import stepping
 from tdbn.stream import init_state, register_step, step
-from tdbn.stream.layer_steps import STEP_FUNCTIONS, step_function
+from tdbn.stream.layer_steps import STEPPABLE, steppable
 
 T, N = 3, 2
 
@@ -27,12 +29,12 @@ def _net(*layers: nn.Module) -> nn.Sequential:
     return nn.Sequential(TimeDistributed(nn.Linear(6, 8)), LIF(v_th=0.3), *layers).eval()
 
 
-def test_every_module_type_of_the_registered_models_has_a_step_function():
+def test_every_module_type_of_the_registered_models_is_steppable():
     for name in tdbn.models.names():
         model = tdbn.models.create(name, num_classes=3, width=1 / 16, timesteps=2, **(
             {"depth": 8} if "depth" in tdbn.models.options_of(name) else {}))
         for m in (model, tdbn.fuse(model.eval())):
-            missing = {type(sub).__name__ for sub in m.modules() if step_function(sub) is None}
+            missing = {type(sub).__name__ for sub in m.modules() if not steppable(sub)}
             assert not missing, f"{name}: {missing}"
 
 
@@ -44,9 +46,28 @@ def test_a_sequential_ending_in_mean_over_time_streams_like_its_forward():
     assert torch.equal(_stream(model, x), ref)
 
 
+def test_every_module_runs_its_forward_at_every_step():
+    """Forward hooks see every step on every module (containers, conv and fc layers included), with the step's
+    one-step sequence; the LIF's hook sees its input current, not a potential made for it."""
+    model = tdbn.models.create("resnet19", num_classes=3, width=1 / 16, timesteps=2, input_size=8).eval()
+    seen: dict[str, list[tuple[int, ...]]] = {}
+    hooks = [m.register_forward_hook(lambda m, args, out, name=name: seen.setdefault(name, []).append(
+        tuple(args[0].shape))) for name, m in model.named_modules() if name and not isinstance(m, (nn.Conv2d,
+                                                                                                  nn.Linear))]
+    frames = torch.rand(2, 1, 3, 8, 8)
+    _stream(model, frames)
+    for h in hooks:
+        h.remove()
+    lif = next(n for n, m in model.named_modules() if type(m) is LIF)
+    assert len(seen[lif]) == 2 and seen[lif][0][0] == 1  # two steps, each a one-step sequence [1, N, ...]
+    assert len(seen["body"]) == 2 and len(seen["encoder"]) == 2
+    assert stepping.current() is None  # nothing left behind
+
+
 def test_unknown_module_type_is_named_with_its_place():
     model = _net(nn.ReLU())
-    with pytest.raises(TypeError, match=r"cannot step ReLU '2': no step function for ReLU.*register_step\(ReLU\)"):
+    with pytest.raises(TypeError, match=r"cannot step ReLU '2': ReLU is not known to compute each time step on its "
+                                        r"own.*register_step\(ReLU\)"):
         step(model, torch.randn(N, 6), init_state(model, N))
 
 
@@ -56,7 +77,7 @@ def test_a_subclass_that_overrides_forward_is_not_stepped_as_its_base():
             return 2 * super().forward(x)
 
     model = nn.Sequential(TimeDistributed(nn.Linear(6, 8)), Louder()).eval()
-    assert step_function(Louder()) is None and step_function(type("Same", (LIF,), {})()) is STEP_FUNCTIONS[LIF]
+    assert not steppable(Louder()) and steppable(type("Same", (LIF,), {})())
     with pytest.raises(TypeError, match="Louder.*overrides forward"):
         step(model, torch.randn(N, 6), init_state(model, N))
 
@@ -76,9 +97,11 @@ def test_register_step_adds_a_module_type():
     x = torch.randn(T, N, 6)
     with pytest.raises(TypeError, match="Scale"):
         _stream(model, x)
-    register_step(Scale)(lambda module, x_t, walk: module(x_t))
+    assert register_step(Scale) is Scale
     try:
         with torch.no_grad():
             assert torch.equal(_stream(model, x), model(x).mean(0))
     finally:
-        del STEP_FUNCTIONS[Scale]
+        STEPPABLE.discard(Scale)
+    with pytest.raises(TypeError, match="nn.Module subclasses"):
+        register_step(lambda module, x, walk: x)

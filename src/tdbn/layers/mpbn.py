@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from ..functional import surrogate as _surrogate
 from ..functional.params import LIFParameters
+from . import stepping
 from .batch_state import Synchronizable, add_channel_state
 from .neuron import LIF
 from .recompute import recomputing
@@ -222,6 +223,9 @@ class MPBNLIF(Synchronizable, LIF):
                 update_running(self.running_mean, self.running_var, mean[t], var[t], count, self.momentum)
 
     def forward(self, x: Tensor) -> Tensor:
+        step = stepping.current()
+        if step is not None and not self.training:  # one step of a stream: from the potential it carries
+            return step.mpbn(self, x)
         return self.forward_with_membrane(x)[0]
 
     @torch.no_grad()

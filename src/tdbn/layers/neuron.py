@@ -8,13 +8,15 @@ from torch import nn
 from ..functional import lif as F_lif
 from ..functional.lif import resolve_params
 from ..functional.params import LIFParameters
+from . import stepping
 
 
 class LIF(nn.Module):
     """Iterative LIF neurons over ``[T, N, ...]`` (Eq. 1-3), exact BPTT with a surrogate (Eq. 14-18).
 
     The neuron state lives inside ``forward``: each call starts from ``u = 0``, so nothing leaks between
-    batches and there is no state to reset. The hyper-parameters are one :class:`LIFParameters` (``params``);
+    batches and there is no state to reset. A stream (:func:`tdbn.stream.step`) passes the state explicitly: inside
+    its step the forward continues from the potential the stream carries. The hyper-parameters are one :class:`LIFParameters` (``params``);
     the keywords override single fields. The kernels are the tensor's device's (:func:`tdbn.functional.lif`).
 
     Example:
@@ -40,6 +42,9 @@ class LIF(nn.Module):
     surrogate = property(lambda self: self.params.surrogate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        step = stepping.current()
+        if step is not None:  # one step of a stream: from the potential it carries (tdbn.stream)
+            return step.lif(self, x)
         return F_lif(x, self.params)
 
     def forward_with_membrane(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,6 +36,7 @@ from torch import nn
 from ..operators.registration import LIFArgs
 from ..operators.spike_ops import pack_spikes, unpack_spikes
 from ..operators.unit_ops import affine_lif_backward, lif_forward
+from . import stepping
 from .batch_state import Synchronizable
 from .recompute import recomputing
 
@@ -213,6 +214,9 @@ class _TimeNorm(Synchronizable, nn.Module):
         return mean, var, n
 
     def forward(self, x: Tensor) -> Tensor:
+        step = stepping.current()
+        if step is not None and not self.training:  # one step of a stream: step t's map
+            return step.time_norm(self, x)
         self._check(x)
         if self.training:
             sums, count = self._sums(x)

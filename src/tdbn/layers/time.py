@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import stepping
+
 # modules whose input has a fixed number of dimensions (without T): used to catch a missing time axis
 _INPUT_DIMS: dict[type, int] = {nn.Conv1d: 3, nn.Conv2d: 4, nn.Conv3d: 5, nn.AvgPool2d: 4, nn.MaxPool2d: 4,
                                 nn.AdaptiveAvgPool2d: 4}
@@ -35,9 +37,17 @@ class TimeDistributed(nn.Module):
             )
         if x.dim() < 2:
             raise ValueError(f"TimeDistributed expects [T, N, ...], got shape {tuple(x.shape)}")
+        step = stepping.current()
+        if step is not None and _is_synapse(self.module):  # one step of a stream: as its T*N samples compute it
+            return step.synapse(self.module, x)
         T, N = x.shape[:2]
         y = self.module(x.flatten(0, 1))
         return y.view(T, N, *y.shape[1:])
+
+
+def _is_synapse(module: nn.Module) -> bool:
+    """A conv or fc layer as PyTorch defines it (a subclass with a forward of its own computes something else)."""
+    return type(module).forward in (nn.Conv2d.forward, nn.Linear.forward)
 
 
 class Flatten(nn.Module):

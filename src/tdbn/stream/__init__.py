@@ -2,7 +2,8 @@
 
 - :func:`init_state`, :func:`step`: the step API (explicit :class:`StreamState`, no hidden neuron state);
 - :func:`lif_step`: one LIF step, the multi-step kernel's own recursion (Eq. 1-3);
-- :func:`register_step`: the step function of a module type (the table the step walks the model with);
+- :func:`register_step`: declare a module type that computes each time step on its own (a step runs the model's
+  own forward; :mod:`tdbn.stream.layer_steps` lists the types it knows);
 - :class:`Stream`: a small runner holding a state, restarting it every ``window`` steps;
 - :class:`FrameBinner`: events in, frames out as they complete (equal to :func:`tdbn.data.to_frames`);
 - :func:`run_events`: an event recording replayed as a live stream, with timings;

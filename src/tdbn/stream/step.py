@@ -1,13 +1,13 @@
 """Step-by-step inference with explicit state: ``init_state`` and ``step`` (paper Eq. 1-3, 11).
 
 A network in eval mode is a chain of stateless layers (conv, fc, folded or running-statistics tdBN, pooling)
-and LIF neurons, whose only memory is their membrane potential. ``step`` runs the model on one time step
-``[N, ...]``: a :class:`~tdbn.stream.layer_steps.Walk` goes down the model's structure and calls the step function
-of each module's type (:data:`~tdbn.stream.layer_steps.STEP_FUNCTIONS`); every :class:`tdbn.LIF` advances by one
-step from the potential carried in the state instead of starting from ``u = 0``, and the new potentials go into the
-returned state. Nothing survives outside the call: the model is not changed (no forward is replaced), the state
-passed in is not modified, and two streams on one model, in one thread or several, are two state objects.
-Every registered model works, fused or not, and the networks read back by :func:`tdbn.export.from_nir`.
+and LIF neurons, whose only memory is their membrane potential. ``step`` runs the model's own forward on one time
+step, as the sequence ``[1, N, ...]``, with a :class:`~tdbn.stream.layer_steps.OneStep` as the step the layers
+ask (:mod:`tdbn.layers.stepping`): every :class:`tdbn.LIF` advances by one step from the potential carried in the
+state instead of starting from ``u = 0``, and the new potentials go into the returned state. Nothing survives
+outside the call: the model is not changed, the state passed in is not modified, and two streams on one model, in
+one thread or several, are two state objects. Every registered model works, fused or not, and the networks read
+back by :func:`tdbn.export.from_nir`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
+from ..export.nir_model import NIRNet
 from ..layers import LIF
-from .layer_steps import Walk
+from ..layers.stepping import stepping
+from ..models import SpikingNet
+from .layer_steps import OneStep, check_steppable
 
 Tensor = torch.Tensor
 
@@ -82,7 +85,8 @@ def step(model: nn.Module, x_t: Tensor, state: StreamState) -> tuple[Tensor, Str
     every layer equal those of the multi-step forward bit for bit (tests/stream). ``state`` is left unchanged.
     The conv and fc layers are computed as the multi-step forward over ``T = model.timesteps`` steps computes
     them (:mod:`tdbn.stream.exact`), which is the forward the results are identical to. Raises ``TypeError``
-    naming a module whose type has no step function (:func:`tdbn.stream.register_step`).
+    naming a module whose type a step does not know to compute each time step on its own
+    (:func:`tdbn.stream.register_step`).
 
     Example:
         >>> model = tdbn.models.create("resnet19", num_classes=10, width=0.125, timesteps=3).eval()
@@ -101,21 +105,29 @@ def step(model: nn.Module, x_t: Tensor, state: StreamState) -> tuple[Tensor, Str
             f"expected one time step [N={state.batch_size}, ...] (the state's batch size), got shape "
             f"{tuple(x_t.shape)}; pass frames[t], not the whole [T, N, ...] sequence"
         )
+    if isinstance(model, SpikingNet) and (x_t.dim() != 4 or x_t.shape[1] != model.in_channels
+                                          or not x_t.is_floating_point()):
+        raise ValueError(f"expected one floating-point frame [N, {model.in_channels}, H, W] per step, got "
+                         f"{x_t.dtype} of shape {tuple(x_t.shape)}")
+    check_steppable(model)
     lifs = lif_modules(model)
     if state.steps > 0 and set(state.membranes) != set(lifs):
         raise ValueError("this state belongs to another model: its neurons differ from the model's LIF modules")
     T = getattr(model, "timesteps", None) or 1  # the multi-step forward the step reproduces runs T*N samples
-    walk = Walk(model, {m: name for name, m in lifs.items()}, state.membranes if state.steps > 0 else None,
-                samples=T * state.batch_size, row=(state.steps % T) * state.batch_size, step=state.steps)
-    with torch.no_grad():
-        out = walk(model, x_t)  # [N, K]
+    one = OneStep({m: name for name, m in lifs.items()}, state.membranes if state.steps > 0 else None,
+                  samples=T * state.batch_size, row=(state.steps % T) * state.batch_size, step=state.steps)
+    with torch.no_grad(), stepping(one):
+        x = x_t.unsqueeze(0)  # the one-step sequence [1, N, ...]
+        out = model.forward_steps(x) if isinstance(model, (SpikingNet, NIRNet)) else model(x)
+    if out.dim() == 3 and out.shape[0] == 1:
+        out = out[0]  # the step's output [N, K] (a model ending in MeanOverTime gives it averaged already)
     if out.dim() < 1 or out.shape[0] != state.batch_size:
         raise ValueError(f"the model's step output has shape {tuple(out.shape)}; expected [N={state.batch_size}, K]")
-    missing = sorted(set(lifs) - set(walk.new))
+    missing = sorted(set(lifs) - set(one.new))
     if missing:
         raise RuntimeError(f"LIF module(s) {missing} were not called in this step")
     outputs = out.unsqueeze(0) if state.outputs is None else torch.cat([state.outputs, out.unsqueeze(0)])
-    new = StreamState(state.batch_size, state.steps + 1, MappingProxyType(dict(walk.new)), outputs)
+    new = StreamState(state.batch_size, state.steps + 1, MappingProxyType(dict(one.new)), outputs)
     return outputs.mean(0), new
 
 
