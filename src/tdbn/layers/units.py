@@ -112,14 +112,14 @@ class TdBNLIF(nn.Sequential):
         ``synapse_done``: ``x`` is already the synaptic layer's output (a static image's encoding conv, run once
         and repeated over time)."""
         syn = None if synapse_done else self._synapse_layer()
-        path = self._path(x)
+        path = self._path()
         if syn is not None:
             if path != "modules" and self.spikes_in and mask is None:
                 mask = pack_spikes(x)
             x = synapse(syn, x, mask if path != "modules" else None)
         return self.activate(x, path=path)
 
-    def _path(self, z: Tensor) -> str:
+    def _path(self) -> str:
         """``"operator"`` (the tdBN unit operator), ``"recompute"`` (a successor's unit: one autograd node, or its
         modules recomputed in backward) or ``"modules"`` (one after the other)."""
         bn = self._modules.get("bn")
@@ -129,12 +129,12 @@ class TdBNLIF(nn.Sequential):
 
     def activate(self, z: Tensor, *, path: str | None = None) -> Tensor:
         """The unit after its synaptic layer: ``LIF(bn(z))``, as one operator or recomputed where it applies."""
-        path = path or self._path(z)
+        path = path or self._path()
         if path == "operator":
             return td_bn_lif(z, self.bn.unit_args(z), self.lif.params)
         if path == "recompute":
             bn = self._modules.get("bn")
-            lean = _lean_norm(bn, self.lif, z)
+            lean = _lean_norm(bn, self.lif)
             if lean is not None:  # one node: z and the per-step sums stored
                 return norm_lif(z, None, lean, None, self.lif)
             return recomputed(self._norm_lif, z, params=_parameters(bn, self.lif))
@@ -194,8 +194,8 @@ def recomputed_junction(za: Tensor, norm_a: nn.Module, x: Tensor, x_mask: Tensor
     if len(shortcut) != (conv is not None) + (norm_b is not None):
         return None
 
-    lean_a = _lean_norm(norm_a, lif, za)
-    lean_b = _lean_norm(norm_b, lif, za) if norm_b is not None else None
+    lean_a = _lean_norm(norm_a, lif)
+    lean_b = _lean_norm(norm_b, lif) if norm_b is not None else None
     if lean_a is not None and (norm_b is None or lean_b is not None):  # one node: za, zb (or its bits), the sums
         zb = synapse(conv, x, x_mask) if conv is not None else x
         return norm_lif(za, zb, lean_a, lean_b, lif, spikes_b=conv is None)
@@ -208,7 +208,7 @@ def recomputed_junction(za: Tensor, norm_a: nn.Module, x: Tensor, x_mask: Tensor
                       spike_args=() if conv is not None else (1,))
 
 
-def _lean_norm(norm: nn.Module | None, lif: LIF, z: Tensor):
+def _lean_norm(norm: nn.Module | None, lif: LIF):
     """The normalization as the one-node lean unit (:func:`tdbn.layers.temporal_norm.norm_lif`) takes it, or None
     where that unit does not apply: TEBN, BNTT or TAB before a plain LIF, or a BN before an MPBN neuron
     (:class:`~tdbn.layers.temporal_norm.ChannelNorm`), all in training."""

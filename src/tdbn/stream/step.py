@@ -47,11 +47,31 @@ class StreamState:
     steps: int = 0
     membranes: Mapping[str, Tensor] = field(default_factory=lambda: MappingProxyType({}))
     outputs: Tensor | None = None
+    _plan: _Plan | None = field(default=None, compare=False, repr=False)  # the model's, checked once
 
     @property
     def scores(self) -> Tensor | None:
         """The time-averaged output after ``steps`` steps, ``[N, K]`` (Eq. 11); ``None`` before the first step."""
         return None if self.outputs is None else self.outputs.mean(0)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a step needs to know of a model, found by one walk over its modules when a stream starts
+    (:func:`init_state`) and handed on from state to state: the model it was made for, and its neurons by name.
+    Every module type was checked (:func:`~tdbn.stream.layer_steps.check_steppable`)."""
+
+    model: nn.Module
+    lifs: Mapping[nn.Module, str]
+    names: frozenset[str]
+
+
+def _plan_of(model: nn.Module) -> _Plan:
+    lifs = lif_modules(model)
+    if not lifs:
+        raise ValueError(f"{type(model).__name__} has no tdbn.LIF module: nothing carries state between steps")
+    check_steppable(model)
+    return _Plan(model, MappingProxyType({m: name for name, m in lifs.items()}), frozenset(lifs))
 
 
 def lif_modules(model: nn.Module) -> dict[str, LIF]:
@@ -74,7 +94,7 @@ def init_state(model: nn.Module, batch_size: int = 1) -> StreamState:
     _check_model(model)
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    return StreamState(batch_size=int(batch_size))
+    return StreamState(batch_size=int(batch_size), _plan=_plan_of(model))
 
 
 def step(model: nn.Module, x_t: Tensor, state: StreamState) -> tuple[Tensor, StreamState]:
@@ -109,12 +129,11 @@ def step(model: nn.Module, x_t: Tensor, state: StreamState) -> tuple[Tensor, Str
                                           or not x_t.is_floating_point()):
         raise ValueError(f"expected one floating-point frame [N, {model.in_channels}, H, W] per step, got "
                          f"{x_t.dtype} of shape {tuple(x_t.shape)}")
-    check_steppable(model)
-    lifs = lif_modules(model)
-    if state.steps > 0 and set(state.membranes) != set(lifs):
+    plan = state._plan if state._plan is not None and state._plan.model is model else _plan_of(model)
+    if state.steps > 0 and state.membranes.keys() != plan.names:
         raise ValueError("this state belongs to another model: its neurons differ from the model's LIF modules")
     T = getattr(model, "timesteps", None) or 1  # the multi-step forward the step reproduces runs T*N samples
-    one = OneStep({m: name for name, m in lifs.items()}, state.membranes if state.steps > 0 else None,
+    one = OneStep(plan.lifs, state.membranes if state.steps > 0 else None,
                   samples=T * state.batch_size, row=(state.steps % T) * state.batch_size, step=state.steps)
     with torch.no_grad(), stepping(one):
         x = x_t.unsqueeze(0)  # the one-step sequence [1, N, ...]
@@ -123,11 +142,11 @@ def step(model: nn.Module, x_t: Tensor, state: StreamState) -> tuple[Tensor, Str
         out = out[0]  # the step's output [N, K] (a model ending in MeanOverTime gives it averaged already)
     if out.dim() < 1 or out.shape[0] != state.batch_size:
         raise ValueError(f"the model's step output has shape {tuple(out.shape)}; expected [N={state.batch_size}, K]")
-    missing = sorted(set(lifs) - set(one.new))
+    missing = sorted(plan.names - one.new.keys())
     if missing:
         raise RuntimeError(f"LIF module(s) {missing} were not called in this step")
     outputs = out.unsqueeze(0) if state.outputs is None else torch.cat([state.outputs, out.unsqueeze(0)])
-    new = StreamState(state.batch_size, state.steps + 1, MappingProxyType(dict(one.new)), outputs)
+    new = StreamState(state.batch_size, state.steps + 1, MappingProxyType(dict(one.new)), outputs, plan)
     return outputs.mean(0), new
 
 
@@ -136,5 +155,3 @@ def _check_model(model: nn.Module) -> None:
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if model.training:
         raise ValueError("streaming runs an eval-mode model (tdBN uses its running statistics): call model.eval()")
-    if not any(isinstance(m, LIF) for m in model.modules()):
-        raise ValueError(f"{type(model).__name__} has no tdbn.LIF module: nothing carries state between steps")
