@@ -105,3 +105,15 @@ def test_register_step_adds_a_module_type():
         STEPPABLE.discard(Scale)
     with pytest.raises(TypeError, match="nn.Module subclasses"):
         register_step(lambda module, x, walk: x)
+
+
+def test_a_compiled_model_is_refused_and_compiling_ignores_streams():
+    """A stream runs the eager model: ``torch.compile``'s wrapper is refused by name; a graph compiled for
+    training never consults a stream's step (the layers' check is a constant there)."""
+    model = _net(TimeDistributed(nn.Linear(8, 4)))
+    compiled = torch.compile(model, backend="eager")
+    with pytest.raises(TypeError, match="OptimizedModule"):
+        step(compiled, torch.randn(N, 6), init_state(model, N))
+    x = torch.randn(T, N, 6)
+    with torch.no_grad():
+        assert torch.equal(compiled(x), model(x))

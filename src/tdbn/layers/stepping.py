@@ -22,11 +22,15 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+import torch
+
 _current: ContextVar[Any] = ContextVar("tdbn_stream_step", default=None)
 
 
+@torch.compiler.assume_constant_result
 def current() -> Any:
-    """The step being run in this thread (None outside :func:`tdbn.stream.step`)."""
+    """The step being run in this thread (None outside :func:`tdbn.stream.step`). A compiled graph takes the value
+    it had when traced, None: a stream runs the eager model (:func:`tdbn.stream.step` refuses a compiled one)."""
     return _current.get()
 
 
