@@ -108,7 +108,11 @@ def _lif_forward(x: Tensor, u0: Tensor | None, lif: LIFArgs, keep_u: bool, k):
     unless ``keep_u``."""
     with no_autocast(x.device):
         if u0 is not None:
-            x = _with_start(x, u0, lif)
+            x = _with_start(x, u0, lif)  # a new tensor
+            if keep_u and x.shape[0] == 1:  # one step (a stream's): its potential is that tensor itself
+                spikes = torch.empty_like(x)
+                k.integrate(x, None, lif.tau, lif.v_th, spikes)
+                return spikes, x
         spikes = torch.empty_like(x)  # keeps a channels-last layout
         if keep_u:
             u = torch.empty_like(spikes)
