@@ -33,14 +33,13 @@ import torch
 from torch import nn
 
 from ..export.nir_model import NIRNet
-from ..functional import lif as F_lif
 from ..layers import LIF, Flatten, MeanOverTime, TdBatchNorm1d, TdBatchNorm2d, TdBNLIF, TimeDistributed
 from ..layers.affine import ChannelAffine2d
 from ..layers.mpbn import MPBNLIF
 from ..layers.temporal_norm import BNTT, TAB, TEBN, _TimeNorm
 from ..models import BasicBlock, Bottleneck, SpikingNet
 from .exact import in_batch
-from .neuron import check_carried
+from .neuron import check_carried, lif_step
 
 Tensor = torch.Tensor
 
@@ -134,8 +133,7 @@ class OneStep:
     def lif(self, lif: LIF, x: Tensor) -> Tensor:
         """Spikes ``[1, N, ...]`` of ``lif`` on the one-step ``x``, from the carried potential (Eq. 1-3)."""
         name, u_prev = self._carried(lif, x)
-        spikes, u = F_lif(x, lif.params, u0=u_prev, return_membrane=True)
-        self.new[name] = u[0]
+        spikes, self.new[name] = lif_step(x, u_prev, tau=lif.tau, v_th=lif.v_th)
         return spikes
 
     def mpbn(self, lif: MPBNLIF, x: Tensor) -> Tensor:
@@ -153,8 +151,7 @@ class OneStep:
         """Step ``t``'s affine map (the last step's after ``T`` steps), as the multi-step forward applies it."""
         t = min(self.step, norm.timesteps - 1)
         scale, shift = norm.step_affine()
-        shape = (1, 1, norm.num_features) + (1,) * (x.dim() - 3)
-        return torch.addcmul(shift[t].reshape(shape).to(x.dtype), x, scale[t].reshape(shape).to(x.dtype))
+        return norm._affine(x, scale[t], shift[t])  # the multi-step forward's multiply-add, one step's [C] map
 
     def _carried(self, neuron: nn.Module, x: Tensor) -> tuple[str, Tensor | None]:
         if x.dim() < 2 or x.shape[0] != 1:
