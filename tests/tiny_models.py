@@ -12,10 +12,10 @@ import tdbn
 
 
 def tiny_model(name: str, *, in_channels: int, timesteps: int, size: int, weight: tuple[float, float],
-               bias: tuple[float, float], warm_input: Callable[[], torch.Tensor]) -> nn.Module:
-    """``tdbn.models.create(name)`` at width 1/16 (depth 8 where the model has one), tdBN weights and biases drawn
-    from the given ranges, running statistics set by two training-mode passes over ``warm_input()``."""
-    options = {"num_classes": 5, "in_channels": in_channels, "width": 1 / 16, "timesteps": timesteps}
+               bias: tuple[float, float], warm_input: Callable[[], torch.Tensor], **builder) -> nn.Module:
+    """``tdbn.models.create(name, **builder)`` at width 1/16 (depth 8 where the model has one), tdBN weights and
+    biases drawn from the given ranges, running statistics set by two training-mode passes over ``warm_input()``."""
+    options = {"num_classes": 5, "in_channels": in_channels, "width": 1 / 16, "timesteps": timesteps, **builder}
     if "input_size" in tdbn.models.options_of(name):
         options["input_size"] = size
     if "depth" in tdbn.models.options_of(name):

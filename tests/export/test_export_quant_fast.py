@@ -129,6 +129,7 @@ def test_a_membrane_beyond_float64_runs_on_int64():
 
 @pytest.mark.parametrize("name,kw", [
     ("resnet19", {"input_size": 8}),
+    ("resnet19", {"input_size": 8, "residual": "membrane"}),
     ("plain", {"depth": 5, "tau": 0.5}),
     ("plain", {"depth": 5, "tau": 0.75}),
     ("plain", {"depth": 5, "tau": 0.0}),

@@ -481,3 +481,58 @@ def test_mpbn_units_train_as_one_node(monkeypatch):
     x = torch.rand(4, 3, 16, 16, dtype=F64)
     torch.nn.functional.cross_entropy(model(x), torch.randint(0, 10, (4,))).backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_step_sums_operators_equal_their_sums_on_the_kernels_and_the_reference(dtype):
+    """``tdbn::step_sums`` and ``tdbn::step_grad_sums`` against float64 sums of the same values, through the C
+    kernels (one call per step, counted) and through the reference."""
+    from tdbn.operators import cpu, use_reference
+    from tdbn.operators.step_stats import step_grad_sums, step_sums
+
+    g_ = torch.Generator().manual_seed(0)
+    z = (torch.randn(3, 4, 5, 6, 7, generator=g_) * 2 + 0.5).to(dtype)
+    g = torch.randn(3, 4, 5, 6, 7, generator=g_).to(torch.float64 if dtype == torch.float64 else torch.float32)
+    z64, g64 = z.double(), g.double()
+    want_sums = torch.stack([z64.sum((1, 3, 4)), z64.square().sum((1, 3, 4))])
+    want_grads = torch.stack([(g64 * z64).sum((1, 3, 4)), g64.sum((1, 3, 4))])
+    tol = dict(rtol=1e-12, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-3)
+    before = dict(cpu.calls)
+    got = step_sums(z), step_grad_sums(g, z)
+    if cpu.available():
+        assert cpu.calls["bn_sums"] - before.get("bn_sums", 0) == 3  # one kernel call per step
+        assert cpu.calls["bn_grad_sums"] - before.get("bn_grad_sums", 0) == 3
+    with use_reference():
+        ref = step_sums(z), step_grad_sums(g, z)
+    for a, b, want in zip(got, ref, (want_sums, want_grads)):
+        assert a.dtype == b.dtype == torch.float64 and a.shape == (2, 3, 5)
+        torch.testing.assert_close(a, want, **tol)
+        torch.testing.assert_close(b, want, **tol)
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_lean_units_take_their_per_step_sums_from_the_kernels(amp):
+    """A successor's unit in training, fp32 and bf16 autocast: its forward's sums and its backward's affine sums run
+    on the C kernels (counted); under the reference, none does."""
+    from tdbn.operators import cpu, use_reference
+
+    if not cpu.available():
+        pytest.skip("no C compiler: the C kernels cannot be built here")
+    x = torch.rand(4, 3, 16, 16)
+    y = torch.randint(0, 10, (4,))
+    for reference in (False, True):
+        torch.manual_seed(0)
+        model = tdbn.models.create("resnet19", num_classes=10, width=1 / 16, timesteps=2, input_size=16, norm="tebn")
+        before = dict(cpu.calls)
+        with use_reference(reference):  # forward and backward
+            with torch.autocast("cpu", torch.bfloat16, enabled=amp):
+                out = model(x)
+            torch.nn.functional.cross_entropy(out.float(), y).backward()
+        used = {k: cpu.calls[k] - before.get(k, 0) for k in ("bn_sums", "bn_grad_sums")}
+        if reference:
+            assert used == {"bn_sums": 0, "bn_grad_sums": 0}
+        else:  # every TEBN of the network, every step (T = 2): 19 norms, at least one call per step each
+            assert used["bn_sums"] >= 2 * 19 and used["bn_grad_sums"] >= 2 * 19, used
+        assert torch.isfinite(out).all() and all(p.grad is not None for p in model.parameters())
+    # the values: the operators' own test above (the two paths round their sums differently, so a potential at a
+    # threshold may fire in one and not the other: no comparison of whole networks here)

@@ -58,6 +58,10 @@ def _cases():
     yield "channel_affine", torch.ops.tdbn.channel_affine, (frame, _vec(1.3, False).view(C, 1, 1, 1),
                                                             _vec(0.2, False))
     yield "channel_affine_no_bias", torch.ops.tdbn.channel_affine, (frame.float(), _vec(1.3, False).float(), None)
+    yield "step_sums", torch.ops.tdbn.step_sums, (_z(False),)
+    yield "step_sums_bf16", torch.ops.tdbn.step_sums, (_z(False).bfloat16(),)
+    yield "step_grad_sums", torch.ops.tdbn.step_grad_sums, (g, _z(False))
+    yield "step_grad_sums_bf16", torch.ops.tdbn.step_grad_sums, (g.float(), _z(False).bfloat16())
     x = spikes.detach().flatten(0, 1).requires_grad_(True)
     yield "spike_conv2d", torch.ops.tdbn.spike_conv2d, (x, bits, weight, None, [1, 1], [1, 1], [1, 1], 1)
     yield "spike_conv2d_backward", torch.ops.tdbn.spike_conv2d_backward, (
@@ -78,5 +82,6 @@ def test_every_operator_is_checked():
     ops = {name for name in dir(torch.ops.tdbn)
            if isinstance(getattr(torch.ops.tdbn, name, None), torch._ops.OpOverloadPacket)}
     assert "td_bn_lif_forward" in ops
-    checked = {c[0].removesuffix("_identity").removesuffix("_from_state").removesuffix("_no_bias") for c in CASES}
+    checked = {c[0].removesuffix("_identity").removesuffix("_from_state").removesuffix("_no_bias").removesuffix("_bf16")
+               for c in CASES}
     assert ops <= checked, ops - checked

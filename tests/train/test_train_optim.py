@@ -89,3 +89,64 @@ def test_constant_schedule_and_its_warm_up():
 def test_bad_milestones_are_refused_naming_the_key(value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         load_config(None, ["optim.schedule=multistep", f"optim.lr_milestones={value}"])
+
+
+@pytest.mark.parametrize("norm", ["tdbn", "bn", "tebn", "bntt", "tab", "mpbn"])
+def test_norm_weight_decay_splits_norms_and_biases_from_weights(norm):
+    """``optim.norm_weight_decay``: the normalizations' parameters (1-D or per step) and every bias in one group,
+    the conv and fc weights in the other; every parameter in exactly one."""
+    from tdbn.models.registry import create
+
+    net = create("resnet19", num_classes=10, width=0.125, timesteps=2, norm=norm)
+    opt = build_optimizer(net, OptimConfig(weight_decay=5e-4, norm_weight_decay=0.0))
+    weights, norms = opt.param_groups
+    assert (weights["weight_decay"], norms["weight_decay"]) == (5e-4, 0.0)
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert sorted(names[id(p)] for g in opt.param_groups for p in g["params"]) == sorted(names.values())
+    for p in weights["params"]:  # conv and fc weights: 4-D and 2-D, inside a conv or a linear
+        assert names[id(p)].endswith("weight") and p.dim() in (2, 4) and ".bn." not in names[id(p)]
+    assert any(names[id(p)].endswith(".bn.weight") for p in norms["params"])
+    assert all(names[id(p)].endswith(("bias", ".weight", ".p")) for p in norms["params"])
+
+
+def test_norm_weight_decay_none_is_one_group_as_before_and_decay_applies_per_group():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    same = build_optimizer(net, OptimConfig(weight_decay=1e-2))
+    assert len(same.param_groups) == 1 and same.param_groups[0]["weight_decay"] == 1e-2
+    split = build_optimizer(net, OptimConfig(lr=1.0, momentum=0.0, weight_decay=0.5, norm_weight_decay=0.0))
+    before = [p.detach().clone() for p in net.parameters()]
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    split.step()  # zero gradients: only decay moves a parameter, and only the linear weight decays
+    moved = [not torch.equal(a, p) for a, p in zip(before, net.parameters())]
+    assert moved == [True, False, False, False]  # linear weight, linear bias, bn weight, bn bias
+    torch.testing.assert_close(net[0].weight, before[0] * 0.5)
+
+
+def test_nesterov_and_bad_decays_are_refused_naming_the_key():
+    assert build_optimizer(torch.nn.Linear(2, 2), OptimConfig(nesterov=True)).param_groups[0]["nesterov"]
+    for overrides, message in [({"norm_weight_decay": -1.0}, "optim.norm_weight_decay"),
+                               ({"weight_decay": -1e-4}, "optim.weight_decay"),
+                               ({"nesterov": True, "momentum": 0.0}, "optim.nesterov")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            config_from_dict({"optim": overrides})
+
+
+def test_adamw_keeps_the_groups_and_decouples_decay():
+    """``optim.optimizer=adamw``: AdamW with betas (momentum, 0.999), the same two decay groups as SGD, and decay
+    that scales a weight by ``1 - lr * weight_decay`` whatever its gradient (decoupled)."""
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    cfg = config_from_dict({"optim": {"optimizer": "adamw", "lr": 0.1, "weight_decay": 0.5,
+                                      "norm_weight_decay": 0.0, "momentum": 0.8}}).optim
+    opt = build_optimizer(net, cfg)
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.8, 0.999)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.5, 0.0]
+    before = net[0].weight.detach().clone()
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    torch.testing.assert_close(net[0].weight, before * (1 - 0.1 * 0.5))
+    with pytest.raises(ValueError, match=re.escape("optim.optimizer")):
+        config_from_dict({"optim": {"optimizer": "adam"}})
+    with pytest.raises(ValueError, match=re.escape("optim.nesterov")):
+        config_from_dict({"optim": {"optimizer": "adamw", "nesterov": True}})

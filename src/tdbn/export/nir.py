@@ -53,7 +53,7 @@ from ..layers.units import TdBNLIF
 from ..layers.norm import _TdBatchNorm
 from ..layers.time import Flatten, TimeDistributed
 from ..models.net import SpikingNet
-from ..models.resnet import BasicBlock, Bottleneck
+from ..models.resnet import AnalogEncoder, BasicBlock, Bottleneck, MembraneBlock
 from ..fusion import fuse
 from .neuron_map import DEFAULT_DT, NIRLIFParams, lif_to_nir
 
@@ -110,6 +110,7 @@ class _Builder:
         self.exact: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}  # synaptic node -> float64 weight, bias
         self.folds: dict[str, float] = {}  # synaptic node of a module -> the pooling factor folded into its weight
         self.lifs: dict[str, tuple[float, float]] = {}  # LIF node -> (tau, v_th) of the tdbn neuron
+        self.gained: dict[str, float] = {}  # synaptic node -> the LIF input gain already folded into its weights
 
     def graph(self, *, timesteps: int | None, **extra: Any) -> Any:
         """The ``nir.NIRGraph`` with tdbn's metadata (``dt``, ``timesteps``, ``readout``) plus ``extra``."""
@@ -160,7 +161,18 @@ class _Builder:
             if res.pending != 1.0 or short.pending != 1.0:
                 raise NIRExportError(f"{path}: a pooling ends a residual branch; NIR export needs a synaptic layer")
             return self.walk(module.lif, _join(path, "lif"), _Signal(res.sources + short.sources, res.shape))
-        if type(module) in (nn.Sequential, TdBNLIF):  # a unit's forward in eval mode runs its children in order
+        if type(module) is MembraneBlock:
+            # forward: h + residual(lif(h)), or projection(lif(h)) + residual(lif(h)): the potential stream h is
+            # the set of nodes whose outputs sum into the next LIF, and the block adds its branch's node(s) to it
+            spikes = self.walk(module.lif, _join(path, "lif"), signal)
+            res = self.walk(module.residual, _join(path, "residual"), spikes)
+            short = self.walk(module.shortcut, _join(path, "shortcut"), spikes) if len(module.shortcut) else signal
+            if res.shape != short.shape:
+                raise NIRExportError(f"{path}: residual branch shape {res.shape} != shortcut shape {short.shape}")
+            if res.pending != 1.0 or short.pending != 1.0:
+                raise NIRExportError(f"{path}: a pooling ends a residual branch; NIR export needs a synaptic layer")
+            return _Signal(res.sources + short.sources, res.shape)
+        if type(module) in (nn.Sequential, TdBNLIF, AnalogEncoder):  # children in order (a unit: in eval mode)
             for name, child in module.named_children():
                 signal = self.walk(child, _join(path, name), signal)
             return signal
@@ -203,9 +215,16 @@ class _Builder:
 
         A source that is not a synaptic layer of its own (the block input on an identity shortcut without tdBN)
         gets a diagonal 1x1 ``Conv2d`` (``Affine``) of weight ``gain`` inserted, named ``<lif path>.gain.<src>``.
+        A source that feeds several LIFs (a membrane residual stream) is scaled once, for the first; a later LIF
+        of the same gain reads it as it is, one of another gain through a diagonal layer of the ratio.
         """
-        if src in self.exact and not any(s == src for s, _ in self.edges):
+        if src in self.gained:
+            if self.gained[src] == gain:
+                return src
+            gain = gain / self.gained[src]
+        elif src in self.exact and not any(s == src for s, _ in self.edges):
             self.scale_synapse(src, gain)
+            self.gained[src] = gain
             return src
         shape = self._shape_of(src)
         name = f"{lif_path}.gain.{src}"

@@ -35,6 +35,8 @@ from torch import nn
 
 from ..operators.registration import LIFArgs
 from ..operators.spike_ops import pack_spikes, unpack_spikes
+from ..operators.step_stats import step_grad_sums
+from ..operators.step_stats import step_sums as step_sums_op
 from ..operators.unit_ops import affine_lif_backward, lif_forward
 from . import stepping
 from .batch_state import Synchronizable
@@ -98,16 +100,24 @@ NORM_SPECS: dict[str, NormSpec] = {spec.name: spec for spec in (
 )}
 
 
-def step_sums(x: Tensor, group: dist.ProcessGroup | None = None, *, synchronized: bool = False) -> tuple[Tensor, int]:
+def step_sums(x: Tensor, group: dist.ProcessGroup | None = None, *, synchronized: bool = False,
+              lean: bool = False) -> tuple[Tensor, int]:
     """Per step and channel of ``x [T, N, C, ...]``: the sums and sums of squares over batch and space, ``[2, T, C]``
-    (one pass, over the contiguous last axis first: fast on the CPU; accumulated in float32 for 16-bit input, with no
-    float32 copy of ``x``), and the number of values each spans; ``synchronized``: over the batches of all processes
-    of ``group`` (default: the world), by a differentiable all-reduce."""
+    in float32 (float64 input: float64), and the number of values each spans; ``synchronized``: over the batches of
+    all processes of ``group`` (default: the world), by a differentiable all-reduce.
+
+    ``lean`` (a lean unit's forward, no autograd): the operator ``tdbn::step_sums``, one pass of the device's
+    statistics kernel per step (float64 accumulation, no temporary of ``x``'s size). Otherwise differentiable ATen
+    operations (over the contiguous last axis first; accumulated in float32 for 16-bit input, with no float32 copy
+    of ``x``); the modules and a recomputed unit take this path in both of their runs."""
     T, N, C = x.shape[:3]
-    v = x.reshape(T, N, C, -1)
-    count = N * v.shape[-1]
+    count = x.numel() // max(T * C, 1)
     acc = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-    sums = torch.stack([v.sum(3, dtype=acc).sum(1), v.square().sum(3, dtype=acc).sum(1)])
+    if lean:
+        sums = step_sums_op(x).to(acc)
+    else:
+        v = x.reshape(T, N, C, -1)
+        sums = torch.stack([v.sum(3, dtype=acc).sum(1), v.square().sum(3, dtype=acc).sum(1)])
     if synchronized:
         from torch.distributed.nn.functional import all_reduce  # differentiable
 
@@ -189,8 +199,8 @@ class _TimeNorm(Synchronizable, nn.Module):
                              f"{x.shape[0]} steps in shape {tuple(x.shape)}; build the model with timesteps="
                              f"{x.shape[0]}")
 
-    def _sums(self, x: Tensor) -> tuple[Tensor, int]:
-        return step_sums(x, self.process_group, synchronized=self.synchronized())
+    def _sums(self, x: Tensor, *, lean: bool = False) -> tuple[Tensor, int]:
+        return step_sums(x, self.process_group, synchronized=self.synchronized(), lean=lean)
 
     def _batch_stats(self, step_mean: Tensor, step_var: Tensor, count: int) -> tuple[Tensor, Tensor, int | Tensor]:
         """The statistics this normalization applies, from every step's moments (``[T, C]``, ``count`` values
@@ -393,13 +403,13 @@ class _NormLIF(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, za, zb, norm_a, norm_b, lif, spike_b, neuron, n_norm, *params):  # type: ignore[override]
-        sums_a, count_a = norm_a._sums(za)
+        sums_a, count_a = norm_a._sums(za, lean=True)
         maps = _NormLIF._maps(norm_a, sums_a, count_a)
         shape = norm_a._shape(za, maps[0])
         flat_a = tuple(m.reshape(shape).to(za.dtype) for m in maps)  # in za's dtype: 16-bit stays 16-bit
         sums_b, count_b, flat_b = za.new_empty(0), 0, None
         if zb is not None and norm_b is not None:
-            sums_b, count_b = norm_b._sums(zb)
+            sums_b, count_b = norm_b._sums(zb, lean=True)
             maps = _NormLIF._maps(norm_b, sums_b, count_b)
             flat_b = tuple(m.reshape(norm_b._shape(zb, maps[0])).to(zb.dtype) for m in maps)
         y = _junction_input(za, flat_a, zb, flat_b)
@@ -467,12 +477,10 @@ class _NormLIF(torch.autograd.Function):
 
 
 def _affine_grads(g: Tensor, z: Tensor) -> list[Tensor]:
-    """``[dL/dscale, dL/dshift]`` per step and channel of ``y = scale * z + shift`` from ``g = dL/dy``."""
-    T, N, C = z.shape[:3]
-    acc = z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32
-    g4, z4 = g.view(T, N, C, -1), z.reshape(T, N, C, -1)
-    g_scale = torch.stack([(g4[t] * z4[t]).sum(2, dtype=acc).sum(0) for t in range(T)])  # one step at a time
-    return [g_scale, g4.sum(3, dtype=acc).sum(1)]
+    """``[dL/dscale, dL/dshift]`` per step and channel of ``y = scale * z + shift`` from ``g = dL/dy``: the operator
+    ``tdbn::step_grad_sums`` (one pass of the device's kernel per step where it indexes the operands), in float64."""
+    g_scale, g_shift = step_grad_sums(g, z).unbind(0)
+    return [g_scale, g_shift]
 
 
 def _add_sums_grad(g: Tensor, z: Tensor, g_sums: Tensor, norm) -> None:

@@ -5,7 +5,7 @@ from . import resnet as _resnet  # noqa: F401  (registers resnet17/19/34/34_larg
 from .net import SpikingNet
 from .options import SPIKING_OPTIONS, SpikingOptions, spiking_options
 from .registry import create, names, options_of
-from .resnet import BasicBlock, Bottleneck
+from .resnet import AnalogEncoder, BasicBlock, Bottleneck, MembraneBlock
 
-__all__ = ["SPIKING_OPTIONS", "BasicBlock", "Bottleneck", "SpikingNet", "SpikingOptions", "create", "names", "options_of",
+__all__ = ["SPIKING_OPTIONS", "AnalogEncoder", "BasicBlock", "Bottleneck", "MembraneBlock", "SpikingNet", "SpikingOptions", "create", "names", "options_of",
            "spiking_options"]

@@ -74,6 +74,46 @@ class BasicBlock(_ResidualBlock):
         self.lif = opts.lif(out_ch)
 
 
+class MembraneBlock(nn.Module):
+    """A residual block on membrane potentials (``model.options.residual=membrane``; after MS-ResNet, Hu et al.):
+    ``h + tdBN(conv(unit1(s)))`` with ``s = LIF(h)``, for a block input ``h`` of potentials ``[T, N, C, H, W]``.
+
+    The stream ``h`` that runs through the blocks is never thresholded; every conv reads spikes (``s``, or the
+    first unit's spikes). A block that changes the shape adds the projection ``tdBN(conv1x1(s))`` instead of
+    ``h``; the identity adds ``h`` itself, with no normalization. Both summed tdBNs take ``residual_alpha``.
+    """
+
+    def __init__(self, opts: SpikingOptions, in_ch: int, out_ch: int, stride: int = 1):
+        super().__init__()
+        self.lif = opts.lif(in_ch)
+        self.residual = nn.Sequential(
+            OrderedDict(
+                unit1=unit(opts, in_ch, out_ch, 3, stride=stride),
+                unit2=conv_bn(opts, out_ch, out_ch, 3, alpha=opts.residual_alpha),
+            )
+        )
+        project = stride != 1 or in_ch != out_ch
+        self.shortcut = conv_bn(opts, in_ch, out_ch, 1, stride=stride, alpha=opts.residual_alpha) if project \
+            else nn.Sequential()
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        s = self.lif(h)
+        return self.residual(s) + (self.shortcut(s) if len(self.shortcut) else h)
+
+
+class AnalogEncoder(nn.Sequential):
+    """The encoding ``conv -> tdBN`` of a net with membrane residuals: its output is the first blocks' potential
+    stream (the first block's LIF thresholds it), not spikes. Called like a unit (``synapse_done``: ``x`` is the
+    conv's output already, a static image's, computed once and repeated over time)."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, *,  # type: ignore[override]
+                synapse_done: bool = False) -> torch.Tensor:
+        return self.bn(x if synapse_done else self.conv(x))
+
+
+RESIDUALS = ("spike", "membrane")
+
+
 class Bottleneck(_ResidualBlock):
     """ResNet-50 block, same scheme: ``1x1 -> 3x3 (stride) -> 1x1 (x4)``, tdBN(1/sqrt 2) on the last, LIF after the sum."""
 
@@ -94,7 +134,8 @@ class Bottleneck(_ResidualBlock):
 
 
 def _stages(
-    opts: SpikingOptions, in_ch: int, widths: list[int], blocks: list[int], downsample: list[bool], bottleneck: bool
+    opts: SpikingOptions, in_ch: int, widths: list[int], blocks: list[int], downsample: list[bool], bottleneck: bool,
+    membrane: bool = False,
 ) -> tuple[nn.Sequential, int]:
     stages: OrderedDict[str, nn.Module] = OrderedDict()
     ch = in_ch
@@ -106,7 +147,7 @@ def _stages(
                 layers.append(Bottleneck(opts, ch, w, stride))
                 ch = w * Bottleneck.expansion
             else:
-                layers.append(BasicBlock(opts, ch, w, stride))
+                layers.append((MembraneBlock if membrane else BasicBlock)(opts, ch, w, stride))
                 ch = w
         stages[f"stage{i + 1}"] = nn.Sequential(*layers)
     return nn.Sequential(stages), ch
@@ -142,18 +183,38 @@ RESNETS: dict[str, ResNetArgs] = {
 
 
 def _create_resnet(name: str, *, num_classes: int, in_channels: int, width: float, timesteps: int,
-                   input_size: int | None = None, **options) -> SpikingNet:
+                   input_size: int | None = None, residual: str = "spike", **options) -> SpikingNet:
     """The network :data:`RESNETS` ``[name]`` describes, at ``width``, with the neuron and normalization
     ``options``. The modules are made in one order for every net (stages, head, encoder, decoder), so that a seed
-    gives the same initial weights as it always has."""
+    gives the same initial weights as it always has.
+
+    ``residual``: ``"spike"`` (the paper's blocks, :class:`BasicBlock` / :class:`Bottleneck`: spikes between
+    blocks) or ``"membrane"`` (:class:`MembraneBlock`: potentials between blocks; the encoder
+    :class:`AnalogEncoder` has no LIF, and the head starts with one).
+    """
     arch = RESNETS[name]
+    if residual not in RESIDUALS:
+        raise ValueError(f"unknown residual {residual!r} for model {name!r}; valid: {list(RESIDUALS)}")
+    membrane = residual == "membrane"
+    if membrane and arch.bottleneck:
+        raise ValueError(f"residual='membrane' is built for basic blocks; {name} has bottlenecks: use "
+                         "resnet34 or residual='spike'")
     opts = spiking_options(timesteps=timesteps, **options)
     c1 = scaled(arch.conv1, width)
     ws = [scaled(w, width) for w in arch.widths]
-    body, ch = _stages(opts, c1, ws, list(arch.blocks), list(arch.downsample), bottleneck=arch.bottleneck)
+    body, ch = _stages(opts, c1, ws, list(arch.blocks), list(arch.downsample), bottleneck=arch.bottleneck,
+                       membrane=membrane)
+
+    def enc(stride: int) -> nn.Module:
+        if membrane:
+            return AnalogEncoder(OrderedDict(conv_bn(opts, in_channels, c1, arch.conv1_kernel, stride=stride)._modules))
+        return encoder(opts, in_channels, c1, arch.conv1_kernel, stride)
+
     if arch.fc is None:  # global average pool into the decoding fc
-        enc = encoder(opts, in_channels, c1, arch.conv1_kernel, 2)
-        return global_pool_net(opts, enc, body, ch, num_classes, in_channels, timesteps)
+        if membrane:
+            raise ValueError(f"residual='membrane' is built for the nets with an fc head (resnet17, resnet19); "
+                             f"{name} pools globally")
+        return global_pool_net(opts, enc(2), body, ch, num_classes, in_channels, timesteps)
     assert input_size is not None
     size = input_size
     for down in arch.downsample:
@@ -163,10 +224,13 @@ def _create_resnet(name: str, *, num_classes: int, in_channels: int, width: floa
         raise ValueError(f"input_size={input_size} is too small for this network "
                          f"(needs >= {2 ** (sum(arch.downsample) + 1)})")
     fc = scaled(arch.fc, width)
-    head = nn.Sequential(pool_head(nn.AvgPool2d(2)))
+    layers = pool_head(nn.AvgPool2d(2))
+    if membrane:  # the potentials of the last block fire before the pool
+        layers = OrderedDict([("lif", opts.lif(ch)), *layers.items()])
+    head = nn.Sequential(layers)
     head.add_module("fc", spiking_fc(opts, ch * size * size, fc))
     return SpikingNet(
-        encoder=encoder(opts, in_channels, c1, arch.conv1_kernel, 1),
+        encoder=enc(1),
         body=body,
         head=head,
         decoder=TimeDistributed(nn.Linear(fc, num_classes)),
@@ -194,21 +258,25 @@ def global_pool_net(opts: SpikingOptions, enc: nn.Module, body: nn.Module, ch: i
 @register(SPIKING_OPTIONS)
 def resnet19(
     *, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, timesteps: int = 4, input_size: int = 32,
-    **options,
+    residual: str = "spike", **options,
 ) -> SpikingNet:
-    """ResNet-19 (CIFAR-10, CIFAR10-DVS): conv 3x3-128 s1; [128]x3, [256]x3*, [512]x2*; avg pool /2, fc-256, fc."""
+    """ResNet-19 (CIFAR-10, CIFAR10-DVS): conv 3x3-128 s1; [128]x3, [256]x3*, [512]x2*; avg pool /2, fc-256, fc.
+
+    ``residual="membrane"``: potentials between blocks (:class:`MembraneBlock`), not the paper's spikes."""
     return _create_resnet("resnet19", num_classes=num_classes, in_channels=in_channels, width=width,
-                          timesteps=timesteps, input_size=input_size, **options)
+                          timesteps=timesteps, input_size=input_size, residual=residual, **options)
 
 
 @register(SPIKING_OPTIONS)
 def resnet17(
     *, num_classes: int = 11, in_channels: int = 2, width: float = 1.0, timesteps: int = 40, input_size: int = 32,
-    **options,
+    residual: str = "spike", **options,
 ) -> SpikingNet:
-    """ResNet-17 (DVS128 Gesture): conv 3x3-64 s1; [64]x3*, [128]x4*; avg pool /2, fc-256, fc-11."""
+    """ResNet-17 (DVS128 Gesture): conv 3x3-64 s1; [64]x3*, [128]x4*; avg pool /2, fc-256, fc-11.
+
+    ``residual="membrane"``: potentials between blocks (:class:`MembraneBlock`), not the paper's spikes."""
     return _create_resnet("resnet17", num_classes=num_classes, in_channels=in_channels, width=width,
-                          timesteps=timesteps, input_size=input_size, **options)
+                          timesteps=timesteps, input_size=input_size, residual=residual, **options)
 
 
 @register(SPIKING_OPTIONS)

@@ -27,7 +27,7 @@ Users call these through the layers (:class:`tdbn.TdBNLIF`, the models' residual
 :func:`td_bn_lif`, :func:`td_bn_add_lif`, :func:`spike_conv2d`.
 """
 
-from . import compile_cache
+from . import compile_cache, step_stats  # noqa: F401 (step_stats registers tdbn::step_sums, step_grad_sums)
 from .batch_norm import NormArgs, TdBatchNormFunction, td_batch_norm_train
 from .spike_ops import pack_spikes, spike_conv2d, unpack_spikes
 from .switches import lean_enabled, lean_training, use_reference

@@ -37,7 +37,7 @@ from ..layers import LIF, Flatten, MeanOverTime, TdBatchNorm1d, TdBatchNorm2d, T
 from ..layers.affine import ChannelAffine2d
 from ..layers.mpbn import MPBNLIF
 from ..layers.temporal_norm import BNTT, TAB, TEBN, _TimeNorm
-from ..models import BasicBlock, Bottleneck, SpikingNet
+from ..models import AnalogEncoder, BasicBlock, Bottleneck, MembraneBlock, SpikingNet
 from .exact import in_batch
 from .neuron import check_carried, lif_step
 
@@ -48,6 +48,7 @@ __all__ = ["STEPPABLE", "OneStep", "check_steppable", "register_step", "steppabl
 STEPPABLE: set[type] = {
     # containers: their forward composes their children
     SpikingNet, NIRNet, nn.Sequential, TdBNLIF, BasicBlock, Bottleneck, TimeDistributed,
+    MembraneBlock, AnalogEncoder,  # a block adds per step; the encoder is its conv and norm
     nn.ModuleList, nn.ModuleDict,  # (hold modules; their owner's forward calls them)
     # the layers that ask the step (above)
     LIF, MPBNLIF, nn.Conv2d, nn.Linear, TEBN, BNTT, TAB,

@@ -18,7 +18,7 @@ Example:
     >>> load_config(None, ["optim.lr_decay=0.1"])
     Traceback (most recent call last):
     ...
-    ValueError: unknown config key 'optim.lr_decay'; valid keys of 'optim': batch_size, epochs, label_smoothing, loss, lr, lr_gamma, lr_milestones, lr_step, momentum, schedule, tet_lambda, tet_phi, warmup_epochs, weight_decay
+    ValueError: unknown config key 'optim.lr_decay'; valid keys of 'optim': batch_size, epochs, label_smoothing, loss, lr, lr_gamma, lr_milestones, lr_step, momentum, nesterov, norm_weight_decay, optimizer, schedule, tet_lambda, tet_phi, warmup_epochs, weight_decay
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ __all__ = [
 
 AMP_CHOICES = ("fp32", "bf16", "fp16")
 SCHEDULES = ("step", "cosine", "multistep", "constant")  # tdbn.train.optim.lr_factor defines each
+OPTIMIZERS = ("sgd", "adamw")  # tdbn.train.optim.build_optimizer
 LOSSES = ("ce", "tet")  # the training objective (tdbn.functional.losses)
 DTYPES = ("float32", "float64")
 
@@ -96,6 +97,13 @@ class OptimConfig:
     lr: float = 0.1  # paper: SGD, initial learning rate 0.1
     momentum: float = 0.9  # paper: 0.9
     weight_decay: float = 5e-4  # ours: not stated in the paper; 5e-4 is the usual CIFAR value, 1e-4 ImageNet
+    # ours: weight decay of the normalizations' scales and shifts and of every bias (null = weight_decay, as all
+    # runs before it had); 0 keeps decay from shrinking the scales that set how often the neurons fire
+    norm_weight_decay: float | None = None
+    nesterov: bool = False  # ours: Nesterov momentum (the paper: plain momentum)
+    # "sgd": the paper's SGD with momentum; "adamw" (ours): AdamW with betas (momentum, 0.999) and decoupled weight
+    # decay (weight_decay then means AdamW's: typically 1e-2 to 5e-2, with lr about 1e-3)
+    optimizer: str = "sgd"
     # "step": the paper's decay by lr_gamma every lr_step epochs (paper presets); "cosine": ours; "multistep": by
     # lr_gamma at each of lr_milestones; "constant": lr throughout (tdbn.train.optim.lr_factor)
     schedule: str = "cosine"
@@ -316,6 +324,13 @@ def validate(cfg: TrainConfig) -> None:
         ("optim.epochs", cfg.optim.epochs >= 1, ">= 1"),
         ("optim.batch_size", cfg.optim.batch_size >= 1, ">= 1"),
         ("optim.lr", cfg.optim.lr > 0, "> 0"),
+        ("optim.weight_decay", cfg.optim.weight_decay >= 0, ">= 0"),
+        ("optim.norm_weight_decay", cfg.optim.norm_weight_decay is None or cfg.optim.norm_weight_decay >= 0,
+         ">= 0 or null (= optim.weight_decay)"),
+        ("optim.optimizer", cfg.optim.optimizer in OPTIMIZERS, f"one of {list(OPTIMIZERS)}"),
+        ("optim.nesterov", not cfg.optim.nesterov or (cfg.optim.momentum > 0 and cfg.optim.optimizer == "sgd"),
+         "false unless optim.optimizer is sgd with optim.momentum > 0"),
+        ("optim.momentum", 0 <= cfg.optim.momentum < 1, "in [0, 1) (AdamW: its beta1)"),
         ("optim.lr_step", cfg.optim.lr_step >= 1, ">= 1"),
         ("optim.lr_milestones", all(0 < m < 1 for m in cfg.optim.lr_milestones)
          and all(a < b for a, b in zip(cfg.optim.lr_milestones, cfg.optim.lr_milestones[1:])),
