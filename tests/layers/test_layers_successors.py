@@ -16,6 +16,8 @@ from tdbn.layers import TdBNLIF, TimeDistributed
 from tdbn.operators import lean_training
 from tdbn.stream import init_state, step
 
+from formulas import RectangleSpike
+
 F64 = torch.float64
 EPS = 1e-5
 
@@ -72,24 +74,13 @@ def mpbn_formula(x, gamma, beta, *, tau, v_th, width=1.0):
     """u_t = tau u_{t-1} (1 - o_{t-1}) + x_t; o_t = H(BN_t(u_t) - v_th) with the batch statistics of u_t; the
     rectangular surrogate of width 1 in backward."""
 
-    class Spike(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, d):
-            ctx.save_for_backward(d)
-            return (d > 0).to(d.dtype)
-
-        @staticmethod
-        def backward(ctx, g):
-            (d,) = ctx.saved_tensors
-            return g * (d.abs() < width / 2).to(d.dtype) / width
-
     c = (None, slice(None), None, None)
     u = o = None
     spikes = []
     for t in range(x.shape[0]):
         u = x[t] if u is None else tau * u * (1 - o) + x[t]
         mean, var = _biased(u, (0, 2, 3))
-        o = Spike.apply(gamma[c] * (u - mean[c]) / torch.sqrt(var[c] + EPS) + beta[c] - v_th)
+        o = RectangleSpike.apply(gamma[c] * (u - mean[c]) / torch.sqrt(var[c] + EPS) + beta[c] - v_th, width)
         spikes.append(o)
     return torch.stack(spikes)
 

@@ -4,9 +4,6 @@ clear refusals (the integer network: tests/export/test_export_quant_fast.py)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,27 +13,13 @@ from tdbn.export import from_nir, to_nir, write_nir
 from tdbn.models import AnalogEncoder, MembraneBlock
 from tdbn.stream import init_state, step
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fusion_checks import assert_fused_equal, randomize_bn  # noqa: E402
-from tiny_models import tiny_model  # noqa: E402
+from formulas import RectangleSpike
+from fusion_checks import assert_fused_equal, randomize_bn
+from tiny_models import tiny_model
 
 F64 = torch.float64
 EPS = 1e-5
 TAU, V_TH = 0.25, 0.5
-
-
-class _Spike(torch.autograd.Function):
-    """Heaviside forward, rectangular surrogate of width 1 around the threshold (Eq. 16) backward."""
-
-    @staticmethod
-    def forward(ctx, d):
-        ctx.save_for_backward(d)
-        return (d > 0).to(d.dtype)
-
-    @staticmethod
-    def backward(ctx, g):
-        (d,) = ctx.saved_tensors
-        return g * (d.abs() < 0.5).to(g.dtype)
 
 
 def lif_formula(x):
@@ -44,7 +27,7 @@ def lif_formula(x):
     u, o, out = torch.zeros_like(x[0]), torch.zeros_like(x[0]), []
     for t in range(x.shape[0]):
         u = TAU * u * (1 - o) + x[t]
-        o = _Spike.apply(u - V_TH)
+        o = RectangleSpike.apply(u - V_TH)
         out.append(o)
     return torch.stack(out)
 
