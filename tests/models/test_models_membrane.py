@@ -163,3 +163,11 @@ def test_config_key_and_refusals():
         tdbn.models.create("resnet19", num_classes=10, width=1 / 16, residual="membranes")
     with pytest.raises(ValueError, match="unknown option.*residual"):
         tdbn.models.create("resnet34", num_classes=10, width=1 / 16, residual="membrane")
+
+
+def test_membrane_residuals_are_refused_where_the_net_is_not_built_for_them():
+    from tdbn.models.resnet import _create_resnet
+
+    for name, has in [("resnet34", "a global pool"), ("resnet50", "bottlenecks")]:
+        with pytest.raises(ValueError, match=f"built for resnet17 and resnet19.*{name} has {has}"):
+            _create_resnet(name, num_classes=3, in_channels=3, width=1 / 16, timesteps=1, residual="membrane")

@@ -196,9 +196,9 @@ def _create_resnet(name: str, *, num_classes: int, in_channels: int, width: floa
     if residual not in RESIDUALS:
         raise ValueError(f"unknown residual {residual!r} for model {name!r}; valid: {list(RESIDUALS)}")
     membrane = residual == "membrane"
-    if membrane and arch.bottleneck:
-        raise ValueError(f"residual='membrane' is built for basic blocks; {name} has bottlenecks: use "
-                         "resnet34 or residual='spike'")
+    if membrane and (arch.bottleneck or arch.fc is None):
+        raise ValueError(f"residual='membrane' is built for resnet17 and resnet19 (basic blocks, an fc head); "
+                         f"{name} has {'bottlenecks' if arch.bottleneck else 'a global pool'}: use residual='spike'")
     opts = spiking_options(timesteps=timesteps, **options)
     c1 = scaled(arch.conv1, width)
     ws = [scaled(w, width) for w in arch.widths]
@@ -211,9 +211,6 @@ def _create_resnet(name: str, *, num_classes: int, in_channels: int, width: floa
         return encoder(opts, in_channels, c1, arch.conv1_kernel, stride)
 
     if arch.fc is None:  # global average pool into the decoding fc
-        if membrane:
-            raise ValueError(f"residual='membrane' is built for the nets with an fc head (resnet17, resnet19); "
-                             f"{name} pools globally")
         return global_pool_net(opts, enc(2), body, ch, num_classes, in_channels, timesteps)
     assert input_size is not None
     size = input_size
