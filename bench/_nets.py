@@ -23,7 +23,7 @@ from torch import nn
 
 STAGES = ((128, 3, 1), (256, 3, 2), (512, 2, 2))  # (channels, blocks, first stride)
 IMPLS = ("tdbn", "tdbn-compiled", "floor", "floor-compiled", "spikingjelly", "snntorch", "tdbn-bn", "tdbn-tebn",
-         "tdbn-bntt", "tdbn-tab", "tdbn-mpbn")
+         "tdbn-bntt", "tdbn-tab", "tdbn-mpbn", "tdbn-membrane")
 
 
 def _w(c: int, width: float) -> int:
@@ -66,10 +66,10 @@ def _resnet19(width: float, conv: Callable, norm: Callable, act: Callable, norm1
 # ------------------------------------------------------------------------------------------------ builders
 
 
-def build_tdbn(width: float, T: int, norm: str = "tdbn") -> tuple[nn.Module, Callable]:
+def build_tdbn(width: float, T: int, norm: str = "tdbn", residual: str = "spike") -> tuple[nn.Module, Callable]:
     import tdbn
 
-    model = tdbn.models.create("resnet19", num_classes=10, width=width, timesteps=T, norm=norm)
+    model = tdbn.models.create("resnet19", num_classes=10, width=width, timesteps=T, norm=norm, residual=residual)
     return model, lambda m, x: m(x)  # static images [N, 3, 32, 32]
 
 
@@ -151,6 +151,8 @@ def build_snntorch(width: float, T: int) -> tuple[nn.Module, Callable]:
 def build(impl: str, width: float, T: int) -> tuple[nn.Module, Callable]:
     """``(model, forward(model, images) -> logits [N, 10])`` for ``impl`` in :data:`IMPLS`."""
     base = impl.removesuffix("-compiled")
+    if base == "tdbn-membrane":  # the paper's tdBN with membrane residuals (model.options.residual=membrane)
+        return build_tdbn(width, T, residual="membrane")
     if base.startswith("tdbn-"):  # tdbn with another normalization: tdbn-tebn, tdbn-bntt, tdbn-tab, tdbn-mpbn, ...
         return build_tdbn(width, T, norm=base.removeprefix("tdbn-"))
     builders = {"tdbn": build_tdbn, "floor": build_floor, "spikingjelly": build_spikingjelly,

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import torch
 
+from .batch_norm import WIDE
 from .registration import Operator
 
 Tensor = torch.Tensor
 
-_WIDE = (torch.float32, torch.float64)
-
 
 def _acc(x: Tensor) -> torch.dtype:
-    return x.dtype if x.dtype in _WIDE else torch.float32
+    return x.dtype if x.dtype in WIDE else torch.float32
 
 
 def _step_sums(x: Tensor, k) -> Tensor:
