@@ -115,7 +115,8 @@ def run_worker(python: str, script: Path, args: Sequence[str], *, timeout: float
 
 
 def machine() -> str:
-    """One line describing this machine: CPU, cores, torch version, load."""
+    """One line describing this machine: CPU, its vector capability and whether bf16 is native, cores, torch
+    version, load."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -131,8 +132,11 @@ def machine() -> str:
         load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     except OSError:
         load = "n/a"
+    from tdbn.train.amp import cpu_bf16_native
+
+    isa = f"{torch.backends.cpu.get_cpu_capability()}, {'native' if cpu_bf16_native() else 'no native'} bf16"
     return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} (default {torch.get_num_threads()} threads), "
+        f"{cpu} ({isa}), {os.cpu_count()} cores, torch {torch.__version__} (default {torch.get_num_threads()} threads), "
         f"Python {platform.python_version()}, load average (1/5/15 min) {load}"
     )
 

@@ -358,7 +358,8 @@ def indexes(x: Tensor, *, mixed: bool = False) -> bool:
         _warned_float16 = True
         warnings.warn("tdbn: the compiled CPU unit kernels take float32, float64 and bfloat16; these "
                       "torch.float16 units compute through float32 copies (same storage, slower). On the CPU, "
-                      "autocast to torch.bfloat16 instead.", RuntimeWarning, stacklevel=4)
+                      "autocast to torch.bfloat16 instead where the CPU has native bf16 (amp=auto picks it).",
+                      RuntimeWarning, stacklevel=4)
     return bn_layout(x, mixed=mixed) is not None
 
 

@@ -45,7 +45,7 @@ __all__ = [
     "preset_path", "save_config",
 ]
 
-AMP_CHOICES = ("fp32", "bf16", "fp16")
+AMP_CHOICES = ("fp32", "bf16", "fp16", "auto")
 SCHEDULES = ("step", "cosine", "multistep", "constant")  # tdbn.train.optim.lr_factor defines each
 OPTIMIZERS = ("sgd", "adamw")  # tdbn.train.optim.build_optimizer
 LOSSES = ("ce", "tet")  # the training objective (tdbn.functional.losses)
@@ -129,7 +129,8 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0  # seeds the initialization, the data order and augmentation (per epoch: seed, epoch)
     dtype: str = "float32"  # parameter dtype; "float64" only for exactness checks (no spike flips from rounding)
-    amp: str | None = None  # None: fp16 + grad scaler on CUDA (paper: mixed precision), fp32 on CPU; or fp32|bf16|fp16
+    amp: str | None = None  # None: fp16 + grad scaler on CUDA (paper: mixed precision), fp32 on CPU; fp32|bf16|fp16;
+    # or auto: bf16 where the device computes it natively, else fp32 on a CPU and fp16 on CUDA
     device: str | None = None  # None: CUDA when present, else CPU
     sync_bn: bool = True  # synchronize tdBN statistics across processes (paper: sync-BN on 8 GPUs)
     eval_interval: int = 1  # evaluate every this many epochs (and after the last)

@@ -36,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..layers import convert_sync_tdbn
 from ..messages import warn
 from ..operators import cpu as native_kernels
-from .amp import Precision, resolve_amp
+from .amp import Precision, precision_note, resolve_amp
 from .build import check_model, create_model, model_kwargs, neuron_params
 from .checkpoint import (
     CHECKPOINT, FORMAT, PREVIOUS, code_version, get_rng_state, load_checkpoint, load_latest, missing_checkpoint,
@@ -334,7 +334,7 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     cfg.device = str(ctx.device)
-    cfg.amp = resolve_amp(cfg.amp, ctx.device)
+    amp_asked, cfg.amp = cfg.amp, resolve_amp(cfg.amp, ctx.device)
     if cfg.tensorboard:
         require_tensorboard()  # before anything is written
     start_from = _starting_point(cfg, resume, ctx, log)
@@ -383,6 +383,10 @@ def _train(cfg: TrainConfig, resume: str | Path | None, ctx: Context, log: Calla
             f"{ctx.device}, {cfg.amp}, {ctx.shard.world} process(es) x batch {bs}"
             + (f"; resuming after epoch {start_epoch}" if checkpoint is not None else "")
             + (f", at step {partial.step} of epoch {start_epoch + 1}" if partial is not None else ""))
+        amp_line, amp_warning = precision_note(amp_asked, cfg.amp, ctx.device)
+        log(amp_line)
+        if amp_warning is not None:
+            warn(amp_warning, RuntimeWarning)
         if ctx.device.type == "cpu":
             log(f"compiled CPU kernels (LIF, tdBN): {native_kernels.status()}")
 
