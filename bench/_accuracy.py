@@ -31,6 +31,8 @@ def main(preset: str, minutes: float, doc: str) -> int:
     parser.add_argument("--budget-minutes", type=float, default=minutes)
     parser.add_argument("--epochs", type=int, default=None, help="fixed number of epochs (default: sized to budget)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--probe-only", action="store_true",
+                        help="time 20 training steps, print the speed and minutes per epoch on this machine, and stop")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_args()
     preset = args.preset
@@ -41,6 +43,18 @@ def main(preset: str, minutes: float, doc: str) -> int:
         overrides.append(f"threads={args.threads}")
     print(f"command: {' '.join(sys.argv)}")
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average at start {os.getloadavg()}")
+    if args.probe_only:
+        from _common import machine
+        from _probe import train_throughput
+        from tdbn.train.amp import resolve_amp
+
+        cfg = load_config(preset, overrides)
+        speed = train_throughput(cfg, steps=20)
+        print(f"{machine()}\n{preset}: precision {resolve_amp(cfg.amp, torch.device('cpu'))} (amp={cfg.amp}), "
+              f"{speed.samples_per_s:.1f} training samples/s, {speed.train_samples / speed.samples_per_s / 60:.1f} min "
+              f"per epoch of {speed.train_samples} samples ({cfg.optim.epochs} epochs: "
+              f"{cfg.optim.epochs * speed.train_samples / speed.samples_per_s / 60:.0f} min)")
+        return 0
     start = time.perf_counter()
     cfg, final = train_for_budget(load_config(preset, overrides), minutes=args.budget_minutes, epochs=args.epochs)
     wall = time.perf_counter() - start

@@ -1,6 +1,7 @@
 """Accuracy on real CIFAR-10 within a wall-clock budget: ResNet-19 at reduced width, T = 2, on a CPU.
 
     .venv/bin/python bench/accuracy_cifar10.py [--budget-minutes 60] [--epochs N] [--threads N] [key=value ...]
+    .venv/bin/python bench/accuracy_cifar10.py --preset cifar10_resnet19_hour --probe-only   # minutes per epoch here
 
 Runs the ``cifar10_resnet19_cpu`` preset (the paper's ResNet-19 at width 1/4, T = 2; evaluated on a fixed 2,000
 of the 10,000 test images) on ``../shared/data/cifar10-jpeg``. Without ``--epochs`` a few timed training steps

@@ -31,6 +31,10 @@ def _cases():
     yield "lif_forward", torch.ops.tdbn.lif_forward, (z, None, *lif, True)
     yield "lif_forward_from_state", torch.ops.tdbn.lif_forward, (z, _z()[0], *lif, True)
     yield "lif_backward", torch.ops.tdbn.lif_backward, (g, _z(False), *lif)
+    one_step = _z()[:1]
+    yield "lif_window_forward", torch.ops.tdbn.lif_window_forward, (one_step, *lif)
+    yield "lif_window_backward", torch.ops.tdbn.lif_window_backward, (
+        g[:1], pack_spikes(one_step.detach() > 0.5), list(one_step.shape), torch.float64, *lif)
     per_step = torch.rand(T, 1, C, 1, 1, dtype=torch.float64) + 0.5
     yield "affine_lif_backward", torch.ops.tdbn.affine_lif_backward, (g, _z(False), per_step, per_step - 1, None,
                                                                       None, None, *lif)

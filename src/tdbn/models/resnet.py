@@ -10,6 +10,7 @@ from torch import nn
 
 from ..layers import TimeDistributed
 from ..operators.spike_ops import pack_spikes
+from ..operators.switches import lean_enabled
 from ..layers.units import recompute_mode, recomputed_junction, residual_junction, synapse, unit_mode
 from .net import SpikingNet, encoder, pool_head, spiking_fc
 from .options import SPIKING_OPTIONS, SpikingOptions, conv_bn, scaled, spiking_options, unit
@@ -81,6 +82,11 @@ class MembraneBlock(nn.Module):
     The stream ``h`` that runs through the blocks is never thresholded; every conv reads spikes (``s``, or the
     first unit's spikes). A block that changes the shape adds the projection ``tdBN(conv1x1(s))`` instead of
     ``h``; the identity adds ``h`` itself, with no normalization. Both summed tdBNs take ``residual_alpha``.
+
+    When gradients are recorded (and :func:`tdbn.operators.lean_training` is on), every conv of the block runs as a
+    conv over spikes that stores their bits, the block input's bits packed once for the first conv and the
+    projection; the LIF on ``h`` stores ``u`` (at T = 1 with the rectangle surrogate, one bit per value:
+    :func:`tdbn.operators.unit_ops.lif_op`).
     """
 
     def __init__(self, opts: SpikingOptions, in_ch: int, out_ch: int, stride: int = 1):
@@ -98,7 +104,20 @@ class MembraneBlock(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         s = self.lif(h)
-        return self.residual(s) + (self.shortcut(s) if len(self.shortcut) else h)
+        if not (torch.is_grad_enabled() and lean_enabled()):
+            return self.residual(s) + (self.shortcut(s) if len(self.shortcut) else h)
+        unit1, last = self.residual.children()
+        mask = pack_spikes(s)
+        a = unit1(s, mask)
+        y = _conv_norm(last, a, pack_spikes(a))
+        return y + (_conv_norm(self.shortcut, s, mask) if len(self.shortcut) else h)
+
+
+def _conv_norm(seq: nn.Sequential, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``seq(x)`` of a ``conv -> [norm]`` over spikes ``x`` whose bits are ``mask``: the conv stores the bits."""
+    y = synapse(seq.conv, x, mask)
+    norm = seq._modules.get("bn")
+    return norm(y) if norm is not None else y
 
 
 class AnalogEncoder(nn.Sequential):

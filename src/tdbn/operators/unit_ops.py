@@ -162,13 +162,71 @@ def _start_grad(grad_first: Tensor, u0: Tensor, lif: LIFArgs) -> Tensor:
 lif_forward, lif_backward = _lif_operators()
 
 
+# One step from rest with the rectangle surrogate (Eq. 16): the backward pass needs only where ``u = x`` lies in the
+# surrogate's window ``|u - v_th| < a/2``, one bit per value instead of ``u``. Both passes run the device's own LIF
+# kernels: the window is where their backward pass of a gradient of ones is nonzero (their test, in their dtype),
+# and the backward pass runs them on a stand-in ``u`` (``v_th`` inside the window, far outside it elsewhere), whose
+# surrogate is the same ``1/a`` or 0 as the stored ``u``'s: the same input gradient, bit for bit.
+
+
+def _lif_window_forward(x: Tensor, lif: LIFArgs, k):
+    """Spikes of a one-step LIF from rest and the bits of its surrogate window (rectangle surrogate only)."""
+    with no_autocast(x.device):
+        spikes = torch.empty_like(x)
+        k.integrate(x, None, lif.tau, lif.v_th, spikes)
+        window = k.bptt(torch.ones_like(x), x, *lif)
+        return spikes, k.pack_bits(window.contiguous())
+
+
+def _window_stand_in(bits: Tensor, shape: list[int], dtype: torch.dtype, lif: LIFArgs, k) -> Tensor:
+    """A ``u`` whose rectangle surrogate is ``1/a`` where ``bits`` say the window and 0 elsewhere."""
+    inside = k.unpack_bits(bits, tuple(shape), torch.bool)
+    far = lif.v_th + 4.0 * max(lif.width, abs(lif.v_th))  # outside the window after any rounding to dtype
+    return torch.where(inside, torch.tensor(lif.v_th, dtype=dtype, device=bits.device),
+                       torch.tensor(far, dtype=dtype, device=bits.device))
+
+
+def _lif_window_backward(grad_spikes: Tensor, bits: Tensor, shape: list[int], dtype: torch.dtype, lif: LIFArgs, k):
+    """``dL/dx`` of :func:`_lif_window_forward` from the window's bits."""
+    with no_autocast(bits.device):
+        u = _window_stand_in(bits, shape, dtype, lif, k)
+        return k.bptt(_matching(u, grad_spikes), u, *lif)
+
+
+def _lif_window_operators() -> tuple[Operator, Operator]:
+    """``tdbn::lif_window_forward`` / ``_backward`` with their fake and autograd registrations."""
+    forward = Operator("lif_window_forward", _lif_window_forward, "(Tensor, Tensor)")
+    backward = Operator("lif_window_backward", _lif_window_backward, "Tensor")
+    forward.register_fake(lambda x, lif: (torch.empty_like(x),
+                                          x.new_empty((x.numel() + 7) // 8, dtype=torch.uint8)))
+    backward.register_fake(lambda grad_spikes, bits, shape, dtype, lif: grad_spikes.new_empty(shape, dtype=dtype))
+
+    def setup(ctx, inputs, output):
+        x, ctx.lif = inputs
+        ctx.shape, ctx.dtype = list(x.shape), x.dtype
+        ctx.save_for_backward(output[1])
+
+    def grad(ctx, grad_spikes, _grad_bits):
+        bits, = ctx.saved_tensors
+        return backward(grad_spikes, bits, ctx.shape, ctx.dtype, ctx.lif), None
+
+    forward.register_autograd(grad, setup_context=setup)
+    return forward, backward
+
+
+lif_window_forward, lif_window_backward = _lif_window_operators()
+
+
 def lif_op(x: Tensor, p: LIFParameters, *, u0: Tensor | None = None, return_membrane: bool = False):
     """Spikes (and ``u``, detached) of :func:`tdbn.functional.lif` through ``torch.ops.tdbn.lif_forward`` (the
     device's kernels); from rest, or continued from ``u0``. The operator stores ``u`` for the backward pass when
     ``x`` or ``u0`` needs a gradient, and no ``[T, ...]`` membrane buffer at all otherwise (unless
-    ``return_membrane``)."""
+    ``return_membrane``); one step from rest with the rectangle surrogate stores the bits of the surrogate's window
+    instead (``torch.ops.tdbn.lif_window_forward``)."""
     needs_grad = x.requires_grad or (u0 is not None and u0.requires_grad)
     keep_u = return_membrane or (torch.is_grad_enabled() and needs_grad)
+    if keep_u and not return_membrane and u0 is None and x.shape[0] == 1 and p.surrogate == "rectangle":
+        return lif_window_forward(x, LIFArgs.of(p))[0]  # stores 1 bit per value, not u
     spikes, u = lif_forward(x, u0, LIFArgs.of(p), keep_u)
     return (spikes, u.detach()) if return_membrane else spikes
 
