@@ -136,7 +136,8 @@ def machine() -> str:
 
     isa = f"{torch.backends.cpu.get_cpu_capability()}, {'native' if cpu_bf16_native() else 'no native'} bf16"
     return (
-        f"{cpu} ({isa}), {os.cpu_count()} cores, torch {torch.__version__} (default {torch.get_num_threads()} threads), "
+        f"{cpu} ({isa}), {os.cpu_count()} cores, torch {torch.__version__} "
+        f"(default {torch.get_num_threads()} threads), "
         f"Python {platform.python_version()}, load average (1/5/15 min) {load}"
     )
 
