@@ -68,10 +68,11 @@ def _perturbed_block(in_ch: int, out_ch: int, stride: int) -> MembraneBlock:
     return block.train()
 
 
+@pytest.mark.parametrize("T", [3, 1])
 @pytest.mark.parametrize("in_ch, out_ch, stride", [(4, 4, 1), (4, 6, 2)])
-def test_block_is_its_formula_forward_and_every_gradient(in_ch, out_ch, stride):
+def test_block_is_its_formula_forward_and_every_gradient(in_ch, out_ch, stride, T):
     block = _perturbed_block(in_ch, out_ch, stride)
-    h = torch.randn(3, 4, in_ch, 8, 8, dtype=F64) * 0.8 + 0.3
+    h = torch.randn(T, 4, in_ch, 8, 8, dtype=F64) * 0.8 + 0.3
     h1, h2 = h.clone().requires_grad_(), h.clone().requires_grad_()
     out = block(h1)
     ref = block_formula(block, h2)
@@ -85,6 +86,43 @@ def test_block_is_its_formula_forward_and_every_gradient(in_ch, out_ch, stride):
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
     assert got[0].abs().sum() > 0 and all(p.abs().sum() > 0 for p in got[1:])
+
+
+def _saved(fn):
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = fn()
+    return out, saved
+
+
+@pytest.mark.parametrize("T", [1, 2])
+@pytest.mark.parametrize("in_ch, out_ch, stride", [(4, 4, 1), (4, 6, 2)])
+def test_lean_block_stores_spike_bits_and_equals_its_modules(in_ch, out_ch, stride, T):
+    """In training the block's convs store spike bits (one packing of the block input for the first conv and the
+    projection) and, at T = 1, its LIF the bits of its surrogate window: the full-size float tensors stored are
+    the conv outputs the tdBNs need (and ``u`` at T > 1). The same values and gradients as its modules run one
+    after the other (``lean_training(False)``)."""
+    block = _perturbed_block(in_ch, out_ch, stride)
+    h = torch.randn(T, 4, in_ch, 8, 8, dtype=F64) * 0.8 + 0.3
+    h1, h2 = h.clone().requires_grad_(), h.clone().requires_grad_()
+    out, saved = _saved(lambda: block(h1))
+    with tdbn.operators.lean_training(False):
+        ref, plain = _saved(lambda: block(h2))
+    weights = {p.data_ptr() for p in block.parameters()}
+    big = lambda ts: sorted(t.numel() for t in ts  # noqa: E731 - the float activations stored
+                            if t.is_floating_point() and t.numel() > 4 * 8 * 8 and t.data_ptr() not in weights)
+    out_n = T * 4 * out_ch * (8 // stride) ** 2
+    convs = [out_n, out_n] + ([out_n] if len(block.shortcut) else [])  # unit1's, unit2's (and the projection's)
+    assert big(saved) == sorted(convs + ([] if T == 1 else [h.numel()]))
+    assert len(big(plain)) > len(big(saved))  # the modules store float spikes and u besides
+    assert sum(t.numel() for t in saved if t.dtype == torch.uint8) > 0
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)  # the units sum in their own order
+    g = torch.randn_like(out)
+    params = list(block.parameters())
+    got = torch.autograd.grad(out, [h1, *params], g)
+    want = torch.autograd.grad(ref, [h2, *params], g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_network_layout_and_the_paper_default():
