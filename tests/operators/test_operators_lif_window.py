@@ -18,8 +18,11 @@ def _x(dtype, v_th, width, shape=(1, 3, 4, 5, 6)):
     g = torch.Generator().manual_seed(7)
     x = (torch.randn(shape, generator=g, dtype=torch.float64) * width + v_th)
     flat = x.view(-1)
-    edges = torch.tensor([v_th - width / 2, v_th + width / 2, v_th, v_th + width, v_th - width], dtype=torch.float64)
-    flat[: edges.numel()] = edges  # on the edges of the window, and exactly on the threshold
+    eps = torch.finfo(dtype).eps
+    edges = [v_th, v_th + width, v_th - width]  # on the threshold, and outside the window
+    for edge in (v_th - width / 2, v_th + width / 2):  # on and around the window's edges, a few ulps either side
+        edges += [edge * (1 + k * eps) + k * eps for k in range(-4, 5)]
+    flat[: len(edges)] = torch.tensor(edges, dtype=torch.float64)
     return x.to(dtype)
 
 

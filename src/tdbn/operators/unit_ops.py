@@ -163,10 +163,11 @@ lif_forward, lif_backward = _lif_operators()
 
 
 # One step from rest with the rectangle surrogate (Eq. 16): the backward pass needs only where ``u = x`` lies in the
-# surrogate's window ``|u - v_th| < a/2``, one bit per value instead of ``u``. Both passes run the device's own LIF
-# kernels: the window is where their backward pass of a gradient of ones is nonzero (their test, in their dtype),
-# and the backward pass runs them on a stand-in ``u`` (``v_th`` inside the window, far outside it elsewhere), whose
-# surrogate is the same ``1/a`` or 0 as the stored ``u``'s: the same input gradient, bit for bit.
+# surrogate's window ``|u - v_th| < a/2``, one bit per value instead of ``u``. The forward pass evaluates that test
+# in ``x``'s dtype, as the kernels' surrogate does (tests/operators/test_operators_lif_window.py holds them to the
+# same bits, window edges included); the backward pass runs the device's own LIF kernel on a stand-in ``u``
+# (``v_th`` inside the window, far outside it elsewhere), whose surrogate is the same ``1/a`` or 0 as the stored
+# ``u``'s: the same input gradient, bit for bit.
 
 
 def _lif_window_forward(x: Tensor, lif: LIFArgs, k):
@@ -174,16 +175,15 @@ def _lif_window_forward(x: Tensor, lif: LIFArgs, k):
     with no_autocast(x.device):
         spikes = torch.empty_like(x)
         k.integrate(x, None, lif.tau, lif.v_th, spikes)
-        window = k.bptt(torch.ones_like(x), x, *lif)
+        window = (x - lif.v_th).abs_() < 0.5 * lif.width
         return spikes, k.pack_bits(window.contiguous())
 
 
 def _window_stand_in(bits: Tensor, shape: list[int], dtype: torch.dtype, lif: LIFArgs, k) -> Tensor:
     """A ``u`` whose rectangle surrogate is ``1/a`` where ``bits`` say the window and 0 elsewhere."""
-    inside = k.unpack_bits(bits, tuple(shape), torch.bool)
     far = lif.v_th + 4.0 * max(lif.width, abs(lif.v_th))  # outside the window after any rounding to dtype
-    return torch.where(inside, torch.tensor(lif.v_th, dtype=dtype, device=bits.device),
-                       torch.tensor(far, dtype=dtype, device=bits.device))
+    inside = k.unpack_bits(bits, tuple(shape), dtype)  # 1 inside, 0 outside
+    return inside.mul_(lif.v_th - far).add_(far)  # far - (far - v_th) inside: v_th up to rounding, well inside
 
 
 def _lif_window_backward(grad_spikes: Tensor, bits: Tensor, shape: list[int], dtype: torch.dtype, lif: LIFArgs, k):
