@@ -68,6 +68,18 @@ def _perturbed_block(in_ch: int, out_ch: int, stride: int) -> MembraneBlock:
     return block.train()
 
 
+def _assert_same_gradients(block, got_pair, want_pair, **tol):
+    """The gradients of the block input and every parameter, for one random output gradient, agree; returns them."""
+    (out, h1), (ref, h2) = got_pair, want_pair
+    g = torch.randn_like(out)
+    params = list(block.parameters())
+    got = torch.autograd.grad(out, [h1, *params], g)
+    want = torch.autograd.grad(ref, [h2, *params], g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **tol)
+    return got
+
+
 @pytest.mark.parametrize("T", [3, 1])
 @pytest.mark.parametrize("in_ch, out_ch, stride", [(4, 4, 1), (4, 6, 2)])
 def test_block_is_its_formula_forward_and_every_gradient(in_ch, out_ch, stride, T):
@@ -79,12 +91,7 @@ def test_block_is_its_formula_forward_and_every_gradient(in_ch, out_ch, stride, 
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
     spikes = lif_formula(h)
     assert 0 < spikes.mean() < 1  # a comparison between firing layers
-    g = torch.randn_like(out)
-    params = list(block.parameters())
-    got = torch.autograd.grad(out, [h1, *params], g)
-    want = torch.autograd.grad(ref, [h2, *params], g)
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+    got = _assert_same_gradients(block, (out, h1), (ref, h2), rtol=1e-9, atol=1e-10)
     assert got[0].abs().sum() > 0 and all(p.abs().sum() > 0 for p in got[1:])
 
 
@@ -117,12 +124,7 @@ def test_lean_block_stores_spike_bits_and_equals_its_modules(in_ch, out_ch, stri
     assert len(big(plain)) > len(big(saved))  # the modules store float spikes and u besides
     assert sum(t.numel() for t in saved if t.dtype == torch.uint8) > 0
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)  # the units sum in their own order
-    g = torch.randn_like(out)
-    params = list(block.parameters())
-    got = torch.autograd.grad(out, [h1, *params], g)
-    want = torch.autograd.grad(ref, [h2, *params], g)
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    _assert_same_gradients(block, (out, h1), (ref, h2), rtol=1e-12, atol=1e-12)
 
 
 def test_network_layout_and_the_paper_default():
