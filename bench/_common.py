@@ -132,9 +132,12 @@ def machine() -> str:
         load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     except OSError:
         load = "n/a"
-    from tdbn.train.amp import cpu_bf16_native
-
-    isa = f"{torch.backends.cpu.get_cpu_capability()}, {'native' if cpu_bf16_native() else 'no native'} bf16"
+    try:
+        from tdbn.train.amp import cpu_bf16_native
+        bf16 = "native bf16" if cpu_bf16_native() else "no native bf16"
+    except ImportError:  # a peer's environment without tdbn
+        bf16 = "bf16 support not checked"
+    isa = f"{torch.backends.cpu.get_cpu_capability()}, {bf16}"
     return (
         f"{cpu} ({isa}), {os.cpu_count()} cores, torch {torch.__version__} "
         f"(default {torch.get_num_threads()} threads), "
