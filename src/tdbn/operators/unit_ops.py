@@ -187,8 +187,13 @@ def _window_stand_in(bits: Tensor, shape: list[int], dtype: torch.dtype, lif: LI
 
 
 def _lif_window_backward(grad_spikes: Tensor, bits: Tensor, shape: list[int], dtype: torch.dtype, lif: LIFArgs, k):
-    """``dL/dx`` of :func:`_lif_window_forward` from the window's bits."""
+    """``dL/dx`` of :func:`_lif_window_forward` from the window's bits: ``dL/do * 1/a`` inside the window, 0
+    outside; in float32 and float64 two in-place products (the kernels' ``dL/do * sg`` with ``sg = 1/a``, the same
+    rounding), in other dtypes the device's LIF kernel on a stand-in ``u``."""
     with no_autocast(bits.device):
+        if dtype in (torch.float32, torch.float64):
+            window = k.unpack_bits(bits, tuple(shape), dtype)
+            return window.mul_(1.0 / lif.width).mul_(_matching(window, grad_spikes))
         u = _window_stand_in(bits, shape, dtype, lif, k)
         return k.bptt(_matching(u, grad_spikes), u, *lif)
 
