@@ -165,9 +165,9 @@ lif_forward, lif_backward = _lif_operators()
 # One step from rest with the rectangle surrogate (Eq. 16): the backward pass needs only where ``u = x`` lies in the
 # surrogate's window ``|u - v_th| < a/2``, one bit per value instead of ``u``. The forward pass evaluates that test
 # in ``x``'s dtype, as the kernels' surrogate does (tests/operators/test_operators_lif_window.py holds them to the
-# same bits, window edges included); the backward pass runs the device's own LIF kernel on a stand-in ``u``
-# (``v_th`` inside the window, far outside it elsewhere), whose surrogate is the same ``1/a`` or 0 as the stored
-# ``u``'s: the same input gradient, bit for bit.
+# same bits, window edges included); the backward pass multiplies by ``1/a`` inside the window (float32, float64)
+# or runs the device's own LIF kernel on a stand-in ``u`` (``v_th`` inside the window, far outside it elsewhere),
+# whose surrogate is the same ``1/a`` or 0 as the stored ``u``'s: the same input gradient, bit for bit.
 
 
 def _lif_window_forward(x: Tensor, lif: LIFArgs, k):
