@@ -15,6 +15,7 @@ from tdbn.stream import init_state, step
 
 from formulas import RectangleSpike
 from fusion_checks import assert_fused_equal, randomize_bn
+from saved_tensors import SavedBytes
 from tiny_models import tiny_model
 
 F64 = torch.float64
@@ -95,13 +96,6 @@ def test_block_is_its_formula_forward_and_every_gradient(in_ch, out_ch, stride, 
     assert got[0].abs().sum() > 0 and all(p.abs().sum() > 0 for p in got[1:])
 
 
-def _saved(fn):
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        out = fn()
-    return out, saved
-
-
 @pytest.mark.parametrize("T", [1, 2])
 @pytest.mark.parametrize("in_ch, out_ch, stride", [(4, 4, 1), (4, 6, 2)])
 def test_lean_block_stores_spike_bits_and_equals_its_modules(in_ch, out_ch, stride, T):
@@ -112,17 +106,18 @@ def test_lean_block_stores_spike_bits_and_equals_its_modules(in_ch, out_ch, stri
     block = _perturbed_block(in_ch, out_ch, stride)
     h = torch.randn(T, 4, in_ch, 8, 8, dtype=F64) * 0.8 + 0.3
     h1, h2 = h.clone().requires_grad_(), h.clone().requires_grad_()
-    out, saved = _saved(lambda: block(h1))
-    with tdbn.operators.lean_training(False):
-        ref, plain = _saved(lambda: block(h2))
+    with SavedBytes() as saved:
+        out = block(h1)
+    with tdbn.operators.lean_training(False), SavedBytes() as plain:
+        ref = block(h2)
     weights = {p.data_ptr() for p in block.parameters()}
     big = lambda ts: sorted(t.numel() for t in ts  # noqa: E731 - the float activations stored
                             if t.is_floating_point() and t.numel() > 4 * 8 * 8 and t.data_ptr() not in weights)
     out_n = T * 4 * out_ch * (8 // stride) ** 2
     convs = [out_n, out_n] + ([out_n] if len(block.shortcut) else [])  # unit1's, unit2's (and the projection's)
-    assert big(saved) == sorted(convs + ([] if T == 1 else [h.numel()]))
-    assert len(big(plain)) > len(big(saved))  # the modules store float spikes and u besides
-    assert sum(t.numel() for t in saved if t.dtype == torch.uint8) > 0
+    assert big(saved.saved) == sorted(convs + ([] if T == 1 else [h.numel()]))
+    assert len(big(plain.saved)) > len(big(saved.saved))  # the modules store float spikes and u besides
+    assert sum(t.numel() for t in saved.saved if t.dtype == torch.uint8) > 0
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)  # the units sum in their own order
     _assert_same_gradients(block, (out, h1), (ref, h2), rtol=1e-12, atol=1e-12)
 

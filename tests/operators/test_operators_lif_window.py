@@ -13,6 +13,8 @@ from tdbn.operators.registration import LIFArgs
 from tdbn.operators.unit_ops import lif_forward, lif_op
 from tdbn.operators.params import LIFParameters
 
+from saved_tensors import SavedBytes
+
 
 def _x(dtype, v_th, width, shape=(1, 3, 4, 5, 6)):
     g = torch.Generator().manual_seed(7)
@@ -26,13 +28,6 @@ def _x(dtype, v_th, width, shape=(1, 3, 4, 5, 6)):
     return x.to(dtype)
 
 
-def _saved_bytes(fn):
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        out = fn()
-    return out, saved
-
-
 @pytest.mark.parametrize("reference", [False, True], ids=["kernels", "reference"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("v_th,width", [(1.0, 1.0), (0.5, 0.3), (0.3, 2.0)])
@@ -42,7 +37,8 @@ def test_window_step_equals_the_step_that_stores_u(reference, dtype, v_th, width
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(dtype)
     with use_reference(reference):
         xa = x.clone().requires_grad_(True)
-        spikes, saved = _saved_bytes(lambda: lif_op(xa, p))
+        with SavedBytes() as saved:
+            spikes = lif_op(xa, p)
         spikes.backward(g)
         xb = x.clone().requires_grad_(True)
         expected, u = lif_forward(xb, None, LIFArgs.of(p), True)
@@ -50,7 +46,7 @@ def test_window_step_equals_the_step_that_stores_u(reference, dtype, v_th, width
     assert torch.equal(spikes, expected)
     assert torch.equal(xa.grad, xb.grad)
     assert xa.grad.abs().sum() > 0 and (xa.grad == 0).any()  # inside and outside the window both occur
-    assert [t.dtype for t in saved] == [torch.uint8] and saved[0].numel() == (x.numel() + 7) // 8
+    assert [t.dtype for t in saved.saved] == [torch.uint8] and saved.saved[0].numel() == (x.numel() + 7) // 8
 
 
 def test_the_lif_module_takes_it_only_where_it_applies():
@@ -61,10 +57,12 @@ def test_the_lif_module_takes_it_only_where_it_applies():
     cases = [(tdbn.LIF(), x1, [torch.uint8]), (tdbn.LIF(), x2, [torch.float32]),
              (tdbn.LIF(surrogate="atan"), x1, [torch.float32])]
     for lif, x, dtypes in cases:
-        _, saved = _saved_bytes(lambda: lif(x))
-        assert [t.dtype for t in saved] == dtypes, (lif, x.shape)
-    _, saved = _saved_bytes(lambda: tdbn.functional.lif(x1, return_membrane=True))
-    assert torch.float32 in [t.dtype for t in saved]
+        with SavedBytes() as saved:
+            lif(x)
+        assert [t.dtype for t in saved.saved] == dtypes, (lif, x.shape)
+    with SavedBytes() as saved:
+        tdbn.functional.lif(x1, return_membrane=True)
+    assert torch.float32 in [t.dtype for t in saved.saved]
 
 
 def test_channels_last_input():

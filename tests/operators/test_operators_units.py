@@ -19,6 +19,7 @@ from tdbn.functional import td_batch_norm
 from tdbn.operators import cpu as native
 from tdbn.operators import pack_spikes, switches, td_batch_norm_train, td_bn_add_lif, td_bn_lif
 from tdbn.functional.tdbn import td_batch_norm_plain
+from saved_tensors import SavedBytes
 
 F64 = torch.float64
 
@@ -44,25 +45,6 @@ def graph_ops(t: torch.Tensor) -> set[str]:
 
 def has_op(names: set[str], op: str) -> bool:
     return any(f"tdbn_{op}_default" in n or f"tdbn_{op}_" in n and n.endswith("Backward") for n in names)
-
-
-class SavedBytes:
-    """Every tensor autograd saves inside the block, seen through saved_tensors_hooks (as activation
-    checkpointing and CPU offloading see them)."""
-
-    def __init__(self):
-        self.saved: list[torch.Tensor] = []
-
-    def __enter__(self):
-        self._ctx = torch.autograd.graph.saved_tensors_hooks(lambda t: self.saved.append(t) or t, lambda t: t)
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self._ctx.__exit__(*exc)
-
-    def big(self, numel: int) -> list[torch.Tensor]:
-        return [t for t in self.saved if t.numel() >= numel]
 
 
 # ---- tdBN alone -------------------------------------------------------------------------------------------
